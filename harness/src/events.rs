@@ -1,0 +1,345 @@
+//! The event log: one timestamped stream of everything a run observed.
+//!
+//! Every part of a running lab (DNS server, fake MX servers, the system under test's driver)
+//! records into the same [`EventLog`]. Assertions are predicates over its [`Event`]s and
+//! reporters render them.
+
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::Serialize;
+use tokio::sync::Notify;
+
+use crate::family::Family;
+
+/// Identifies one SMTP session on one fake MX server, unique within a run.
+pub type SessionId = u64;
+
+/// What happened.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum EventKind {
+    /// The scenario DNS server answered (or deliberately did not answer) a query.
+    DnsQuery {
+        /// Address of the client that asked.
+        client: IpAddr,
+        /// `udp` or `tcp`.
+        transport: String,
+        /// The queried name.
+        name: String,
+        /// The queried record type, e.g. `AAAA`.
+        record_type: String,
+        /// The response code and answers, e.g. `NOERROR 2001:db8:0:3::2`.
+        answer: String,
+    },
+    /// A fake MX server accepted a TCP connection.
+    SmtpConnected {
+        /// The host the server belongs to, e.g. `mx1` or `collector`.
+        host: String,
+        /// Session id, unique within the run.
+        session: SessionId,
+        /// The family of the listening address.
+        family: Family,
+        /// The client's address.
+        client: SocketAddr,
+        /// The server's address.
+        server: SocketAddr,
+    },
+    /// A line the client sent (commands; message content is not logged line by line).
+    SmtpCommand {
+        /// The host the server belongs to.
+        host: String,
+        /// Session id.
+        session: SessionId,
+        /// The line, without CRLF.
+        line: String,
+    },
+    /// A reply the server sent (multi-line replies are joined with `\n`).
+    SmtpReply {
+        /// The host the server belongs to.
+        host: String,
+        /// Session id.
+        session: SessionId,
+        /// The reply text, without the final CRLF.
+        reply: String,
+    },
+    /// The server accepted a message at the end of DATA.
+    MessageAccepted {
+        /// The host the server belongs to.
+        host: String,
+        /// Session id.
+        session: SessionId,
+        /// Family of the session.
+        family: Family,
+        /// Envelope sender.
+        from: String,
+        /// Envelope recipients.
+        to: Vec<String>,
+        /// Size of the message content in bytes.
+        size: usize,
+        /// SHA-256 of the content after dot-unstuffing, hex.
+        digest: String,
+        /// The Message-ID header's value, if any.
+        message_id: Option<String>,
+    },
+    /// A session ended.
+    SmtpClosed {
+        /// The host the server belongs to.
+        host: String,
+        /// Session id.
+        session: SessionId,
+        /// Why: `quit`, `client closed`, `timeout`, an I/O error, ...
+        reason: String,
+    },
+    /// The harness handed a message to the system under test.
+    MessageInjected {
+        /// Envelope sender.
+        from: String,
+        /// Envelope recipients.
+        to: Vec<String>,
+        /// The system under test's reply to the end of DATA.
+        reply: String,
+    },
+    /// A line the system under test logged.
+    SutLog {
+        /// The log line.
+        line: String,
+    },
+    /// The system under test's queue, as read at the end of the run.
+    SutQueue {
+        /// Messages still queued, each with its last error if the MTA gives one.
+        entries: Vec<QueueEntry>,
+    },
+    /// A harness-level note, e.g. that the run hit its time limit.
+    Harness {
+        /// What happened.
+        message: String,
+    },
+}
+
+/// One message in the system under test's queue.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct QueueEntry {
+    /// The MTA's queue id.
+    pub id: String,
+    /// Envelope recipients still pending.
+    pub recipients: Vec<String>,
+    /// The last delivery error, if known.
+    pub reason: Option<String>,
+}
+
+/// One observation with the time it was made, relative to the start of the run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Event {
+    /// Time since the log was created.
+    #[serde(with = "duration_secs")]
+    pub at: Duration,
+    /// What happened.
+    #[serde(flatten)]
+    pub kind: EventKind,
+}
+
+mod duration_secs {
+    use serde::Serializer;
+    use std::time::Duration;
+
+    pub fn serialize<S: Serializer>(d: &Duration, s: S) -> Result<S::Ok, S::Error> {
+        s.serialize_f64(d.as_secs_f64())
+    }
+}
+
+/// A shared, append-only, ordered log of [`Event`]s. Cheap to clone; clones share the log.
+#[derive(Clone)]
+pub struct EventLog {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    start: Instant,
+    events: Mutex<Vec<Event>>,
+    changed: Notify,
+}
+
+impl Default for EventLog {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+impl EventLog {
+    /// An empty log whose clock starts now.
+    pub fn new() -> Self {
+        Self {
+            inner: Arc::new(Inner {
+                start: Instant::now(),
+                events: Mutex::new(Vec::new()),
+                changed: Notify::new(),
+            }),
+        }
+    }
+
+    /// Appends an event stamped with the current time.
+    pub fn record(&self, kind: EventKind) {
+        let at = self.inner.start.elapsed();
+        self.inner
+            .events
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(Event { at, kind });
+        self.inner.changed.notify_waiters();
+    }
+
+    /// Time elapsed since the log was created.
+    pub fn elapsed(&self) -> Duration {
+        self.inner.start.elapsed()
+    }
+
+    /// A copy of every event so far, in order.
+    pub fn snapshot(&self) -> Vec<Event> {
+        self.inner
+            .events
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Waits until `done` holds for the events so far, or `timeout` passes.
+    /// Returns whether `done` held.
+    pub async fn wait_until(&self, timeout: Duration, done: impl Fn(&[Event]) -> bool) -> bool {
+        let deadline = tokio::time::Instant::now() + timeout;
+        loop {
+            let changed = self.inner.changed.notified();
+            tokio::pin!(changed);
+            changed.as_mut().enable();
+            if done(&self.snapshot()) {
+                return true;
+            }
+            if tokio::time::timeout_at(deadline, changed).await.is_err() {
+                return done(&self.snapshot());
+            }
+        }
+    }
+}
+
+impl fmt::Display for EventKind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            EventKind::DnsQuery {
+                client,
+                transport,
+                name,
+                record_type,
+                answer,
+            } => write!(f, "dns   {client} {transport} {name} {record_type} -> {answer}"),
+            EventKind::SmtpConnected {
+                host,
+                session,
+                family,
+                client,
+                server,
+            } => write!(f, "smtp  {host}#{session} {family} connect {client} -> {server}"),
+            EventKind::SmtpCommand {
+                host,
+                session,
+                line,
+            } => write!(f, "smtp  {host}#{session} C: {line}"),
+            EventKind::SmtpReply {
+                host,
+                session,
+                reply,
+            } => write!(f, "smtp  {host}#{session} S: {}", reply.replace('\n', " | ")),
+            EventKind::MessageAccepted {
+                host,
+                session,
+                family,
+                from,
+                to,
+                size,
+                ..
+            } => write!(
+                f,
+                "smtp  {host}#{session} {family} accepted message <{from}> -> {} ({size} bytes)",
+                to.join(", ")
+            ),
+            EventKind::SmtpClosed {
+                host,
+                session,
+                reason,
+            } => write!(f, "smtp  {host}#{session} closed ({reason})"),
+            EventKind::MessageInjected { from, to, reply } => {
+                write!(f, "sut   injected <{from}> -> {}: {reply}", to.join(", "))
+            }
+            EventKind::SutLog { line } => write!(f, "sut   {line}"),
+            EventKind::SutQueue { entries } if entries.is_empty() => write!(f, "sut   queue empty"),
+            EventKind::SutQueue { entries } => {
+                write!(f, "sut   queue:")?;
+                for entry in entries {
+                    write!(
+                        f,
+                        " [{} -> {}: {}]",
+                        entry.id,
+                        entry.recipients.join(", "),
+                        entry.reason.as_deref().unwrap_or("no reason given")
+                    )?;
+                }
+                Ok(())
+            }
+            EventKind::Harness { message } => write!(f, "mxlab {message}"),
+        }
+    }
+}
+
+impl fmt::Display for Event {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{:>8.3}s  {}", self.at.as_secs_f64(), self.kind)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn note(message: &str) -> EventKind {
+        EventKind::Harness {
+            message: message.to_string(),
+        }
+    }
+
+    #[test]
+    fn events_keep_their_order_and_rising_timestamps() {
+        let log = EventLog::new();
+        log.record(note("a"));
+        log.record(note("b"));
+        let events = log.snapshot();
+        assert_eq!(events.len(), 2);
+        assert_eq!(events[0].kind, note("a"));
+        assert!(events[0].at <= events[1].at);
+    }
+
+    #[tokio::test]
+    async fn wait_until_wakes_on_a_matching_event() {
+        let log = EventLog::new();
+        let writer = log.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            writer.record(note("done"));
+        });
+        let seen = log
+            .wait_until(Duration::from_secs(5), |events| {
+                events.iter().any(|e| e.kind == note("done"))
+            })
+            .await;
+        assert!(seen);
+    }
+
+    #[tokio::test]
+    async fn wait_until_gives_up_at_the_timeout() {
+        let log = EventLog::new();
+        let seen = log
+            .wait_until(Duration::from_millis(30), |events| !events.is_empty())
+            .await;
+        assert!(!seen);
+    }
+}
