@@ -1,12 +1,18 @@
 //! mxlab: a test harness for mail transfer agents in dual-stack network namespaces.
 //!
 //! The pipeline: a scenario file is loaded into a [`scenario::Scenario`], planned into a
-//! [`plan::Plan`], brought to life by [`lab::Lab`] (namespaces, DNS, fake MX servers, the system
+//! [`plan::Plan`], brought to life by [`lab`] (namespaces, DNS, fake MX servers, the system
 //! under test), observed through one [`events::EventLog`], judged by [`verdict`] and rendered by
 //! [`report`].
 
+pub mod cli;
 pub mod dns;
 pub mod events;
 pub mod family;
+pub mod lab;
 pub mod mx;
+pub mod plan;
+pub mod report;
+pub mod scenario;
 pub mod sut;
+pub mod verdict;

@@ -1,1 +1,25 @@
-//! netns
+//! Linux network namespaces, links, addresses, routes and processes for mxlab's test topologies.
+//!
+//! Namespaces are anonymous: each is held by a file descriptor (and by the sockets and processes
+//! inside it), so a crashed harness leaks nothing. Every namespace and interface this crate
+//! creates carries the `mxlab` prefix, and nothing is ever attached to the root namespace: veth
+//! pairs are created inside the router namespace with their peer placed directly into the host
+//! namespace.
+//!
+//! - [`Namespace`]: create one, run code inside it, set sysctls.
+//! - [`Topology`]: a router namespace plus one namespace per host, built over netlink.
+//! - [`spawn`] / [`output`]: processes inside a namespace, optionally with their own PID
+//!   namespace and resolv.conf.
+
+mod error;
+mod namespace;
+mod process;
+mod topology;
+
+pub use error::Error;
+pub use namespace::Namespace;
+pub use process::{output, spawn, Process, SpawnOptions};
+pub use topology::{HostSpec, LinkAddresses, Topology, TopologySpec};
+
+/// This crate's result type.
+pub type Result<T, E = Error> = std::result::Result<T, E>;

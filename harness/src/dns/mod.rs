@@ -1,1 +1,26 @@
-//! dns
+//! The scenario's authoritative DNS server.
+//!
+//! A scenario describes [`Zone`]s of [`Record`]s; [`DnsServer::new`] checks them and builds
+//! hickory in-memory zones (with generated SOA and NS records), and [`DnsServer::serve`] answers
+//! on sockets the lab bound inside a network namespace. Answers are authoritative (AA set):
+//! NXDOMAIN for unknown names inside a zone, NOERROR without records for existing names
+//! without the asked type, REFUSED for names outside every zone, and CNAMEs chased within the
+//! zones as hickory does.
+//!
+//! Every query is recorded as one [`EventKind::DnsQuery`](crate::events::EventKind) with the
+//! client's address, the transport, the question and a summary of the answer such as
+//! `NOERROR 192.0.2.10, 2001:db8::10`.
+
+mod error;
+mod handler;
+mod records;
+mod server;
+mod zones;
+
+#[cfg(test)]
+mod tests;
+
+pub use error::DnsError;
+pub use records::{reverse_name, Record, RecordData, Zone};
+pub use server::{DnsServer, RunningDns};
+pub use zones::{NEGATIVE_TTL, RECORD_TTL};

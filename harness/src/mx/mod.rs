@@ -1,1 +1,359 @@
-//! mx
+//! The fake MX server: a small, real ESMTP server whose greeting can be scripted per address
+//! family, and which records every connection, command, reply and accepted message into the
+//! run's [`EventLog`].
+//!
+//! [`start`] serves a set of already-bound [`Listener`]s (one per address family of one host)
+//! and returns a [`RunningMx`] holding the accepted messages.
+//!
+//! Modules: this one holds the public API and the accept loops; `conn` drives one connection;
+//! `session` is the I/O-free SMTP state machine; `line` frames command lines; `data` reads the
+//! DATA phase; `reply` formats replies.
+//!
+//! SMTP behaviour, per RFC 5321: EHLO (PIPELINING, 8BITMIME, SIZE, ENHANCEDSTATUSCODES,
+//! SMTPUTF8), HELO, MAIL, RCPT, DATA, RSET, NOOP, VRFY (252), QUIT. HELO/EHLO is required before
+//! MAIL; RCPT needs a successful MAIL; DATA needs a recipient. A 4xx greeting is sent and the
+//! connection closed; after a 5xx greeting everything but QUIT gets 503. Limits are in
+//! [`Limits`].
+
+mod conn;
+mod data;
+mod line;
+mod reply;
+mod session;
+
+#[cfg(test)]
+mod tests;
+
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::{JoinHandle, JoinSet};
+
+use crate::events::{EventKind, EventLog, SessionId};
+use crate::family::Family;
+
+/// How one listener (one address family of one MX host) behaves.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerBehaviour {
+    /// The greeting reply, e.g. `220 mx1.example.test ESMTP mxlab` (default) or
+    /// `421 4.3.2 Service not available` (then the server closes after sending it) or a 5xx
+    /// (then it answers 503 to everything but QUIT until QUIT). Sent verbatim; `\n` separates
+    /// the lines of a multi-line greeting (write the `220-` continuation markers yourself).
+    pub greeting: String,
+}
+
+impl ListenerBehaviour {
+    /// A well-behaved server: `220 <hostname> ESMTP mxlab`.
+    pub fn normal(hostname: &str) -> Self {
+        Self {
+            greeting: format!("220 {hostname} ESMTP mxlab"),
+        }
+    }
+}
+
+/// A listening socket with its family's behaviour.
+///
+/// The socket is already bound and listening (the lab binds it inside a network namespace).
+#[derive(Debug)]
+pub struct Listener {
+    /// The bound socket.
+    pub socket: std::net::TcpListener,
+    /// The family reported in events for connections on this socket.
+    pub family: Family,
+    /// How sessions on this socket behave.
+    pub behaviour: ListenerBehaviour,
+}
+
+/// Size and time limits of a server. [`Limits::default`] is what [`start`] uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Limits {
+    /// Longest command line in bytes, not counting CRLF (default 2048). Longer lines get
+    /// `500 5.5.2` and the session continues.
+    pub max_line: usize,
+    /// Largest message in bytes after dot-unstuffing (default 50 MiB, advertised as `SIZE`).
+    /// Larger messages get `552 5.3.4`, as does a MAIL whose `SIZE=` exceeds it.
+    pub max_message: usize,
+    /// Most recipients per transaction (default 1000); more get `452 4.5.3`.
+    pub max_recipients: usize,
+    /// A session waiting this long for the client (default 300 s) gets `421 4.4.2` and is
+    /// closed. Also bounds each write.
+    pub idle_timeout: Duration,
+    /// After the server closes a session (QUIT, 4xx greeting, timeout) it half-closes and
+    /// waits at most this long (default 2 s) for the client to close, so the client reads the
+    /// last reply rather than a connection reset.
+    pub linger: Duration,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Self {
+            max_line: 2048,
+            max_message: 50 * 1024 * 1024,
+            max_recipients: 1000,
+            idle_timeout: Duration::from_secs(300),
+            linger: Duration::from_secs(2),
+        }
+    }
+}
+
+/// A message the server accepted.
+#[derive(Debug, Clone)]
+pub struct StoredMessage {
+    /// The session that delivered it.
+    pub session: SessionId,
+    /// The family of that session's listener.
+    pub family: Family,
+    /// Envelope sender; empty for the null sender `<>`.
+    pub from: String,
+    /// Envelope recipients, in the order they were accepted.
+    pub to: Vec<String>,
+    /// The content after dot-unstuffing, ending with the CRLF of its last line.
+    pub content: Vec<u8>,
+    /// Hex SHA-256 of `content`.
+    pub digest: String,
+}
+
+/// Shared counter so session ids are unique across all servers of a run. Clones share it.
+#[derive(Debug, Clone, Default)]
+pub struct SessionIds(Arc<AtomicU64>);
+
+impl SessionIds {
+    /// A fresh counter; the first id it hands out is 1.
+    pub fn new() -> Self {
+        Self::default()
+    }
+
+    /// The next id.
+    pub fn next_id(&self) -> SessionId {
+        self.0.fetch_add(1, Ordering::Relaxed) + 1
+    }
+}
+
+/// Why a server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum MxError {
+    /// A listening socket could not be handed to the async runtime.
+    #[error("{host}: cannot serve the {family} listener: {source}")]
+    Listener {
+        /// The server's short name.
+        host: String,
+        /// The listener's family.
+        family: Family,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+}
+
+/// What every session of one listener needs.
+struct Shared {
+    host: String,
+    hostname: String,
+    family: Family,
+    behaviour: ListenerBehaviour,
+    limits: Limits,
+    local: SocketAddr,
+    log: EventLog,
+    messages: Arc<Mutex<Vec<StoredMessage>>>,
+}
+
+impl Shared {
+    fn store(&self, message: StoredMessage) {
+        self.messages
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .push(message);
+    }
+}
+
+/// A server that is serving. Dropping it aborts every task at once (without `SmtpClosed`
+/// events); [`RunningMx::shutdown`] ends sessions cleanly.
+#[derive(Debug)]
+pub struct RunningMx {
+    host: String,
+    messages: Arc<Mutex<Vec<StoredMessage>>>,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<()>>,
+}
+
+/// Starts serving every listener with the default [`Limits`]. `host` is the short name used in
+/// events (`mx1`, `collector`), `hostname` the FQDN used in replies.
+///
+/// Must be called inside a Tokio runtime. A listener that cannot be served (practically only
+/// when the runtime cannot register the socket) is skipped, with a `Harness` event saying so;
+/// use [`try_start`] to get the error instead.
+pub fn start(
+    host: &str,
+    hostname: &str,
+    listeners: Vec<Listener>,
+    log: EventLog,
+    ids: SessionIds,
+) -> RunningMx {
+    start_with_limits(host, hostname, listeners, log, ids, Limits::default())
+}
+
+/// [`start`] with explicit limits.
+pub fn start_with_limits(
+    host: &str,
+    hostname: &str,
+    listeners: Vec<Listener>,
+    log: EventLog,
+    ids: SessionIds,
+    limits: Limits,
+) -> RunningMx {
+    let mut server = RunningMx::new(host);
+    for listener in listeners {
+        if let Err(error) = server.serve(hostname, listener, &log, &ids, &limits) {
+            tracing::error!("{error}");
+            log.record(EventKind::Harness {
+                message: error.to_string(),
+            });
+        }
+    }
+    server
+}
+
+/// Like [`start_with_limits`], but fails (serving nothing) if any listener cannot be served.
+pub fn try_start(
+    host: &str,
+    hostname: &str,
+    listeners: Vec<Listener>,
+    log: EventLog,
+    ids: SessionIds,
+    limits: Limits,
+) -> Result<RunningMx, MxError> {
+    let mut server = RunningMx::new(host);
+    for listener in listeners {
+        server.serve(hostname, listener, &log, &ids, &limits)?;
+    }
+    Ok(server)
+}
+
+impl RunningMx {
+    fn new(host: &str) -> Self {
+        Self {
+            host: host.to_string(),
+            messages: Arc::default(),
+            stop: watch::Sender::new(false),
+            tasks: Vec::new(),
+        }
+    }
+
+    fn serve(
+        &mut self,
+        hostname: &str,
+        listener: Listener,
+        log: &EventLog,
+        ids: &SessionIds,
+        limits: &Limits,
+    ) -> Result<(), MxError> {
+        let error = |source| MxError::Listener {
+            host: self.host.clone(),
+            family: listener.family,
+            source,
+        };
+        listener.socket.set_nonblocking(true).map_err(error)?;
+        let local = listener.socket.local_addr().map_err(error)?;
+        let socket = TcpListener::from_std(listener.socket).map_err(error)?;
+        let shared = Arc::new(Shared {
+            host: self.host.clone(),
+            hostname: hostname.to_string(),
+            family: listener.family,
+            behaviour: listener.behaviour,
+            limits: limits.clone(),
+            local,
+            log: log.clone(),
+            messages: self.messages.clone(),
+        });
+        let task = accept_loop(socket, shared, ids.clone(), self.stop.subscribe());
+        self.tasks.push(tokio::spawn(task));
+        Ok(())
+    }
+
+    /// The server's short name.
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    /// Every message accepted so far, in order of acceptance.
+    pub fn messages(&self) -> Vec<StoredMessage> {
+        self.messages
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+            .clone()
+    }
+
+    /// Stops accepting and ends every session (each records `SmtpClosed` with reason
+    /// `server shutdown`; clients see the connection close without a reply). Waits up to 5 s.
+    pub async fn shutdown(mut self) {
+        self.stop.send_replace(true);
+        let tasks = std::mem::take(&mut self.tasks);
+        let all = futures::future::join_all(tasks);
+        if tokio::time::timeout(Duration::from_secs(5), all)
+            .await
+            .is_err()
+        {
+            tracing::warn!(host = %self.host, "mx shutdown timed out; aborting sessions");
+        }
+        // Anything still running is aborted by Drop.
+    }
+}
+
+impl Drop for RunningMx {
+    fn drop(&mut self) {
+        for task in &self.tasks {
+            task.abort();
+        }
+    }
+}
+
+/// Accepts connections until shutdown, then waits for the sessions to end. Aborting this task
+/// aborts the sessions too (they live in its `JoinSet`).
+async fn accept_loop(
+    socket: TcpListener,
+    shared: Arc<Shared>,
+    ids: SessionIds,
+    mut stop: watch::Receiver<bool>,
+) {
+    let mut sessions = JoinSet::new();
+    let session_stop = stop.clone();
+    loop {
+        tokio::select! {
+            accepted = socket.accept() => match accepted {
+                Ok((stream, client)) => {
+                    let id = ids.next_id();
+                    sessions.spawn(conn::serve(stream, client, id, shared.clone(), session_stop.clone()));
+                }
+                Err(error) => {
+                    // E.g. EMFILE or a connection reset before accept: back off and go on.
+                    tracing::warn!(host = %shared.host, %error, "accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+            Some(done) = sessions.join_next(), if !sessions.is_empty() => reap(&shared, done),
+            _ = stopped(&mut stop) => break,
+        }
+    }
+    drop(socket);
+    while let Some(done) = sessions.join_next().await {
+        reap(&shared, done);
+    }
+}
+
+/// Resolves once the server is told to stop (or the [`RunningMx`] is gone).
+async fn stopped(stop: &mut watch::Receiver<bool>) {
+    // The guard `wait_for` returns is not `Send`; drop it here.
+    let _ = stop.wait_for(|&stop| stop).await;
+}
+
+fn reap(shared: &Shared, done: Result<(), tokio::task::JoinError>) {
+    if let Err(error) = done {
+        if error.is_panic() {
+            tracing::error!(host = %shared.host, %error, "an smtp session panicked");
+        }
+    }
+}

@@ -1,5 +1,6 @@
 #!/usr/bin/env bash
-# Installs what mxlab needs on a fresh Debian 12 machine (idempotent; run as root).
+# Installs what mxlab needs on a fresh Debian 12 machine: Postfix (without a system instance),
+# nftables, iproute2 and dig. Idempotent; run as root. Rust (>= 1.95) must already be installed.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 if [ ! -e /usr/sbin/policy-rc.d ]; then

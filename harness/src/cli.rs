@@ -1,0 +1,140 @@
+//! The `mxlab` command line.
+
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+use clap::{Parser, Subcommand};
+
+use crate::lab::{self, SutKind};
+use crate::report::console;
+use crate::scenario::{self, Scenario};
+use crate::verdict::Status;
+
+/// Exit status when a scenario failed.
+const EXIT_FAILED: u8 = 1;
+/// Exit status for bad input or a harness problem (the MTA was not judged).
+const EXIT_USAGE: u8 = 2;
+/// Exit status after SIGINT or SIGTERM.
+const EXIT_INTERRUPTED: u8 = 130;
+
+/// mxlab: reproduce dual-stack mail delivery failures and check what a real MTA does in them.
+#[derive(Debug, Parser)]
+#[command(name = "mxlab", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Run scenarios against a system under test and print a verdict per scenario.
+    Run {
+        /// Scenario files or directories (searched recursively for *.toml); default: ./scenarios
+        paths: Vec<PathBuf>,
+        /// The MTA to test.
+        #[arg(long, value_enum, default_value = "postfix")]
+        sut: SutKind,
+    },
+}
+
+impl Cli {
+    /// Runs the command and returns the process's exit status.
+    pub async fn execute(self) -> ExitCode {
+        match self.command {
+            Command::Run { paths, sut } => run(paths, sut).await,
+        }
+    }
+}
+
+async fn run(paths: Vec<PathBuf>, sut: SutKind) -> ExitCode {
+    let paths = if paths.is_empty() {
+        let default = PathBuf::from("scenarios");
+        if !default.is_dir() {
+            eprintln!("error: no scenario given and ./scenarios does not exist: run mxlab from its checkout or name scenario files");
+            return ExitCode::from(EXIT_USAGE);
+        }
+        vec![default]
+    } else {
+        paths
+    };
+    let files = match scenario::find_scenarios(&paths) {
+        Ok(files) => files,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    let mut bad_input = false;
+    let mut scenarios: Vec<Scenario> = Vec::new();
+    for file in &files {
+        match scenario::load(file) {
+            Ok(scenario) => scenarios.push(scenario),
+            Err(err) => {
+                eprintln!("error: {err}");
+                bad_input = true;
+            }
+        }
+    }
+    if scenarios.is_empty() {
+        if !bad_input {
+            eprintln!("error: no scenario files (*.toml) found in the given paths");
+        }
+        return ExitCode::from(EXIT_USAGE);
+    }
+    if let Err(err) = preflight(sut) {
+        eprintln!("error: {err}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+
+    let (mut passed, mut failed, mut errors) = (0, 0, 0);
+    for scenario in &scenarios {
+        let report = tokio::select! {
+            report = lab::run(scenario, sut) => report,
+            signal = interrupted() => {
+                eprintln!("interrupted by {signal} during {}: lab torn down", scenario.name);
+                return ExitCode::from(EXIT_INTERRUPTED);
+            }
+        };
+        match report {
+            Ok(report) => {
+                print!("{}", console::render(&report));
+                match report.verdict.status {
+                    Status::Pass => passed += 1,
+                    Status::Fail => failed += 1,
+                    Status::Error => errors += 1,
+                }
+            }
+            Err(err) => {
+                println!("ERROR {} [{}]  {err}", scenario.name, sut.name());
+                errors += 1;
+            }
+        }
+    }
+    println!("{passed} passed, {failed} failed, {errors} errors");
+    if bad_input || errors > 0 {
+        ExitCode::from(EXIT_USAGE)
+    } else if failed > 0 {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Checks privileges and the SUT before anything is built, so these problems get one line.
+fn preflight(sut: SutKind) -> anyhow::Result<()> {
+    netns::Namespace::create("mxlab-preflight")?;
+    sut.check_installed()?;
+    Ok(())
+}
+
+/// Resolves on SIGINT or SIGTERM, naming the signal.
+async fn interrupted() -> &'static str {
+    use tokio::signal::unix::{signal, SignalKind};
+    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+        return std::future::pending().await;
+    };
+    tokio::select! {
+        _ = int.recv() => "SIGINT",
+        _ = term.recv() => "SIGTERM",
+    }
+}

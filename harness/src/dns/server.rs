@@ -1,0 +1,135 @@
+//! Starting and stopping the DNS server on sockets the caller has bound.
+
+use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::time::Duration;
+
+use hickory_server::Server;
+use tracing::warn;
+
+use super::error::DnsError;
+use super::handler::QueryHandler;
+use super::records::Zone;
+use super::zones::build_catalog;
+use crate::events::EventLog;
+
+/// How long a TCP client may stay idle before the server closes its connection.
+const TCP_IDLE_TIMEOUT: Duration = Duration::from_secs(10);
+/// Responses queued per TCP connection.
+const TCP_RESPONSE_BUFFER: usize = 32;
+
+/// An authoritative DNS server for a set of [`Zone`]s, ready to [`serve`](Self::serve).
+pub struct DnsServer {
+    handler: QueryHandler,
+}
+
+impl DnsServer {
+    /// Builds authoritative zones: an SOA and an NS record are generated for each origin, and
+    /// every record is checked and placed in the most specific zone covering its name.
+    ///
+    /// Queries will be recorded into `log` as [`EventKind::DnsQuery`](crate::events::EventKind).
+    ///
+    /// # Errors
+    ///
+    /// A [`DnsError`] naming the offending zone or record: an invalid name, a duplicate
+    /// origin, a record outside every zone, or a CNAME that is not alone at its name.
+    pub fn new(zones: &[Zone], log: EventLog) -> Result<Self, DnsError> {
+        let catalog = build_catalog(zones)?;
+        Ok(Self {
+            handler: QueryHandler::new(catalog, log),
+        })
+    }
+
+    /// Serves on sockets the caller already bound (the lab binds them inside a network
+    /// namespace). Must be called from within a tokio runtime; the server runs on it until
+    /// [`RunningDns::shutdown`] or until the [`RunningDns`] is dropped.
+    ///
+    /// # Errors
+    ///
+    /// [`DnsError::NoRuntime`] outside a runtime, [`DnsError::NoSockets`] if both lists are
+    /// empty, [`DnsError::Socket`] if a socket cannot be made non-blocking or registered.
+    pub fn serve(self, udp: Vec<UdpSocket>, tcp: Vec<TcpListener>) -> Result<RunningDns, DnsError> {
+        if tokio::runtime::Handle::try_current().is_err() {
+            return Err(DnsError::NoRuntime);
+        }
+        if udp.is_empty() && tcp.is_empty() {
+            return Err(DnsError::NoSockets);
+        }
+        let mut udp_addrs = Vec::with_capacity(udp.len());
+        let mut udp_sockets = Vec::with_capacity(udp.len());
+        for socket in udp {
+            let addr = socket.local_addr().ok();
+            let failed = |source| DnsError::Socket {
+                what: describe("UDP socket", addr),
+                source,
+            };
+            socket.set_nonblocking(true).map_err(failed)?;
+            udp_sockets.push(tokio::net::UdpSocket::from_std(socket).map_err(failed)?);
+            udp_addrs.extend(addr);
+        }
+        let mut tcp_addrs = Vec::with_capacity(tcp.len());
+        let mut tcp_listeners = Vec::with_capacity(tcp.len());
+        for listener in tcp {
+            let addr = listener.local_addr().ok();
+            let failed = |source| DnsError::Socket {
+                what: describe("TCP listener", addr),
+                source,
+            };
+            listener.set_nonblocking(true).map_err(failed)?;
+            tcp_listeners.push(tokio::net::TcpListener::from_std(listener).map_err(failed)?);
+            tcp_addrs.extend(addr);
+        }
+
+        let mut server = Server::new(self.handler);
+        for socket in udp_sockets {
+            server.register_socket(socket);
+        }
+        for listener in tcp_listeners {
+            server.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+        }
+        Ok(RunningDns {
+            server,
+            udp_addrs,
+            tcp_addrs,
+        })
+    }
+}
+
+fn describe(kind: &str, addr: Option<SocketAddr>) -> String {
+    match addr {
+        Some(addr) => format!("{kind} {addr}"),
+        None => format!("{kind} (unknown address)"),
+    }
+}
+
+/// A DNS server that is answering queries. Stops on [`shutdown`](Self::shutdown) or drop.
+pub struct RunningDns {
+    server: Server<QueryHandler>,
+    udp_addrs: Vec<SocketAddr>,
+    tcp_addrs: Vec<SocketAddr>,
+}
+
+impl RunningDns {
+    /// The local addresses of the UDP sockets being served.
+    pub fn udp_addrs(&self) -> &[SocketAddr] {
+        &self.udp_addrs
+    }
+
+    /// The local addresses of the TCP listeners being served.
+    pub fn tcp_addrs(&self) -> &[SocketAddr] {
+        &self.tcp_addrs
+    }
+
+    /// Stops accepting queries and waits until every socket is closed.
+    pub async fn shutdown(mut self) {
+        if let Err(error) = self.server.shutdown_gracefully().await {
+            warn!(%error, "DNS server stopped with an error");
+        }
+    }
+}
+
+impl Drop for RunningDns {
+    /// Stops the server; its tasks end (and close their sockets) shortly after.
+    fn drop(&mut self) {
+        self.server.shutdown_token().cancel();
+    }
+}

@@ -1,0 +1,417 @@
+//! Scenario → plan: every address, DNS record, listener behaviour and message, derived
+//! deterministically. Pure data; nothing here touches the system.
+
+use std::collections::BTreeMap;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use netns::{HostSpec, LinkAddresses, TopologySpec};
+
+use crate::dns::{reverse_name, Record, RecordData, Zone};
+use crate::family::Family;
+use crate::mx::ListenerBehaviour;
+use crate::scenario::{Scenario, SmtpStage, SENDER_DOMAIN};
+use crate::sut::OutgoingMessage;
+
+/// What part a host plays in the topology.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Role {
+    /// The system under test.
+    Sut,
+    /// The scenario's authoritative DNS server.
+    Dns,
+    /// The sender domain's MX, which receives bounces.
+    Collector,
+    /// A receiving MX from the scenario.
+    Mx,
+}
+
+/// One host of the topology with its addresses.
+#[derive(Debug, Clone)]
+pub struct HostPlan {
+    /// Short name, also used in events (`sut`, `dns`, `bounces`, `mx1`, ...).
+    pub name: String,
+    /// Fully qualified name in the scenario DNS.
+    pub fqdn: String,
+    /// What it does.
+    pub role: Role,
+    /// IPv4 link to the router, if the host has IPv4.
+    pub ipv4: Option<LinkAddresses<Ipv4Addr>>,
+    /// IPv6 link to the router, if the host has IPv6.
+    pub ipv6: Option<LinkAddresses<Ipv6Addr>>,
+    /// How its SMTP listeners behave per family (empty for hosts that run no SMTP server).
+    pub smtp: BTreeMap<Family, ListenerBehaviour>,
+}
+
+impl HostPlan {
+    /// The host's own addresses, IPv4 first.
+    pub fn addresses(&self) -> Vec<IpAddr> {
+        let v4 = self.ipv4.as_ref().map(|link| IpAddr::V4(link.host));
+        let v6 = self.ipv6.as_ref().map(|link| IpAddr::V6(link.host));
+        v4.into_iter().chain(v6).collect()
+    }
+}
+
+/// Everything needed to build and run a scenario's world.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    /// Every host; the first three are always `sut`, `dns` and `collector`.
+    pub hosts: Vec<HostPlan>,
+    /// The zones the scenario DNS serves.
+    pub zones: Vec<Zone>,
+    /// The resolv.conf the system under test sees.
+    pub resolv_conf: String,
+    /// Messages to inject, with their Message-IDs.
+    pub messages: Vec<PlannedMessage>,
+    /// Raw Postfix settings from the scenario.
+    pub postfix_settings: BTreeMap<String, String>,
+}
+
+/// A message to inject and the Message-ID that identifies it in events.
+#[derive(Debug, Clone)]
+pub struct PlannedMessage {
+    /// The Message-ID header's value, e.g. `<1.mxlab@sender.test>`.
+    pub message_id: String,
+    /// The message.
+    pub message: OutgoingMessage,
+}
+
+/// The SUT's fully qualified host name.
+pub const SUT_HOSTNAME: &str = "sut.sender.test";
+
+impl Plan {
+    /// Derives the plan of a validated scenario.
+    pub fn new(scenario: &Scenario) -> Plan {
+        let mut hosts = vec![
+            fixed_host(0, "sut", SUT_HOSTNAME, Role::Sut),
+            fixed_host(1, "dns", &format!("ns.{SENDER_DOMAIN}"), Role::Dns),
+            fixed_host(2, crate::verdict::COLLECTOR, &format!("mx.{SENDER_DOMAIN}"), Role::Collector),
+        ];
+        for (i, mx) in scenario.mxs.iter().enumerate() {
+            let index = 3 + i as u16;
+            let families = mx.families.get_ref();
+            let fqdn = format!("{}.{}", mx.name.get_ref(), mx.domain.get_ref());
+            let mut host = HostPlan {
+                name: mx.name.get_ref().clone(),
+                ipv4: families.contains(&Family::Ipv4).then(|| ipv4_link(index)),
+                ipv6: families.contains(&Family::Ipv6).then(|| ipv6_link(index)),
+                smtp: families
+                    .iter()
+                    .map(|f| (*f, ListenerBehaviour::normal(&fqdn)))
+                    .collect(),
+                fqdn,
+                role: Role::Mx,
+            };
+            apply_faults(scenario, &mut host);
+            hosts.push(host);
+        }
+        let zones = zones(scenario, &hosts);
+        let dns = &hosts[1];
+        let resolv_conf = resolv_conf(dns);
+        Plan {
+            zones,
+            resolv_conf,
+            messages: messages(scenario),
+            postfix_settings: scenario.sut.postfix.clone(),
+            hosts,
+        }
+    }
+
+    /// The host with this short name.
+    pub fn host(&self, name: &str) -> Option<&HostPlan> {
+        self.hosts.iter().find(|host| host.name == name)
+    }
+
+    /// The topology to build for this plan; `prefix` names its namespaces.
+    pub fn topology(&self, prefix: &str) -> TopologySpec {
+        TopologySpec {
+            prefix: prefix.to_string(),
+            hosts: self
+                .hosts
+                .iter()
+                .map(|host| HostSpec {
+                    name: host.name.clone(),
+                    ipv4: host.ipv4.clone(),
+                    ipv6: host.ipv6.clone(),
+                })
+                .collect(),
+        }
+    }
+}
+
+fn fixed_host(index: u16, name: &str, fqdn: &str, role: Role) -> HostPlan {
+    let smtp = match role {
+        Role::Collector => Family::ALL
+            .iter()
+            .map(|f| (*f, ListenerBehaviour::normal(fqdn)))
+            .collect(),
+        _ => BTreeMap::new(),
+    };
+    HostPlan {
+        name: name.to_string(),
+        fqdn: fqdn.to_string(),
+        role,
+        ipv4: Some(ipv4_link(index)),
+        ipv6: Some(ipv6_link(index)),
+        smtp,
+    }
+}
+
+/// Link `index` gets 192.0.2.(8·index)/29: the router is .1, the host .2 of it.
+fn ipv4_link(index: u16) -> LinkAddresses<Ipv4Addr> {
+    let base = (index * 8) as u8;
+    LinkAddresses {
+        host: Ipv4Addr::new(192, 0, 2, base + 2),
+        router: Ipv4Addr::new(192, 0, 2, base + 1),
+        prefix_len: 29,
+    }
+}
+
+/// Link `index` gets 2001:db8:0:index::/64: the router is ::1, the host ::2.
+fn ipv6_link(index: u16) -> LinkAddresses<Ipv6Addr> {
+    LinkAddresses {
+        host: Ipv6Addr::new(0x2001, 0xdb8, 0, index, 0, 0, 0, 2),
+        router: Ipv6Addr::new(0x2001, 0xdb8, 0, index, 0, 0, 0, 1),
+        prefix_len: 64,
+    }
+}
+
+fn apply_faults(scenario: &Scenario, host: &mut HostPlan) {
+    for fault in scenario.faults.iter().filter(|f| f.on.get_ref() == &host.name) {
+        let smtp = fault.smtp.get_ref();
+        for (family, behaviour) in host.smtp.iter_mut() {
+            if fault.family.as_ref().is_some_and(|f| f.get_ref() != family) {
+                continue;
+            }
+            match smtp.stage {
+                SmtpStage::Greeting => behaviour.greeting = smtp.reply.get_ref().clone(),
+            }
+        }
+    }
+}
+
+fn zones(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<Zone> {
+    let mut forward: BTreeMap<String, Vec<Record>> = BTreeMap::new();
+    let sender = forward.entry(SENDER_DOMAIN.to_string()).or_default();
+    sender.push(Record {
+        name: SENDER_DOMAIN.to_string(),
+        data: RecordData::Mx {
+            preference: 10,
+            exchange: format!("mx.{SENDER_DOMAIN}"),
+        },
+    });
+    let sut = &hosts[0];
+    let spf = sut
+        .addresses()
+        .iter()
+        .map(|addr| match addr {
+            IpAddr::V4(v4) => format!("ip4:{v4}"),
+            IpAddr::V6(v6) => format!("ip6:{v6}"),
+        })
+        .collect::<Vec<_>>()
+        .join(" ");
+    sender.push(Record {
+        name: SENDER_DOMAIN.to_string(),
+        data: RecordData::Txt(format!("v=spf1 {spf} -all")),
+    });
+    for mx in &scenario.mxs {
+        forward
+            .entry(mx.domain.get_ref().clone())
+            .or_default()
+            .push(Record {
+                name: mx.domain.get_ref().clone(),
+                data: RecordData::Mx {
+                    preference: mx.preference,
+                    exchange: format!("{}.{}", mx.name.get_ref(), mx.domain.get_ref()),
+                },
+            });
+    }
+    let mut reverse_v4 = Vec::new();
+    let mut reverse_v6 = Vec::new();
+    for host in hosts {
+        let domain = host.fqdn.split_once('.').map_or("", |(_, d)| d).to_string();
+        for addr in host.addresses() {
+            let data = match addr {
+                IpAddr::V4(v4) => RecordData::A(v4),
+                IpAddr::V6(v6) => RecordData::Aaaa(v6),
+            };
+            forward.entry(domain.clone()).or_default().push(Record {
+                name: host.fqdn.clone(),
+                data,
+            });
+            let ptr = Record {
+                name: reverse_name(addr),
+                data: RecordData::Ptr(host.fqdn.clone()),
+            };
+            match addr {
+                IpAddr::V4(_) => reverse_v4.push(ptr),
+                IpAddr::V6(_) => reverse_v6.push(ptr),
+            }
+        }
+    }
+    forward
+        .into_iter()
+        .map(|(origin, records)| Zone { origin, records })
+        .chain([
+            Zone {
+                origin: "in-addr.arpa".to_string(),
+                records: reverse_v4,
+            },
+            Zone {
+                origin: "ip6.arpa".to_string(),
+                records: reverse_v6,
+            },
+        ])
+        .collect()
+}
+
+fn resolv_conf(dns: &HostPlan) -> String {
+    let mut text = String::from("# written by mxlab: the scenario's DNS server\n");
+    for addr in dns.addresses() {
+        text.push_str(&format!("nameserver {addr}\n"));
+    }
+    text.push_str("options attempts:1 timeout:2\n");
+    text
+}
+
+fn messages(scenario: &Scenario) -> Vec<PlannedMessage> {
+    scenario
+        .messages
+        .iter()
+        .enumerate()
+        .map(|(i, spec)| {
+            let message_id = format!("<{}.{}@{SENDER_DOMAIN}>", i + 1, scenario.name.replace('/', "."));
+            let to: Vec<String> = spec.to.iter().map(|rcpt| rcpt.get_ref().clone()).collect();
+            let mut content = format!(
+                "From: {from}\r\nTo: {to}\r\nSubject: {subject}\r\nDate: Mon, 23 Nov 2026 00:00:00 +0000\r\nMessage-ID: {message_id}\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=us-ascii\r\n\r\n",
+                from = spec.from.get_ref(),
+                to = to.join(", "),
+                subject = spec.subject,
+            )
+            .into_bytes();
+            content.extend(body(spec.size));
+            PlannedMessage {
+                message_id,
+                message: OutgoingMessage {
+                    from: spec.from.get_ref().clone(),
+                    to,
+                    content,
+                },
+            }
+        })
+        .collect()
+}
+
+/// A body of about `size` bytes: numbered lines, CRLF-terminated.
+fn body(size: Option<usize>) -> Vec<u8> {
+    let Some(size) = size else {
+        return b"This message was sent by mxlab.\r\n".to_vec();
+    };
+    let mut body = Vec::with_capacity(size + 64);
+    let mut line = 0;
+    while body.len() < size {
+        line += 1;
+        body.extend(format!("mxlab body line {line:06} ........................................\r\n").bytes());
+    }
+    body
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::scenario::parse;
+
+    const SCENARIO: &str = r#"
+description = "421 on IPv6"
+
+[[mx]]
+name = "mx1"
+domain = "example.test"
+
+[[mx]]
+name = "mx2"
+domain = "example.test"
+preference = 20
+families = ["ipv4"]
+
+[[fault]]
+on = "mx1"
+family = "ipv6"
+smtp = { stage = "greeting", reply = "421 4.3.2 Service not available" }
+
+[[message]]
+to = ["bob@example.test"]
+size = 2000
+
+[expect]
+outcome = "delivered"
+"#;
+
+    fn plan() -> Plan {
+        Plan::new(&parse(Path::new("scenarios/smtp/x.toml"), SCENARIO).unwrap())
+    }
+
+    #[test]
+    fn addresses_are_deterministic_and_in_documentation_ranges() {
+        let plan = plan();
+        let names: Vec<&str> = plan.hosts.iter().map(|h| h.name.as_str()).collect();
+        assert_eq!(names, ["sut", "dns", "bounces", "mx1", "mx2"]);
+        let mx1 = plan.host("mx1").unwrap();
+        assert_eq!(mx1.ipv4.as_ref().unwrap().host, Ipv4Addr::new(192, 0, 2, 26));
+        assert_eq!(mx1.ipv6.as_ref().unwrap().host, "2001:db8:0:3::2".parse::<Ipv6Addr>().unwrap());
+        assert!(plan.host("mx2").unwrap().ipv6.is_none());
+        for addr in plan.hosts.iter().flat_map(HostPlan::addresses) {
+            let text = addr.to_string();
+            assert!(text.starts_with("192.0.2.") || text.starts_with("2001:db8:"), "{text}");
+        }
+    }
+
+    #[test]
+    fn a_greeting_fault_changes_only_its_family() {
+        let plan = plan();
+        let mx1 = plan.host("mx1").unwrap();
+        assert_eq!(mx1.smtp[&Family::Ipv6].greeting, "421 4.3.2 Service not available");
+        assert!(mx1.smtp[&Family::Ipv4].greeting.starts_with("220 mx1.example.test"));
+    }
+
+    #[test]
+    fn zones_hold_mx_address_and_ptr_records() {
+        let plan = plan();
+        let example = plan.zones.iter().find(|z| z.origin == "example.test").unwrap();
+        let mx_records: Vec<_> = example
+            .records
+            .iter()
+            .filter_map(|r| match &r.data {
+                RecordData::Mx { preference, exchange } => Some((*preference, exchange.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(mx_records, [(10, "mx1.example.test"), (20, "mx2.example.test")]);
+        assert!(example.records.iter().any(|r| r.name == "mx1.example.test"
+            && r.data == RecordData::Aaaa("2001:db8:0:3::2".parse().unwrap())));
+        let ip6 = plan.zones.iter().find(|z| z.origin == "ip6.arpa").unwrap();
+        assert!(ip6.records.iter().any(|r| r.data == RecordData::Ptr(SUT_HOSTNAME.into())));
+        let sender = plan.zones.iter().find(|z| z.origin == SENDER_DOMAIN).unwrap();
+        assert!(sender.records.iter().any(|r| matches!(&r.data, RecordData::Txt(t) if t == "v=spf1 ip4:192.0.2.2 ip6:2001:db8::2 -all")));
+    }
+
+    #[test]
+    fn resolv_conf_points_only_at_the_scenario_dns() {
+        let plan = plan();
+        assert!(plan.resolv_conf.contains("nameserver 192.0.2.10\n"));
+        assert!(plan.resolv_conf.contains("nameserver 2001:db8:0:1::2\n"));
+        assert_eq!(plan.resolv_conf.matches("nameserver").count(), 2);
+    }
+
+    #[test]
+    fn messages_carry_ids_and_the_requested_size() {
+        let plan = plan();
+        let planned = &plan.messages[0];
+        assert_eq!(planned.message_id, "<1.smtp.x@sender.test>");
+        let text = String::from_utf8(planned.message.content.clone()).unwrap();
+        assert!(text.contains("Message-ID: <1.smtp.x@sender.test>\r\n"));
+        assert!(planned.message.content.len() >= 2000);
+        assert!(text.split("\r\n").all(|line| line.len() < 998));
+    }
+}

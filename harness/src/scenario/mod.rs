@@ -1,0 +1,19 @@
+//! Scenario files: the format users write, loading and validation.
+//!
+//! A scenario describes one small world (MX hosts, faults, messages to send) and what a correct
+//! MTA does in it (`[expect]`). See the README for the format; [`load`] turns a file into a
+//! validated [`Scenario`] or a [`ScenarioError`] that names file, line and column.
+
+mod duration;
+mod error;
+mod load;
+mod model;
+mod validate;
+
+pub use duration::HumanDuration;
+pub use error::ScenarioError;
+pub use load::{find_scenarios, load, parse};
+pub use validate::{MAX_MX_HOSTS, SENDER_DOMAIN};
+pub use model::{
+    Expect, Fault, MessageSpec, MxSpec, Outcome, Scenario, SmtpFault, SmtpStage, SutSettings,
+};

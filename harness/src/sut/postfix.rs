@@ -1,0 +1,450 @@
+//! The Postfix driver: a private, throwaway Postfix instance inside the SUT namespace.
+//!
+//! Layout under the work directory (see [`config::Layout`]): `conf/` (main.cf, master.cf),
+//! `spool/` (root-owned queue directory), `data/` (postfix-owned), `log/maillog` (written by
+//! the `postlog` service) and `log/postfix.out` (standard output and error of `postfix
+//! start-fg`). Postfix runs as PID 1 of its own PID namespace (`master -i`), so stopping that
+//! one process ends every Postfix process.
+
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::time::{Duration, Instant, SystemTime};
+
+use crate::events::{EventKind, EventLog, QueueEntry};
+use crate::sut::logtail::{last_lines, LogTail};
+use crate::sut::{smtp, OutgoingMessage, SutContext, SutError};
+
+pub mod config;
+#[cfg(test)]
+mod live_tests;
+mod queue;
+
+pub use config::{Layout, LISTEN_ADDRESS};
+
+/// The name used in messages.
+pub(crate) const SUT: &str = "Postfix";
+/// The `postfix` command.
+const POSTFIX: &str = "/usr/sbin/postfix";
+/// The `postqueue` command.
+const POSTQUEUE: &str = "/usr/sbin/postqueue";
+/// The stock `master.cf` the private one is made from.
+const STOCK_MASTER_CF: &str = "/etc/postfix/master.cf";
+/// What to do when something is missing.
+const INSTALL_FIX: &str = "run .ci/install-mtas.sh as root";
+/// How long Postfix may take to answer on its listener.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// Pause between readiness probes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(20);
+/// How long `master` gets to exit after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How far the config files are back-dated: Postfix re-reads a main.cf younger than about
+/// two seconds in a 300 ms loop before it starts (2.45 s per fresh instance).
+const BACKDATE: Duration = Duration::from_secs(60);
+/// Lines of log quoted in start-up errors.
+const TAIL_LINES: usize = 25;
+
+/// Starts Postfix; see [`Postfix::start`].
+pub struct Postfix;
+
+impl Postfix {
+    /// Checks that Postfix is installed; writes `main.cf` and `master.cf` (from Debian's
+    /// master.cf with chroot off and the stock listeners replaced by one on
+    /// [`LISTEN_ADDRESS`]) and a fresh spool into the work directory; starts `postfix -c DIR
+    /// start-fg` in the SUT namespace with the lab's resolv.conf, as PID 1 of a PID namespace of
+    /// its own; and waits (at most about 10 s) until the listener answers 220.
+    ///
+    /// Log lines are recorded as [`EventKind::SutLog`] from the start. A failure to start
+    /// quotes the end of Postfix's log and standard error.
+    pub async fn start(ctx: SutContext<'_>) -> Result<RunningPostfix, SutError> {
+        let begun = Instant::now();
+        check_installed()?;
+        let layout = Layout::new(ctx.work_dir);
+        prepare(ctx.work_dir, &layout, ctx.hostname, ctx.settings)?;
+        let ns_fd = ctx
+            .namespace
+            .fd()
+            .try_clone_to_owned()
+            .map_err(|e| io_error("duplicate the SUT namespace's file descriptor", e))?;
+
+        let out = std::fs::File::create(&layout.stderr)
+            .map_err(|e| io_error(&format!("create {}", layout.stderr.display()), e))?;
+        let out2 = out
+            .try_clone()
+            .map_err(|e| io_error("duplicate a file descriptor", e))?;
+        let mut command = std::process::Command::new(POSTFIX);
+        command
+            .arg("-c")
+            .arg(&layout.conf)
+            .arg("start-fg")
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(out2);
+        let tail = LogTail::start(layout.maillog.clone(), ctx.log.clone());
+        let options = netns::SpawnOptions {
+            resolv_conf: Some(ctx.resolv_conf.to_path_buf()),
+            own_pid_namespace: true,
+        };
+        let process = netns::spawn(ctx.namespace, command, options).map_err(|e| {
+            SutError::Namespace {
+                sut: SUT,
+                action: format!("start `{POSTFIX} -c {} start-fg`", layout.conf.display()),
+                detail: e.to_string(),
+            }
+        })?;
+        let mut running = RunningPostfix {
+            layout,
+            ns_fd,
+            log: ctx.log,
+            process,
+            tail,
+            startup: Duration::ZERO,
+        };
+        match running.wait_ready(begun).await {
+            Ok(()) => {
+                running.startup = begun.elapsed();
+                tracing::info!(
+                    seconds = running.startup.as_secs_f64(),
+                    "Postfix is listening on {LISTEN_ADDRESS}"
+                );
+                Ok(running)
+            }
+            Err(e) => {
+                let _ = running.stop().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A running Postfix instance. Dropping it kills every Postfix process (prefer
+/// [`RunningPostfix::stop`], which also records the last log lines).
+pub struct RunningPostfix {
+    layout: Layout,
+    ns_fd: OwnedFd,
+    log: EventLog,
+    process: netns::Process,
+    tail: LogTail,
+    startup: Duration,
+}
+
+impl RunningPostfix {
+    /// Injects `message` over SMTP to [`LISTEN_ADDRESS`] inside the SUT namespace and returns
+    /// the reply to the end of DATA. Records [`EventKind::MessageInjected`]. Any refusal
+    /// (non-2xx reply) is an error naming the step.
+    pub async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
+        let fail = |detail: String| SutError::Inject {
+            sut: SUT,
+            from: message.from.clone(),
+            to: message.to.join(", "),
+            detail,
+        };
+        let stream = connect_in(self.ns_fd.as_fd(), listen_address())
+            .map_err(|e| fail(format!("connecting to {LISTEN_ADDRESS}: {e}")))?;
+        let reply = smtp::send(stream, message).await.map_err(fail)?;
+        self.log.record(EventKind::MessageInjected {
+            from: message.from.clone(),
+            to: message.to.clone(),
+            reply: reply.clone(),
+        });
+        Ok(reply)
+    }
+
+    /// Asks Postfix to retry deferred mail now (`postqueue -f`).
+    pub async fn kick(&self) -> Result<(), SutError> {
+        self.postqueue("-f").await.map(drop)
+    }
+
+    /// The messages still queued (`postqueue -j`), each with its recipients and delay
+    /// reason. Records them as an [`EventKind::SutQueue`] event. Works after
+    /// [`stop`](Self::stop) too (postqueue then reads the queue directly).
+    pub async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
+        let output = self.postqueue("-j").await?;
+        let entries = queue::parse(&output).map_err(|detail| SutError::Parse {
+            sut: SUT,
+            command: self.postqueue_command_line("-j"),
+            detail,
+        })?;
+        self.log.record(EventKind::SutQueue {
+            entries: entries.clone(),
+        });
+        Ok(entries)
+    }
+
+    /// Stops every Postfix process (SIGTERM to the PID namespace's init, `master`, then SIGKILL
+    /// after a grace period; the kernel kills the rest of the PID namespace) and records the
+    /// log lines not yet recorded.
+    pub async fn stop(self) -> Result<(), SutError> {
+        let RunningPostfix {
+            layout,
+            mut process,
+            tail,
+            log,
+            ..
+        } = self;
+        let begun = Instant::now();
+        let stopped = process
+            .stop(STOP_GRACE)
+            .await
+            .map_err(|e| SutError::Namespace {
+                sut: SUT,
+                action: "stop the Postfix PID namespace".into(),
+                detail: e.to_string(),
+            });
+        tracing::info!(seconds = begun.elapsed().as_secs_f64(), "Postfix stopped");
+        tail.finish().await;
+        for line in last_lines(&layout.stderr, usize::MAX) {
+            log.record(EventKind::SutLog {
+                line: format!("postfix start-fg: {line}"),
+            });
+        }
+        stopped
+    }
+
+    /// How long [`Postfix::start`] took until the listener answered 220.
+    pub fn startup_time(&self) -> Duration {
+        self.startup
+    }
+
+    /// The host PID of the process that holds Postfix's PID namespace (util-linux `unshare`,
+    /// whose only child is `master`, PID 1 of that namespace).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Where this instance keeps its files.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Polls the listener until it greets, the process exits, or the time is up.
+    async fn wait_ready(&mut self, begun: Instant) -> Result<(), SutError> {
+        loop {
+            let exited = self.process.try_exit_status().map_err(|e| SutError::Namespace {
+                sut: SUT,
+                action: "watch `postfix start-fg`".into(),
+                detail: e.to_string(),
+            })?;
+            if let Some(status) = exited {
+                let mut log_tail = self.log_tail();
+                for line in diagnose(&self.layout.conf).await {
+                    log_tail.push_str(&format!("\npostfix check: {line}"));
+                }
+                return Err(SutError::Exited {
+                    sut: SUT,
+                    status: status.to_string(),
+                    log_tail,
+                });
+            }
+            let detail = match connect_in(self.ns_fd.as_fd(), listen_address()) {
+                Ok(stream) => {
+                    match tokio::time::timeout(Duration::from_secs(2), smtp::probe(stream)).await
+                    {
+                        Ok(Ok(())) => return Ok(()),
+                        Ok(Err(e)) => e,
+                        Err(_) => "no greeting within 2 s".to_string(),
+                    }
+                }
+                Err(e) => format!("connect: {e}"),
+            };
+            if begun.elapsed() >= READY_TIMEOUT {
+                return Err(SutError::NotReady {
+                    sut: SUT,
+                    address: LISTEN_ADDRESS.into(),
+                    waited: begun.elapsed(),
+                    detail,
+                    log_tail: self.log_tail(),
+                });
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+    }
+
+    /// The end of the maillog and of `postfix start-fg`'s output, for error messages.
+    fn log_tail(&self) -> String {
+        let mut lines = last_lines(&self.layout.maillog, TAIL_LINES);
+        lines.extend(
+            last_lines(&self.layout.stderr, TAIL_LINES)
+                .into_iter()
+                .map(|l| format!("postfix start-fg: {l}")),
+        );
+        if lines.is_empty() {
+            format!(
+                "(nothing in {} or {})",
+                self.layout.maillog.display(),
+                self.layout.stderr.display()
+            )
+        } else {
+            lines.join("\n")
+        }
+    }
+
+    fn postqueue_command_line(&self, flag: &str) -> String {
+        format!("{POSTQUEUE} -c {} {flag}", self.layout.conf.display())
+    }
+
+    /// Runs `postqueue -c DIR FLAG` (from the harness's namespaces: it only talks to Postfix
+    /// over UNIX sockets in the spool) and returns its standard output.
+    async fn postqueue(&self, flag: &str) -> Result<String, SutError> {
+        let command_line = self.postqueue_command_line(flag);
+        let output = tokio::process::Command::new(POSTQUEUE)
+            .arg("-c")
+            .arg(&self.layout.conf)
+            .arg(flag)
+            .stdin(Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(Duration::from_secs(30), output)
+            .await
+            .map_err(|_| SutError::Command {
+                sut: SUT,
+                command: command_line.clone(),
+                status: "no exit within 30 s".into(),
+                output: String::new(),
+            })?
+            .map_err(|e| SutError::Command {
+                sut: SUT,
+                command: command_line.clone(),
+                status: format!("cannot run: {e}"),
+                output: String::new(),
+            })?;
+        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(SutError::Command {
+                sut: SUT,
+                command: command_line,
+                status: output.status.to_string(),
+                output: format!("{}{}", stderr.trim(), stdout.trim()),
+            });
+        }
+        Ok(stdout)
+    }
+}
+
+/// Runs `postfix -c DIR check` with its standard error on a terminal and returns what it
+/// printed. Postfix reports a fatal configuration error on standard error only when that is a
+/// terminal (otherwise to syslog, absent here, and not to maillog_file, which it has not read
+/// yet), so `start-fg` dies silently on, e.g., a bad `inet_protocols`; this recovers the reason.
+/// Uses util-linux `script` for the terminal; returns nothing if that is missing.
+async fn diagnose(conf: &Path) -> Vec<String> {
+    const SCRIPT: &str = "/usr/bin/script";
+    if !Path::new(SCRIPT).exists() {
+        return Vec::new();
+    }
+    let quoted = conf.to_string_lossy().replace('\'', "'\\''");
+    let check = format!("{POSTFIX} -c '{quoted}' check");
+    let output = tokio::process::Command::new(SCRIPT)
+        .args(["-qec", &check, "/dev/null"])
+        .stdin(Stdio::null())
+        .kill_on_drop(true)
+        .output();
+    match tokio::time::timeout(Duration::from_secs(10), output).await {
+        Ok(Ok(output)) => String::from_utf8_lossy(&output.stdout)
+            .lines()
+            .map(|l| l.trim_end_matches('\r').to_string())
+            .filter(|l| !l.trim().is_empty())
+            .collect(),
+        _ => Vec::new(),
+    }
+}
+
+fn listen_address() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 2525))
+}
+
+/// Connects to `address` from a socket made on a short-lived thread inside the network
+/// namespace `ns` and hands it to tokio. Connecting over loopback is immediate (accepted or
+/// refused), so the caller is blocked only briefly.
+fn connect_in(ns: BorrowedFd<'_>, address: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
+    let stream = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1))
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("connecting thread panicked")))
+    })?;
+    stream.set_nonblocking(true)?;
+    tokio::net::TcpStream::from_std(stream)
+}
+
+fn io_error(action: &str, source: std::io::Error) -> SutError {
+    SutError::Io {
+        sut: SUT,
+        action: action.to_string(),
+        source,
+    }
+}
+
+/// Checks that the Postfix binaries and stock files this driver uses are present.
+pub fn check_installed() -> Result<(), SutError> {
+    for path in [POSTFIX, POSTQUEUE, STOCK_MASTER_CF] {
+        if !Path::new(path).exists() {
+            return Err(SutError::NotInstalled {
+                sut: SUT,
+                missing: PathBuf::from(path),
+                fix: INSTALL_FIX.into(),
+            });
+        }
+    }
+    Ok(())
+}
+
+/// Writes the configuration and makes the directories, with the owners Postfix insists on.
+fn prepare(
+    work_dir: &Path,
+    layout: &Layout,
+    hostname: &str,
+    settings: &std::collections::BTreeMap<String, String>,
+) -> Result<(), SutError> {
+    let main_cf = config::main_cf(layout, hostname, settings)?;
+    let stock = std::fs::read_to_string(STOCK_MASTER_CF)
+        .map_err(|e| io_error(&format!("read {STOCK_MASTER_CF}"), e))?;
+    let master_cf = config::master_cf(&stock, LISTEN_ADDRESS);
+    let postfix_user = nix::unistd::User::from_name("postfix")
+        .ok()
+        .flatten()
+        .ok_or_else(|| SutError::NotInstalled {
+            sut: SUT,
+            missing: PathBuf::from("user \"postfix\""),
+            fix: INSTALL_FIX.into(),
+        })?;
+
+    // Postfix's unprivileged processes must be able to reach data/ and log/ below it.
+    let meta = std::fs::metadata(work_dir)
+        .map_err(|e| io_error(&format!("read {}", work_dir.display()), e))?;
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o011 != 0o011 {
+        std::fs::set_permissions(work_dir, std::fs::Permissions::from_mode(mode | 0o011))
+            .map_err(|e| io_error(&format!("make {} traversable", work_dir.display()), e))?;
+    }
+    for dir in [&layout.conf, &layout.spool, &layout.data, &layout.log_dir] {
+        std::fs::create_dir_all(dir)
+            .map_err(|e| io_error(&format!("create {}", dir.display()), e))?;
+        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
+            .map_err(|e| io_error(&format!("chmod {}", dir.display()), e))?;
+    }
+    nix::unistd::chown(
+        &layout.data,
+        Some(postfix_user.uid),
+        Some(postfix_user.gid),
+    )
+    .map_err(|e| io_error(&format!("chown postfix {}", layout.data.display()), e.into()))?;
+
+    let backdated = SystemTime::now() - BACKDATE;
+    for (name, text) in [("main.cf", main_cf), ("master.cf", master_cf)] {
+        let path = layout.conf.join(name);
+        std::fs::write(&path, text)
+            .map_err(|e| io_error(&format!("write {}", path.display()), e))?;
+        std::fs::File::options()
+            .write(true)
+            .open(&path)
+            .and_then(|file| file.set_modified(backdated))
+            .map_err(|e| io_error(&format!("back-date {}", path.display()), e))?;
+    }
+    Ok(())
+}

@@ -1,0 +1,359 @@
+//! Postfix's private configuration: the work directory layout, `main.cf` and `master.cf`.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::SUT;
+use crate::sut::SutError;
+
+/// The address the injection listener binds inside the SUT namespace.
+pub const LISTEN_ADDRESS: &str = "127.0.0.1:2525";
+
+/// Where one instance keeps its files, all under the work directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// `config_directory` (`-c`): only `main.cf` and `master.cf`. Kept apart from the spool so
+    /// `postfix-script`'s ownership checks of the config tree stay quiet.
+    pub conf: PathBuf,
+    /// `queue_directory`, root-owned; Postfix creates its subdirectories at start.
+    pub spool: PathBuf,
+    /// `data_directory`, owned by the `postfix` user.
+    pub data: PathBuf,
+    /// The directory of the log files (also `maillog_file_prefixes`).
+    pub log_dir: PathBuf,
+    /// `maillog_file`, written by the `postlog` service.
+    pub maillog: PathBuf,
+    /// Standard output and error of `postfix start-fg`.
+    pub stderr: PathBuf,
+}
+
+impl Layout {
+    /// The layout under `work_dir`.
+    pub fn new(work_dir: &Path) -> Self {
+        let log_dir = work_dir.join("log");
+        Self {
+            conf: work_dir.join("conf"),
+            spool: work_dir.join("spool"),
+            data: work_dir.join("data"),
+            maillog: log_dir.join("maillog"),
+            stderr: log_dir.join("postfix.out"),
+            log_dir,
+        }
+    }
+}
+
+/// `main.cf` as (parameter, value) pairs in file order: the driver's defaults with the
+/// scenario's `settings` applied last (an override keeps the default's place, new parameters
+/// follow in name order).
+pub fn main_cf_entries(
+    layout: &Layout,
+    hostname: &str,
+    settings: &BTreeMap<String, String>,
+) -> Result<Vec<(String, String)>, SutError> {
+    if hostname.is_empty() || hostname.contains(|c: char| c.is_whitespace() || c == ',') {
+        return Err(bad("myhostname", format!("{hostname:?} is not a host name")));
+    }
+    let mut entries: Vec<(String, String)> = Vec::new();
+    let mut set = |key: &str, value: String| entries.push((key.to_string(), value));
+    set("compatibility_level", "3.6".into());
+    set("queue_directory", path_value("queue_directory", &layout.spool)?);
+    set("data_directory", path_value("data_directory", &layout.data)?);
+    set("maillog_file", path_value("maillog_file", &layout.maillog)?);
+    set(
+        "maillog_file_prefixes",
+        path_value("maillog_file_prefixes", &layout.log_dir)?,
+    );
+    set("myhostname", hostname.to_string());
+    match derived_domain(hostname) {
+        Some(domain) => {
+            set("mydomain", domain.to_string());
+            set("myorigin", "$mydomain".into());
+        }
+        None => set("myorigin", "$myhostname".into()),
+    }
+    set("mydestination", "$myhostname, localhost".into());
+    // `all` also lets the kernel pick the client source address; listening is restricted in
+    // master.cf instead.
+    set("inet_interfaces", "all".into());
+    set("inet_protocols", "all".into());
+    set("mynetworks", "127.0.0.0/8 [::1]/128".into());
+    set(
+        "smtpd_relay_restrictions",
+        "permit_mynetworks, reject".into(),
+    );
+    set("alias_maps", String::new());
+    set("alias_database", String::new());
+    set("queue_run_delay", "1s".into());
+    set("minimal_backoff_time", "2s".into());
+    set("maximal_backoff_time", "4s".into());
+    set("smtp_connect_timeout", "5s".into());
+    set("smtp_helo_timeout", "10s".into());
+    set("delay_warning_time", "0".into());
+    set("smtp_tls_security_level", "none".into());
+    for (key, value) in settings {
+        check_setting(key, value)?;
+        match entries.iter_mut().find(|(k, _)| k == key) {
+            Some(entry) => entry.1 = value.clone(),
+            None => entries.push((key.clone(), value.clone())),
+        }
+    }
+    Ok(entries)
+}
+
+/// Renders `main.cf` from [`main_cf_entries`].
+pub fn main_cf(
+    layout: &Layout,
+    hostname: &str,
+    settings: &BTreeMap<String, String>,
+) -> Result<String, SutError> {
+    let mut text = String::from("# Written by mxlab for one throwaway run.\n");
+    for (key, value) in main_cf_entries(layout, hostname, settings)? {
+        if value.is_empty() {
+            text.push_str(&format!("{key} =\n"));
+        } else {
+            text.push_str(&format!("{key} = {value}\n"));
+        }
+    }
+    Ok(text)
+}
+
+/// `sut.sender.test` -> `sender.test`; `None` for a single-label name.
+fn derived_domain(hostname: &str) -> Option<&str> {
+    hostname
+        .split_once('.')
+        .map(|(_, domain)| domain.trim_end_matches('.'))
+        .filter(|domain| !domain.is_empty())
+}
+
+fn check_setting(key: &str, value: &str) -> Result<(), SutError> {
+    if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return Err(bad(key, "a main.cf parameter name has only letters, digits and '_'".into()));
+    }
+    if value.contains(['\n', '\r']) {
+        return Err(bad(key, "the value must be one line".into()));
+    }
+    Ok(())
+}
+
+fn path_value(key: &str, path: &Path) -> Result<String, SutError> {
+    let text = path.to_str().ok_or_else(|| bad(key, format!("{} is not UTF-8", path.display())))?;
+    if text.contains(|c: char| c.is_whitespace() || c == ',') {
+        return Err(bad(
+            key,
+            format!("the work directory path {text:?} must not contain white space or commas"),
+        ));
+    }
+    Ok(text.to_string())
+}
+
+fn bad(key: &str, reason: String) -> SutError {
+    SutError::BadSetting {
+        sut: SUT,
+        key: key.to_string(),
+        reason,
+    }
+}
+
+/// Rewrites a stock `master.cf`: every service runs unchrooted (as `postconf -F
+/// '*/*/chroot = n'` would do; a chrooted `smtp` would need a resolv.conf inside the spool),
+/// every `inet` listener is replaced by one `smtpd` on `listen` only, and a `postlog` service
+/// (needed by `maillog_file`) is added if the stock file lacks it. Comments and continuation
+/// lines are kept.
+pub fn master_cf(stock: &str, listen: &str) -> String {
+    let mut out = String::from("# Written by mxlab from the stock master.cf for one throwaway run.\n");
+    let mut skipping = false;
+    let mut has_postlog = false;
+    for line in stock.lines() {
+        let continuation = line.starts_with([' ', '\t']) && !line.trim().is_empty();
+        if continuation {
+            if !skipping {
+                out.push_str(line);
+                out.push('\n');
+            }
+            continue;
+        }
+        skipping = false;
+        let trimmed = line.trim_start();
+        if trimmed.is_empty() || trimmed.starts_with('#') {
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        let mut fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 8 {
+            // Not a service entry Postfix would accept either; keep it as it is.
+            out.push_str(line);
+            out.push('\n');
+            continue;
+        }
+        if fields[1] == "inet" {
+            skipping = true;
+            continue;
+        }
+        if fields[1] == "unix-dgram" && fields[7] == "postlogd" {
+            has_postlog = true;
+        }
+        fields[4] = "n";
+        out.push_str(&service_line(&fields));
+    }
+    if !has_postlog {
+        out.push_str(&service_line(&[
+            "postlog",
+            "unix-dgram",
+            "n",
+            "-",
+            "n",
+            "-",
+            "1",
+            "postlogd",
+        ]));
+    }
+    out.push_str(&service_line(&[listen, "inet", "n", "-", "n", "-", "-", "smtpd"]));
+    out
+}
+
+fn service_line(fields: &[&str]) -> String {
+    let mut line = String::new();
+    for (i, field) in fields.iter().enumerate() {
+        if i + 1 == fields.len() {
+            line.push_str(field);
+        } else {
+            let width = if i == 0 { 10 } else { 7 };
+            line.push_str(&format!("{field:<width$} "));
+        }
+    }
+    line.push('\n');
+    line
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const STOCK: &str = "\
+# comment
+smtp      inet  n       -       y       -       -       smtpd
+#submission inet n       -       y       -       -       smtpd
+#  -o syslog_name=postfix/submission
+pickup    unix  n       -       y       60      1       pickup
+qmgr      unix  n       -       n       300     1       qmgr
+relay     unix  -       -       y       -       -       smtp
+        -o syslog_name=postfix/$service_name
+smtps     inet  n       -       y       -       -       smtpd
+  -o smtpd_tls_wrappermode=yes
+postlog   unix-dgram n  -       n       -       1       postlogd
+";
+
+    fn fields_of(text: &str, service: &str) -> Vec<Vec<String>> {
+        text.lines()
+            .filter(|l| l.split_whitespace().next() == Some(service))
+            .map(|l| l.split_whitespace().map(str::to_string).collect())
+            .collect()
+    }
+
+    #[test]
+    fn master_cf_turns_chroot_off_and_replaces_listeners() {
+        let out = master_cf(STOCK, LISTEN_ADDRESS);
+        for line in out.lines() {
+            let fields: Vec<&str> = line.split_whitespace().collect();
+            if line.starts_with(|c: char| c.is_ascii_alphanumeric()) {
+                assert_eq!(fields[4], "n", "chroot still on: {line}");
+                assert_ne!(fields[0], "smtp", "stock smtp listener kept: {line}");
+                assert_ne!(fields[0], "smtps", "stock smtps listener kept: {line}");
+            }
+        }
+        assert!(!out.contains("wrappermode"), "the dropped entry's options stay out:\n{out}");
+        assert!(out.contains("        -o syslog_name=postfix/$service_name\n"));
+        assert!(out.contains("#submission inet"));
+        let listener = fields_of(&out, LISTEN_ADDRESS);
+        assert_eq!(
+            listener,
+            [["127.0.0.1:2525", "inet", "n", "-", "n", "-", "-", "smtpd"]]
+        );
+        assert_eq!(fields_of(&out, "postlog").len(), 1);
+        assert_eq!(fields_of(&out, "relay")[0][4], "n");
+    }
+
+    #[test]
+    fn master_cf_adds_postlog_when_missing() {
+        let out = master_cf("pickup unix n - y 60 1 pickup\n", LISTEN_ADDRESS);
+        assert_eq!(
+            fields_of(&out, "postlog"),
+            [["postlog", "unix-dgram", "n", "-", "n", "-", "1", "postlogd"]]
+        );
+    }
+
+    #[test]
+    fn debian_master_cf_if_present() {
+        let Ok(stock) = std::fs::read_to_string("/etc/postfix/master.cf") else {
+            eprintln!("skipped: no /etc/postfix/master.cf");
+            return;
+        };
+        let out = master_cf(&stock, LISTEN_ADDRESS);
+        assert_eq!(fields_of(&out, "smtp").len(), 1, "only the smtp unix client stays");
+        assert_eq!(fields_of(&out, "smtp")[0][1], "unix");
+        assert_eq!(fields_of(&out, "postlog").len(), 1);
+        assert_eq!(fields_of(&out, LISTEN_ADDRESS).len(), 1);
+    }
+
+    fn lookup<'a>(entries: &'a [(String, String)], key: &str) -> Option<&'a str> {
+        entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+    }
+
+    #[test]
+    fn main_cf_defaults() {
+        let layout = Layout::new(Path::new("/w"));
+        let entries = main_cf_entries(&layout, "sut.sender.test", &BTreeMap::new()).unwrap();
+        assert_eq!(lookup(&entries, "queue_directory"), Some("/w/spool"));
+        assert_eq!(lookup(&entries, "data_directory"), Some("/w/data"));
+        assert_eq!(lookup(&entries, "maillog_file"), Some("/w/log/maillog"));
+        assert_eq!(lookup(&entries, "maillog_file_prefixes"), Some("/w/log"));
+        assert_eq!(lookup(&entries, "myhostname"), Some("sut.sender.test"));
+        assert_eq!(lookup(&entries, "mydomain"), Some("sender.test"));
+        assert_eq!(lookup(&entries, "myorigin"), Some("$mydomain"));
+        assert_eq!(lookup(&entries, "smtp_tls_security_level"), Some("none"));
+        assert_eq!(lookup(&entries, "disable_dns_lookups"), None);
+        let text = main_cf(&layout, "sut.sender.test", &BTreeMap::new()).unwrap();
+        assert!(text.contains("\nalias_maps =\n"), "{text}");
+        assert!(text.contains("\ncompatibility_level = 3.6\n"), "{text}");
+    }
+
+    #[test]
+    fn settings_override_defaults_and_add_parameters() {
+        let layout = Layout::new(Path::new("/w"));
+        let settings = BTreeMap::from([
+            ("smtp_tls_security_level".to_string(), "may".to_string()),
+            ("smtp_address_preference".to_string(), "ipv4".to_string()),
+            ("queue_run_delay".to_string(), "5s".to_string()),
+        ]);
+        let entries = main_cf_entries(&layout, "sut.sender.test", &settings).unwrap();
+        assert_eq!(lookup(&entries, "smtp_tls_security_level"), Some("may"));
+        assert_eq!(lookup(&entries, "queue_run_delay"), Some("5s"));
+        assert_eq!(lookup(&entries, "smtp_address_preference"), Some("ipv4"));
+        let count = |key: &str| entries.iter().filter(|(k, _)| k == key).count();
+        assert_eq!(count("smtp_tls_security_level"), 1);
+        assert_eq!(count("queue_run_delay"), 1);
+        assert_eq!(entries.last().unwrap().0, "smtp_address_preference");
+    }
+
+    #[test]
+    fn bad_settings_are_refused() {
+        let layout = Layout::new(Path::new("/w"));
+        for (key, value) in [("a b", "x"), ("", "x"), ("x", "one\ntwo"), ("x=y", "z")] {
+            let settings = BTreeMap::from([(key.to_string(), value.to_string())]);
+            let err = main_cf_entries(&layout, "sut.sender.test", &settings).unwrap_err();
+            assert!(matches!(err, SutError::BadSetting { .. }), "{err}");
+            assert!(err.to_string().starts_with("Postfix: "), "{err}");
+        }
+        let spaced = Layout::new(Path::new("/w with space"));
+        assert!(main_cf_entries(&spaced, "h.test", &BTreeMap::new()).is_err());
+    }
+
+    #[test]
+    fn single_label_host_names_keep_the_default_domain() {
+        let layout = Layout::new(Path::new("/w"));
+        let entries = main_cf_entries(&layout, "sut", &BTreeMap::new()).unwrap();
+        assert_eq!(lookup(&entries, "mydomain"), None);
+        assert_eq!(lookup(&entries, "myorigin"), Some("$myhostname"));
+    }
+}

@@ -1,0 +1,273 @@
+//! Verdicts: the scenario's expectations checked against the event log.
+//!
+//! Each expectation is a predicate over the events; a failed one says what was expected, what
+//! was seen instead, and which events show it.
+
+mod observe;
+
+use std::fmt;
+use std::time::Duration;
+
+use serde::Serialize;
+
+pub use observe::{attempts, fate, Acceptance, Attempt, MessageFate, COLLECTOR};
+
+use crate::events::Event;
+use crate::family::Family;
+use crate::plan::PlannedMessage;
+use crate::scenario::{Expect, Outcome};
+
+/// How a scenario ended.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Status {
+    /// Every expectation held.
+    Pass,
+    /// At least one expectation did not hold.
+    Fail,
+    /// The harness could not run the scenario; says nothing about the MTA.
+    Error,
+}
+
+impl fmt::Display for Status {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Status::Pass => "PASS",
+            Status::Fail => "FAIL",
+            Status::Error => "ERROR",
+        })
+    }
+}
+
+/// One expectation that did not hold.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Failure {
+    /// The expectation as written, e.g. `via = "ipv6"`.
+    pub expectation: String,
+    /// What was seen instead.
+    pub reason: String,
+    /// Indices of the events that show it.
+    pub evidence: Vec<usize>,
+}
+
+/// The result of judging one run.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct Verdict {
+    /// Pass, fail or error.
+    pub status: Status,
+    /// One line: what the system under test did.
+    pub summary: String,
+    /// The expectations that did not hold.
+    pub failures: Vec<Failure>,
+}
+
+impl Verdict {
+    /// A verdict for a run the harness could not complete.
+    pub fn error(message: String) -> Verdict {
+        Verdict {
+            status: Status::Error,
+            summary: message,
+            failures: Vec::new(),
+        }
+    }
+}
+
+/// Checks every expectation against the events of a run that injected `messages` in order.
+pub fn judge(expect: &Expect, messages: &[PlannedMessage], events: &[Event]) -> Verdict {
+    let mut failures = Vec::new();
+    let all_attempts = attempts(events);
+    let mut summaries = Vec::new();
+    for (ordinal, planned) in messages.iter().enumerate() {
+        let message = &planned.message;
+        let fate = fate(events, ordinal, &planned.message_id, &message.from, &message.to);
+        let accepted = fate.acceptances.first();
+        let tried_before = accepted.map_or(all_attempts.len(), |acceptance| {
+            all_attempts
+                .iter()
+                .position(|a| a.session == acceptance.session)
+                .unwrap_or(all_attempts.len())
+        });
+        let tried = first_seen_families(&all_attempts[..tried_before]);
+        let outcome = outcome_of(&fate);
+        summaries.push(summary(&fate, outcome, &tried));
+        let id = &planned.message_id;
+
+        if outcome != Some(expect.outcome) {
+            failures.push(Failure {
+                expectation: format!("outcome = \"{}\"", outcome_name(expect.outcome)),
+                reason: format!("message {id} was {}", describe(&fate, outcome)),
+                evidence: evidence_of(&fate),
+            });
+        }
+        if let (Some(via), Some(acceptance)) = (expect.via, accepted) {
+            if acceptance.family != via {
+                failures.push(Failure {
+                    expectation: format!("via = \"{via}\""),
+                    reason: format!(
+                        "message {id} was accepted over {} by {}",
+                        acceptance.family, acceptance.host
+                    ),
+                    evidence: vec![acceptance.event],
+                });
+            }
+        }
+        if let (Some(mx), Some(acceptance)) = (&expect.mx, accepted) {
+            if &acceptance.host != mx.get_ref() {
+                failures.push(Failure {
+                    expectation: format!("mx = \"{}\"", mx.get_ref()),
+                    reason: format!("message {id} was accepted by {}", acceptance.host),
+                    evidence: vec![acceptance.event],
+                });
+            }
+        }
+        if let Some(expected) = &expect.tried {
+            if &tried != expected {
+                failures.push(Failure {
+                    expectation: format!("tried = [{}]", quoted(expected)),
+                    reason: format!(
+                        "the sessions before the accepting one used [{}]",
+                        quoted(&tried)
+                    ),
+                    evidence: all_attempts[..tried_before].iter().map(|a| a.event).collect(),
+                });
+            }
+        }
+        if let Some(took) = time_to_outcome(&fate) {
+            if took > expect.within.0 {
+                failures.push(Failure {
+                    expectation: format!("within = \"{}\"", expect.within),
+                    reason: format!("message {id} took {:.2}s", took.as_secs_f64()),
+                    evidence: evidence_of(&fate),
+                });
+            }
+        }
+        if expect.exactly_once && fate.acceptances.len() > 1 {
+            failures.push(Failure {
+                expectation: "exactly_once = true".into(),
+                reason: format!(
+                    "message {id} was accepted {} times ({})",
+                    fate.acceptances.len(),
+                    fate.acceptances
+                        .iter()
+                        .map(|a| format!("{} over {}", a.host, a.family))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
+                evidence: fate.acceptances.iter().map(|a| a.event).collect(),
+            });
+        }
+    }
+    if expect.exactly_once {
+        for (digest, indices) in observe::repeated_digests(events) {
+            let already = failures
+                .iter()
+                .any(|f| f.expectation.starts_with("exactly_once") && f.evidence == indices);
+            if !already {
+                failures.push(Failure {
+                    expectation: "exactly_once = true".into(),
+                    reason: format!(
+                        "the same content (sha256 {}…) was accepted {} times",
+                        &digest[..digest.len().min(12)],
+                        indices.len()
+                    ),
+                    evidence: indices,
+                });
+            }
+        }
+    }
+    Verdict {
+        status: if failures.is_empty() {
+            Status::Pass
+        } else {
+            Status::Fail
+        },
+        summary: summaries.join("; "),
+        failures,
+    }
+}
+
+fn outcome_of(fate: &MessageFate) -> Option<Outcome> {
+    if !fate.acceptances.is_empty() {
+        Some(Outcome::Delivered)
+    } else if !fate.bounces.is_empty() {
+        Some(Outcome::Bounced)
+    } else if fate.queued.is_some() {
+        Some(Outcome::Deferred)
+    } else {
+        None
+    }
+}
+
+fn outcome_name(outcome: Outcome) -> &'static str {
+    match outcome {
+        Outcome::Delivered => "delivered",
+        Outcome::Bounced => "bounced",
+        Outcome::Deferred => "deferred",
+    }
+}
+
+fn describe(fate: &MessageFate, outcome: Option<Outcome>) -> String {
+    match (outcome, &fate.queued) {
+        (Some(Outcome::Deferred), Some(entry)) => format!(
+            "deferred: still queued ({})",
+            entry.reason.as_deref().unwrap_or("no reason given")
+        ),
+        (Some(outcome), _) => outcome_name(outcome).to_string(),
+        (None, _) if fate.injected.is_none() => "never injected".to_string(),
+        (None, _) => "lost: not delivered, not bounced and not in the queue".to_string(),
+    }
+}
+
+fn time_to_outcome(fate: &MessageFate) -> Option<Duration> {
+    let (_, injected) = fate.injected?;
+    let done = fate
+        .acceptances
+        .first()
+        .map(|a| a.at)
+        .or_else(|| fate.bounces.first().map(|(_, at)| *at))?;
+    Some(done.saturating_sub(injected))
+}
+
+fn evidence_of(fate: &MessageFate) -> Vec<usize> {
+    fate.injected
+        .iter()
+        .map(|(i, _)| *i)
+        .chain(fate.acceptances.iter().map(|a| a.event))
+        .chain(fate.bounces.iter().map(|(i, _)| *i))
+        .collect()
+}
+
+fn summary(fate: &MessageFate, outcome: Option<Outcome>, tried: &[Family]) -> String {
+    let mut text = describe(fate, outcome);
+    if let Some(acceptance) = fate.acceptances.first() {
+        text = format!("delivered via {} by {}", acceptance.family, acceptance.host);
+    }
+    if !tried.is_empty() {
+        text.push_str(&format!(" after trying {}", quoted(tried).replace('"', "")));
+    }
+    if let Some(took) = time_to_outcome(fate) {
+        text.push_str(&format!(" in {:.2}s", took.as_secs_f64()));
+    }
+    text
+}
+
+fn first_seen_families(attempts: &[Attempt]) -> Vec<Family> {
+    let mut families = Vec::new();
+    for attempt in attempts {
+        if !families.contains(&attempt.family) {
+            families.push(attempt.family);
+        }
+    }
+    families
+}
+
+fn quoted(families: &[Family]) -> String {
+    families
+        .iter()
+        .map(|f| format!("\"{f}\""))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+#[cfg(test)]
+mod tests;

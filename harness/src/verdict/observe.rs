@@ -1,0 +1,142 @@
+//! What happened to each message, read off the event log.
+
+use std::time::Duration;
+
+use crate::events::{Event, EventKind, QueueEntry, SessionId};
+use crate::family::Family;
+
+/// The host name of the sender domain's MX, which receives bounces.
+pub const COLLECTOR: &str = "bounces";
+
+/// An MX accepting a message.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Acceptance {
+    /// Index of the `MessageAccepted` event.
+    pub event: usize,
+    /// When.
+    pub at: Duration,
+    /// Which host.
+    pub host: String,
+    /// Over which family.
+    pub family: Family,
+    /// In which session.
+    pub session: SessionId,
+    /// Content digest.
+    pub digest: String,
+}
+
+/// A connection to a receiving MX (not the collector).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Attempt {
+    /// Index of the `SmtpConnected` event.
+    pub event: usize,
+    /// Which host.
+    pub host: String,
+    /// Over which family.
+    pub family: Family,
+    /// The session it opened.
+    pub session: SessionId,
+}
+
+/// Everything observed about one injected message.
+#[derive(Debug, Clone, Default)]
+pub struct MessageFate {
+    /// When it was handed to the system under test (index and time of the event).
+    pub injected: Option<(usize, Duration)>,
+    /// Every acceptance by a receiving MX, in order.
+    pub acceptances: Vec<Acceptance>,
+    /// Bounces for it received by the collector (index and time).
+    pub bounces: Vec<(usize, Duration)>,
+    /// Its entry in the final queue listing, if it was still queued.
+    pub queued: Option<QueueEntry>,
+}
+
+/// Reads the fate of the message with `message_id` sent by `from` to `to`, the
+/// `ordinal`-th injected message of the run.
+pub fn fate(events: &[Event], ordinal: usize, message_id: &str, from: &str, to: &[String]) -> MessageFate {
+    let mut fate = MessageFate::default();
+    let mut injections = 0;
+    for (index, event) in events.iter().enumerate() {
+        match &event.kind {
+            EventKind::MessageInjected { .. } => {
+                if injections == ordinal {
+                    fate.injected = Some((index, event.at));
+                }
+                injections += 1;
+            }
+            EventKind::MessageAccepted {
+                host,
+                session,
+                family,
+                from: envelope_from,
+                to: envelope_to,
+                digest,
+                message_id: id,
+                ..
+            } => {
+                if host == COLLECTOR {
+                    let is_bounce = envelope_from.is_empty() && envelope_to.iter().any(|rcpt| rcpt == from);
+                    if is_bounce {
+                        fate.bounces.push((index, event.at));
+                    }
+                } else if id.as_deref() == Some(message_id) {
+                    fate.acceptances.push(Acceptance {
+                        event: index,
+                        at: event.at,
+                        host: host.clone(),
+                        family: *family,
+                        session: *session,
+                        digest: digest.clone(),
+                    });
+                }
+            }
+            EventKind::SutQueue { entries } => {
+                fate.queued = entries
+                    .iter()
+                    .find(|entry| entry.recipients.iter().any(|rcpt| to.contains(rcpt)))
+                    .cloned();
+            }
+            _ => {}
+        }
+    }
+    fate
+}
+
+/// Connections to receiving MX hosts, in order.
+pub fn attempts(events: &[Event]) -> Vec<Attempt> {
+    events
+        .iter()
+        .enumerate()
+        .filter_map(|(index, event)| match &event.kind {
+            EventKind::SmtpConnected {
+                host,
+                session,
+                family,
+                ..
+            } if host != COLLECTOR => Some(Attempt {
+                event: index,
+                host: host.clone(),
+                family: *family,
+                session: *session,
+            }),
+            _ => None,
+        })
+        .collect()
+}
+
+/// Digests accepted more than once by receiving MX hosts, with the events that accepted them.
+pub fn repeated_digests(events: &[Event]) -> Vec<(String, Vec<usize>)> {
+    let mut by_digest: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
+    for (index, event) in events.iter().enumerate() {
+        if let EventKind::MessageAccepted { host, digest, .. } = &event.kind {
+            if host != COLLECTOR {
+                by_digest.entry(digest).or_default().push(index);
+            }
+        }
+    }
+    by_digest
+        .into_iter()
+        .filter(|(_, indices)| indices.len() > 1)
+        .map(|(digest, indices)| (digest.to_string(), indices))
+        .collect()
+}

@@ -1,0 +1,249 @@
+//! Every expectation, shown both holding and failing on hand-made event logs.
+
+use std::path::Path;
+use std::time::Duration;
+
+use super::*;
+use crate::events::{EventKind, QueueEntry};
+use crate::plan::Plan;
+use crate::scenario::parse;
+
+fn scenario_with(expect: &str) -> (Expect, Vec<PlannedMessage>) {
+    let text = format!(
+        r#"
+description = "test"
+[[mx]]
+name = "mx1"
+domain = "example.test"
+[[mx]]
+name = "mx2"
+domain = "example.test"
+preference = 20
+[[message]]
+to = ["bob@example.test"]
+[expect]
+{expect}
+"#
+    );
+    let scenario = parse(Path::new("scenarios/t.toml"), &text).unwrap();
+    let plan = Plan::new(&scenario);
+    (scenario.expect, plan.messages)
+}
+
+struct Log(Vec<Event>);
+
+impl Log {
+    fn new() -> Self {
+        Log(Vec::new())
+    }
+    fn at(mut self, secs: f64, kind: EventKind) -> Self {
+        self.0.push(Event {
+            at: Duration::from_secs_f64(secs),
+            kind,
+        });
+        self
+    }
+    fn injected(self, secs: f64) -> Self {
+        self.at(
+            secs,
+            EventKind::MessageInjected {
+                from: "alice@sender.test".into(),
+                to: vec!["bob@example.test".into()],
+                reply: "250 2.0.0 Ok".into(),
+            },
+        )
+    }
+    fn connect(self, secs: f64, host: &str, session: u64, family: Family) -> Self {
+        let (client, server) = match family {
+            Family::Ipv4 => ("192.0.2.2:40000", "192.0.2.26:25"),
+            Family::Ipv6 => ("[2001:db8::2]:40000", "[2001:db8:0:3::2]:25"),
+        };
+        self.at(
+            secs,
+            EventKind::SmtpConnected {
+                host: host.into(),
+                session,
+                family,
+                client: client.parse().unwrap(),
+                server: server.parse().unwrap(),
+            },
+        )
+    }
+    fn accepted(self, secs: f64, host: &str, session: u64, family: Family, id: &str, digest: &str) -> Self {
+        let from = if host == COLLECTOR { "" } else { "alice@sender.test" };
+        let to = if host == COLLECTOR { "alice@sender.test" } else { "bob@example.test" };
+        self.at(
+            secs,
+            EventKind::MessageAccepted {
+                host: host.into(),
+                session,
+                family,
+                from: from.into(),
+                to: vec![to.into()],
+                size: 100,
+                digest: digest.into(),
+                message_id: Some(id.into()),
+            },
+        )
+    }
+    fn queue(self, secs: f64, entries: Vec<QueueEntry>) -> Self {
+        self.at(secs, EventKind::SutQueue { entries })
+    }
+}
+
+const ID: &str = "<1.t@sender.test>";
+
+/// IPv6 session refused at the greeting, then IPv4 to mx1 accepts.
+fn fallback_log() -> Vec<Event> {
+    Log::new()
+        .injected(1.0)
+        .connect(1.1, "mx1", 1, Family::Ipv6)
+        .connect(1.2, "mx1", 2, Family::Ipv4)
+        .accepted(1.3, "mx1", 2, Family::Ipv4, ID, "aa")
+        .queue(2.0, vec![])
+        .0
+}
+
+fn failed_expectations(verdict: &Verdict) -> Vec<&str> {
+    verdict.failures.iter().map(|f| f.expectation.as_str()).collect()
+}
+
+#[test]
+fn a_fallback_meeting_every_expectation_passes() {
+    let (expect, messages) = scenario_with(
+        "outcome = \"delivered\"\nvia = \"ipv4\"\nmx = \"mx1\"\ntried = [\"ipv6\"]\nwithin = \"5s\"",
+    );
+    let verdict = judge(&expect, &messages, &fallback_log());
+    assert_eq!(verdict.status, Status::Pass, "{verdict:?}");
+    assert_eq!(verdict.summary, "delivered via ipv4 by mx1 after trying ipv6 in 0.30s");
+}
+
+#[test]
+fn the_wrong_family_fails_via_and_names_it() {
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\nvia = \"ipv6\"");
+    let verdict = judge(&expect, &messages, &fallback_log());
+    assert_eq!(verdict.status, Status::Fail);
+    assert_eq!(failed_expectations(&verdict), ["via = \"ipv6\""]);
+    assert!(verdict.failures[0].reason.contains("accepted over ipv4 by mx1"));
+    assert_eq!(verdict.failures[0].evidence, vec![3]);
+}
+
+#[test]
+fn the_wrong_mx_fails() {
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\nmx = \"mx2\"");
+    let verdict = judge(&expect, &messages, &fallback_log());
+    assert_eq!(failed_expectations(&verdict), ["mx = \"mx2\""]);
+}
+
+#[test]
+fn tried_checks_families_and_their_order() {
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\ntried = []");
+    let verdict = judge(&expect, &messages, &fallback_log());
+    assert_eq!(failed_expectations(&verdict), ["tried = []"]);
+    assert!(verdict.failures[0].reason.contains("[\"ipv6\"]"));
+
+    let log = Log::new()
+        .injected(1.0)
+        .connect(1.1, "mx1", 1, Family::Ipv4)
+        .connect(1.2, "mx1", 2, Family::Ipv6)
+        .connect(1.3, "mx2", 3, Family::Ipv4)
+        .accepted(1.4, "mx2", 3, Family::Ipv4, ID, "aa")
+        .0;
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\ntried = [\"ipv6\", \"ipv4\"]");
+    let verdict = judge(&expect, &messages, &log);
+    assert_eq!(verdict.status, Status::Fail);
+    assert!(verdict.failures[0].reason.contains("[\"ipv4\", \"ipv6\"]"));
+}
+
+#[test]
+fn a_slow_delivery_fails_within() {
+    let log = Log::new()
+        .injected(1.0)
+        .connect(40.0, "mx1", 1, Family::Ipv4)
+        .accepted(41.0, "mx1", 1, Family::Ipv4, ID, "aa")
+        .0;
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\nwithin = \"30s\"");
+    let verdict = judge(&expect, &messages, &log);
+    assert_eq!(failed_expectations(&verdict), ["within = \"30s\""]);
+    assert!(verdict.failures[0].reason.contains("took 40.00s"));
+}
+
+#[test]
+fn a_second_acceptance_fails_exactly_once() {
+    let log = Log::new()
+        .injected(1.0)
+        .connect(1.1, "mx1", 1, Family::Ipv6)
+        .accepted(1.2, "mx1", 1, Family::Ipv6, ID, "aa")
+        .connect(3.0, "mx1", 2, Family::Ipv4)
+        .accepted(3.1, "mx1", 2, Family::Ipv4, ID, "aa")
+        .0;
+    let (expect, messages) = scenario_with("outcome = \"delivered\"");
+    let verdict = judge(&expect, &messages, &log);
+    assert_eq!(failed_expectations(&verdict), ["exactly_once = true"]);
+    assert!(verdict.failures[0].reason.contains("accepted 2 times"));
+
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\nexactly_once = false");
+    assert_eq!(judge(&expect, &messages, &log).status, Status::Pass);
+}
+
+#[test]
+fn the_same_content_under_another_id_fails_exactly_once() {
+    let log = Log::new()
+        .injected(1.0)
+        .connect(1.1, "mx1", 1, Family::Ipv4)
+        .accepted(1.2, "mx1", 1, Family::Ipv4, ID, "same")
+        .accepted(1.3, "mx1", 1, Family::Ipv4, "<other@sender.test>", "same")
+        .0;
+    let (expect, messages) = scenario_with("outcome = \"delivered\"");
+    let verdict = judge(&expect, &messages, &log);
+    assert_eq!(failed_expectations(&verdict), ["exactly_once = true"]);
+    assert!(verdict.failures[0].reason.contains("same content"));
+}
+
+#[test]
+fn a_queued_message_is_deferred_not_delivered() {
+    let log = Log::new()
+        .injected(1.0)
+        .connect(1.1, "mx1", 1, Family::Ipv6)
+        .queue(
+            30.0,
+            vec![QueueEntry {
+                id: "ABC".into(),
+                recipients: vec!["bob@example.test".into()],
+                reason: Some("host mx1.example.test said: 421 busy".into()),
+            }],
+        )
+        .0;
+    let (expect, messages) = scenario_with("outcome = \"delivered\"");
+    let verdict = judge(&expect, &messages, &log);
+    assert_eq!(failed_expectations(&verdict), ["outcome = \"delivered\""]);
+    assert!(verdict.failures[0].reason.contains("deferred: still queued (host mx1.example.test said: 421 busy)"));
+
+    let (expect, messages) = scenario_with("outcome = \"deferred\"");
+    assert_eq!(judge(&expect, &messages, &log).status, Status::Pass);
+}
+
+#[test]
+fn a_bounce_reaches_the_collector() {
+    let log = Log::new()
+        .injected(1.0)
+        .connect(1.1, "mx1", 1, Family::Ipv4)
+        .connect(1.5, COLLECTOR, 2, Family::Ipv6)
+        .accepted(1.6, COLLECTOR, 2, Family::Ipv6, "<dsn@sut.sender.test>", "bb")
+        .queue(2.0, vec![])
+        .0;
+    let (expect, messages) = scenario_with("outcome = \"bounced\"");
+    assert_eq!(judge(&expect, &messages, &log).status, Status::Pass);
+    let (expect, messages) = scenario_with("outcome = \"delivered\"");
+    let verdict = judge(&expect, &messages, &log);
+    assert_eq!(verdict.failures[0].reason, format!("message {ID} was bounced"));
+}
+
+#[test]
+fn a_message_that_vanished_is_reported_lost() {
+    let log = Log::new().injected(1.0).queue(5.0, vec![]).0;
+    let (expect, messages) = scenario_with("outcome = \"deferred\"");
+    let verdict = judge(&expect, &messages, &log);
+    assert_eq!(verdict.status, Status::Fail);
+    assert!(verdict.failures[0].reason.contains("lost"));
+}

@@ -1,0 +1,538 @@
+//! Processes started inside a network namespace.
+
+use std::ffi::{CString, OsStr, OsString};
+use std::io;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::unix::ffi::OsStrExt;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{ChildStderr, ChildStdin, ChildStdout, Command, ExitStatus, Output};
+use std::time::Duration;
+
+use nix::sched::CloneFlags;
+use tokio::sync::oneshot;
+
+use crate::{Error, Namespace, Result};
+
+/// The util-linux `unshare` used for [`SpawnOptions::own_pid_namespace`].
+const UNSHARE: &str = "/usr/bin/unshare";
+
+/// How [`spawn`] isolates the process beyond the network namespace.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SpawnOptions {
+    /// If set: the child gets a private mount namespace (unshare CLONE_NEWNS, "/" made recursively
+    /// private) with this file bind-mounted over /etc/resolv.conf.
+    pub resolv_conf: Option<PathBuf>,
+    /// If true: the command runs as PID 1 of a new PID namespace, so killing it ends every
+    /// process it started. Mechanism: in pre_exec (after the mount work and
+    /// prctl(PR_SET_PDEATHSIG, SIGKILL)) the child execs
+    /// `/usr/bin/unshare --pid --fork --kill-child=SIGKILL -- <program> <args>`
+    /// (the command's environment, working directory and stdio still apply).
+    pub own_pid_namespace: bool,
+}
+
+/// A process started inside a namespace. Dropping it kills it (SIGKILL) and reaps it.
+///
+/// With [`SpawnOptions::own_pid_namespace`] the process is `unshare`, whose only child is the
+/// command running as PID 1 of the new PID namespace; killing either ends the whole namespace.
+pub struct Process {
+    pid: u32,
+    pidfd: OwnedFd,
+    own_pid_namespace: bool,
+    program: String,
+    status: Option<ExitStatus>,
+    exit: Option<oneshot::Receiver<io::Result<ExitStatus>>>,
+    reaper: Option<std::thread::JoinHandle<()>>,
+    stdin: Option<ChildStdin>,
+    stdout: Option<ChildStdout>,
+    stderr: Option<ChildStderr>,
+}
+
+impl std::fmt::Debug for Process {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Process")
+            .field("pid", &self.pid)
+            .field("program", &self.program)
+            .field("own_pid_namespace", &self.own_pid_namespace)
+            .field("status", &self.status)
+            .finish_non_exhaustive()
+    }
+}
+
+impl Process {
+    /// The process id (in the caller's PID namespace). With `own_pid_namespace` this is the
+    /// `unshare` process; the command itself is its only child.
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// Sends SIGTERM, waits up to `grace`, then SIGKILL; returns once reaped.
+    ///
+    /// With `own_pid_namespace` the SIGTERM goes to the command (PID 1 of its namespace; it only
+    /// receives signals it has a handler for) and the SIGKILL ends the whole PID namespace.
+    pub async fn stop(&mut self, grace: Duration) -> Result<()> {
+        if self.try_exit_status()?.is_some() {
+            return Ok(());
+        }
+        let term_target = if self.own_pid_namespace {
+            self.pid_namespace_init(Duration::from_millis(100)).await
+        } else {
+            Some(self.pidfd.try_clone().map_err(|e| self.error("duplicating the pidfd", e))?)
+        };
+        if let Some(target) = term_target {
+            send_signal(&target, libc::SIGTERM)
+                .map_err(|e| self.error("sending SIGTERM", e))?;
+        }
+        let Some(mut exit) = self.exit.take() else {
+            return Ok(());
+        };
+        let result = match tokio::time::timeout(grace, &mut exit).await {
+            Ok(result) => result,
+            Err(_elapsed) => {
+                tracing::debug!(pid = self.pid, program = %self.program, "grace period over, sending SIGKILL");
+                self.kill_now();
+                exit.await
+            }
+        };
+        self.record(result.ok())?;
+        Ok(())
+    }
+
+    /// Exit status if it has ended, without waiting.
+    pub fn try_exit_status(&mut self) -> Result<Option<ExitStatus>> {
+        if self.status.is_some() {
+            return Ok(self.status);
+        }
+        let Some(exit) = self.exit.as_mut() else {
+            return Ok(None);
+        };
+        match exit.try_recv() {
+            Ok(result) => {
+                self.exit = None;
+                self.record(Some(result))
+            }
+            Err(oneshot::error::TryRecvError::Empty) => Ok(None),
+            Err(oneshot::error::TryRecvError::Closed) => {
+                self.exit = None;
+                self.record(None)
+            }
+        }
+    }
+
+    /// The child's stdin pipe, if the command was given `Stdio::piped()` for it (once).
+    pub fn take_stdin(&mut self) -> Option<ChildStdin> {
+        self.stdin.take()
+    }
+
+    /// The child's stdout pipe, if the command was given `Stdio::piped()` for it (once).
+    pub fn take_stdout(&mut self) -> Option<ChildStdout> {
+        self.stdout.take()
+    }
+
+    /// The child's stderr pipe, if the command was given `Stdio::piped()` for it (once).
+    pub fn take_stderr(&mut self) -> Option<ChildStderr> {
+        self.stderr.take()
+    }
+
+    /// Stores the reaper's report; `None` means the reaper vanished without one.
+    fn record(&mut self, result: Option<io::Result<ExitStatus>>) -> Result<Option<ExitStatus>> {
+        match result {
+            Some(Ok(status)) => {
+                self.status = Some(status);
+                Ok(Some(status))
+            }
+            Some(Err(e)) => Err(self.error("waiting for the process", e)),
+            None => Err(self.error(
+                "waiting for the process",
+                io::Error::other("the reaper thread ended without reporting an exit status"),
+            )),
+        }
+    }
+
+    fn error(&self, action: &str, source: io::Error) -> Error {
+        Error::Process {
+            pid: self.pid,
+            action: format!("{action} (`{}`)", self.program),
+            source,
+        }
+    }
+
+    /// A pidfd for the PID-1 child of our `unshare`, waiting up to `patience` for it to appear.
+    async fn pid_namespace_init(&self, patience: Duration) -> Option<OwnedFd> {
+        let deadline = tokio::time::Instant::now() + patience;
+        loop {
+            if let Some(fd) = child_pidfd(self.pid) {
+                return Some(fd);
+            }
+            if tokio::time::Instant::now() >= deadline {
+                return None;
+            }
+            tokio::time::sleep(Duration::from_millis(2)).await;
+        }
+    }
+
+    /// SIGKILL to the process (and, with a PID namespace, to its init); errors are ignored
+    /// because the process may already be gone.
+    fn kill_now(&self) {
+        if self.own_pid_namespace {
+            if let Some(init) = child_pidfd(self.pid) {
+                let _ = send_signal(&init, libc::SIGKILL);
+            }
+        }
+        let _ = send_signal(&self.pidfd, libc::SIGKILL);
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        if self.status.is_some() {
+            return;
+        }
+        if let Some(exit) = self.exit.as_mut() {
+            if exit.try_recv().is_ok() {
+                return;
+            }
+        }
+        self.kill_now();
+        // The reaper thread returns right after `wait` reaped the process.
+        if let Some(reaper) = self.reaper.take() {
+            let _ = reaper.join();
+        }
+    }
+}
+
+/// Spawns `command` (stdio as the caller set it) inside `namespace`.
+///
+/// The child is forked by a dedicated OS thread that entered the namespace and stays alive,
+/// waiting on the child, for the child's whole life (PR_SET_PDEATHSIG fires when the forking
+/// *thread* exits, so if the harness dies the child gets SIGKILL). A missing program gives
+/// [`Error::ProgramNotFound`] naming the program and suggesting the fix. Pipes requested with
+/// `Stdio::piped()` are available through [`Process::take_stdout`] and friends.
+pub fn spawn(namespace: &Namespace, command: Command, options: SpawnOptions) -> Result<Process> {
+    let mut command = command;
+    let program = command.get_program().to_string_lossy().into_owned();
+    check_program(&command)?;
+    let spawn_error = |source: io::Error| Error::Spawn {
+        program: program.clone(),
+        label: namespace.label().to_owned(),
+        source,
+    };
+
+    let resolv_conf = match &options.resolv_conf {
+        None => None,
+        Some(path) => {
+            if !path.is_file() {
+                return Err(spawn_error(io::Error::new(
+                    io::ErrorKind::NotFound,
+                    format!(
+                        "resolv_conf {} is not a file: write the generated resolv.conf first",
+                        path.display()
+                    ),
+                )));
+            }
+            let absolute = std::fs::canonicalize(path).map_err(spawn_error)?;
+            Some(cstring(absolute.as_os_str()).map_err(spawn_error)?)
+        }
+    };
+    let unshare_argv = if options.own_pid_namespace {
+        if !is_executable(Path::new(UNSHARE)) {
+            return Err(Error::ProgramNotFound {
+                program: UNSHARE.to_owned(),
+                searched: " (needed for own_pid_namespace; Debian package util-linux)".to_owned(),
+            });
+        }
+        let mut args: Vec<OsString> = ["--pid", "--fork", "--kill-child=SIGKILL", "--"]
+            .iter()
+            .map(OsString::from)
+            .collect();
+        args.push(command.get_program().to_owned());
+        args.extend(command.get_args().map(OsStr::to_owned));
+        Some(Argv::new(UNSHARE, &args).map_err(spawn_error)?)
+    } else {
+        None
+    };
+
+    let setup = PreExec {
+        resolv_conf,
+        unshare_argv,
+    };
+    // SAFETY: the closure only makes raw syscalls (unshare, mount, prctl, execv) on data
+    // prepared before the fork; it does not allocate or take locks.
+    unsafe {
+        command.pre_exec(move || setup.run());
+    }
+
+    let ns_fd = namespace.fd().try_clone_to_owned().map_err(spawn_error)?;
+    let label = namespace.label().to_owned();
+    let (started_tx, started_rx) = std::sync::mpsc::sync_channel(1);
+    let (exit_tx, exit_rx) = oneshot::channel();
+    let reaper = std::thread::Builder::new()
+        .name("mxlab-proc".into())
+        .spawn(move || {
+            if let Err(e) = nix::sched::setns(&ns_fd, CloneFlags::CLONE_NEWNET) {
+                let _ = started_tx.send(Err(Error::namespace(
+                    &label,
+                    "entering the namespace (setns)",
+                    e.into(),
+                )));
+                return;
+            }
+            drop(ns_fd);
+            let mut child = match command.spawn() {
+                Ok(child) => child,
+                Err(e) => {
+                    let _ = started_tx.send(Err(Error::Spawn {
+                        program: command.get_program().to_string_lossy().into_owned(),
+                        label,
+                        source: e,
+                    }));
+                    return;
+                }
+            };
+            let pid = child.id();
+            // Opened before `wait`, so it names this child even after its pid is reused.
+            let pidfd = match pidfd_open(pid) {
+                Ok(fd) => fd,
+                Err(e) => {
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    let _ = started_tx.send(Err(Error::Process {
+                        pid,
+                        action: "opening a pidfd".to_owned(),
+                        source: e,
+                    }));
+                    return;
+                }
+            };
+            let pipes = (child.stdin.take(), child.stdout.take(), child.stderr.take());
+            if started_tx.send(Ok((pid, pidfd, pipes))).is_err() {
+                let _ = child.kill();
+            }
+            let _ = exit_tx.send(child.wait());
+        })
+        .map_err(|source| Error::Thread {
+            action: format!("starting `{program}`"),
+            source,
+        })?;
+
+    let started = started_rx.recv().map_err(|_| Error::Thread {
+        action: format!("starting `{program}`"),
+        source: io::Error::other("the spawner thread ended without reporting"),
+    });
+    let (pid, pidfd, (stdin, stdout, stderr)) = match started {
+        Ok(Ok(started)) => started,
+        Ok(Err(e)) | Err(e) => {
+            let _ = reaper.join();
+            return Err(e);
+        }
+    };
+    tracing::debug!(pid, program = %program, namespace = %namespace.label(), "spawned");
+    Ok(Process {
+        pid,
+        pidfd,
+        own_pid_namespace: options.own_pid_namespace,
+        program,
+        status: None,
+        exit: Some(exit_rx),
+        reaper: Some(reaper),
+        stdin,
+        stdout,
+        stderr,
+    })
+}
+
+/// Runs a command to completion inside the namespace (no PID namespace) and returns its output
+/// (for short tools like `nft` or `ip`). Stdout and stderr are captured unless the command
+/// says otherwise; a non-zero exit status is *not* an error (inspect `Output::status`).
+pub fn output(namespace: &Namespace, command: Command) -> Result<Output> {
+    let mut command = command;
+    check_program(&command)?;
+    let program = command.get_program().to_string_lossy().into_owned();
+    namespace
+        .run(move || command.output())?
+        .map_err(|source| {
+            if source.kind() == io::ErrorKind::NotFound {
+                Error::ProgramNotFound {
+                    program: program.clone(),
+                    searched: String::new(),
+                }
+            } else {
+                Error::Spawn {
+                    program: program.clone(),
+                    label: namespace.label().to_owned(),
+                    source,
+                }
+            }
+        })
+}
+
+/// Everything the forked child does before exec, prepared before the fork.
+struct PreExec {
+    resolv_conf: Option<CString>,
+    unshare_argv: Option<Argv>,
+}
+
+impl PreExec {
+    /// Runs in the forked child: async-signal-safe raw syscalls only.
+    fn run(&self) -> io::Result<()> {
+        // SAFETY: raw syscalls with NUL-terminated strings and pointer arrays built before the
+        // fork; nothing here allocates.
+        unsafe {
+            if let Some(source) = &self.resolv_conf {
+                check(libc::unshare(libc::CLONE_NEWNS))?;
+                check(libc::mount(
+                    std::ptr::null(),
+                    c"/".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_REC | libc::MS_PRIVATE,
+                    std::ptr::null(),
+                ))?;
+                check(libc::mount(
+                    source.as_ptr(),
+                    c"/etc/resolv.conf".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ))?;
+            }
+            check(libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            ))?;
+            if let Some(argv) = &self.unshare_argv {
+                // std has already installed the command's environment in `environ`.
+                libc::execv(argv.pointers[0], argv.pointers.as_ptr());
+                return Err(io::Error::last_os_error());
+            }
+        }
+        Ok(())
+    }
+}
+
+/// A NUL-terminated argv whose pointers stay valid as long as the value lives.
+struct Argv {
+    _strings: Vec<CString>,
+    pointers: Vec<*const libc::c_char>,
+}
+
+// SAFETY: the pointers point into `_strings`, owned by the same value and never mutated.
+unsafe impl Send for Argv {}
+// SAFETY: as above; shared access only reads.
+unsafe impl Sync for Argv {}
+
+impl Argv {
+    fn new(program: &str, args: &[OsString]) -> io::Result<Argv> {
+        let mut strings = vec![cstring(OsStr::new(program))?];
+        for arg in args {
+            strings.push(cstring(arg)?);
+        }
+        let mut pointers: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
+        pointers.push(std::ptr::null());
+        Ok(Argv {
+            _strings: strings,
+            pointers,
+        })
+    }
+}
+
+fn cstring(s: &OsStr) -> io::Result<CString> {
+    CString::new(s.as_bytes()).map_err(|_| {
+        io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("{s:?} contains a NUL byte"),
+        )
+    })
+}
+
+fn check(ret: libc::c_int) -> io::Result<()> {
+    if ret < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+/// Fails with [`Error::ProgramNotFound`] unless the command's program can be executed.
+fn check_program(command: &Command) -> Result<()> {
+    let program = Path::new(command.get_program());
+    if program.as_os_str().as_bytes().contains(&b'/') {
+        let path = match (program.is_relative(), command.get_current_dir()) {
+            (true, Some(dir)) => dir.join(program),
+            _ => program.to_owned(),
+        };
+        if is_executable(&path) {
+            return Ok(());
+        }
+        return Err(Error::ProgramNotFound {
+            program: program.display().to_string(),
+            searched: String::new(),
+        });
+    }
+    let path_var = command
+        .get_envs()
+        .find(|(key, _)| *key == "PATH")
+        .map(|(_, value)| value.map(OsStr::to_owned))
+        .unwrap_or_else(|| std::env::var_os("PATH"))
+        .unwrap_or_else(|| OsString::from("/usr/local/bin:/usr/bin:/bin"));
+    if std::env::split_paths(&path_var).any(|dir| is_executable(&dir.join(program))) {
+        return Ok(());
+    }
+    Err(Error::ProgramNotFound {
+        program: program.display().to_string(),
+        searched: format!(" in PATH={}", path_var.to_string_lossy()),
+    })
+}
+
+fn is_executable(path: &Path) -> bool {
+    std::fs::metadata(path)
+        .map(|m| m.is_file() && m.permissions().mode() & 0o111 != 0)
+        .unwrap_or(false)
+}
+
+fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0 as libc::c_uint) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel just returned this fd to us; nobody else owns it.
+    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+}
+
+fn send_signal(pidfd: &OwnedFd, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal with a valid fd, a signal number, no siginfo and no flags.
+    let ret = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0 as libc::c_uint,
+        )
+    };
+    if ret < 0 {
+        let e = io::Error::last_os_error();
+        if e.raw_os_error() == Some(libc::ESRCH) {
+            return Ok(()); // already gone
+        }
+        return Err(e);
+    }
+    Ok(())
+}
+
+/// A pidfd for the single child of `pid` (the PID-1 process `unshare --fork` started), checked
+/// to still be that child after opening, so a reused pid is never signalled.
+fn child_pidfd(pid: u32) -> Option<OwnedFd> {
+    let children_path = format!("/proc/{pid}/task/{pid}/children");
+    let first_child = |text: String| text.split_whitespace().next().and_then(|c| c.parse::<u32>().ok());
+    let child = first_child(std::fs::read_to_string(&children_path).ok()?)?;
+    let fd = pidfd_open(child).ok()?;
+    let still = std::fs::read_to_string(&children_path)
+        .ok()
+        .and_then(first_child);
+    (still == Some(child)).then_some(fd)
+}

@@ -1,0 +1,496 @@
+//! A router namespace plus one namespace per host, linked by veth pairs, built over netlink.
+
+use std::collections::HashSet;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+
+use futures::TryStreamExt;
+use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
+use netlink_packet_route::link::{InfoData, InfoVeth};
+use netlink_packet_route::RouteNetlinkMessage;
+use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
+
+use crate::{Error, Namespace, Result};
+
+/// Name of the host-side interface in every host namespace.
+const HOST_INTERFACE: &str = "mxlab0";
+/// Prefix of every interface this crate creates.
+const INTERFACE_PREFIX: &str = "mxlab";
+/// Longest host name: "mxlab-" + 8 characters fits the kernel's 15-character limit.
+const MAX_HOST_NAME: usize = 8;
+
+/// Point-to-point link addresses between a host and the router.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct LinkAddresses<A> {
+    /// The host's address on the link (its default route points at `router`).
+    pub host: A,
+    /// The router's address on the link.
+    pub router: A,
+    /// Prefix length shared by both addresses (e.g. 30 or 31 for IPv4, 64 or 126 for IPv6).
+    pub prefix_len: u8,
+}
+
+/// One host of a [`TopologySpec`].
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct HostSpec {
+    /// Short host name, e.g. "sut", "mx1" (1–8 characters: ASCII letters, digits, '-', '_').
+    pub name: String,
+    /// IPv4 addresses of the host's link to the router, if the link carries IPv4.
+    pub ipv4: Option<LinkAddresses<Ipv4Addr>>,
+    /// IPv6 addresses of the host's link to the router, if the link carries IPv6.
+    pub ipv6: Option<LinkAddresses<Ipv6Addr>>,
+}
+
+/// What [`Topology::build`] builds.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopologySpec {
+    /// Label prefix for the namespaces, e.g. "mxlab-1a2b3c"; must start with "mxlab".
+    pub prefix: String,
+    /// The hosts, each linked to the router.
+    pub hosts: Vec<HostSpec>,
+}
+
+/// A router namespace plus one namespace per host, each host linked to the router by a veth pair.
+///
+/// Dropping a `Topology` drops every namespace (and with them every interface, address and
+/// route; nothing was ever attached to the root namespace).
+#[derive(Debug)]
+pub struct Topology {
+    // Field order = drop order: hosts first, then the router.
+    hosts: Vec<BuiltHost>,
+    router: Namespace,
+}
+
+#[derive(Debug)]
+struct BuiltHost {
+    name: String,
+    namespace: Namespace,
+    router_interface: String,
+}
+
+type Connection = rtnetlink::proto::Connection<RouteNetlinkMessage>;
+
+impl Topology {
+    /// Builds it over netlink: router + host namespaces, veth pairs created inside namespaces,
+    /// links up BEFORE IPv6 addresses, IPv6 addresses NODAD and accept_dad=0 (all/default) in
+    /// every namespace, default routes (both families) in each host via the router's address,
+    /// forwarding on in the router for both families. Interface names carry the "mxlab" prefix
+    /// (≤ 15 chars): host side "mxlab0", router side "mxlab-<host>".
+    ///
+    /// Must be called inside a tokio runtime. Namespace labels are "<prefix>-router" and
+    /// "<prefix>-<host>". On error everything created so far is dropped again.
+    pub async fn build(spec: &TopologySpec) -> Result<Topology> {
+        validate(spec)?;
+        let started = std::time::Instant::now();
+
+        let router = Namespace::create(&format!("{}-router", spec.prefix))?;
+        let mut hosts = Vec::with_capacity(spec.hosts.len());
+        for host in &spec.hosts {
+            hosts.push(BuiltHost {
+                name: host.name.clone(),
+                namespace: Namespace::create(&format!("{}-{}", spec.prefix, host.name))?,
+                router_interface: format!("{INTERFACE_PREFIX}-{}", host.name),
+            });
+        }
+
+        // accept_dad=0 before any interface exists, so new interfaces inherit it from default.
+        const NO_DAD: [(&str, &str); 2] = [
+            ("net/ipv6/conf/all/accept_dad", "0"),
+            ("net/ipv6/conf/default/accept_dad", "0"),
+        ];
+        set_sysctls(
+            &router,
+            &[
+                NO_DAD[0],
+                NO_DAD[1],
+                ("net/ipv4/ip_forward", "1"),
+                ("net/ipv6/conf/all/forwarding", "1"),
+                ("net/ipv6/conf/default/forwarding", "1"),
+            ],
+        )?;
+        for host in &hosts {
+            set_sysctls(&host.namespace, &NO_DAD)?;
+        }
+
+        let runtime = tokio::runtime::Handle::current();
+        let mut connections = Vec::with_capacity(hosts.len() + 1);
+        let router_nl = connect(&router, &runtime, &mut connections)?;
+        let mut host_nls = Vec::with_capacity(hosts.len());
+        for host in &hosts {
+            host_nls.push(connect(&host.namespace, &runtime, &mut connections)?);
+        }
+
+        let work = futures::future::try_join_all(spec.hosts.iter().zip(&hosts).zip(&host_nls).map(
+            |((host_spec, built), host_nl)| {
+                link_host(&router_nl, built, host_nl, host_spec)
+            },
+        ));
+        // The netlink connections are polled right here, next to the requests, and dropped as
+        // soon as the work is done: no socket outlives `build` to keep a namespace alive.
+        let connections = futures::future::join_all(connections);
+        tokio::select! {
+            biased;
+            result = work => { result?; }
+            _ = connections => {
+                return Err(Error::netlink(
+                    router.label(),
+                    "netlink connection",
+                    rtnetlink::Error::RequestFailed,
+                ));
+            }
+        }
+        drop(host_nls);
+        drop(router_nl);
+
+        tracing::debug!(
+            prefix = %spec.prefix,
+            hosts = hosts.len(),
+            elapsed_ms = started.elapsed().as_secs_f64() * 1e3,
+            "topology built"
+        );
+        Ok(Topology { hosts, router })
+    }
+
+    /// The router namespace.
+    pub fn router(&self) -> &Namespace {
+        &self.router
+    }
+
+    /// The namespace of the host called `name`, if the spec had one.
+    pub fn host(&self, name: &str) -> Option<&Namespace> {
+        self.hosts.iter().find(|h| h.name == name).map(|h| &h.namespace)
+    }
+
+    /// Router-side interface name of a host's link (for later fault injection).
+    pub fn router_interface(&self, host: &str) -> Option<&str> {
+        self.hosts
+            .iter()
+            .find(|h| h.name == host)
+            .map(|h| h.router_interface.as_str())
+    }
+}
+
+/// A netlink handle whose socket lives in a given namespace.
+struct Netlink {
+    label: String,
+    handle: rtnetlink::Handle,
+}
+
+impl Netlink {
+    fn err(&self, action: impl Into<String>) -> impl FnOnce(rtnetlink::Error) -> Error + '_ {
+        let action = action.into();
+        move |e| Error::netlink(&self.label, action, e)
+    }
+
+    async fn index(&self, name: &str) -> Result<u32> {
+        let action = format!("look up interface {name}");
+        let link = self
+            .handle
+            .link()
+            .get()
+            .match_name(name.to_owned())
+            .execute()
+            .try_next()
+            .await
+            .map_err(self.err(action.clone()))?;
+        match link {
+            Some(link) => Ok(link.header.index),
+            None => Err(Error::netlink(&self.label, action, rtnetlink::Error::RequestFailed)),
+        }
+    }
+
+    async fn up(&self, index: u32, name: &str) -> Result<()> {
+        self.handle
+            .link()
+            .set(LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(self.err(format!("set {name} up")))
+    }
+
+    async fn add_v4(&self, index: u32, name: &str, addr: Ipv4Addr, prefix_len: u8) -> Result<()> {
+        self.handle
+            .address()
+            .add(index, IpAddr::V4(addr), prefix_len)
+            .execute()
+            .await
+            .map_err(self.err(format!("add address {addr}/{prefix_len} to {name}")))
+    }
+
+    async fn add_v6(&self, index: u32, name: &str, addr: Ipv6Addr, prefix_len: u8) -> Result<()> {
+        let mut request = self.handle.address().add(index, IpAddr::V6(addr), prefix_len);
+        let message = request.message_mut();
+        message.header.flags |= AddressHeaderFlags::Nodad;
+        message
+            .attributes
+            .push(AddressAttribute::Flags(AddressFlags::Nodad));
+        request
+            .execute()
+            .await
+            .map_err(self.err(format!("add address {addr}/{prefix_len} nodad to {name}")))
+    }
+}
+
+/// Opens a netlink socket inside `ns` (registered with `runtime`'s reactor); its connection
+/// future is pushed to `connections` for the caller to poll.
+fn connect(
+    ns: &Namespace,
+    runtime: &tokio::runtime::Handle,
+    connections: &mut Vec<Connection>,
+) -> Result<Netlink> {
+    let (connection, handle, _messages) = ns
+        .run(|| {
+            let _entered = runtime.enter();
+            rtnetlink::new_connection()
+        })?
+        .map_err(|e| Error::namespace(ns.label(), "opening a netlink socket", e))?;
+    connections.push(connection);
+    Ok(Netlink {
+        label: ns.label().to_owned(),
+        handle,
+    })
+}
+
+/// Writes several sysctls with one trip into the namespace.
+fn set_sysctls(ns: &Namespace, pairs: &[(&str, &str)]) -> Result<()> {
+    let failed = ns.run(|| {
+        pairs.iter().find_map(|(key, value)| {
+            std::fs::write(format!("/proc/sys/{key}"), value)
+                .err()
+                .map(|e| (*key, *value, e))
+        })
+    })?;
+    match failed {
+        None => Ok(()),
+        Some((key, value, source)) => Err(Error::Sysctl {
+            label: ns.label().to_owned(),
+            key: key.to_owned(),
+            value: value.to_owned(),
+            source,
+            hint: String::new(),
+        }),
+    }
+}
+
+/// Creates one host's veth pair, brings both ends up, adds addresses and the host's routes.
+async fn link_host(
+    router_nl: &Netlink,
+    host: &BuiltHost,
+    host_nl: &Netlink,
+    spec: &HostSpec,
+) -> Result<()> {
+    use std::os::fd::AsRawFd;
+    let rif = host.router_interface.as_str();
+
+    // Created in the router namespace; the peer is created directly in the host namespace
+    // (IFLA_NET_NS_FD on the peer), so nothing ever appears in the root namespace.
+    let peer = LinkMessageBuilder::<LinkUnspec>::new()
+        .name(HOST_INTERFACE)
+        .setns_by_fd(host.namespace.fd().as_raw_fd())
+        .build();
+    let veth = LinkVeth::new(rif, HOST_INTERFACE)
+        .set_info_data(InfoData::Veth(InfoVeth::Peer(peer)))
+        .build();
+    router_nl
+        .handle
+        .link()
+        .add(veth)
+        .execute()
+        .await
+        .map_err(router_nl.err(format!(
+            "add veth {rif} with peer {HOST_INTERFACE} in namespace {}",
+            host.namespace.label()
+        )))?;
+
+    let (router_index, host_index) =
+        futures::try_join!(router_nl.index(rif), host_nl.index(HOST_INTERFACE))?;
+
+    // Links up before any IPv6 address.
+    futures::try_join!(
+        router_nl.up(router_index, rif),
+        host_nl.up(host_index, HOST_INTERFACE)
+    )?;
+
+    if let Some(v4) = &spec.ipv4 {
+        futures::try_join!(
+            router_nl.add_v4(router_index, rif, v4.router, v4.prefix_len),
+            host_nl.add_v4(host_index, HOST_INTERFACE, v4.host, v4.prefix_len),
+        )?;
+    }
+    if let Some(v6) = &spec.ipv6 {
+        futures::try_join!(
+            router_nl.add_v6(router_index, rif, v6.router, v6.prefix_len),
+            host_nl.add_v6(host_index, HOST_INTERFACE, v6.host, v6.prefix_len),
+        )?;
+    }
+
+    if let Some(v4) = &spec.ipv4 {
+        let route = RouteMessageBuilder::<Ipv4Addr>::new()
+            .gateway(v4.router)
+            .output_interface(host_index)
+            .build();
+        host_nl
+            .handle
+            .route()
+            .add(route)
+            .execute()
+            .await
+            .map_err(host_nl.err(format!("add default route via {}", v4.router)))?;
+    }
+    if let Some(v6) = &spec.ipv6 {
+        let route = RouteMessageBuilder::<Ipv6Addr>::new()
+            .gateway(v6.router)
+            .output_interface(host_index)
+            .build();
+        host_nl
+            .handle
+            .route()
+            .add(route)
+            .execute()
+            .await
+            .map_err(host_nl.err(format!("add default route via {}", v6.router)))?;
+    }
+    Ok(())
+}
+
+fn validate(spec: &TopologySpec) -> Result<()> {
+    let invalid = |msg: String| Err(Error::InvalidSpec(msg));
+    if !spec.prefix.starts_with(INTERFACE_PREFIX) {
+        return invalid(format!(
+            "prefix {:?} must start with \"{INTERFACE_PREFIX}\" (e.g. \"mxlab-1a2b3c\")",
+            spec.prefix
+        ));
+    }
+    let mut names = HashSet::new();
+    let mut v4_nets: Vec<(&str, u32, u8)> = Vec::new();
+    let mut v6_nets: Vec<(&str, u128, u8)> = Vec::new();
+    for host in &spec.hosts {
+        let name = host.name.as_str();
+        if name.is_empty()
+            || name.len() > MAX_HOST_NAME
+            || !name
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_')
+        {
+            return invalid(format!(
+                "host name {name:?} must be 1-{MAX_HOST_NAME} characters of ASCII letters, digits, '-' or '_' \
+                 (the router-side interface \"{INTERFACE_PREFIX}-<host>\" must fit in 15 characters)"
+            ));
+        }
+        if !names.insert(name) {
+            return invalid(format!("host name {name:?} appears twice"));
+        }
+        if let Some(v4) = &host.ipv4 {
+            let (h, r, len) = (u32::from(v4.host), u32::from(v4.router), v4.prefix_len);
+            if !(1..=31).contains(&len) || h == r || mask32(h, len) != mask32(r, len) {
+                return invalid(format!(
+                    "host {name:?}: IPv4 {}/{len} and router {}/{len} must be two different addresses \
+                     in one prefix of length 1-31",
+                    v4.host, v4.router
+                ));
+            }
+            if let Some((other, _, _)) = v4_nets.iter().find(|(_, net, olen)| {
+                let l = len.min(*olen);
+                mask32(*net, l) == mask32(h, l)
+            }) {
+                return invalid(format!("hosts {other:?} and {name:?} have overlapping IPv4 link prefixes"));
+            }
+            v4_nets.push((name, h, len));
+        }
+        if let Some(v6) = &host.ipv6 {
+            let (h, r, len) = (u128::from(v6.host), u128::from(v6.router), v6.prefix_len);
+            if !(1..=127).contains(&len) || h == r || mask128(h, len) != mask128(r, len) {
+                return invalid(format!(
+                    "host {name:?}: IPv6 {}/{len} and router {}/{len} must be two different addresses \
+                     in one prefix of length 1-127",
+                    v6.host, v6.router
+                ));
+            }
+            if let Some((other, _, _)) = v6_nets.iter().find(|(_, net, olen)| {
+                let l = len.min(*olen);
+                mask128(*net, l) == mask128(h, l)
+            }) {
+                return invalid(format!("hosts {other:?} and {name:?} have overlapping IPv6 link prefixes"));
+            }
+            v6_nets.push((name, h, len));
+        }
+    }
+    Ok(())
+}
+
+fn mask32(addr: u32, len: u8) -> u32 {
+    if len == 0 {
+        0
+    } else {
+        addr & (u32::MAX << (32 - u32::from(len)))
+    }
+}
+
+fn mask128(addr: u128, len: u8) -> u128 {
+    if len == 0 {
+        0
+    } else {
+        addr & (u128::MAX << (128 - u32::from(len)))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn host(name: &str, n: u8) -> HostSpec {
+        HostSpec {
+            name: name.into(),
+            ipv4: Some(LinkAddresses {
+                host: Ipv4Addr::new(192, 0, 2, 4 * n + 2),
+                router: Ipv4Addr::new(192, 0, 2, 4 * n + 1),
+                prefix_len: 30,
+            }),
+            ipv6: Some(LinkAddresses {
+                host: Ipv6Addr::new(0x2001, 0xdb8, u16::from(n), 0, 0, 0, 0, 2),
+                router: Ipv6Addr::new(0x2001, 0xdb8, u16::from(n), 0, 0, 0, 0, 1),
+                prefix_len: 64,
+            }),
+        }
+    }
+
+    fn spec(hosts: Vec<HostSpec>) -> TopologySpec {
+        TopologySpec {
+            prefix: "mxlab-test".into(),
+            hosts,
+        }
+    }
+
+    #[test]
+    fn accepts_good_spec() {
+        validate(&spec(vec![host("sut", 0), host("mx1", 1), host("dns", 2)])).unwrap();
+    }
+
+    #[test]
+    fn rejects_bad_names_and_prefixes() {
+        let e = validate(&TopologySpec {
+            prefix: "lab".into(),
+            hosts: vec![],
+        })
+        .unwrap_err();
+        assert!(e.to_string().contains("must start with \"mxlab\""), "{e}");
+        let e = validate(&spec(vec![host("toolonghost", 0)])).unwrap_err();
+        assert!(e.to_string().contains("1-8 characters"), "{e}");
+        let e = validate(&spec(vec![host("a b", 0)])).unwrap_err();
+        assert!(e.to_string().contains("1-8 characters"), "{e}");
+        let e = validate(&spec(vec![host("sut", 0), host("sut", 1)])).unwrap_err();
+        assert!(e.to_string().contains("appears twice"), "{e}");
+    }
+
+    #[test]
+    fn rejects_bad_addresses() {
+        let mut h = host("sut", 0);
+        h.ipv4.as_mut().unwrap().router = Ipv4Addr::new(198, 51, 100, 1);
+        let e = validate(&spec(vec![h])).unwrap_err();
+        assert!(e.to_string().contains("one prefix"), "{e}");
+        let mut h = host("sut", 0);
+        h.ipv6.as_mut().unwrap().prefix_len = 128;
+        assert!(validate(&spec(vec![h])).is_err());
+        let e = validate(&spec(vec![host("sut", 1), host("mx1", 1)])).unwrap_err();
+        assert!(e.to_string().contains("overlapping IPv4"), "{e}");
+    }
+}

@@ -1,0 +1,282 @@
+//! Process tests: PID namespaces, private resolv.conf, missing programs, cleanup.
+//! They need root; without it each test prints why it is skipped and passes.
+
+mod common;
+
+use std::io::Read;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{alive, descendants, ns_inode, pid_ns_inode, root_or_skip};
+use netns::{Namespace, SpawnOptions};
+
+fn namespace(tag: &str) -> Namespace {
+    Namespace::create(&common::prefix(tag)).unwrap()
+}
+
+/// Waits until `pid` has at least `n` descendants.
+fn wait_for_descendants(pid: u32, n: usize) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let found = descendants(pid);
+        if found.len() >= n {
+            return found;
+        }
+        assert!(Instant::now() < deadline, "pid {pid} has descendants {found:?}, wanted {n}");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
+#[tokio::test]
+async fn own_pid_namespace_stop_kills_grandchildren() {
+    if !root_or_skip("own_pid_namespace_stop_kills_grandchildren") {
+        return;
+    }
+    let ns = namespace("pidns");
+    let mut command = Command::new("sh");
+    command.args(["-c", "sleep 100 & sleep 100"]);
+    let mut process = netns::spawn(
+        &ns,
+        command,
+        SpawnOptions {
+            own_pid_namespace: true,
+            ..SpawnOptions::default()
+        },
+    )
+    .unwrap();
+    // unshare → sh (PID 1) → sleep (+ sleep, unless sh exec'd the last one itself)
+    let tree = wait_for_descendants(process.pid(), 2);
+    let init = tree[0];
+    let status = std::fs::read_to_string(format!("/proc/{init}/status")).unwrap();
+    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
+    assert!(nspid.ends_with("\t1"), "the command is PID 1 of its namespace: {nspid}");
+    assert_eq!(pid_ns_inode(init), ns_inode(&ns), "the command runs in our network namespace");
+    let grandchild = *tree.last().unwrap();
+    assert_eq!(pid_ns_inode(grandchild), ns_inode(&ns));
+    assert_eq!(process.try_exit_status().unwrap(), None);
+
+    let t0 = Instant::now();
+    process.stop(Duration::from_millis(200)).await.unwrap();
+    let stopped = t0.elapsed();
+    eprintln!("stop of sh (PID 1, ignores SIGTERM) with 200 ms grace took {stopped:?}; tree was {tree:?}");
+    for pid in [process.pid()].iter().chain(&tree) {
+        assert!(!alive(*pid), "pid {pid} survived stop()");
+    }
+    let status = process.try_exit_status().unwrap().expect("reaped");
+    assert!(!status.success());
+    // stop() again is a no-op.
+    process.stop(Duration::from_millis(10)).await.unwrap();
+}
+
+#[tokio::test]
+async fn stop_is_graceful_when_the_command_handles_sigterm() {
+    if !root_or_skip("stop_is_graceful_when_the_command_handles_sigterm") {
+        return;
+    }
+    let ns = namespace("term");
+    for own_pid_namespace in [false, true] {
+        let mut command = Command::new("sh");
+        // `wait` is interruptible, so the trap runs at once.
+        command.args(["-c", "trap 'exit 7' TERM; sleep 100 & wait"]);
+        let mut process = netns::spawn(
+            &ns,
+            command,
+            SpawnOptions {
+                own_pid_namespace,
+                ..SpawnOptions::default()
+            },
+        )
+        .unwrap();
+        wait_for_descendants(process.pid(), if own_pid_namespace { 2 } else { 1 });
+        let t0 = Instant::now();
+        process.stop(Duration::from_secs(5)).await.unwrap();
+        let took = t0.elapsed();
+        let status = process.try_exit_status().unwrap().unwrap();
+        eprintln!("graceful stop (own_pid_namespace={own_pid_namespace}) took {took:?}: {status}");
+        assert!(took < Duration::from_secs(2), "{took:?}");
+        assert_eq!(status.code(), Some(7), "the TERM trap ran: {status}");
+    }
+}
+
+#[test]
+fn resolv_conf_is_private_to_the_child() {
+    if !root_or_skip("resolv_conf_is_private_to_the_child") {
+        return;
+    }
+    let ns = namespace("resolv");
+    let ours = format!(
+        "# mxlab test {}\nnameserver 192.0.2.53\noptions attempts:1 timeout:2\n",
+        std::process::id()
+    );
+    let path = std::env::temp_dir().join(format!("mxlab-netns-test-{}-resolv.conf", std::process::id()));
+    std::fs::write(&path, &ours).unwrap();
+    let host_before = std::fs::read("/etc/resolv.conf").unwrap();
+
+    for own_pid_namespace in [false, true] {
+        let mut command = Command::new("sh");
+        command
+            .args(["-c", "cat /etc/resolv.conf; echo \"env=$MXLAB_TEST_VAR\""])
+            .env("MXLAB_TEST_VAR", "kept")
+            .stdout(Stdio::piped());
+        let mut process = netns::spawn(
+            &ns,
+            command,
+            SpawnOptions {
+                resolv_conf: Some(path.clone()),
+                own_pid_namespace,
+            },
+        )
+        .unwrap();
+        let mut seen = String::new();
+        process.take_stdout().unwrap().read_to_string(&mut seen).unwrap();
+        assert_eq!(seen, format!("{ours}env=kept\n"), "own_pid_namespace={own_pid_namespace}");
+        // The host's file is untouched, both while the child lives and after.
+        assert_eq!(std::fs::read("/etc/resolv.conf").unwrap(), host_before);
+    }
+    std::fs::remove_file(&path).unwrap();
+    assert_eq!(std::fs::read("/etc/resolv.conf").unwrap(), host_before);
+
+    let err = netns::spawn(
+        &ns,
+        Command::new("true"),
+        SpawnOptions {
+            resolv_conf: Some("/nonexistent/mxlab-resolv.conf".into()),
+            own_pid_namespace: false,
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/mxlab-resolv.conf"), "{err}");
+}
+
+#[test]
+fn missing_program_gives_a_clear_error() {
+    if !root_or_skip("missing_program_gives_a_clear_error") {
+        return;
+    }
+    let ns = namespace("missing");
+    for own_pid_namespace in [false, true] {
+        let err = netns::spawn(
+            &ns,
+            Command::new("mxlab-no-such-program"),
+            SpawnOptions {
+                own_pid_namespace,
+                ..SpawnOptions::default()
+            },
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        eprintln!("spawn error: {text}");
+        assert!(matches!(err, netns::Error::ProgramNotFound { .. }), "{err:?}");
+        assert!(text.contains("mxlab-no-such-program") && text.contains("install"), "{text}");
+    }
+    let err = netns::output(&ns, Command::new("/nonexistent/mxlab-tool")).unwrap_err();
+    eprintln!("output error: {err}");
+    assert!(err.to_string().contains("/nonexistent/mxlab-tool"), "{err}");
+}
+
+#[test]
+fn output_runs_inside_the_namespace_with_loopback_up() {
+    if !root_or_skip("output_runs_inside_the_namespace_with_loopback_up") {
+        return;
+    }
+    let ns = namespace("output");
+    let mut command = Command::new("ip");
+    command.args(["-o", "addr"]);
+    let out = netns::output(&ns, command).unwrap();
+    assert!(out.status.success(), "{out:?}");
+    let text = String::from_utf8(out.stdout).unwrap();
+    assert!(text.contains("lo    inet 127.0.0.1/8"), "{text}");
+    assert_eq!(text.lines().count(), 2, "only loopback: {text}");
+    // Loopback really works: a TCP connection to 127.0.0.1 inside the namespace.
+    ns.run(|| {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+    })
+    .unwrap();
+}
+
+#[test]
+fn dropping_a_process_kills_and_reaps_it() {
+    if !root_or_skip("dropping_a_process_kills_and_reaps_it") {
+        return;
+    }
+    let ns = namespace("drop");
+    for own_pid_namespace in [false, true] {
+        let mut command = Command::new("sleep");
+        command.arg("100");
+        let process = netns::spawn(
+            &ns,
+            command,
+            SpawnOptions {
+                own_pid_namespace,
+                ..SpawnOptions::default()
+            },
+        )
+        .unwrap();
+        let pid = process.pid();
+        let tree = if own_pid_namespace { wait_for_descendants(pid, 1) } else { vec![] };
+        assert_eq!(pid_ns_inode(pid), ns_inode(&ns));
+        drop(process);
+        for p in [pid].iter().chain(&tree) {
+            assert!(!alive(*p), "pid {p} survived drop");
+        }
+    }
+}
+
+#[test]
+fn exit_status_without_waiting() {
+    if !root_or_skip("exit_status_without_waiting") {
+        return;
+    }
+    let ns = namespace("status");
+    let mut command = Command::new("sh");
+    command.args(["-c", "exit 3"]);
+    let mut process = netns::spawn(&ns, command, SpawnOptions::default()).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let status = loop {
+        if let Some(status) = process.try_exit_status().unwrap() {
+            break status;
+        }
+        assert!(Instant::now() < deadline);
+        std::thread::sleep(Duration::from_millis(2));
+    };
+    assert_eq!(status.code(), Some(3));
+    assert_eq!(process.try_exit_status().unwrap(), Some(status));
+}
+
+#[test]
+fn sysctls_are_per_namespace() {
+    if !root_or_skip("sysctls_are_per_namespace") {
+        return;
+    }
+    let root_value = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
+    let ns = namespace("sysctl");
+    let want = if root_value.trim() == "1" { "0" } else { "1" };
+    ns.set_sysctl("net/ipv4/ip_forward", want).unwrap();
+    ns.set_sysctl("net.ipv6.conf.all.forwarding", "1").unwrap();
+    let inside = ns
+        .run(|| std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap())
+        .unwrap();
+    assert_eq!(inside.trim(), want);
+    assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(), root_value);
+
+    let err = ns.set_sysctl("net/ipv4/no_such_key", "1").unwrap_err();
+    assert!(err.to_string().contains("no such sysctl"), "{err}");
+    let err = ns.set_sysctl("../etc/passwd", "x").unwrap_err();
+    assert!(err.to_string().contains("relative to /proc/sys"), "{err}");
+}
+
+#[test]
+fn run_propagates_results_and_panics() {
+    if !root_or_skip("run_propagates_results_and_panics") {
+        return;
+    }
+    let ns = namespace("run");
+    let inode = ns.run(|| {
+        use std::os::unix::fs::MetadataExt;
+        std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino()
+    });
+    assert_eq!(inode.unwrap(), ns_inode(&ns));
+    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ns.run(|| panic!("boom"))));
+    assert!(panicked.is_err());
+}

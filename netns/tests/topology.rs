@@ -1,0 +1,240 @@
+//! Topology tests: real sockets through the router, no DAD delay, root namespace untouched.
+//! They need root; without it each test prints why it is skipped and passes.
+
+mod common;
+
+use std::io::{Read, Write};
+use std::net::{IpAddr, SocketAddr};
+use std::time::{Duration, Instant};
+
+use common::{ip, ns_inode, root_or_skip, spec};
+use netns::{Namespace, Topology};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+/// Binds a listener inside `ns` and hands it to tokio.
+fn listen(ns: &Namespace, addr: SocketAddr) -> tokio::net::TcpListener {
+    let std_listener = ns
+        .run(|| std::net::TcpListener::bind(addr))
+        .unwrap()
+        .unwrap_or_else(|e| panic!("bind {addr} in {}: {e}", ns.label()));
+    std_listener.set_nonblocking(true).unwrap();
+    tokio::net::TcpListener::from_std(std_listener).unwrap()
+}
+
+/// Connects from inside `ns` (socket made in the namespace, connect done by tokio).
+async fn connect(ns: &Namespace, addr: SocketAddr) -> tokio::net::TcpStream {
+    let socket = ns
+        .run(|| match addr {
+            SocketAddr::V4(_) => tokio::net::TcpSocket::new_v4(),
+            SocketAddr::V6(_) => tokio::net::TcpSocket::new_v6(),
+        })
+        .unwrap()
+        .unwrap();
+    tokio::time::timeout(Duration::from_secs(5), socket.connect(addr))
+        .await
+        .unwrap_or_else(|_| panic!("connect to {addr} from {} timed out", ns.label()))
+        .unwrap_or_else(|e| panic!("connect to {addr} from {}: {e}", ns.label()))
+}
+
+async fn round_trip(topology: &Topology, from: &str, to: &str, to_addr: IpAddr, from_addr: IpAddr) -> Duration {
+    let listener = listen(topology.host(to).unwrap(), SocketAddr::new(to_addr, 2525));
+    let started = Instant::now();
+    let (client, accepted) = tokio::join!(
+        connect(topology.host(from).unwrap(), SocketAddr::new(to_addr, 2525)),
+        listener.accept()
+    );
+    let elapsed = started.elapsed();
+    let (mut server, peer) = accepted.unwrap();
+    assert_eq!(peer.ip(), from_addr, "routed without NAT, source is the host's own address");
+    let mut client = client;
+    client.write_all(b"EHLO sut\r\n").await.unwrap();
+    let mut buf = [0u8; 10];
+    server.read_exact(&mut buf).await.unwrap();
+    assert_eq!(&buf, b"EHLO sut\r\n");
+    server.write_all(b"250 ok\r\n").await.unwrap();
+    let mut reply = [0u8; 8];
+    client.read_exact(&mut reply).await.unwrap();
+    assert_eq!(&reply, b"250 ok\r\n");
+    elapsed
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn tcp_through_router_both_families_without_dad_delay() {
+    if !root_or_skip("tcp_through_router_both_families_without_dad_delay") {
+        return;
+    }
+    let spec = spec("tcp", 3);
+    let t0 = Instant::now();
+    let topology = Topology::build(&spec).await.unwrap();
+    let built = t0.elapsed();
+
+    let mx1 = &spec.hosts[2];
+    let sut = &spec.hosts[0];
+    let v6 = mx1.ipv6.unwrap().host;
+
+    // Binding the IPv6 address must work at once: no tentative (DAD) phase.
+    let t1 = Instant::now();
+    let bound = topology
+        .host("mx1")
+        .unwrap()
+        .run(|| std::net::TcpListener::bind((v6, 0)))
+        .unwrap();
+    let bind_after = t1.elapsed();
+    assert!(bound.is_ok(), "bind [{v6}] right after build: {bound:?}");
+    drop(bound);
+
+    let rtt4 = round_trip(
+        &topology,
+        "sut",
+        "mx1",
+        IpAddr::V4(mx1.ipv4.unwrap().host),
+        IpAddr::V4(sut.ipv4.unwrap().host),
+    )
+    .await;
+    let rtt6 = round_trip(&topology, "sut", "mx1", IpAddr::V6(v6), IpAddr::V6(sut.ipv6.unwrap().host)).await;
+    eprintln!(
+        "3-host build {built:?}; IPv6 bind {bind_after:?} after build; connect IPv4 {rtt4:?}, IPv6 {rtt6:?}"
+    );
+    // With DAD or an ignored first neighbour solicitation these take ≥ 1 s.
+    assert!(rtt4 < Duration::from_millis(500), "IPv4 connect took {rtt4:?}");
+    assert!(rtt6 < Duration::from_millis(500), "IPv6 connect took {rtt6:?}");
+
+    // And the dns host reaches mx1 too; no address is tentative anywhere.
+    round_trip(
+        &topology,
+        "dns",
+        "mx1",
+        IpAddr::V6(v6),
+        IpAddr::V6(spec.hosts[1].ipv6.unwrap().host),
+    )
+    .await;
+    for name in ["sut", "dns", "mx1"] {
+        let out = netns::output(topology.host(name).unwrap(), {
+            let mut c = std::process::Command::new("ip");
+            c.args(["-6", "-o", "addr"]);
+            c
+        })
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(!text.contains("tentative"), "{name}: {text}");
+        assert!(text.contains("mxlab0"), "{name}: {text}");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn interfaces_routes_and_forwarding() {
+    if !root_or_skip("interfaces_routes_and_forwarding") {
+        return;
+    }
+    let spec = spec("ifs", 3);
+    let topology = Topology::build(&spec).await.unwrap();
+    assert_eq!(topology.router_interface("mx1"), Some("mxlab-mx1"));
+    assert_eq!(topology.router_interface("nope"), None);
+    assert!(topology.host("nope").is_none());
+    assert_eq!(topology.host("sut").unwrap().label(), format!("{}-sut", spec.prefix));
+    assert_eq!(topology.router().label(), format!("{}-router", spec.prefix));
+
+    let run = |ns: &Namespace, args: &[&str]| {
+        let mut c = std::process::Command::new("ip");
+        c.args(args);
+        let out = netns::output(ns, c).unwrap();
+        assert!(out.status.success(), "{out:?}");
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let router_links = run(topology.router(), &["-o", "link"]);
+    for name in ["lo", "mxlab-sut", "mxlab-dns", "mxlab-mx1"] {
+        assert!(router_links.contains(&format!(": {name}@")) || router_links.contains(&format!(": {name}:")), "{router_links}");
+    }
+    let host_links = run(topology.host("sut").unwrap(), &["-o", "link"]);
+    assert_eq!(host_links.lines().count(), 2, "lo + mxlab0 only: {host_links}");
+    assert!(host_links.contains("mxlab0@"), "{host_links}");
+    let routes4 = run(topology.host("sut").unwrap(), &["route"]);
+    assert!(routes4.contains("default via 192.0.2.1 dev mxlab0"), "{routes4}");
+    let routes6 = run(topology.host("sut").unwrap(), &["-6", "route"]);
+    assert!(routes6.contains("default via 2001:db8:1::1 dev mxlab0"), "{routes6}");
+
+    let read = |ns: &Namespace, key: &str| {
+        ns.run(|| std::fs::read_to_string(format!("/proc/sys/{key}")).unwrap().trim().to_owned())
+            .unwrap()
+    };
+    assert_eq!(read(topology.router(), "net/ipv4/ip_forward"), "1");
+    assert_eq!(read(topology.router(), "net/ipv6/conf/all/forwarding"), "1");
+    assert_eq!(read(topology.host("dns").unwrap(), "net/ipv6/conf/default/accept_dad"), "0");
+    assert_eq!(read(topology.host("dns").unwrap(), "net/ipv6/conf/mxlab0/accept_dad"), "0");
+    assert_eq!(read(topology.host("dns").unwrap(), "net/ipv4/ip_forward"), "0");
+    assert_ne!(ns_inode(topology.router()), ns_inode(topology.host("sut").unwrap()));
+}
+
+/// `ip` views of the root namespace that must not change.
+fn root_view() -> Vec<String> {
+    vec![
+        ip(&["-o", "link"]),
+        ip(&["-o", "addr"]),
+        ip(&["route"]),
+        ip(&["-6", "route"]),
+        ip(&["netns", "list"]),
+    ]
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn root_namespace_unchanged_by_build_and_drop() {
+    if !root_or_skip("root_namespace_unchanged_by_build_and_drop") {
+        return;
+    }
+    let resolv_before = std::fs::read("/etc/resolv.conf").unwrap();
+    let before = root_view();
+    let topology = Topology::build(&spec("root", 3)).await.unwrap();
+    let during = root_view();
+    drop(topology);
+    let after = root_view();
+    assert_eq!(before, during, "the root namespace changed while the topology existed");
+    assert_eq!(before, after, "the root namespace changed after drop");
+    assert!(!after.concat().contains("mxlab"), "{after:?}");
+    assert_eq!(std::fs::read("/etc/resolv.conf").unwrap(), resolv_before);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn build_and_drop_timing_six_hosts() {
+    if !root_or_skip("build_and_drop_timing_six_hosts") {
+        return;
+    }
+    let mut builds = Vec::new();
+    let mut drops = Vec::new();
+    for round in 0..5 {
+        let spec = spec(&format!("six{round}"), 6);
+        let t0 = Instant::now();
+        let topology = Topology::build(&spec).await.unwrap();
+        builds.push(t0.elapsed());
+        // Prove it works each time: sut → h5 over IPv6.
+        let h5 = spec.hosts[5].ipv6.unwrap().host;
+        let listener = topology.host("h5").unwrap().run(|| std::net::TcpListener::bind((h5, 25))).unwrap().unwrap();
+        let mut client = topology
+            .host("sut")
+            .unwrap()
+            .run(|| std::net::TcpStream::connect_timeout(&(h5, 25).into(), Duration::from_secs(2)))
+            .unwrap()
+            .unwrap();
+        client.write_all(b"x").unwrap();
+        let (mut server, _) = listener.accept().unwrap();
+        let mut b = [0u8; 1];
+        server.read_exact(&mut b).unwrap();
+        drop((client, server, listener));
+        let t1 = Instant::now();
+        drop(topology);
+        drops.push(t1.elapsed());
+    }
+    builds.sort();
+    drops.sort();
+    eprintln!("6-host Topology::build over 5 runs (sorted): {builds:?}");
+    eprintln!("6-host Topology drop over 5 runs (sorted): {drops:?}");
+    assert!(builds[2] < Duration::from_secs(2), "median build {:?}", builds[2]);
+}
+
+#[tokio::test]
+async fn invalid_spec_is_rejected_before_anything_is_created() {
+    let mut spec = spec("bad", 2);
+    spec.hosts[1].name = "sut".into();
+    let err = Topology::build(&spec).await.unwrap_err();
+    assert!(matches!(err, netns::Error::InvalidSpec(_)), "{err}");
+    assert!(err.to_string().contains("appears twice"), "{err}");
+}

@@ -1,0 +1,89 @@
+//! The `mxlab` binary on bad input: one clear line naming the problem and the fix, exit
+//! status 2, nothing left behind.
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn mxlab(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_mxlab"))
+        .args(args)
+        .output()
+        .expect("the mxlab binary runs")
+}
+
+fn stderr_of(output: &Output) -> String {
+    String::from_utf8_lossy(&output.stderr).into_owned()
+}
+
+fn write_scenario(dir: &Path, name: &str, text: &str) -> String {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path.to_string_lossy().into_owned()
+}
+
+const VALID: &str = r#"
+description = "d"
+[[mx]]
+name = "mx1"
+domain = "example.test"
+[[message]]
+to = ["bob@example.test"]
+[expect]
+outcome = "delivered"
+"#;
+
+#[test]
+fn an_unknown_key_is_one_line_with_its_place_and_exit_status_2() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = write_scenario(dir.path(), "bad.toml", &VALID.replace("outcome", "outcom"));
+    let output = mxlab(&["run", &path]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr_of(&output);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with(&format!("error: {path}:9:1: unknown field `outcom`")), "{stderr}");
+    assert!(stderr.contains("expected one of"), "{stderr}");
+}
+
+#[test]
+fn a_missing_file_is_named_with_exit_status_2() {
+    let output = mxlab(&["run", "/nonexistent/scenario.toml"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr_of(&output);
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.starts_with("error: /nonexistent/scenario.toml: cannot read"), "{stderr}");
+}
+
+#[test]
+fn an_unknown_sut_lists_the_known_ones() {
+    let output = mxlab(&["run", "--sut", "sendmail"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(stderr_of(&output).contains("possible values: postfix"), "{}", stderr_of(&output));
+}
+
+#[test]
+fn without_privileges_the_fix_is_named() {
+    if !nix::unistd::geteuid().is_root() {
+        // Already unprivileged: run directly.
+        let dir = tempfile::tempdir().unwrap();
+        let path = write_scenario(dir.path(), "ok.toml", VALID);
+        let output = mxlab(&["run", &path]);
+        assert_eq!(output.status.code(), Some(2));
+        assert!(stderr_of(&output).contains("root"), "{}", stderr_of(&output));
+        return;
+    }
+    // As root: drop to nobody with no capabilities, the way an ordinary user would run it.
+    let dir = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
+    let path = write_scenario(dir.path(), "ok.toml", VALID);
+    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    let output = Command::new("setpriv")
+        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .arg(env!("CARGO_BIN_EXE_mxlab"))
+        .args(["run", &path])
+        .output()
+        .expect("setpriv (util-linux) runs");
+    let stderr = stderr_of(&output);
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    assert!(stderr.contains("root"), "{stderr}");
+    assert!(stderr.contains("CAP_SYS_ADMIN"), "{stderr}");
+}
