@@ -40,7 +40,10 @@ fn an_unknown_key_is_one_line_with_its_place_and_exit_status_2() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = stderr_of(&output);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with(&format!("error: {path}:9:1: unknown field `outcom`")), "{stderr}");
+    assert!(
+        stderr.starts_with(&format!("error: {path}:9:1: unknown field `outcom`")),
+        "{stderr}"
+    );
     assert!(stderr.contains("expected one of"), "{stderr}");
 }
 
@@ -50,14 +53,21 @@ fn a_missing_file_is_named_with_exit_status_2() {
     assert_eq!(output.status.code(), Some(2));
     let stderr = stderr_of(&output);
     assert_eq!(stderr.lines().count(), 1, "{stderr}");
-    assert!(stderr.starts_with("error: /nonexistent/scenario.toml: cannot read"), "{stderr}");
+    assert!(
+        stderr.starts_with("error: /nonexistent/scenario.toml: cannot read"),
+        "{stderr}"
+    );
 }
 
 #[test]
 fn an_unknown_sut_lists_the_known_ones() {
     let output = mxlab(&["run", "--sut", "sendmail"]);
     assert_eq!(output.status.code(), Some(2));
-    assert!(stderr_of(&output).contains("possible values: postfix"), "{}", stderr_of(&output));
+    assert!(
+        stderr_of(&output).contains("possible values: postfix"),
+        "{}",
+        stderr_of(&output)
+    );
 }
 
 #[test]
@@ -68,15 +78,29 @@ fn without_privileges_the_fix_is_named() {
         let path = write_scenario(dir.path(), "ok.toml", VALID);
         let output = mxlab(&["run", &path]);
         assert_eq!(output.status.code(), Some(2));
-        assert!(stderr_of(&output).contains("root"), "{}", stderr_of(&output));
+        assert!(
+            stderr_of(&output).contains("root"),
+            "{}",
+            stderr_of(&output)
+        );
         return;
     }
     // As root: drop to nobody with no capabilities, the way an ordinary user would run it.
     let dir = tempfile::Builder::new().tempdir_in("/tmp").unwrap();
     let path = write_scenario(dir.path(), "ok.toml", VALID);
-    std::fs::set_permissions(dir.path(), std::os::unix::fs::PermissionsExt::from_mode(0o755)).unwrap();
+    std::fs::set_permissions(
+        dir.path(),
+        std::os::unix::fs::PermissionsExt::from_mode(0o755),
+    )
+    .unwrap();
     let output = Command::new("setpriv")
-        .args(["--reuid=65534", "--regid=65534", "--clear-groups", "--inh-caps=-all", "--bounding-set=-all"])
+        .args([
+            "--reuid=65534",
+            "--regid=65534",
+            "--clear-groups",
+            "--inh-caps=-all",
+            "--bounding-set=-all",
+        ])
         .arg(env!("CARGO_BIN_EXE_mxlab"))
         .args(["run", &path])
         .output()

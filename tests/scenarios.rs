@@ -47,7 +47,7 @@ fn scenario_trial(scenario: Scenario, sut: SutKind, skip: bool) -> Trial {
         let report = run(&scenario, sut)?;
         match report.verdict.status {
             Status::Pass => Ok(()),
-            _ => Err(console::render(&report).into()),
+            _ => Err(console::render(&report, true).into()),
         }
     })
     .with_ignored_flag(skip)
@@ -62,7 +62,7 @@ fn impossible_expectation_trial(sut: SutKind, skip: bool) -> Trial {
         let mut scenario = scenario::load(&path).map_err(|e| e.to_string())?;
         scenario.expect.via = Some(Family::Ipv6);
         let report = run(&scenario, sut)?;
-        let story = console::render(&report);
+        let story = console::render(&report, true);
         if report.verdict.status != Status::Fail {
             return Err(format!("expected a failed verdict, got:\n{story}").into());
         }

@@ -34,6 +34,9 @@ enum Command {
         /// The MTA to test.
         #[arg(long, value_enum, default_value = "postfix")]
         sut: SutKind,
+        /// Print the timeline of every run, not only of failed ones.
+        #[arg(long)]
+        timeline: bool,
     },
 }
 
@@ -41,12 +44,16 @@ impl Cli {
     /// Runs the command and returns the process's exit status.
     pub async fn execute(self) -> ExitCode {
         match self.command {
-            Command::Run { paths, sut } => run(paths, sut).await,
+            Command::Run {
+                paths,
+                sut,
+                timeline,
+            } => run(paths, sut, timeline).await,
         }
     }
 }
 
-async fn run(paths: Vec<PathBuf>, sut: SutKind) -> ExitCode {
+async fn run(paths: Vec<PathBuf>, sut: SutKind, timeline: bool) -> ExitCode {
     let paths = if paths.is_empty() {
         let default = PathBuf::from("scenarios");
         if !default.is_dir() {
@@ -97,7 +104,7 @@ async fn run(paths: Vec<PathBuf>, sut: SutKind) -> ExitCode {
         };
         match report {
             Ok(report) => {
-                print!("{}", console::render(&report));
+                print!("{}", console::render(&report, timeline));
                 match report.verdict.status {
                     Status::Pass => passed += 1,
                     Status::Fail => failed += 1,
@@ -130,7 +137,10 @@ fn preflight(sut: SutKind) -> anyhow::Result<()> {
 /// Resolves on SIGINT or SIGTERM, naming the signal.
 async fn interrupted() -> &'static str {
     use tokio::signal::unix::{signal, SignalKind};
-    let (Ok(mut int), Ok(mut term)) = (signal(SignalKind::interrupt()), signal(SignalKind::terminate())) else {
+    let (Ok(mut int), Ok(mut term)) = (
+        signal(SignalKind::interrupt()),
+        signal(SignalKind::terminate()),
+    ) else {
         return std::future::pending().await;
     };
     tokio::select! {

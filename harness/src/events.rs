@@ -232,14 +232,20 @@ impl fmt::Display for EventKind {
                 name,
                 record_type,
                 answer,
-            } => write!(f, "dns   {client} {transport} {name} {record_type} -> {answer}"),
+            } => write!(
+                f,
+                "dns   {client} {transport} {name} {record_type} -> {answer}"
+            ),
             EventKind::SmtpConnected {
                 host,
                 session,
                 family,
                 client,
                 server,
-            } => write!(f, "smtp  {host}#{session} {family} connect {client} -> {server}"),
+            } => write!(
+                f,
+                "smtp  {host}#{session} {family} connect {client} -> {server}"
+            ),
             EventKind::SmtpCommand {
                 host,
                 session,
@@ -249,7 +255,11 @@ impl fmt::Display for EventKind {
                 host,
                 session,
                 reply,
-            } => write!(f, "smtp  {host}#{session} S: {}", reply.replace('\n', " | ")),
+            } => write!(
+                f,
+                "smtp  {host}#{session} S: {}",
+                reply.replace('\n', " | ")
+            ),
             EventKind::MessageAccepted {
                 host,
                 session,

@@ -44,7 +44,10 @@ mod tests {
 
     #[test]
     fn mapped_addresses_are_ipv4() {
-        assert_eq!(Family::of("::ffff:192.0.2.1".parse().unwrap()), Family::Ipv4);
+        assert_eq!(
+            Family::of("::ffff:192.0.2.1".parse().unwrap()),
+            Family::Ipv4
+        );
         assert_eq!(Family::of("2001:db8::1".parse().unwrap()), Family::Ipv6);
         assert_eq!(Family::of("192.0.2.1".parse().unwrap()), Family::Ipv4);
     }

@@ -172,9 +172,19 @@ impl Lab {
 
         let ids = SessionIds::default();
         let mut mx_servers = Vec::new();
-        for host in plan.hosts.iter().filter(|h| matches!(h.role, Role::Mx | Role::Collector)) {
+        for host in plan
+            .hosts
+            .iter()
+            .filter(|h| matches!(h.role, Role::Mx | Role::Collector))
+        {
             let listeners = bind_smtp(host, &topology)?;
-            mx_servers.push(mx::start(&host.name, &host.fqdn, listeners, log.clone(), ids.clone()));
+            mx_servers.push(mx::start(
+                &host.name,
+                &host.fqdn,
+                listeners,
+                log.clone(),
+                ids.clone(),
+            ));
         }
 
         let resolv_conf = work_dir.path().join("resolv.conf");
@@ -344,4 +354,3 @@ fn run_id() -> String {
         .map_or(0, |d| d.subsec_nanos());
     format!("{:x}{:05x}", std::process::id() & 0xfff, nanos & 0xfffff)
 }
-

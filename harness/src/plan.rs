@@ -84,7 +84,12 @@ impl Plan {
         let mut hosts = vec![
             fixed_host(0, "sut", SUT_HOSTNAME, Role::Sut),
             fixed_host(1, "dns", &format!("ns.{SENDER_DOMAIN}"), Role::Dns),
-            fixed_host(2, crate::verdict::COLLECTOR, &format!("mx.{SENDER_DOMAIN}"), Role::Collector),
+            fixed_host(
+                2,
+                crate::verdict::COLLECTOR,
+                &format!("mx.{SENDER_DOMAIN}"),
+                Role::Collector,
+            ),
         ];
         for (i, mx) in scenario.mxs.iter().enumerate() {
             let index = 3 + i as u16;
@@ -176,7 +181,11 @@ fn ipv6_link(index: u16) -> LinkAddresses<Ipv6Addr> {
 }
 
 fn apply_faults(scenario: &Scenario, host: &mut HostPlan) {
-    for fault in scenario.faults.iter().filter(|f| f.on.get_ref() == &host.name) {
+    for fault in scenario
+        .faults
+        .iter()
+        .filter(|f| f.on.get_ref() == &host.name)
+    {
         let smtp = fault.smtp.get_ref();
         for (family, behaviour) in host.smtp.iter_mut() {
             if fault.family.as_ref().is_some_and(|f| f.get_ref() != family) {
@@ -310,7 +319,10 @@ fn body(size: Option<usize>) -> Vec<u8> {
     let mut line = 0;
     while body.len() < size {
         line += 1;
-        body.extend(format!("mxlab body line {line:06} ........................................\r\n").bytes());
+        body.extend(
+            format!("mxlab body line {line:06} ........................................\r\n")
+                .bytes(),
+        );
     }
     body
 }
@@ -358,12 +370,21 @@ outcome = "delivered"
         let names: Vec<&str> = plan.hosts.iter().map(|h| h.name.as_str()).collect();
         assert_eq!(names, ["sut", "dns", "bounces", "mx1", "mx2"]);
         let mx1 = plan.host("mx1").unwrap();
-        assert_eq!(mx1.ipv4.as_ref().unwrap().host, Ipv4Addr::new(192, 0, 2, 26));
-        assert_eq!(mx1.ipv6.as_ref().unwrap().host, "2001:db8:0:3::2".parse::<Ipv6Addr>().unwrap());
+        assert_eq!(
+            mx1.ipv4.as_ref().unwrap().host,
+            Ipv4Addr::new(192, 0, 2, 26)
+        );
+        assert_eq!(
+            mx1.ipv6.as_ref().unwrap().host,
+            "2001:db8:0:3::2".parse::<Ipv6Addr>().unwrap()
+        );
         assert!(plan.host("mx2").unwrap().ipv6.is_none());
         for addr in plan.hosts.iter().flat_map(HostPlan::addresses) {
             let text = addr.to_string();
-            assert!(text.starts_with("192.0.2.") || text.starts_with("2001:db8:"), "{text}");
+            assert!(
+                text.starts_with("192.0.2.") || text.starts_with("2001:db8:"),
+                "{text}"
+            );
         }
     }
 
@@ -371,28 +392,50 @@ outcome = "delivered"
     fn a_greeting_fault_changes_only_its_family() {
         let plan = plan();
         let mx1 = plan.host("mx1").unwrap();
-        assert_eq!(mx1.smtp[&Family::Ipv6].greeting, "421 4.3.2 Service not available");
-        assert!(mx1.smtp[&Family::Ipv4].greeting.starts_with("220 mx1.example.test"));
+        assert_eq!(
+            mx1.smtp[&Family::Ipv6].greeting,
+            "421 4.3.2 Service not available"
+        );
+        assert!(mx1.smtp[&Family::Ipv4]
+            .greeting
+            .starts_with("220 mx1.example.test"));
     }
 
     #[test]
     fn zones_hold_mx_address_and_ptr_records() {
         let plan = plan();
-        let example = plan.zones.iter().find(|z| z.origin == "example.test").unwrap();
+        let example = plan
+            .zones
+            .iter()
+            .find(|z| z.origin == "example.test")
+            .unwrap();
         let mx_records: Vec<_> = example
             .records
             .iter()
             .filter_map(|r| match &r.data {
-                RecordData::Mx { preference, exchange } => Some((*preference, exchange.as_str())),
+                RecordData::Mx {
+                    preference,
+                    exchange,
+                } => Some((*preference, exchange.as_str())),
                 _ => None,
             })
             .collect();
-        assert_eq!(mx_records, [(10, "mx1.example.test"), (20, "mx2.example.test")]);
+        assert_eq!(
+            mx_records,
+            [(10, "mx1.example.test"), (20, "mx2.example.test")]
+        );
         assert!(example.records.iter().any(|r| r.name == "mx1.example.test"
             && r.data == RecordData::Aaaa("2001:db8:0:3::2".parse().unwrap())));
         let ip6 = plan.zones.iter().find(|z| z.origin == "ip6.arpa").unwrap();
-        assert!(ip6.records.iter().any(|r| r.data == RecordData::Ptr(SUT_HOSTNAME.into())));
-        let sender = plan.zones.iter().find(|z| z.origin == SENDER_DOMAIN).unwrap();
+        assert!(ip6
+            .records
+            .iter()
+            .any(|r| r.data == RecordData::Ptr(SUT_HOSTNAME.into())));
+        let sender = plan
+            .zones
+            .iter()
+            .find(|z| z.origin == SENDER_DOMAIN)
+            .unwrap();
         assert!(sender.records.iter().any(|r| matches!(&r.data, RecordData::Txt(t) if t == "v=spf1 ip4:192.0.2.2 ip6:2001:db8::2 -all")));
     }
 

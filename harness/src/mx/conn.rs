@@ -26,7 +26,8 @@ struct Ending {
 }
 
 impl Ending {
-    fn client(reason: impl Into<String>) -> Self {
+    /// An ending after which the connection is simply dropped.
+    fn now(reason: impl Into<String>) -> Self {
         Self {
             reason: reason.into(),
             by_server: false,
@@ -55,7 +56,7 @@ pub(crate) async fn serve(
 
     let ending = tokio::select! {
         ending = converse(&mut stream, id, &shared) => ending,
-        _ = stopped(&mut shutdown) => Ending::client("server shutdown"),
+        _ = stopped(&mut shutdown) => Ending::now("server shutdown"),
     };
     shared.log.record(EventKind::SmtpClosed {
         host: shared.host.clone(),
@@ -102,8 +103,8 @@ async fn converse(stream: &mut TcpStream, id: SessionId, shared: &Shared) -> End
             let write = tokio::time::timeout(limits.idle_timeout, stream.write_all(&out)).await;
             match write {
                 Ok(Ok(())) => out.clear(),
-                Ok(Err(e)) => return Ending::client(format!("i/o error: {e}")),
-                Err(_) => return Ending::client("timeout (client not reading)"),
+                Ok(Err(e)) => return Ending::now(format!("i/o error: {e}")),
+                Err(_) => return Ending::now("timeout (client not reading)"),
             }
         }
         if let Some(reason) = closing {
@@ -114,10 +115,10 @@ async fn converse(stream: &mut TcpStream, id: SessionId, shared: &Shared) -> End
         }
         let read = tokio::time::timeout(limits.idle_timeout, stream.read(&mut buf)).await;
         match read {
-            Ok(Ok(0)) if session.in_data() => return Ending::client("client closed during DATA"),
-            Ok(Ok(0)) => return Ending::client("client closed"),
+            Ok(Ok(0)) if session.in_data() => return Ending::now("client closed during DATA"),
+            Ok(Ok(0)) => return Ending::now("client closed"),
             Ok(Ok(n)) => session.input(&buf[..n], &mut effects),
-            Ok(Err(e)) => return Ending::client(format!("i/o error: {e}")),
+            Ok(Err(e)) => return Ending::now(format!("i/o error: {e}")),
             Err(_) => session.timeout(&mut effects),
         }
         closing = apply(shared, id, &mut effects, &mut out);

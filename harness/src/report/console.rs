@@ -21,16 +21,20 @@ pub fn verdict_line(report: &RunReport) -> String {
     )
 }
 
-/// The verdict line, followed for a failed run by each failed expectation and the timeline,
-/// with the events that show a failure marked `>`.
-pub fn render(report: &RunReport) -> String {
+/// The verdict line, followed for a failed run (or always, with `timeline`) by each failed
+/// expectation and the timeline, with the events that show a failure marked `>`.
+pub fn render(report: &RunReport, timeline: bool) -> String {
     let mut out = verdict_line(report);
     out.push('\n');
-    if report.verdict.status == Status::Pass {
+    if report.verdict.status == Status::Pass && !timeline {
         return out;
     }
     for failure in &report.verdict.failures {
-        let _ = writeln!(out, "      expected {}: {}", failure.expectation, failure.reason);
+        let _ = writeln!(
+            out,
+            "      expected {}: {}",
+            failure.expectation, failure.reason
+        );
     }
     let evidence: Vec<usize> = report
         .verdict
@@ -60,7 +64,9 @@ pub fn render(report: &RunReport) -> String {
 fn worth_showing(event: &Event) -> bool {
     match &event.kind {
         EventKind::SutLog { line } => {
-            !(line.contains("statistics:") || line.contains("daemon started") || line.contains("postfix/postlog"))
+            !(line.contains("statistics:")
+                || line.contains("daemon started")
+                || line.contains("postfix/postlog"))
         }
         _ => true,
     }
@@ -80,7 +86,7 @@ mod tests {
             sut: SutKind::Postfix,
             verdict: Verdict {
                 status,
-                summary: "delivered via ipv4 by mx1".into(),
+                summary: "delivered once via ipv4 by mx1".into(),
                 failures: match status {
                     Status::Pass => vec![],
                     _ => vec![Failure {
@@ -93,11 +99,15 @@ mod tests {
             events: vec![
                 Event {
                     at: Duration::from_millis(5),
-                    kind: EventKind::Harness { message: "lab up".into() },
+                    kind: EventKind::Harness {
+                        message: "lab up".into(),
+                    },
                 },
                 Event {
                     at: Duration::from_millis(900),
-                    kind: EventKind::SutLog { line: "status=sent".into() },
+                    kind: EventKind::SutLog {
+                        line: "status=sent".into(),
+                    },
                 },
             ],
             wall: Duration::from_millis(1500),
@@ -108,13 +118,25 @@ mod tests {
 
     #[test]
     fn a_pass_is_one_line() {
-        let text = render(&report(Status::Pass));
-        assert_eq!(text, "PASS  smtp/x [postfix]  delivered via ipv4 by mx1  (1.50s)\n");
+        let text = render(&report(Status::Pass), false);
+        assert_eq!(
+            text,
+            "PASS  smtp/x [postfix]  delivered once via ipv4 by mx1  (1.50s)\n"
+        );
+    }
+
+    #[test]
+    fn a_pass_shows_its_timeline_on_request() {
+        let text = render(&report(Status::Pass), true);
+        assert!(
+            text.contains("timeline:") && text.contains("status=sent"),
+            "{text}"
+        );
     }
 
     #[test]
     fn a_failure_tells_its_story_and_marks_the_evidence() {
-        let text = render(&report(Status::Fail));
+        let text = render(&report(Status::Fail), false);
         assert!(text.starts_with("FAIL  smtp/x [postfix]"));
         assert!(text.contains("expected via = \"ipv6\": accepted over ipv4 by mx1"));
         assert!(text.contains("      0.005s  mxlab lab up"), "{text}");

@@ -20,9 +20,8 @@ pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
         ScenarioError::at(path, text, offset, err.message().trim().to_string())
     })?;
     scenario.name = scenario_name(path);
-    validate::validate(&scenario).map_err(|problem| {
-        ScenarioError::at(path, text, problem.offset, problem.message)
-    })?;
+    validate::validate(&scenario)
+        .map_err(|problem| ScenarioError::at(path, text, problem.offset, problem.message))?;
     Ok(scenario)
 }
 
@@ -117,9 +116,15 @@ outcome = "delivered"
 
     #[test]
     fn an_unknown_key_is_named_with_its_line_and_the_allowed_keys() {
-        let text = MINIMAL.replace("outcome = \"delivered\"", "outcome = \"delivered\"\nvia_ = \"ipv4\"");
+        let text = MINIMAL.replace(
+            "outcome = \"delivered\"",
+            "outcome = \"delivered\"\nvia_ = \"ipv4\"",
+        );
         let message = error_of(&text);
-        assert!(message.starts_with("s.toml:13:1: unknown field `via_`"), "{message}");
+        assert!(
+            message.starts_with("s.toml:13:1: unknown field `via_`"),
+            "{message}"
+        );
         assert!(message.contains("`via`"), "{message}");
     }
 
@@ -127,7 +132,10 @@ outcome = "delivered"
     fn a_bad_outcome_lists_the_allowed_values() {
         let message = error_of(&MINIMAL.replace("\"delivered\"", "\"sent\""));
         assert!(message.starts_with("s.toml:12:11:"), "{message}");
-        assert!(message.contains("delivered") && message.contains("deferred"), "{message}");
+        assert!(
+            message.contains("delivered") && message.contains("deferred"),
+            "{message}"
+        );
     }
 
     #[test]
@@ -155,12 +163,20 @@ outcome = "delivered"
         std::fs::write(dir.path().join("a.toml"), "").unwrap();
         std::fs::write(dir.path().join("notes.md"), "").unwrap();
         let found = find_scenarios(&[dir.path().to_path_buf()]).unwrap();
-        assert_eq!(found, vec![dir.path().join("a.toml"), dir.path().join("b/z.toml")]);
+        assert_eq!(
+            found,
+            vec![dir.path().join("a.toml"), dir.path().join("b/z.toml")]
+        );
     }
 
     #[test]
     fn a_missing_file_is_named() {
-        let err = load(Path::new("/nonexistent/x.toml")).unwrap_err().to_string();
-        assert!(err.starts_with("/nonexistent/x.toml: cannot read scenario file"), "{err}");
+        let err = load(Path::new("/nonexistent/x.toml"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.starts_with("/nonexistent/x.toml: cannot read scenario file"),
+            "{err}"
+        );
     }
 }

@@ -13,7 +13,7 @@ mod validate;
 pub use duration::HumanDuration;
 pub use error::ScenarioError;
 pub use load::{find_scenarios, load, parse};
-pub use validate::{MAX_MX_HOSTS, SENDER_DOMAIN};
 pub use model::{
     Expect, Fault, MessageSpec, MxSpec, Outcome, Scenario, SmtpFault, SmtpStage, SutSettings,
 };
+pub use validate::{MAX_MX_HOSTS, SENDER_DOMAIN};

@@ -50,7 +50,10 @@ pub fn validate(scenario: &Scenario) -> Result<(), Problem> {
     if scenario.mxs.len() > MAX_MX_HOSTS {
         return Err(problem(
             &scenario.mxs[MAX_MX_HOSTS].name,
-            format!("too many [[mx]] hosts: at most {} fit the address plan", MAX_MX_HOSTS),
+            format!(
+                "too many [[mx]] hosts: at most {} fit the address plan",
+                MAX_MX_HOSTS
+            ),
         ));
     }
     validate_mxs(scenario)?;
@@ -78,11 +81,17 @@ fn validate_mxs(scenario: &Scenario) -> Result<(), Problem> {
         if RESERVED_HOSTS.contains(&name.as_str()) {
             return Err(problem(
                 &mx.name,
-                format!("host name {name:?} is reserved; not allowed: {}", RESERVED_HOSTS.join(", ")),
+                format!(
+                    "host name {name:?} is reserved; not allowed: {}",
+                    RESERVED_HOSTS.join(", ")
+                ),
             ));
         }
         if !seen.insert(name.clone()) {
-            return Err(problem(&mx.name, format!("two [[mx]] hosts are named {name:?}")));
+            return Err(problem(
+                &mx.name,
+                format!("two [[mx]] hosts are named {name:?}"),
+            ));
         }
         let domain = mx.domain.get_ref();
         if !is_test_domain(domain) || domain == SENDER_DOMAIN {
@@ -92,7 +101,10 @@ fn validate_mxs(scenario: &Scenario) -> Result<(), Problem> {
             ));
         }
         if mx.families.get_ref().is_empty() {
-            return Err(problem(&mx.families, "a host needs at least one family: \"ipv4\", \"ipv6\"".into()));
+            return Err(problem(
+                &mx.families,
+                "a host needs at least one family: \"ipv4\", \"ipv6\"".into(),
+            ));
         }
     }
     Ok(())
@@ -100,18 +112,30 @@ fn validate_mxs(scenario: &Scenario) -> Result<(), Problem> {
 
 fn validate_faults(scenario: &Scenario) -> Result<(), Problem> {
     for fault in &scenario.faults {
-        let Some(mx) = scenario.mxs.iter().find(|mx| mx.name.get_ref() == fault.on.get_ref())
+        let Some(mx) = scenario
+            .mxs
+            .iter()
+            .find(|mx| mx.name.get_ref() == fault.on.get_ref())
         else {
             return Err(problem(
                 &fault.on,
-                format!("fault on unknown host {:?}; hosts: {}", fault.on.get_ref(), mx_names(scenario)),
+                format!(
+                    "fault on unknown host {:?}; hosts: {}",
+                    fault.on.get_ref(),
+                    mx_names(scenario)
+                ),
             ));
         };
         if let Some(family) = &fault.family {
             if !mx.families.get_ref().contains(family.get_ref()) {
                 return Err(problem(
                     family,
-                    format!("host {:?} has no {} address; its families: {}", mx.name.get_ref(), family.get_ref(), families(mx.families.get_ref())),
+                    format!(
+                        "host {:?} has no {} address; its families: {}",
+                        mx.name.get_ref(),
+                        family.get_ref(),
+                        families(mx.families.get_ref())
+                    ),
                 ));
             }
         }
@@ -136,14 +160,20 @@ fn validate_messages(scenario: &Scenario) -> Result<(), Problem> {
             ));
         }
         if message.to.is_empty() {
-            return Err(problem(&message.from, "a [[message]] needs at least one recipient in `to`".into()));
+            return Err(problem(
+                &message.from,
+                "a [[message]] needs at least one recipient in `to`".into(),
+            ));
         }
         for rcpt in &message.to {
             let served = domain_of(rcpt.get_ref())
                 .is_some_and(|domain| scenario.mxs.iter().any(|mx| mx.domain.get_ref() == domain));
             if !served {
-                let domains: BTreeSet<&str> =
-                    scenario.mxs.iter().map(|mx| mx.domain.get_ref().as_str()).collect();
+                let domains: BTreeSet<&str> = scenario
+                    .mxs
+                    .iter()
+                    .map(|mx| mx.domain.get_ref().as_str())
+                    .collect();
                 return Err(problem(
                     rcpt,
                     format!(
@@ -160,10 +190,18 @@ fn validate_messages(scenario: &Scenario) -> Result<(), Problem> {
 
 fn validate_expect(scenario: &Scenario) -> Result<(), Problem> {
     if let Some(mx) = &scenario.expect.mx {
-        if !scenario.mxs.iter().any(|m| m.name.get_ref() == mx.get_ref()) {
+        if !scenario
+            .mxs
+            .iter()
+            .any(|m| m.name.get_ref() == mx.get_ref())
+        {
             return Err(problem(
                 mx,
-                format!("expect.mx names unknown host {:?}; hosts: {}", mx.get_ref(), mx_names(scenario)),
+                format!(
+                    "expect.mx names unknown host {:?}; hosts: {}",
+                    mx.get_ref(),
+                    mx_names(scenario)
+                ),
             ));
         }
     }
@@ -186,7 +224,10 @@ fn mx_names(scenario: &Scenario) -> String {
 }
 
 fn families(list: &[Family]) -> String {
-    list.iter().map(Family::to_string).collect::<Vec<_>>().join(", ")
+    list.iter()
+        .map(Family::to_string)
+        .collect::<Vec<_>>()
+        .join(", ")
 }
 
 fn domain_of(address: &str) -> Option<&str> {
@@ -240,8 +281,13 @@ outcome = "delivered"
 
     #[test]
     fn a_fault_on_an_unknown_host_lists_the_hosts() {
-        let message = error_with("[[fault]]\non = \"mx9\"\nsmtp = { stage = \"greeting\", reply = \"421 x\" }");
-        assert_eq!(message, "s.toml:16:6: fault on unknown host \"mx9\"; hosts: mx1");
+        let message = error_with(
+            "[[fault]]\non = \"mx9\"\nsmtp = { stage = \"greeting\", reply = \"421 x\" }",
+        );
+        assert_eq!(
+            message,
+            "s.toml:16:6: fault on unknown host \"mx9\"; hosts: mx1"
+        );
     }
 
     #[test]
@@ -249,18 +295,24 @@ outcome = "delivered"
         let message = error_with(
             "[[fault]]\non = \"mx1\"\nfamily = \"ipv6\"\nsmtp = { stage = \"greeting\", reply = \"421 x\" }",
         );
-        assert!(message.contains("host \"mx1\" has no ipv6 address"), "{message}");
+        assert!(
+            message.contains("host \"mx1\" has no ipv6 address"),
+            "{message}"
+        );
     }
 
     #[test]
     fn an_unknown_stage_lists_the_allowed_stages() {
-        let message = error_with("[[fault]]\non = \"mx1\"\nsmtp = { stage = \"helo\", reply = \"421 x\" }");
+        let message =
+            error_with("[[fault]]\non = \"mx1\"\nsmtp = { stage = \"helo\", reply = \"421 x\" }");
         assert!(message.contains("greeting"), "{message}");
     }
 
     #[test]
     fn a_reply_without_a_code_is_refused() {
-        let message = error_with("[[fault]]\non = \"mx1\"\nsmtp = { stage = \"greeting\", reply = \"go away\" }");
+        let message = error_with(
+            "[[fault]]\non = \"mx1\"\nsmtp = { stage = \"greeting\", reply = \"go away\" }",
+        );
         assert!(message.contains("invalid SMTP reply"), "{message}");
     }
 
@@ -268,23 +320,39 @@ outcome = "delivered"
     fn a_recipient_outside_every_mx_domain_is_refused() {
         let text = BASE.replace("bob@example.test", "bob@elsewhere.test");
         let message = parse(Path::new("s.toml"), &text).unwrap_err().to_string();
-        assert!(message.contains("not in a domain an [[mx]] serves; domains: example.test"), "{message}");
+        assert!(
+            message.contains("not in a domain an [[mx]] serves; domains: example.test"),
+            "{message}"
+        );
     }
 
     #[test]
     fn reserved_and_malformed_host_names_are_refused() {
-        for (name, expected) in [("sut", "reserved"), ("MX1", "invalid host name"), ("mx-very-long", "invalid host name")] {
-            let message = parse(Path::new("s.toml"), &BASE.replace("\"mx1\"", &format!("{name:?}")))
-                .unwrap_err()
-                .to_string();
+        for (name, expected) in [
+            ("sut", "reserved"),
+            ("MX1", "invalid host name"),
+            ("mx-very-long", "invalid host name"),
+        ] {
+            let message = parse(
+                Path::new("s.toml"),
+                &BASE.replace("\"mx1\"", &format!("{name:?}")),
+            )
+            .unwrap_err()
+            .to_string();
             assert!(message.contains(expected), "{name}: {message}");
         }
     }
 
     #[test]
     fn expect_mx_must_name_a_host() {
-        let text = BASE.replace("outcome = \"delivered\"", "outcome = \"delivered\"\nmx = \"mx2\"");
+        let text = BASE.replace(
+            "outcome = \"delivered\"",
+            "outcome = \"delivered\"\nmx = \"mx2\"",
+        );
         let message = parse(Path::new("s.toml"), &text).unwrap_err().to_string();
-        assert!(message.contains("expect.mx names unknown host \"mx2\""), "{message}");
+        assert!(
+            message.contains("expect.mx names unknown host \"mx2\""),
+            "{message}"
+        );
     }
 }

@@ -87,13 +87,12 @@ impl Postfix {
             resolv_conf: Some(ctx.resolv_conf.to_path_buf()),
             own_pid_namespace: true,
         };
-        let process = netns::spawn(ctx.namespace, command, options).map_err(|e| {
-            SutError::Namespace {
+        let process =
+            netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {
                 sut: SUT,
                 action: format!("start `{POSTFIX} -c {} start-fg`", layout.conf.display()),
                 detail: e.to_string(),
-            }
-        })?;
+            })?;
         let mut running = RunningPostfix {
             layout,
             ns_fd,
@@ -222,11 +221,14 @@ impl RunningPostfix {
     /// Polls the listener until it greets, the process exits, or the time is up.
     async fn wait_ready(&mut self, begun: Instant) -> Result<(), SutError> {
         loop {
-            let exited = self.process.try_exit_status().map_err(|e| SutError::Namespace {
-                sut: SUT,
-                action: "watch `postfix start-fg`".into(),
-                detail: e.to_string(),
-            })?;
+            let exited = self
+                .process
+                .try_exit_status()
+                .map_err(|e| SutError::Namespace {
+                    sut: SUT,
+                    action: "watch `postfix start-fg`".into(),
+                    detail: e.to_string(),
+                })?;
             if let Some(status) = exited {
                 let mut log_tail = self.log_tail();
                 for line in diagnose(&self.layout.conf).await {
@@ -240,8 +242,7 @@ impl RunningPostfix {
             }
             let detail = match connect_in(self.ns_fd.as_fd(), listen_address()) {
                 Ok(stream) => {
-                    match tokio::time::timeout(Duration::from_secs(2), smtp::probe(stream)).await
-                    {
+                    match tokio::time::timeout(Duration::from_secs(2), smtp::probe(stream)).await {
                         Ok(Ok(())) => return Ok(()),
                         Ok(Err(e)) => e,
                         Err(_) => "no greeting within 2 s".to_string(),
@@ -428,12 +429,14 @@ fn prepare(
         std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
             .map_err(|e| io_error(&format!("chmod {}", dir.display()), e))?;
     }
-    nix::unistd::chown(
-        &layout.data,
-        Some(postfix_user.uid),
-        Some(postfix_user.gid),
-    )
-    .map_err(|e| io_error(&format!("chown postfix {}", layout.data.display()), e.into()))?;
+    nix::unistd::chown(&layout.data, Some(postfix_user.uid), Some(postfix_user.gid)).map_err(
+        |e| {
+            io_error(
+                &format!("chown postfix {}", layout.data.display()),
+                e.into(),
+            )
+        },
+    )?;
 
     let backdated = SystemTime::now() - BACKDATE;
     for (name, text) in [("main.cf", main_cf), ("master.cf", master_cf)] {

@@ -56,7 +56,9 @@ pub(crate) async fn read_reply<R: AsyncBufRead + Unpin>(reader: &mut R) -> Resul
         if bytes.len() < 3 || !bytes[..3].iter().all(u8::is_ascii_digit) {
             return Err(format!("malformed reply line {line:?}"));
         }
-        let code: u16 = line[..3].parse().map_err(|_| format!("bad code {line:?}"))?;
+        let code: u16 = line[..3]
+            .parse()
+            .map_err(|_| format!("bad code {line:?}"))?;
         let more = bytes.get(3) == Some(&b'-');
         lines.push(line);
         if !more {
@@ -208,7 +210,10 @@ mod tests {
 
     /// A scripted server: sends `replies` one by one, each after reading one command (after the
     /// greeting), and collects what the client sent.
-    async fn scripted(replies: &'static [&'static str], message: OutgoingMessage) -> (Result<String, String>, String) {
+    async fn scripted(
+        replies: &'static [&'static str],
+        message: OutgoingMessage,
+    ) -> (Result<String, String>, String) {
         let (client, mut server) = tokio::io::duplex(64 * 1024);
         let server_task = tokio::spawn(async move {
             let mut seen = Vec::new();

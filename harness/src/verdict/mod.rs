@@ -79,7 +79,13 @@ pub fn judge(expect: &Expect, messages: &[PlannedMessage], events: &[Event]) -> 
     let mut summaries = Vec::new();
     for (ordinal, planned) in messages.iter().enumerate() {
         let message = &planned.message;
-        let fate = fate(events, ordinal, &planned.message_id, &message.from, &message.to);
+        let fate = fate(
+            events,
+            ordinal,
+            &planned.message_id,
+            &message.from,
+            &message.to,
+        );
         let accepted = fate.acceptances.first();
         let tried_before = accepted.map_or(all_attempts.len(), |acceptance| {
             all_attempts
@@ -87,9 +93,10 @@ pub fn judge(expect: &Expect, messages: &[PlannedMessage], events: &[Event]) -> 
                 .position(|a| a.session == acceptance.session)
                 .unwrap_or(all_attempts.len())
         });
-        let tried = first_seen_families(&all_attempts[..tried_before]);
+        let earlier = &all_attempts[..tried_before];
+        let tried = first_seen_families(earlier);
         let outcome = outcome_of(&fate);
-        summaries.push(summary(&fate, outcome, &tried));
+        summaries.push(summary(&fate, outcome, earlier));
         let id = &planned.message_id;
 
         if outcome != Some(expect.outcome) {
@@ -128,7 +135,10 @@ pub fn judge(expect: &Expect, messages: &[PlannedMessage], events: &[Event]) -> 
                         "the sessions before the accepting one used [{}]",
                         quoted(&tried)
                     ),
-                    evidence: all_attempts[..tried_before].iter().map(|a| a.event).collect(),
+                    evidence: all_attempts[..tried_before]
+                        .iter()
+                        .map(|a| a.event)
+                        .collect(),
                 });
             }
         }
@@ -237,13 +247,31 @@ fn evidence_of(fate: &MessageFate) -> Vec<usize> {
         .collect()
 }
 
-fn summary(fate: &MessageFate, outcome: Option<Outcome>, tried: &[Family]) -> String {
-    let mut text = describe(fate, outcome);
-    if let Some(acceptance) = fate.acceptances.first() {
-        text = format!("delivered via {} by {}", acceptance.family, acceptance.host);
-    }
-    if !tried.is_empty() {
-        text.push_str(&format!(" after trying {}", quoted(tried).replace('"', "")));
+fn summary(fate: &MessageFate, outcome: Option<Outcome>, earlier: &[Attempt]) -> String {
+    let mut text = match (fate.acceptances.as_slice(), outcome) {
+        ([only], _) => format!("delivered once via {} by {}", only.family, only.host),
+        ([first, ..], _) => format!(
+            "delivered {} times, first via {} by {}",
+            fate.acceptances.len(),
+            first.family,
+            first.host
+        ),
+        ([], outcome) => describe(fate, outcome),
+    };
+    if !earlier.is_empty() {
+        let tries: Vec<String> = earlier
+            .iter()
+            .map(|attempt| match &attempt.last_reply {
+                Some(reply) => format!(
+                    "{} {} ({})",
+                    attempt.host,
+                    attempt.family,
+                    reply.lines().last().unwrap_or_default()
+                ),
+                None => format!("{} {} (no reply)", attempt.host, attempt.family),
+            })
+            .collect();
+        text.push_str(&format!(" after trying {}", tries.join(", ")));
     }
     if let Some(took) = time_to_outcome(fate) {
         text.push_str(&format!(" in {:.2}s", took.as_secs_f64()));

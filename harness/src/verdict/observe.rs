@@ -36,6 +36,8 @@ pub struct Attempt {
     pub family: Family,
     /// The session it opened.
     pub session: SessionId,
+    /// The last reply the server gave in that session, if any.
+    pub last_reply: Option<String>,
 }
 
 /// Everything observed about one injected message.
@@ -53,7 +55,13 @@ pub struct MessageFate {
 
 /// Reads the fate of the message with `message_id` sent by `from` to `to`, the
 /// `ordinal`-th injected message of the run.
-pub fn fate(events: &[Event], ordinal: usize, message_id: &str, from: &str, to: &[String]) -> MessageFate {
+pub fn fate(
+    events: &[Event],
+    ordinal: usize,
+    message_id: &str,
+    from: &str,
+    to: &[String],
+) -> MessageFate {
     let mut fate = MessageFate::default();
     let mut injections = 0;
     for (index, event) in events.iter().enumerate() {
@@ -75,7 +83,8 @@ pub fn fate(events: &[Event], ordinal: usize, message_id: &str, from: &str, to: 
                 ..
             } => {
                 if host == COLLECTOR {
-                    let is_bounce = envelope_from.is_empty() && envelope_to.iter().any(|rcpt| rcpt == from);
+                    let is_bounce =
+                        envelope_from.is_empty() && envelope_to.iter().any(|rcpt| rcpt == from);
                     if is_bounce {
                         fate.bounces.push((index, event.at));
                     }
@@ -102,26 +111,32 @@ pub fn fate(events: &[Event], ordinal: usize, message_id: &str, from: &str, to: 
     fate
 }
 
-/// Connections to receiving MX hosts, in order.
+/// Connections to receiving MX hosts, in order, each with the last reply of its session.
 pub fn attempts(events: &[Event]) -> Vec<Attempt> {
-    events
-        .iter()
-        .enumerate()
-        .filter_map(|(index, event)| match &event.kind {
+    let mut attempts: Vec<Attempt> = Vec::new();
+    for (index, event) in events.iter().enumerate() {
+        match &event.kind {
             EventKind::SmtpConnected {
                 host,
                 session,
                 family,
                 ..
-            } if host != COLLECTOR => Some(Attempt {
+            } if host != COLLECTOR => attempts.push(Attempt {
                 event: index,
                 host: host.clone(),
                 family: *family,
                 session: *session,
+                last_reply: None,
             }),
-            _ => None,
-        })
-        .collect()
+            EventKind::SmtpReply { session, reply, .. } => {
+                if let Some(attempt) = attempts.iter_mut().find(|a| a.session == *session) {
+                    attempt.last_reply = Some(reply.clone());
+                }
+            }
+            _ => {}
+        }
+    }
+    attempts
 }
 
 /// Digests accepted more than once by receiving MX hosts, with the events that accepted them.

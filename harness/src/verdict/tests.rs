@@ -69,9 +69,25 @@ impl Log {
             },
         )
     }
-    fn accepted(self, secs: f64, host: &str, session: u64, family: Family, id: &str, digest: &str) -> Self {
-        let from = if host == COLLECTOR { "" } else { "alice@sender.test" };
-        let to = if host == COLLECTOR { "alice@sender.test" } else { "bob@example.test" };
+    fn accepted(
+        self,
+        secs: f64,
+        host: &str,
+        session: u64,
+        family: Family,
+        id: &str,
+        digest: &str,
+    ) -> Self {
+        let from = if host == COLLECTOR {
+            ""
+        } else {
+            "alice@sender.test"
+        };
+        let to = if host == COLLECTOR {
+            "alice@sender.test"
+        } else {
+            "bob@example.test"
+        };
         self.at(
             secs,
             EventKind::MessageAccepted {
@@ -98,6 +114,14 @@ fn fallback_log() -> Vec<Event> {
     Log::new()
         .injected(1.0)
         .connect(1.1, "mx1", 1, Family::Ipv6)
+        .at(
+            1.15,
+            EventKind::SmtpReply {
+                host: "mx1".into(),
+                session: 1,
+                reply: "421 4.3.2 busy".into(),
+            },
+        )
         .connect(1.2, "mx1", 2, Family::Ipv4)
         .accepted(1.3, "mx1", 2, Family::Ipv4, ID, "aa")
         .queue(2.0, vec![])
@@ -105,7 +129,11 @@ fn fallback_log() -> Vec<Event> {
 }
 
 fn failed_expectations(verdict: &Verdict) -> Vec<&str> {
-    verdict.failures.iter().map(|f| f.expectation.as_str()).collect()
+    verdict
+        .failures
+        .iter()
+        .map(|f| f.expectation.as_str())
+        .collect()
 }
 
 #[test]
@@ -115,7 +143,10 @@ fn a_fallback_meeting_every_expectation_passes() {
     );
     let verdict = judge(&expect, &messages, &fallback_log());
     assert_eq!(verdict.status, Status::Pass, "{verdict:?}");
-    assert_eq!(verdict.summary, "delivered via ipv4 by mx1 after trying ipv6 in 0.30s");
+    assert_eq!(
+        verdict.summary,
+        "delivered once via ipv4 by mx1 after trying mx1 ipv6 (421 4.3.2 busy) in 0.30s"
+    );
 }
 
 #[test]
@@ -124,8 +155,10 @@ fn the_wrong_family_fails_via_and_names_it() {
     let verdict = judge(&expect, &messages, &fallback_log());
     assert_eq!(verdict.status, Status::Fail);
     assert_eq!(failed_expectations(&verdict), ["via = \"ipv6\""]);
-    assert!(verdict.failures[0].reason.contains("accepted over ipv4 by mx1"));
-    assert_eq!(verdict.failures[0].evidence, vec![3]);
+    assert!(verdict.failures[0]
+        .reason
+        .contains("accepted over ipv4 by mx1"));
+    assert_eq!(verdict.failures[0].evidence, vec![4]);
 }
 
 #[test]
@@ -217,7 +250,9 @@ fn a_queued_message_is_deferred_not_delivered() {
     let (expect, messages) = scenario_with("outcome = \"delivered\"");
     let verdict = judge(&expect, &messages, &log);
     assert_eq!(failed_expectations(&verdict), ["outcome = \"delivered\""]);
-    assert!(verdict.failures[0].reason.contains("deferred: still queued (host mx1.example.test said: 421 busy)"));
+    assert!(verdict.failures[0]
+        .reason
+        .contains("deferred: still queued (host mx1.example.test said: 421 busy)"));
 
     let (expect, messages) = scenario_with("outcome = \"deferred\"");
     assert_eq!(judge(&expect, &messages, &log).status, Status::Pass);
@@ -229,14 +264,24 @@ fn a_bounce_reaches_the_collector() {
         .injected(1.0)
         .connect(1.1, "mx1", 1, Family::Ipv4)
         .connect(1.5, COLLECTOR, 2, Family::Ipv6)
-        .accepted(1.6, COLLECTOR, 2, Family::Ipv6, "<dsn@sut.sender.test>", "bb")
+        .accepted(
+            1.6,
+            COLLECTOR,
+            2,
+            Family::Ipv6,
+            "<dsn@sut.sender.test>",
+            "bb",
+        )
         .queue(2.0, vec![])
         .0;
     let (expect, messages) = scenario_with("outcome = \"bounced\"");
     assert_eq!(judge(&expect, &messages, &log).status, Status::Pass);
     let (expect, messages) = scenario_with("outcome = \"delivered\"");
     let verdict = judge(&expect, &messages, &log);
-    assert_eq!(verdict.failures[0].reason, format!("message {ID} was bounced"));
+    assert_eq!(
+        verdict.failures[0].reason,
+        format!("message {ID} was bounced")
+    );
 }
 
 #[test]

@@ -51,13 +51,22 @@ pub fn main_cf_entries(
     settings: &BTreeMap<String, String>,
 ) -> Result<Vec<(String, String)>, SutError> {
     if hostname.is_empty() || hostname.contains(|c: char| c.is_whitespace() || c == ',') {
-        return Err(bad("myhostname", format!("{hostname:?} is not a host name")));
+        return Err(bad(
+            "myhostname",
+            format!("{hostname:?} is not a host name"),
+        ));
     }
     let mut entries: Vec<(String, String)> = Vec::new();
     let mut set = |key: &str, value: String| entries.push((key.to_string(), value));
     set("compatibility_level", "3.6".into());
-    set("queue_directory", path_value("queue_directory", &layout.spool)?);
-    set("data_directory", path_value("data_directory", &layout.data)?);
+    set(
+        "queue_directory",
+        path_value("queue_directory", &layout.spool)?,
+    );
+    set(
+        "data_directory",
+        path_value("data_directory", &layout.data)?,
+    );
     set("maillog_file", path_value("maillog_file", &layout.maillog)?);
     set(
         "maillog_file_prefixes",
@@ -127,7 +136,10 @@ fn derived_domain(hostname: &str) -> Option<&str> {
 
 fn check_setting(key: &str, value: &str) -> Result<(), SutError> {
     if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(bad(key, "a main.cf parameter name has only letters, digits and '_'".into()));
+        return Err(bad(
+            key,
+            "a main.cf parameter name has only letters, digits and '_'".into(),
+        ));
     }
     if value.contains(['\n', '\r']) {
         return Err(bad(key, "the value must be one line".into()));
@@ -136,7 +148,9 @@ fn check_setting(key: &str, value: &str) -> Result<(), SutError> {
 }
 
 fn path_value(key: &str, path: &Path) -> Result<String, SutError> {
-    let text = path.to_str().ok_or_else(|| bad(key, format!("{} is not UTF-8", path.display())))?;
+    let text = path
+        .to_str()
+        .ok_or_else(|| bad(key, format!("{} is not UTF-8", path.display())))?;
     if text.contains(|c: char| c.is_whitespace() || c == ',') {
         return Err(bad(
             key,
@@ -160,7 +174,8 @@ fn bad(key: &str, reason: String) -> SutError {
 /// (needed by `maillog_file`) is added if the stock file lacks it. Comments and continuation
 /// lines are kept.
 pub fn master_cf(stock: &str, listen: &str) -> String {
-    let mut out = String::from("# Written by mxlab from the stock master.cf for one throwaway run.\n");
+    let mut out =
+        String::from("# Written by mxlab from the stock master.cf for one throwaway run.\n");
     let mut skipping = false;
     let mut has_postlog = false;
     for line in stock.lines() {
@@ -208,7 +223,9 @@ pub fn master_cf(stock: &str, listen: &str) -> String {
             "postlogd",
         ]));
     }
-    out.push_str(&service_line(&[listen, "inet", "n", "-", "n", "-", "-", "smtpd"]));
+    out.push_str(&service_line(&[
+        listen, "inet", "n", "-", "n", "-", "-", "smtpd",
+    ]));
     out
 }
 
@@ -262,7 +279,10 @@ postlog   unix-dgram n  -       n       -       1       postlogd
                 assert_ne!(fields[0], "smtps", "stock smtps listener kept: {line}");
             }
         }
-        assert!(!out.contains("wrappermode"), "the dropped entry's options stay out:\n{out}");
+        assert!(
+            !out.contains("wrappermode"),
+            "the dropped entry's options stay out:\n{out}"
+        );
         assert!(out.contains("        -o syslog_name=postfix/$service_name\n"));
         assert!(out.contains("#submission inet"));
         let listener = fields_of(&out, LISTEN_ADDRESS);
@@ -290,14 +310,21 @@ postlog   unix-dgram n  -       n       -       1       postlogd
             return;
         };
         let out = master_cf(&stock, LISTEN_ADDRESS);
-        assert_eq!(fields_of(&out, "smtp").len(), 1, "only the smtp unix client stays");
+        assert_eq!(
+            fields_of(&out, "smtp").len(),
+            1,
+            "only the smtp unix client stays"
+        );
         assert_eq!(fields_of(&out, "smtp")[0][1], "unix");
         assert_eq!(fields_of(&out, "postlog").len(), 1);
         assert_eq!(fields_of(&out, LISTEN_ADDRESS).len(), 1);
     }
 
     fn lookup<'a>(entries: &'a [(String, String)], key: &str) -> Option<&'a str> {
-        entries.iter().find(|(k, _)| k == key).map(|(_, v)| v.as_str())
+        entries
+            .iter()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| v.as_str())
     }
 
     #[test]

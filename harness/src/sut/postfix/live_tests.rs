@@ -62,10 +62,7 @@ impl Bench {
         }
     }
 
-    async fn start(
-        &self,
-        settings: &BTreeMap<String, String>,
-    ) -> Result<RunningPostfix, SutError> {
+    async fn start(&self, settings: &BTreeMap<String, String>) -> Result<RunningPostfix, SutError> {
         Postfix::start(SutContext {
             namespace: &self.namespace,
             resolv_conf: &self.resolv_conf,
@@ -85,7 +82,11 @@ fn processes_in(ns: &Path) -> Vec<u32> {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
             continue;
         };
-        if std::fs::read_link(entry.path().join("ns/pid")).ok().as_deref() == Some(ns) {
+        if std::fs::read_link(entry.path().join("ns/pid"))
+            .ok()
+            .as_deref()
+            == Some(ns)
+        {
             pids.push(pid);
         }
     }
@@ -124,7 +125,11 @@ async fn starts_fast_defers_without_dns_and_stops_every_process() {
             .output()
             .unwrap();
         assert!(out.status.success());
-        assert!(out.stderr.is_empty(), "{}", String::from_utf8_lossy(&out.stderr));
+        assert!(
+            out.stderr.is_empty(),
+            "{}",
+            String::from_utf8_lossy(&out.stderr)
+        );
         String::from_utf8(out.stdout).unwrap()
     };
     assert_eq!(postconf(&["-h", "queue_run_delay"]).trim(), "2s");
@@ -134,9 +139,10 @@ async fn starts_fast_defers_without_dns_and_stops_every_process() {
     assert!(services.contains("127.0.0.1:2525 inet"), "{services}");
     assert!(!services.contains("\nsmtp       inet"), "{services}");
     assert!(
-        services
-            .lines()
-            .all(|l| l.split_whitespace().nth(4).is_none_or(|chroot| chroot == "n")),
+        services.lines().all(|l| l
+            .split_whitespace()
+            .nth(4)
+            .is_none_or(|chroot| chroot == "n")),
         "{services}"
     );
 
@@ -144,7 +150,10 @@ async fn starts_fast_defers_without_dns_and_stops_every_process() {
         std::fs::read_link(format!("/proc/{}/ns/pid_for_children", postfix.pid())).unwrap();
     let members = processes_in(&pid_namespace);
     println!("processes in Postfix's PID namespace {pid_namespace:?}: {members:?}");
-    assert!(members.len() >= 3, "master, qmgr, pickup, postlogd expected");
+    assert!(
+        members.len() >= 3,
+        "master, qmgr, pickup, postlogd expected"
+    );
 
     let message = OutgoingMessage {
         from: "alice@sender.test".into(),
@@ -162,7 +171,11 @@ async fn starts_fast_defers_without_dns_and_stops_every_process() {
                 .any(|l| l.contains("to=<bob@example.test>") && l.contains("status=deferred"))
         })
         .await;
-    assert!(deferred, "no deferral logged: {:#?}", log_lines(&bench.log.snapshot()));
+    assert!(
+        deferred,
+        "no deferral logged: {:#?}",
+        log_lines(&bench.log.snapshot())
+    );
 
     let queue = postfix.queue().await.expect("postqueue -j");
     assert_eq!(queue.len(), 1, "{queue:?}");
@@ -178,12 +191,18 @@ async fn starts_fast_defers_without_dns_and_stops_every_process() {
     let left = processes_in(&pid_namespace);
     assert!(left.is_empty(), "Postfix processes left behind: {left:?}");
     for pid in members {
-        assert!(!Path::new(&format!("/proc/{pid}")).exists() || !processes_in(&pid_namespace).contains(&pid));
+        assert!(
+            !Path::new(&format!("/proc/{pid}")).exists()
+                || !processes_in(&pid_namespace).contains(&pid)
+        );
     }
 
     let events = bench.log.snapshot();
     let lines = log_lines(&events);
-    assert!(lines.iter().any(|l| l.contains("daemon started")), "{lines:#?}");
+    assert!(
+        lines.iter().any(|l| l.contains("daemon started")),
+        "{lines:#?}"
+    );
     assert!(events
         .iter()
         .any(|e| matches!(&e.kind, EventKind::MessageInjected { reply: r, .. } if *r == reply)));
@@ -206,9 +225,15 @@ async fn a_refused_start_quotes_postfix() {
         }
         Err(err) => err,
     };
-    println!("refused after {:.3} s: {err}", begun.elapsed().as_secs_f64());
+    println!(
+        "refused after {:.3} s: {err}",
+        begun.elapsed().as_secs_f64()
+    );
     let text = err.to_string();
     assert!(text.starts_with("Postfix"), "{text}");
-    assert!(text.contains("bogus"), "the error quotes Postfix's complaint: {text}");
+    assert!(
+        text.contains("bogus"),
+        "the error quotes Postfix's complaint: {text}"
+    );
     assert!(begun.elapsed() < Duration::from_secs(5));
 }

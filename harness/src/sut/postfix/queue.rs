@@ -68,7 +68,10 @@ mod tests {
         let entries = parse(output).unwrap();
         assert_eq!(entries.len(), 2);
         assert_eq!(entries[0].id, "AAD2F98C24F");
-        assert_eq!(entries[0].recipients, ["bob@example.test", "carol@example.test"]);
+        assert_eq!(
+            entries[0].recipients,
+            ["bob@example.test", "carol@example.test"]
+        );
         assert_eq!(
             entries[0].reason.as_deref(),
             Some("Host or domain name not found. Name service error for name=example.test type=MX: Host not found, try again")
