@@ -86,6 +86,9 @@ pub struct RunReport {
     pub teardown: Duration,
 }
 
+/// Tells from the events whether the run has reached its expected end state.
+type Finished = fn(&[Event], &Plan) -> bool;
+
 /// How long to keep watching after `within`, so a late delivery is reported with its time.
 const LATE_GRACE: Duration = Duration::from_secs(5);
 
@@ -112,7 +115,7 @@ pub async fn run(scenario: &Scenario, sut: SutKind) -> Result<RunReport, LabErro
         lab.sut.inject(&planned.message).await?;
     }
     let expect = &scenario.expect;
-    let (deadline, done): (Duration, fn(&[Event], &Plan) -> bool) = match expect.outcome {
+    let (deadline, done): (Duration, Finished) = match expect.outcome {
         Outcome::Delivered => (expect.within.0 + LATE_GRACE, all_delivered),
         Outcome::Bounced => (expect.within.0 + LATE_GRACE, all_bounced),
         Outcome::Deferred => (expect.within.0, |_, _| false),

@@ -3,13 +3,14 @@
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::time::Duration;
 
 use netns::{HostSpec, LinkAddresses, TopologySpec};
 
 use crate::dns::{reverse_name, Record, RecordData, Zone};
 use crate::family::Family;
 use crate::mx::ListenerBehaviour;
-use crate::scenario::{Scenario, SmtpStage, SENDER_DOMAIN};
+use crate::scenario::{NetFault, Scenario, SmtpStage, SENDER_DOMAIN};
 use crate::sut::OutgoingMessage;
 
 /// What part a host plays in the topology.
@@ -64,6 +65,8 @@ pub struct Plan {
     pub messages: Vec<PlannedMessage>,
     /// Raw Postfix settings from the scenario.
     pub postfix_settings: BTreeMap<String, String>,
+    /// Network faults, one per host and family.
+    pub net_faults: Vec<NetFaultPlan>,
 }
 
 /// A message to inject and the Message-ID that identifies it in events.
@@ -110,6 +113,7 @@ impl Plan {
             hosts.push(host);
         }
         let zones = zones(scenario, &hosts);
+        let net_faults = net_faults(scenario, &hosts);
         let dns = &hosts[1];
         let resolv_conf = resolv_conf(dns);
         Plan {
@@ -117,6 +121,7 @@ impl Plan {
             resolv_conf,
             messages: messages(scenario),
             postfix_settings: scenario.sut.postfix.clone(),
+            net_faults,
             hosts,
         }
     }
@@ -135,8 +140,8 @@ impl Plan {
                 .iter()
                 .map(|host| HostSpec {
                     name: host.name.clone(),
-                    ipv4: host.ipv4.clone(),
-                    ipv6: host.ipv6.clone(),
+                    ipv4: host.ipv4,
+                    ipv6: host.ipv6,
                 })
                 .collect(),
         }
@@ -181,12 +186,9 @@ fn ipv6_link(index: u16) -> LinkAddresses<Ipv6Addr> {
 }
 
 fn apply_faults(scenario: &Scenario, host: &mut HostPlan) {
-    for fault in scenario
-        .faults
-        .iter()
-        .filter(|f| f.on.get_ref() == &host.name)
-    {
-        let smtp = fault.smtp.get_ref();
+    for fault in scenario.faults.iter().filter(|f| f.on.get_ref() == &host.name) {
+        let Some(smtp) = &fault.smtp else { continue };
+        let smtp = smtp.get_ref();
         for (family, behaviour) in host.smtp.iter_mut() {
             if fault.family.as_ref().is_some_and(|f| f.get_ref() != family) {
                 continue;
@@ -196,6 +198,82 @@ fn apply_faults(scenario: &Scenario, host: &mut HostPlan) {
             }
         }
     }
+}
+
+/// When a fault is active, relative to the first injection.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Schedule {
+    /// Activation.
+    pub from: Duration,
+    /// Healing; never when `None`.
+    pub until: Option<Duration>,
+}
+
+/// A network fault on one family of one host, ready to install.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct NetFaultPlan {
+    /// The fault as the scenario names it, e.g. `blackhole on mx1 ipv6`.
+    pub description: String,
+    /// What kind of fault.
+    pub kind: NetFault,
+    /// The host it is on (`sut` for no-route).
+    pub host: String,
+    /// The family it breaks.
+    pub family: Family,
+    /// The host's address of that family.
+    pub target: IpAddr,
+    /// The SUT's address of that family.
+    pub sut: IpAddr,
+    /// When it is active.
+    pub schedule: Schedule,
+    /// Only the first N connections meet it.
+    pub first: Option<u32>,
+}
+
+fn net_faults(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<NetFaultPlan> {
+    let sut = &hosts[0];
+    let mut planned = Vec::new();
+    for fault in &scenario.faults {
+        let Some(kind) = fault.net.as_ref().map(|net| *net.get_ref()) else {
+            continue;
+        };
+        let host = hosts
+            .iter()
+            .find(|h| &h.name == fault.on.get_ref())
+            .expect("validation checked that faults name a host");
+        let schedule = fault.window.as_ref().map_or(
+            Schedule {
+                from: Duration::ZERO,
+                until: None,
+            },
+            |window| Schedule {
+                from: window.get_ref().from.0,
+                until: window.get_ref().until.map(|until| until.0),
+            },
+        );
+        for target in host.addresses() {
+            let family = Family::of(target);
+            if fault.family.as_ref().is_some_and(|f| *f.get_ref() != family) {
+                continue;
+            }
+            let sut_address = sut
+                .addresses()
+                .into_iter()
+                .find(|a| Family::of(*a) == family)
+                .expect("the SUT has both families");
+            planned.push(NetFaultPlan {
+                description: format!("{kind} on {} {family}", host.name),
+                kind,
+                host: host.name.clone(),
+                family,
+                target,
+                sut: sut_address,
+                schedule,
+                first: fault.first.as_ref().map(|first| *first.get_ref()),
+            });
+        }
+    }
+    planned
 }
 
 fn zones(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<Zone> {
@@ -399,6 +477,22 @@ outcome = "delivered"
         assert!(mx1.smtp[&Family::Ipv4]
             .greeting
             .starts_with("220 mx1.example.test"));
+    }
+
+    #[test]
+    fn a_net_fault_without_family_breaks_both() {
+        let text = SCENARIO.replace(
+            "[[message]]",
+            "[[fault]]\non = \"mx1\"\nnet = \"blackhole\"\nwindow = { until = \"20s\" }\nfirst = 2\n\n[[fault]]\non = \"sut\"\nfamily = \"ipv6\"\nnet = \"no-route\"\n\n[[message]]",
+        );
+        let plan = Plan::new(&parse(Path::new("x.toml"), &text).unwrap());
+        let described: Vec<&str> = plan.net_faults.iter().map(|f| f.description.as_str()).collect();
+        assert_eq!(described, ["blackhole on mx1 ipv4", "blackhole on mx1 ipv6", "no-route on sut ipv6"]);
+        let v6 = &plan.net_faults[1];
+        assert_eq!(v6.target, "2001:db8:0:3::2".parse::<IpAddr>().unwrap());
+        assert_eq!(v6.sut, "2001:db8::2".parse::<IpAddr>().unwrap());
+        assert_eq!(v6.schedule, Schedule { from: Duration::ZERO, until: Some(Duration::from_secs(20)) });
+        assert_eq!(v6.first, Some(2));
     }
 
     #[test]

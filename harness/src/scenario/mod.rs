@@ -14,6 +14,7 @@ pub use duration::HumanDuration;
 pub use error::ScenarioError;
 pub use load::{find_scenarios, load, parse};
 pub use model::{
-    Expect, Fault, MessageSpec, MxSpec, Outcome, Scenario, SmtpFault, SmtpStage, SutSettings,
+    Expect, Fault, MessageSpec, MxSpec, NetFault, Outcome, Scenario, SmtpFault, SmtpStage,
+    SutSettings, Window,
 };
 pub use validate::{MAX_MX_HOSTS, SENDER_DOMAIN};

@@ -76,13 +76,143 @@ fn both_families() -> Spanned<Vec<Family>> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
-    /// The host it applies to (an MX name).
+    /// The host it applies to: an MX name, or `sut` for `net = "no-route"`.
     pub on: Spanned<String>,
     /// Only this family; both when absent.
     #[serde(default)]
     pub family: Option<Spanned<Family>>,
     /// An SMTP-level misbehaviour of the fake MX.
-    pub smtp: Spanned<SmtpFault>,
+    #[serde(default)]
+    pub smtp: Option<Spanned<SmtpFault>>,
+    /// A network-level fault on the path to the host.
+    #[serde(default)]
+    pub net: Option<Spanned<NetFault>>,
+    /// When the fault is active, relative to the first message's injection; always when absent.
+    #[serde(default)]
+    pub window: Option<Spanned<Window>>,
+    /// Only the first N connections to the host (per family) meet the fault.
+    #[serde(default)]
+    pub first: Option<Spanned<u32>>,
+}
+
+/// The time a fault is active: from `from` until `until` (or the end of the run).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Window {
+    /// Start, relative to the first injection.
+    #[serde(default = "zero")]
+    pub from: HumanDuration,
+    /// End (healing), relative to the first injection; the fault stays when absent.
+    #[serde(default)]
+    pub until: Option<HumanDuration>,
+}
+
+fn zero() -> HumanDuration {
+    HumanDuration(std::time::Duration::ZERO)
+}
+
+/// Network faults, applied in the router (or, for `no-route`, in the SUT's namespace).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum NetFault {
+    /// Packets to the host are dropped silently: connections time out.
+    Blackhole,
+    /// SYNs to port 25 of the host are dropped; other traffic passes.
+    SynDrop,
+    /// Connections to port 25 are refused with a TCP RST.
+    Reset,
+    /// The router answers with ICMP(v6) host/address unreachable.
+    Unreachable,
+    /// The router answers with ICMP(v6) administratively prohibited.
+    Prohibit,
+    /// The SUT has no route for the family at all ("Network is unreachable").
+    NoRoute,
+    /// The path MTU drops to 1280 and Packet Too Big / Fragmentation Needed is filtered.
+    PmtuBlackhole,
+    /// This percentage of packets to and from the host is lost.
+    Loss {
+        /// 1 to 100.
+        percent: u8,
+    },
+}
+
+impl NetFault {
+    /// The spellings allowed in scenario files.
+    pub const ALLOWED: &'static str = "\"blackhole\", \"syn-drop\", \"reset\", \"unreachable\", \"prohibit\", \"no-route\", \"pmtu-blackhole\" or { loss = PERCENT }";
+}
+
+impl std::fmt::Display for NetFault {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            NetFault::Blackhole => f.write_str("blackhole"),
+            NetFault::SynDrop => f.write_str("syn-drop"),
+            NetFault::Reset => f.write_str("reset"),
+            NetFault::Unreachable => f.write_str("unreachable"),
+            NetFault::Prohibit => f.write_str("prohibit"),
+            NetFault::NoRoute => f.write_str("no-route"),
+            NetFault::PmtuBlackhole => f.write_str("pmtu-blackhole"),
+            NetFault::Loss { percent } => write!(f, "loss {percent}%"),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for NetFault {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        deserializer.deserialize_any(NetFaultVisitor)
+    }
+}
+
+struct NetFaultVisitor;
+
+impl<'de> serde::de::Visitor<'de> for NetFaultVisitor {
+    type Value = NetFault;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "one of {}", NetFault::ALLOWED)
+    }
+
+    fn visit_str<E: serde::de::Error>(self, value: &str) -> Result<NetFault, E> {
+        Ok(match value {
+            "blackhole" => NetFault::Blackhole,
+            "syn-drop" => NetFault::SynDrop,
+            "reset" => NetFault::Reset,
+            "unreachable" => NetFault::Unreachable,
+            "prohibit" => NetFault::Prohibit,
+            "no-route" => NetFault::NoRoute,
+            "pmtu-blackhole" => NetFault::PmtuBlackhole,
+            other => {
+                return Err(E::custom(format!(
+                    "unknown network fault {other:?}; allowed: {}",
+                    NetFault::ALLOWED
+                )))
+            }
+        })
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<NetFault, A::Error> {
+        use serde::de::Error;
+        let mut percent = None;
+        while let Some(key) = map.next_key::<String>()? {
+            match key.as_str() {
+                "loss" => percent = Some(map.next_value::<i64>()?),
+                other => {
+                    return Err(A::Error::custom(format!(
+                        "unknown network fault `{other}`; allowed: {}",
+                        NetFault::ALLOWED
+                    )))
+                }
+            }
+        }
+        match percent {
+            Some(p @ 1..=100) => Ok(NetFault::Loss { percent: p as u8 }),
+            Some(p) => Err(A::Error::custom(format!(
+                "loss = {p} is out of range: give a percentage from 1 to 100"
+            ))),
+            None => Err(A::Error::custom(format!(
+                "empty network fault; allowed: {}",
+                NetFault::ALLOWED
+            ))),
+        }
+    }
 }
 
 /// An SMTP reply the fake MX gives instead of the normal one.

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use toml::Spanned;
 
-use super::Scenario;
+use super::{NetFault, Scenario, Window};
 use crate::family::Family;
 
 /// Host names the topology uses itself.
@@ -112,40 +112,72 @@ fn validate_mxs(scenario: &Scenario) -> Result<(), Problem> {
 
 fn validate_faults(scenario: &Scenario) -> Result<(), Problem> {
     for fault in &scenario.faults {
-        let Some(mx) = scenario
-            .mxs
-            .iter()
-            .find(|mx| mx.name.get_ref() == fault.on.get_ref())
-        else {
-            return Err(problem(
-                &fault.on,
-                format!(
-                    "fault on unknown host {:?}; hosts: {}",
-                    fault.on.get_ref(),
-                    mx_names(scenario)
-                ),
-            ));
+        let kind = match (&fault.smtp, &fault.net) {
+            (Some(_), None) | (None, Some(_)) => (),
+            _ => {
+                return Err(problem(
+                    &fault.on,
+                    "a [[fault]] needs exactly one of `smtp = {...}` or `net = ...`".into(),
+                ))
+            }
+        };
+        let no_route = fault.net.as_ref().is_some_and(|net| *net.get_ref() == NetFault::NoRoute);
+        let host_families = if no_route {
+            if fault.on.get_ref() != "sut" {
+                return Err(problem(
+                    &fault.on,
+                    format!("net = \"no-route\" removes the SUT's route: write on = \"sut\", not {:?}", fault.on.get_ref()),
+                ));
+            }
+            vec![Family::Ipv4, Family::Ipv6]
+        } else {
+            let Some(mx) = scenario.mxs.iter().find(|mx| mx.name.get_ref() == fault.on.get_ref())
+            else {
+                return Err(problem(
+                    &fault.on,
+                    format!("fault on unknown host {:?}; hosts: {}", fault.on.get_ref(), mx_names(scenario)),
+                ));
+            };
+            mx.families.get_ref().clone()
         };
         if let Some(family) = &fault.family {
-            if !mx.families.get_ref().contains(family.get_ref()) {
+            if !host_families.contains(family.get_ref()) {
                 return Err(problem(
                     family,
-                    format!(
-                        "host {:?} has no {} address; its families: {}",
-                        mx.name.get_ref(),
-                        family.get_ref(),
-                        families(mx.families.get_ref())
-                    ),
+                    format!("host {:?} has no {} address; its families: {}", fault.on.get_ref(), family.get_ref(), families(&host_families)),
                 ));
             }
         }
-        let reply = &fault.smtp.get_ref().reply;
-        if !is_smtp_reply(reply.get_ref()) {
-            return Err(problem(
-                reply,
-                format!("invalid SMTP reply {:?}: start with a code from 200 to 599, e.g. \"421 4.3.2 Service not available\"", reply.get_ref()),
-            ));
+        if let Some(smtp) = &fault.smtp {
+            if let Some(span) = fault.window.as_ref().map(|w| w.span()).or(fault.first.as_ref().map(|f| f.span())) {
+                return Err(Problem {
+                    offset: span.start,
+                    message: "`window` and `first` apply to net faults; an smtp fault is always active".into(),
+                });
+            }
+            let reply = &smtp.get_ref().reply;
+            if !is_smtp_reply(reply.get_ref()) {
+                return Err(problem(
+                    reply,
+                    format!("invalid SMTP reply {:?}: start with a code from 200 to 599, e.g. \"421 4.3.2 Service not available\"", reply.get_ref()),
+                ));
+            }
         }
+        if let Some(window) = &fault.window {
+            let Window { from, until } = *window.get_ref();
+            if until.is_some_and(|until| until <= from) {
+                return Err(problem(
+                    window,
+                    format!("the window ends ({}) before it starts ({from}): `until` must be later than `from`", until.map_or(String::new(), |u| u.to_string())),
+                ));
+            }
+        }
+        if let Some(first) = &fault.first {
+            if *first.get_ref() == 0 {
+                return Err(problem(first, "first = 0 would never apply the fault: give 1 or more, or leave it out".into()));
+            }
+        }
+        kind
     }
     Ok(())
 }
@@ -306,6 +338,47 @@ outcome = "delivered"
         let message =
             error_with("[[fault]]\non = \"mx1\"\nsmtp = { stage = \"helo\", reply = \"421 x\" }");
         assert!(message.contains("greeting"), "{message}");
+    }
+
+    #[test]
+    fn an_unknown_net_fault_lists_the_allowed_ones() {
+        let message = error_with("[[fault]]\non = \"mx1\"\nnet = \"blackhol\"");
+        assert!(message.starts_with("s.toml:17:7: unknown network fault \"blackhol\"; allowed: \"blackhole\""), "{message}");
+        assert!(message.contains("{ loss = PERCENT }"), "{message}");
+    }
+
+    #[test]
+    fn loss_must_be_a_percentage() {
+        let message = error_with("[[fault]]\non = \"mx1\"\nnet = { loss = 120 }");
+        assert!(message.contains("loss = 120 is out of range"), "{message}");
+    }
+
+    #[test]
+    fn a_fault_needs_exactly_one_kind() {
+        let message = error_with("[[fault]]\non = \"mx1\"");
+        assert!(message.contains("exactly one of"), "{message}");
+        let message = error_with("[[fault]]\non = \"mx1\"\nnet = \"reset\"\nsmtp = { stage = \"greeting\", reply = \"421 x\" }");
+        assert!(message.contains("exactly one of"), "{message}");
+    }
+
+    #[test]
+    fn no_route_belongs_to_the_sut() {
+        let message = error_with("[[fault]]\non = \"mx1\"\nnet = \"no-route\"");
+        assert!(message.contains("write on = \"sut\""), "{message}");
+        let text = format!("{BASE}\n[[fault]]\non = \"sut\"\nfamily = \"ipv6\"\nnet = \"no-route\"");
+        assert!(parse(Path::new("s.toml"), &text).is_ok());
+    }
+
+    #[test]
+    fn a_window_that_ends_before_it_starts_is_refused() {
+        let message = error_with("[[fault]]\non = \"mx1\"\nnet = \"reset\"\nwindow = { from = \"10s\", until = \"5s\" }");
+        assert!(message.starts_with("s.toml:18:10: the window ends (5s) before it starts (10s)"), "{message}");
+    }
+
+    #[test]
+    fn first_zero_is_refused() {
+        let message = error_with("[[fault]]\non = \"mx1\"\nnet = \"reset\"\nfirst = 0");
+        assert!(message.contains("first = 0 would never apply"), "{message}");
     }
 
     #[test]
