@@ -34,6 +34,19 @@ pub enum EventKind {
         /// The response code and answers, e.g. `NOERROR 2001:db8:0:3::2`.
         answer: String,
     },
+    /// The SUT sent a TCP SYN towards a receiving host's SMTP port, seen on the router.
+    TcpSyn {
+        /// The host the SYN is addressed to (`mx1`, `bounces`, ...).
+        host: String,
+        /// The family of the connection.
+        family: Family,
+        /// The SUT's address and port.
+        client: SocketAddr,
+        /// The host's address and port.
+        server: SocketAddr,
+        /// 0 for the first SYN of a connection, then 1, 2, ... for retransmissions.
+        retransmission: u32,
+    },
     /// A fake MX server accepted a TCP connection.
     SmtpConnected {
         /// The host the server belongs to, e.g. `mx1` or `collector`.
@@ -111,6 +124,16 @@ pub enum EventKind {
     SutQueue {
         /// Messages still queued, each with its last error if the MTA gives one.
         entries: Vec<QueueEntry>,
+    },
+    /// A fault was put in force.
+    FaultActivated {
+        /// The fault, e.g. `blackhole on mx1 ipv6`.
+        fault: String,
+    },
+    /// A fault was removed.
+    FaultHealed {
+        /// The fault, e.g. `blackhole on mx1 ipv6`.
+        fault: String,
     },
     /// A harness-level note, e.g. that the run hit its time limit.
     Harness {
@@ -236,6 +259,23 @@ impl fmt::Display for EventKind {
                 f,
                 "dns   {client} {transport} {name} {record_type} -> {answer}"
             ),
+            EventKind::TcpSyn {
+                host,
+                family,
+                client,
+                server,
+                retransmission: 0,
+            } => write!(f, "tcp   {host} {family} SYN {client} -> {server}"),
+            EventKind::TcpSyn {
+                host,
+                family,
+                client,
+                server,
+                retransmission,
+            } => write!(
+                f,
+                "tcp   {host} {family} SYN {client} -> {server} (retransmission {retransmission})"
+            ),
             EventKind::SmtpConnected {
                 host,
                 session,
@@ -296,6 +336,8 @@ impl fmt::Display for EventKind {
                 }
                 Ok(())
             }
+            EventKind::FaultActivated { fault } => write!(f, "fault {fault}: active"),
+            EventKind::FaultHealed { fault } => write!(f, "fault {fault}: healed"),
             EventKind::Harness { message } => write!(f, "mxlab {message}"),
         }
     }

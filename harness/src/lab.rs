@@ -166,6 +166,7 @@ impl Lab {
             .prefix(&format!("{prefix}-"))
             .tempdir()
             .map_err(LabError::WorkDir)?;
+        crate::gc::write_owner(work_dir.path()).map_err(LabError::WorkDir)?;
         let built = Instant::now();
         let topology = netns::Topology::build(&plan.topology(prefix)).await?;
         let topology_up = built.elapsed();

@@ -9,6 +9,7 @@ pub mod cli;
 pub mod dns;
 pub mod events;
 pub mod family;
+pub mod gc;
 pub mod lab;
 pub mod mx;
 pub mod plan;

@@ -90,7 +90,7 @@ pub fn judge(expect: &Expect, messages: &[PlannedMessage], events: &[Event]) -> 
         let tried_before = accepted.map_or(all_attempts.len(), |acceptance| {
             all_attempts
                 .iter()
-                .position(|a| a.session == acceptance.session)
+                .position(|a| a.session == Some(acceptance.session))
                 .unwrap_or(all_attempts.len())
         });
         let earlier = &all_attempts[..tried_before];
@@ -261,15 +261,7 @@ fn summary(fate: &MessageFate, outcome: Option<Outcome>, earlier: &[Attempt]) ->
     if !earlier.is_empty() {
         let tries: Vec<String> = earlier
             .iter()
-            .map(|attempt| match &attempt.last_reply {
-                Some(reply) => format!(
-                    "{} {} ({})",
-                    attempt.host,
-                    attempt.family,
-                    reply.lines().last().unwrap_or_default()
-                ),
-                None => format!("{} {} (no reply)", attempt.host, attempt.family),
-            })
+            .map(|attempt| format!("{} {} ({})", attempt.host, attempt.family, attempt.outcome()))
             .collect();
         text.push_str(&format!(" after trying {}", tries.join(", ")));
     }

@@ -1,5 +1,6 @@
 //! What happened to each message, read off the event log.
 
+use std::net::SocketAddr;
 use std::time::Duration;
 
 use crate::events::{Event, EventKind, QueueEntry, SessionId};
@@ -25,19 +26,36 @@ pub struct Acceptance {
     pub digest: String,
 }
 
-/// A connection to a receiving MX (not the collector).
+/// A connection attempt to a receiving MX (not the collector): a SYN seen on the wire, or a
+/// session the MX accepted.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Attempt {
-    /// Index of the `SmtpConnected` event.
+    /// Index of the event that first showed it (`TcpSyn` or `SmtpConnected`).
     pub event: usize,
     /// Which host.
     pub host: String,
     /// Over which family.
     pub family: Family,
-    /// The session it opened.
-    pub session: SessionId,
+    /// The client's address and port, which tie SYNs to sessions.
+    pub client: SocketAddr,
+    /// SYNs seen for it (0 when no SYN capture ran).
+    pub syns: u32,
+    /// The session it opened, if the MX accepted the connection.
+    pub session: Option<SessionId>,
     /// The last reply the server gave in that session, if any.
     pub last_reply: Option<String>,
+}
+
+impl Attempt {
+    /// What the attempt met, e.g. `421 4.3.2 busy` or `no answer to 3 SYNs`.
+    pub fn outcome(&self) -> String {
+        match (&self.last_reply, self.session) {
+            (Some(reply), _) => reply.lines().last().unwrap_or_default().to_string(),
+            (None, Some(_)) => "no reply".to_string(),
+            (None, None) if self.syns == 1 => "no answer to its SYN".to_string(),
+            (None, None) => format!("no answer to {} SYNs", self.syns),
+        }
+    }
 }
 
 /// Everything observed about one injected message.
@@ -111,25 +129,57 @@ pub fn fate(
     fate
 }
 
-/// Connections to receiving MX hosts, in order, each with the last reply of its session.
+/// Connection attempts to receiving MX hosts, in order: one per connection, from its first
+/// SYN (retransmissions counted) or, where no SYN was seen, from the session the MX accepted.
 pub fn attempts(events: &[Event]) -> Vec<Attempt> {
     let mut attempts: Vec<Attempt> = Vec::new();
     for (index, event) in events.iter().enumerate() {
         match &event.kind {
+            EventKind::TcpSyn {
+                host,
+                family,
+                client,
+                ..
+            } if host != COLLECTOR => {
+                match attempts.iter_mut().rev().find(|a| a.client == *client) {
+                    Some(attempt) => attempt.syns += 1,
+                    None => attempts.push(Attempt {
+                        event: index,
+                        host: host.clone(),
+                        family: *family,
+                        client: *client,
+                        syns: 1,
+                        session: None,
+                        last_reply: None,
+                    }),
+                }
+            }
             EventKind::SmtpConnected {
                 host,
                 session,
                 family,
+                client,
                 ..
-            } if host != COLLECTOR => attempts.push(Attempt {
-                event: index,
-                host: host.clone(),
-                family: *family,
-                session: *session,
-                last_reply: None,
-            }),
+            } if host != COLLECTOR => {
+                let known = attempts
+                    .iter_mut()
+                    .rev()
+                    .find(|a| a.client == *client && a.session.is_none());
+                match known {
+                    Some(attempt) => attempt.session = Some(*session),
+                    None => attempts.push(Attempt {
+                        event: index,
+                        host: host.clone(),
+                        family: *family,
+                        client: *client,
+                        syns: 0,
+                        session: Some(*session),
+                        last_reply: None,
+                    }),
+                }
+            }
             EventKind::SmtpReply { session, reply, .. } => {
-                if let Some(attempt) = attempts.iter_mut().find(|a| a.session == *session) {
+                if let Some(attempt) = attempts.iter_mut().find(|a| a.session == Some(*session)) {
                     attempt.last_reply = Some(reply.clone());
                 }
             }

@@ -150,6 +150,39 @@ fn a_fallback_meeting_every_expectation_passes() {
 }
 
 #[test]
+fn syns_that_met_no_server_count_as_tried() {
+    let syn = |secs: f64, retransmission: u32| {
+        (
+            secs,
+            EventKind::TcpSyn {
+                host: "mx1".into(),
+                family: Family::Ipv6,
+                client: "[2001:db8::2]:40000".parse().unwrap(),
+                server: "[2001:db8:0:3::2]:25".parse().unwrap(),
+                retransmission,
+            },
+        )
+    };
+    let mut log = Log::new().injected(1.0);
+    for (secs, kind) in [syn(1.1, 0), syn(2.1, 1), syn(4.1, 2)] {
+        log = log.at(secs, kind);
+    }
+    let log = log
+        .connect(6.0, "mx1", 1, Family::Ipv4)
+        .accepted(6.1, "mx1", 1, Family::Ipv4, ID, "aa")
+        .0;
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\nvia = \"ipv4\"\ntried = [\"ipv6\"]");
+    let verdict = judge(&expect, &messages, &log);
+    assert_eq!(verdict.status, Status::Pass, "{verdict:?}");
+    assert_eq!(
+        verdict.summary,
+        "delivered once via ipv4 by mx1 after trying mx1 ipv6 (no answer to 3 SYNs) in 5.10s"
+    );
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\ntried = []");
+    assert_eq!(judge(&expect, &messages, &log).status, Status::Fail);
+}
+
+#[test]
 fn the_wrong_family_fails_via_and_names_it() {
     let (expect, messages) = scenario_with("outcome = \"delivered\"\nvia = \"ipv6\"");
     let verdict = judge(&expect, &messages, &fallback_log());
