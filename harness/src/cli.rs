@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use futures::StreamExt;
 
 use crate::lab::{self, SutKind};
 use crate::report::console;
@@ -37,7 +38,12 @@ enum Command {
         /// Print the timeline of every run, not only of failed ones.
         #[arg(long)]
         timeline: bool,
+        /// How many scenarios run at once (each in its own namespaces).
+        #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+        jobs: u16,
     },
+    /// Remove what runs killed with SIGKILL left behind (work directories, stray processes).
+    Gc,
 }
 
 impl Cli {
@@ -48,12 +54,14 @@ impl Cli {
                 paths,
                 sut,
                 timeline,
-            } => run(paths, sut, timeline).await,
+                jobs,
+            } => run(paths, sut, timeline, jobs.into()).await,
+            Command::Gc => gc(),
         }
     }
 }
 
-async fn run(paths: Vec<PathBuf>, sut: SutKind, timeline: bool) -> ExitCode {
+async fn run(paths: Vec<PathBuf>, sut: SutKind, timeline: bool, jobs: usize) -> ExitCode {
     let paths = if paths.is_empty() {
         let default = PathBuf::from("scenarios");
         if !default.is_dir() {
@@ -94,14 +102,18 @@ async fn run(paths: Vec<PathBuf>, sut: SutKind, timeline: bool) -> ExitCode {
     }
 
     let (mut passed, mut failed, mut errors) = (0, 0, 0);
-    for scenario in &scenarios {
-        let report = tokio::select! {
-            report = lab::run(scenario, sut) => report,
+    let mut reports = futures::stream::iter(&scenarios)
+        .map(|scenario| async move { (scenario, lab::run(scenario, sut).await) })
+        .buffered(jobs);
+    loop {
+        let next = tokio::select! {
+            next = reports.next() => next,
             signal = interrupted() => {
-                eprintln!("interrupted by {signal} during {}: lab torn down", scenario.name);
+                eprintln!("interrupted by {signal}: every lab torn down");
                 return ExitCode::from(EXIT_INTERRUPTED);
             }
         };
+        let Some((scenario, report)) = next else { break };
         match report {
             Ok(report) => {
                 print!("{}", console::render(&report, timeline));
@@ -124,6 +136,27 @@ async fn run(paths: Vec<PathBuf>, sut: SutKind, timeline: bool) -> ExitCode {
         ExitCode::from(EXIT_FAILED)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn gc() -> ExitCode {
+    match crate::gc::collect(&std::env::temp_dir()) {
+        Ok(collected) => {
+            for dir in &collected.directories {
+                println!("removed {}", dir.display());
+            }
+            for pid in &collected.processes {
+                println!("killed process {pid}");
+            }
+            if collected.directories.is_empty() {
+                println!("nothing left behind");
+            }
+            ExitCode::SUCCESS
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(EXIT_USAGE)
+        }
     }
 }
 
