@@ -5,7 +5,9 @@
 //! under test), observed through one [`events::EventLog`], judged by [`verdict`] and rendered by
 //! [`report`].
 
+pub mod capture;
 pub mod cli;
+pub mod clock;
 pub mod dns;
 pub mod events;
 pub mod family;
