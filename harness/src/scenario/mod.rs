@@ -14,7 +14,7 @@ pub use duration::HumanDuration;
 pub use error::ScenarioError;
 pub use load::{find_scenarios, load, parse};
 pub use model::{
-    Expect, Fault, MessageSpec, MxSpec, NetFault, Outcome, Scenario, SmtpFault, SmtpStage,
-    SutSettings, Window,
+    DnsAnswer, DnsFaultSpec, Expect, Fault, MessageSpec, MxSpec, NetFault, Outcome, PtrFault,
+    Scenario, SmtpFault, SmtpStage, SutSettings, Window,
 };
 pub use validate::{MAX_MX_HOSTS, SENDER_DOMAIN};

@@ -62,6 +62,13 @@ pub struct MxSpec {
     /// Address families the host has; both by default.
     #[serde(default = "both_families")]
     pub families: Spanned<Vec<Family>>,
+    /// More A/AAAA records for the host that nothing answers on, e.g. `"fe80::25"` or a ULA
+    /// the network has no route for.
+    #[serde(default)]
+    pub extra_addresses: Vec<Spanned<std::net::IpAddr>>,
+    /// Publish the MX record's target as a CNAME (`mail-NAME.DOMAIN`) pointing at the host.
+    #[serde(default)]
+    pub exchange_is_cname: bool,
 }
 
 fn default_preference() -> u16 {
@@ -76,7 +83,9 @@ fn both_families() -> Spanned<Vec<Family>> {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Fault {
-    /// The host it applies to: an MX name, or `sut` for `net = "no-route"`.
+    /// The host it applies to: an MX name, or `sut` for `net = "no-route"` and `ptr`. A `dns`
+    /// fault may name its query name instead.
+    #[serde(default = "no_host")]
     pub on: Spanned<String>,
     /// Only this family; both when absent.
     #[serde(default)]
@@ -84,6 +93,12 @@ pub struct Fault {
     /// An SMTP-level misbehaviour of the fake MX.
     #[serde(default)]
     pub smtp: Option<Spanned<SmtpFault>>,
+    /// A misbehaving answer of the scenario DNS.
+    #[serde(default)]
+    pub dns: Option<Spanned<DnsFaultSpec>>,
+    /// Broken reverse DNS for the host's addresses.
+    #[serde(default)]
+    pub ptr: Option<Spanned<PtrFault>>,
     /// A network-level fault on the path to the host.
     #[serde(default)]
     pub net: Option<Spanned<NetFault>>,
@@ -93,6 +108,54 @@ pub struct Fault {
     /// Only the first N connections to the host (per family) meet the fault.
     #[serde(default)]
     pub first: Option<Spanned<u32>>,
+}
+
+fn no_host() -> Spanned<String> {
+    Spanned::new(0..0, String::new())
+}
+
+/// A DNS answer replaced by a fault.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DnsFaultSpec {
+    /// The query name; defaults to the fault's host (`on`).
+    #[serde(default)]
+    pub name: Option<Spanned<String>>,
+    /// The record type, e.g. `AAAA`; every type when absent.
+    #[serde(default, rename = "type")]
+    pub record_type: Option<Spanned<String>>,
+    /// What the server does instead.
+    pub answer: Spanned<DnsAnswer>,
+}
+
+/// What the DNS server answers instead of the truth.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase", deny_unknown_fields)]
+pub enum DnsAnswer {
+    /// SERVFAIL.
+    Servfail,
+    /// REFUSED.
+    Refused,
+    /// NXDOMAIN.
+    Nxdomain,
+    /// NOERROR with no records.
+    Nodata,
+    /// No answer at all.
+    Timeout,
+    /// TC over UDP, the full answer over TCP.
+    Truncate,
+    /// The right answer, late.
+    Delay(HumanDuration),
+}
+
+/// Broken reverse DNS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum PtrFault {
+    /// No PTR record: NXDOMAIN.
+    Missing,
+    /// A PTR name whose forward lookup gives other addresses.
+    Mismatch,
 }
 
 /// The time a fault is active: from `from` until `until` (or the end of the run).

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use toml::Spanned;
 
-use super::{NetFault, Scenario, Window};
+use super::{DnsFaultSpec, Fault, NetFault, Scenario, Window};
 use crate::family::Family;
 
 /// Host names the topology uses itself.
@@ -100,6 +100,14 @@ fn validate_mxs(scenario: &Scenario) -> Result<(), Problem> {
                 format!("invalid domain {domain:?}: use a name under .test other than {SENDER_DOMAIN}, e.g. \"example.test\""),
             ));
         }
+        for extra in &mx.extra_addresses {
+            if !mx.families.get_ref().contains(&Family::of(*extra.get_ref())) {
+                return Err(problem(
+                    extra,
+                    format!("host {name:?} has no {} family for the extra address {}; add it to `families`", Family::of(*extra.get_ref()), extra.get_ref()),
+                ));
+            }
+        }
         if mx.families.get_ref().is_empty() {
             return Err(problem(
                 &mx.families,
@@ -110,37 +118,48 @@ fn validate_mxs(scenario: &Scenario) -> Result<(), Problem> {
     Ok(())
 }
 
+/// DNS record types a `dns` fault may name.
+pub const DNS_FAULT_TYPES: [&str; 9] = ["A", "AAAA", "MX", "PTR", "TXT", "CNAME", "SOA", "NS", "ANY"];
+
+/// Which kind of fault a `[[fault]]` is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    Smtp,
+    Net(NetFault),
+    Dns,
+    Ptr,
+}
+
+fn kind_of(fault: &Fault) -> Result<Kind, Problem> {
+    let kinds: Vec<Kind> = [
+        fault.smtp.as_ref().map(|_| Kind::Smtp),
+        fault.net.as_ref().map(|net| Kind::Net(*net.get_ref())),
+        fault.dns.as_ref().map(|_| Kind::Dns),
+        fault.ptr.as_ref().map(|_| Kind::Ptr),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    match kinds.as_slice() {
+        [kind] => Ok(*kind),
+        _ => Err(problem(
+            &fault.on,
+            "a [[fault]] needs exactly one of `smtp = {...}`, `net = ...`, `dns = {...}` or `ptr = ...`".into(),
+        )),
+    }
+}
+
 fn validate_faults(scenario: &Scenario) -> Result<(), Problem> {
     for fault in &scenario.faults {
-        let kind = match (&fault.smtp, &fault.net) {
-            (Some(_), None) | (None, Some(_)) => (),
-            _ => {
-                return Err(problem(
-                    &fault.on,
-                    "a [[fault]] needs exactly one of `smtp = {...}` or `net = ...`".into(),
-                ))
-            }
-        };
-        let no_route = fault.net.as_ref().is_some_and(|net| *net.get_ref() == NetFault::NoRoute);
-        let host_families = if no_route {
-            if fault.on.get_ref() != "sut" {
-                return Err(problem(
-                    &fault.on,
-                    format!("net = \"no-route\" removes the SUT's route: write on = \"sut\", not {:?}", fault.on.get_ref()),
-                ));
-            }
-            vec![Family::Ipv4, Family::Ipv6]
-        } else {
-            let Some(mx) = scenario.mxs.iter().find(|mx| mx.name.get_ref() == fault.on.get_ref())
-            else {
-                return Err(problem(
-                    &fault.on,
-                    format!("fault on unknown host {:?}; hosts: {}", fault.on.get_ref(), mx_names(scenario)),
-                ));
-            };
-            mx.families.get_ref().clone()
-        };
+        let kind = kind_of(fault)?;
+        let host_families = fault_host(scenario, fault, kind)?;
         if let Some(family) = &fault.family {
+            if kind == Kind::Dns {
+                return Err(problem(
+                    family,
+                    "`family` does not apply to dns faults: name the record type instead, e.g. type = \"AAAA\"".into(),
+                ));
+            }
             if !host_families.contains(family.get_ref()) {
                 return Err(problem(
                     family,
@@ -149,18 +168,24 @@ fn validate_faults(scenario: &Scenario) -> Result<(), Problem> {
             }
         }
         if let Some(smtp) = &fault.smtp {
-            if let Some(span) = fault.window.as_ref().map(|w| w.span()).or(fault.first.as_ref().map(|f| f.span())) {
-                return Err(Problem {
-                    offset: span.start,
-                    message: "`window` and `first` apply to net faults; an smtp fault is always active".into(),
-                });
-            }
             let reply = &smtp.get_ref().reply;
             if !is_smtp_reply(reply.get_ref()) {
                 return Err(problem(
                     reply,
                     format!("invalid SMTP reply {:?}: start with a code from 200 to 599, e.g. \"421 4.3.2 Service not available\"", reply.get_ref()),
                 ));
+            }
+        }
+        if let Some(dns) = &fault.dns {
+            validate_dns_fault(scenario, dns.get_ref())?;
+        }
+        if matches!(kind, Kind::Smtp | Kind::Ptr) {
+            let timed = fault.window.as_ref().map(|w| w.span()).or(fault.first.as_ref().map(|f| f.span()));
+            if let Some(span) = timed {
+                return Err(Problem {
+                    offset: span.start,
+                    message: "`window` and `first` apply to net and dns faults; smtp and ptr faults are always active".into(),
+                });
             }
         }
         if let Some(window) = &fault.window {
@@ -176,10 +201,74 @@ fn validate_faults(scenario: &Scenario) -> Result<(), Problem> {
             if *first.get_ref() == 0 {
                 return Err(problem(first, "first = 0 would never apply the fault: give 1 or more, or leave it out".into()));
             }
+            if matches!(kind, Kind::Net(NetFault::NoRoute | NetFault::PmtuBlackhole)) {
+                return Err(problem(first, "`first` does not apply to no-route and pmtu-blackhole: they are not per connection; use `window`".into()));
+            }
         }
-        kind
     }
     Ok(())
+}
+
+/// Checks the fault's `on` and returns the families that host has.
+fn fault_host(scenario: &Scenario, fault: &Fault, kind: Kind) -> Result<Vec<Family>, Problem> {
+    let on = fault.on.get_ref();
+    let both = vec![Family::Ipv4, Family::Ipv6];
+    if on.is_empty() {
+        let named = fault.dns.as_ref().is_some_and(|dns| dns.get_ref().name.is_some());
+        return if kind == Kind::Dns && named {
+            Ok(both)
+        } else {
+            Err(problem(&fault.on, format!("this fault needs `on = HOST`; hosts: sut, {}", mx_names(scenario))))
+        };
+    }
+    if on == "sut" {
+        return match kind {
+            Kind::Net(NetFault::NoRoute) | Kind::Ptr | Kind::Dns => Ok(both),
+            _ => Err(problem(&fault.on, format!("this fault cannot be on the SUT; hosts: {}", mx_names(scenario)))),
+        };
+    }
+    if kind == Kind::Net(NetFault::NoRoute) {
+        return Err(problem(
+            &fault.on,
+            format!("net = \"no-route\" removes the SUT's route: write on = \"sut\", not {on:?}"),
+        ));
+    }
+    scenario
+        .mxs
+        .iter()
+        .find(|mx| mx.name.get_ref() == on)
+        .map(|mx| mx.families.get_ref().clone())
+        .ok_or_else(|| problem(&fault.on, format!("fault on unknown host {on:?}; hosts: sut, {}", mx_names(scenario))))
+}
+
+fn validate_dns_fault(scenario: &Scenario, dns: &DnsFaultSpec) -> Result<(), Problem> {
+    if let Some(name) = &dns.name {
+        let lower = name.get_ref().trim_end_matches('.').to_ascii_lowercase();
+        let zones = zone_origins(scenario);
+        let inside = zones.iter().any(|zone| lower == *zone || lower.ends_with(&format!(".{zone}")));
+        if !inside {
+            return Err(problem(
+                name,
+                format!("{:?} is in no zone the scenario DNS serves; zones: {}", name.get_ref(), zones.join(", ")),
+            ));
+        }
+    }
+    if let Some(record_type) = &dns.record_type {
+        if !DNS_FAULT_TYPES.contains(&record_type.get_ref().to_ascii_uppercase().as_str()) {
+            return Err(problem(
+                record_type,
+                format!("unknown record type {:?}; allowed: {}", record_type.get_ref(), DNS_FAULT_TYPES.join(", ")),
+            ));
+        }
+    }
+    Ok(())
+}
+
+/// The zones the scenario DNS serves.
+pub fn zone_origins(scenario: &Scenario) -> Vec<String> {
+    let mut zones: BTreeSet<String> = scenario.mxs.iter().map(|mx| mx.domain.get_ref().clone()).collect();
+    zones.insert(SENDER_DOMAIN.to_string());
+    zones.into_iter().chain(["in-addr.arpa".to_string(), "ip6.arpa".to_string()]).collect()
 }
 
 fn validate_messages(scenario: &Scenario) -> Result<(), Problem> {
@@ -367,6 +456,50 @@ outcome = "delivered"
         assert!(message.contains("write on = \"sut\""), "{message}");
         let text = format!("{BASE}\n[[fault]]\non = \"sut\"\nfamily = \"ipv6\"\nnet = \"no-route\"");
         assert!(parse(Path::new("s.toml"), &text).is_ok());
+    }
+
+    #[test]
+    fn a_dns_fault_on_a_name_in_no_zone_lists_the_zones() {
+        let message = error_with("[[fault]]\ndns = { name = \"mx1.other.test\", type = \"AAAA\", answer = \"servfail\" }");
+        assert!(message.starts_with("s.toml:16:16: \"mx1.other.test\" is in no zone"), "{message}");
+        assert!(message.contains("zones: example.test, sender.test, in-addr.arpa, ip6.arpa"), "{message}");
+    }
+
+    #[test]
+    fn a_dns_fault_needs_a_known_type_and_answer() {
+        let message = error_with("[[fault]]\non = \"mx1\"\ndns = { type = \"AAA\", answer = \"servfail\" }");
+        assert!(message.contains("unknown record type \"AAA\"; allowed: A, AAAA"), "{message}");
+        let message = error_with("[[fault]]\non = \"mx1\"\ndns = { type = \"AAAA\", answer = \"slow\" }");
+        assert!(message.contains("servfail") && message.contains("delay"), "{message}");
+        let text = format!("{BASE}\n[[fault]]\non = \"mx1\"\ndns = {{ type = \"aaaa\", answer = {{ delay = \"3s\" }} }}\nfirst = 1");
+        assert!(parse(Path::new("s.toml"), &text).is_ok());
+    }
+
+    #[test]
+    fn a_dns_fault_without_name_or_host_is_refused() {
+        let message = error_with("[[fault]]\ndns = { type = \"AAAA\", answer = \"servfail\" }");
+        assert!(message.contains("needs `on = HOST`"), "{message}");
+    }
+
+    #[test]
+    fn ptr_faults_are_static() {
+        let message = error_with("[[fault]]\non = \"sut\"\nptr = \"missing\"\nfirst = 1");
+        assert!(message.contains("smtp and ptr faults are always active"), "{message}");
+        let text = format!("{BASE}\n[[fault]]\non = \"sut\"\nfamily = \"ipv6\"\nptr = \"mismatch\"");
+        assert!(parse(Path::new("s.toml"), &text).is_ok());
+    }
+
+    #[test]
+    fn first_does_not_apply_to_path_faults() {
+        let message = error_with("[[fault]]\non = \"mx1\"\nnet = \"pmtu-blackhole\"\nfirst = 1");
+        assert!(message.contains("use `window`"), "{message}");
+    }
+
+    #[test]
+    fn extra_addresses_need_their_family() {
+        let text = BASE.replace("families = [\"ipv4\"]", "families = [\"ipv4\"]\nextra_addresses = [\"fe80::25\"]");
+        let message = parse(Path::new("s.toml"), &text).unwrap_err().to_string();
+        assert!(message.contains("no ipv6 family for the extra address fe80::25"), "{message}");
     }
 
     #[test]

@@ -10,7 +10,7 @@ use tokio::task::JoinHandle;
 use crate::events::{EventKind, EventLog};
 
 /// How often the file is polled for new lines.
-const POLL: Duration = Duration::from_millis(50);
+const POLL: Duration = Duration::from_millis(25);
 
 /// A background task that turns new lines of a file into [`EventKind::SutLog`] events.
 pub(crate) struct LogTail {

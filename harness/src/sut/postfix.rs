@@ -56,8 +56,11 @@ impl Postfix {
     /// start-fg` in the SUT namespace with the lab's resolv.conf, as PID 1 of a PID namespace of
     /// its own; and waits (at most about 10 s) until the listener answers 220.
     ///
-    /// Log lines are recorded as [`EventKind::SutLog`] from the start. A failure to start
-    /// quotes the end of Postfix's log and standard error.
+    /// The spool is created as `post-install` would and marked `quick-start`, so `postfix`
+    /// skips its integrity checks (start ~60 ms instead of ~0.35 s). Log lines are recorded as
+    /// [`EventKind::SutLog`] from the start. A failure to start quotes the end of Postfix's log
+    /// and standard error and, if Postfix exited, what `postfix check` prints on a terminal
+    /// (Postfix reports configuration errors only there when syslog is absent).
     pub async fn start(ctx: SutContext<'_>) -> Result<RunningPostfix, SutError> {
         let begun = Instant::now();
         check_installed()?;
@@ -406,14 +409,19 @@ fn prepare(
     let stock = std::fs::read_to_string(STOCK_MASTER_CF)
         .map_err(|e| io_error(&format!("read {STOCK_MASTER_CF}"), e))?;
     let master_cf = config::master_cf(&stock, LISTEN_ADDRESS);
-    let postfix_user = nix::unistd::User::from_name("postfix")
+    let not_installed = |what: &str| SutError::NotInstalled {
+        sut: SUT,
+        missing: PathBuf::from(what),
+        fix: INSTALL_FIX.into(),
+    };
+    let mail_owner = nix::unistd::User::from_name("postfix")
         .ok()
         .flatten()
-        .ok_or_else(|| SutError::NotInstalled {
-            sut: SUT,
-            missing: PathBuf::from("user \"postfix\""),
-            fix: INSTALL_FIX.into(),
-        })?;
+        .ok_or_else(|| not_installed("user \"postfix\""))?;
+    let setgid_group = nix::unistd::Group::from_name("postdrop")
+        .ok()
+        .flatten()
+        .ok_or_else(|| not_installed("group \"postdrop\""))?;
 
     // Postfix's unprivileged processes must be able to reach data/ and log/ below it.
     let meta = std::fs::metadata(work_dir)
@@ -423,20 +431,38 @@ fn prepare(
         std::fs::set_permissions(work_dir, std::fs::Permissions::from_mode(mode | 0o011))
             .map_err(|e| io_error(&format!("make {} traversable", work_dir.display()), e))?;
     }
-    for dir in [&layout.conf, &layout.spool, &layout.data, &layout.log_dir] {
-        std::fs::create_dir_all(dir)
-            .map_err(|e| io_error(&format!("create {}", dir.display()), e))?;
-        std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))
-            .map_err(|e| io_error(&format!("chmod {}", dir.display()), e))?;
+    let dir = |path: &Path,
+               owner: Option<nix::unistd::Uid>,
+               group: Option<nix::unistd::Gid>,
+               mode: u32| {
+        std::fs::create_dir_all(path)
+            .map_err(|e| io_error(&format!("create {}", path.display()), e))?;
+        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+            .map_err(|e| io_error(&format!("chmod {mode:o} {}", path.display()), e))?;
+        nix::unistd::chown(path, owner, group)
+            .map_err(|e| io_error(&format!("chown {}", path.display()), e.into()))
+    };
+    let root = Some(nix::unistd::Uid::from_raw(0));
+    let root_group = Some(nix::unistd::Gid::from_raw(0));
+    dir(&layout.conf, root, root_group, 0o755)?;
+    dir(&layout.log_dir, root, root_group, 0o755)?;
+    dir(&layout.data, Some(mail_owner.uid), None, 0o700)?;
+    // The spool as Postfix's `post-install create-missing` makes it (postfix-files), so that
+    // `postfix start-fg` can skip its integrity checks (`quick-start`), which cost 0.25-0.4 s.
+    dir(&layout.spool, root, root_group, 0o755)?;
+    for (name, owner, mode) in config::SPOOL_DIRS {
+        let (uid, gid) = match owner {
+            config::SpoolOwner::Root => (root, root_group),
+            config::SpoolOwner::MailOwner => (Some(mail_owner.uid), root_group),
+            config::SpoolOwner::MailOwnerSetgidGroup => {
+                (Some(mail_owner.uid), Some(setgid_group.gid))
+            }
+        };
+        dir(&layout.spool.join(name), uid, gid, *mode)?;
     }
-    nix::unistd::chown(&layout.data, Some(postfix_user.uid), Some(postfix_user.gid)).map_err(
-        |e| {
-            io_error(
-                &format!("chown postfix {}", layout.data.display()),
-                e.into(),
-            )
-        },
-    )?;
+    let quick_start = layout.spool.join("quick-start");
+    std::fs::write(&quick_start, "")
+        .map_err(|e| io_error(&format!("create {}", quick_start.display()), e))?;
 
     let backdated = SystemTime::now() - BACKDATE;
     for (name, text) in [("main.cf", main_cf), ("master.cf", master_cf)] {

@@ -42,6 +42,36 @@ impl Layout {
     }
 }
 
+/// Who owns a spool directory (see Postfix's `postfix-files`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum SpoolOwner {
+    /// root:root.
+    Root,
+    /// `mail_owner` (postfix), group root.
+    MailOwner,
+    /// `mail_owner`, group `setgid_group` (postdrop).
+    MailOwnerSetgidGroup,
+}
+
+/// The queue directory's subdirectories with owner and mode, as in Postfix 3.7's
+/// `/etc/postfix/postfix-files`.
+pub const SPOOL_DIRS: &[(&str, SpoolOwner, u32)] = &[
+    ("active", SpoolOwner::MailOwner, 0o700),
+    ("bounce", SpoolOwner::MailOwner, 0o700),
+    ("corrupt", SpoolOwner::MailOwner, 0o700),
+    ("defer", SpoolOwner::MailOwner, 0o700),
+    ("deferred", SpoolOwner::MailOwner, 0o700),
+    ("flush", SpoolOwner::MailOwner, 0o700),
+    ("hold", SpoolOwner::MailOwner, 0o700),
+    ("incoming", SpoolOwner::MailOwner, 0o700),
+    ("private", SpoolOwner::MailOwner, 0o700),
+    ("maildrop", SpoolOwner::MailOwnerSetgidGroup, 0o730),
+    ("public", SpoolOwner::MailOwnerSetgidGroup, 0o710),
+    ("pid", SpoolOwner::Root, 0o755),
+    ("saved", SpoolOwner::MailOwner, 0o700),
+    ("trace", SpoolOwner::MailOwner, 0o700),
+];
+
 /// `main.cf` as (parameter, value) pairs in file order: the driver's defaults with the
 /// scenario's `settings` applied last (an override keeps the default's place, new parameters
 /// follow in name order).
@@ -292,6 +322,36 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         );
         assert_eq!(fields_of(&out, "postlog").len(), 1);
         assert_eq!(fields_of(&out, "relay")[0][4], "n");
+    }
+
+    #[test]
+    fn spool_dirs_match_the_installed_postfix_files() {
+        let Ok(files) = std::fs::read_to_string("/etc/postfix/postfix-files") else {
+            eprintln!("skipped: no /etc/postfix/postfix-files");
+            return;
+        };
+        let mut expected = Vec::new();
+        for line in files.lines() {
+            let fields: Vec<&str> = line.split(':').collect();
+            let Some(name) = fields[0].strip_prefix("$queue_directory/") else {
+                continue;
+            };
+            if fields.get(1) != Some(&"d") {
+                continue;
+            }
+            let owner = match (fields[2], fields[3]) {
+                ("root", "-") => SpoolOwner::Root,
+                ("$mail_owner", "-") => SpoolOwner::MailOwner,
+                ("$mail_owner", "$setgid_group") => SpoolOwner::MailOwnerSetgidGroup,
+                other => panic!("unexpected owner {other:?} in {line}"),
+            };
+            let mode = u32::from_str_radix(fields[4], 8).unwrap();
+            expected.push((name, owner, mode));
+        }
+        let mut ours = SPOOL_DIRS.to_vec();
+        ours.sort();
+        expected.sort();
+        assert_eq!(ours, expected);
     }
 
     #[test]

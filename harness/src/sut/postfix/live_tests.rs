@@ -31,6 +31,11 @@ macro_rules! skip_unless_live {
     };
 }
 
+#[test]
+fn the_listener_constant_and_address_agree() {
+    assert_eq!(listen_address().to_string(), LISTEN_ADDRESS);
+}
+
 /// A namespace with only loopback, a resolv.conf pointing at 127.0.0.1 (nothing listens
 /// there, so every lookup fails at once) and a work directory.
 struct Bench {
@@ -198,6 +203,9 @@ async fn starts_fast_defers_without_dns_and_stops_every_process() {
     }
 
     let events = bench.log.snapshot();
+    for event in &events {
+        println!("{event}");
+    }
     let lines = log_lines(&events);
     assert!(
         lines.iter().any(|l| l.contains("daemon started")),
@@ -236,4 +244,27 @@ async fn a_refused_start_quotes_postfix() {
         "the error quotes Postfix's complaint: {text}"
     );
     assert!(begun.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_handle_kills_every_process() {
+    skip_unless_live!();
+    let bench = Bench::new("mxlab-test-postfix-drop");
+    let postfix = bench.start(&BTreeMap::new()).await.expect("Postfix starts");
+    let pid_namespace =
+        std::fs::read_link(format!("/proc/{}/ns/pid_for_children", postfix.pid())).unwrap();
+    assert!(!processes_in(&pid_namespace).is_empty());
+    let begun = Instant::now();
+    drop(postfix);
+    // Give the kernel a moment in case it is still tearing the PID namespace down.
+    let mut left = processes_in(&pid_namespace);
+    while !left.is_empty() && begun.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(5));
+        left = processes_in(&pid_namespace);
+    }
+    println!(
+        "PID namespace empty {:.3} s after drop started",
+        begun.elapsed().as_secs_f64()
+    );
+    assert!(left.is_empty(), "Postfix processes left behind: {left:?}");
 }
