@@ -11,6 +11,7 @@ pub mod clock;
 pub mod dns;
 pub mod events;
 pub mod family;
+pub mod faults;
 pub mod gc;
 pub mod lab;
 pub mod mx;

@@ -8,9 +8,7 @@ use std::io;
 #[non_exhaustive]
 pub enum Error {
     /// The process lacks the privileges for namespace or netlink work (EPERM/EACCES).
-    #[error(
-        "{action} needs root or CAP_SYS_ADMIN+CAP_NET_ADMIN: run as root ({source})"
-    )]
+    #[error("{action} needs root or CAP_SYS_ADMIN+CAP_NET_ADMIN: run as root ({source})")]
     Privilege {
         /// What was being attempted, e.g. "creating a network namespace".
         action: String,
@@ -38,15 +36,17 @@ pub enum Error {
         label: String,
         /// What was being attempted, e.g. "add veth mxlab-sut/mxlab0".
         action: String,
-        /// The rtnetlink error.
+        /// The rtnetlink error (boxed: it can carry a whole netlink message).
         #[source]
-        source: rtnetlink::Error,
+        source: Box<rtnetlink::Error>,
         /// A suggestion (may be empty).
         hint: String,
     },
 
     /// Writing a sysctl failed.
-    #[error("network namespace {label}: writing {value:?} to /proc/sys/{key} failed: {source}{hint}")]
+    #[error(
+        "network namespace {label}: writing {value:?} to /proc/sys/{key} failed: {source}{hint}"
+    )]
     Sysctl {
         /// The namespace's label.
         label: String,
@@ -101,6 +101,17 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// An `nft` command exited with an error.
+    #[error("network namespace {label}: nft could not {action}: {stderr}")]
+    Nft {
+        /// The namespace's label.
+        label: String,
+        /// What was being attempted, e.g. "add table inet mxlab_fault_0".
+        action: String,
+        /// What nft printed on stderr.
+        stderr: String,
+    },
+
     /// A helper OS thread could not be started or died unexpectedly.
     #[error("{action}: could not run a helper thread: {source}")]
     Thread {
@@ -135,7 +146,11 @@ impl Error {
     }
 
     /// Builds a `Netlink` error with a hint derived from the kernel's error code.
-    pub(crate) fn netlink(label: &str, action: impl Into<String>, source: rtnetlink::Error) -> Error {
+    pub(crate) fn netlink(
+        label: &str,
+        action: impl Into<String>,
+        source: rtnetlink::Error,
+    ) -> Error {
         let action = action.into();
         let code = match &source {
             rtnetlink::Error::NetlinkError(msg) => msg.raw_code().abs(),
@@ -158,7 +173,7 @@ impl Error {
         Error::Netlink {
             label: label.to_owned(),
             action,
-            source,
+            source: Box::new(source),
             hint: hint.to_owned(),
         }
     }

@@ -12,13 +12,17 @@
 //!   namespace and resolv.conf.
 
 mod error;
+mod firewall;
 mod namespace;
 mod process;
+mod route;
 mod topology;
 
 pub use error::Error;
+pub use firewall::Firewall;
 pub use namespace::Namespace;
 pub use process::{output, spawn, Process, SpawnOptions};
+pub use route::{Route, RouteKind, Routes, Rule};
 pub use topology::{HostSpec, LinkAddresses, Topology, TopologySpec};
 
 /// This crate's result type.

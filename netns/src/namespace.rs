@@ -106,7 +106,10 @@ impl Namespace {
             source,
             hint: hint.to_owned(),
         };
-        if key_path.starts_with('/') || key_path.split('/').any(|part| part == ".." || part.is_empty())
+        if key_path.starts_with('/')
+            || key_path
+                .split('/')
+                .any(|part| part == ".." || part.is_empty())
         {
             return Err(sysctl_error(
                 io::Error::from(io::ErrorKind::InvalidInput),

@@ -15,8 +15,8 @@ use tokio::sync::oneshot;
 
 use crate::{Error, Namespace, Result};
 
-/// The util-linux `unshare` used for [`SpawnOptions::own_pid_namespace`].
-const UNSHARE: &str = "/usr/bin/unshare";
+/// How long the waiter may take to notice its PID-1 child died before it is killed too.
+const INIT_EXIT_PATIENCE: Duration = Duration::from_secs(2);
 
 /// How [`spawn`] isolates the process beyond the network namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -25,17 +25,22 @@ pub struct SpawnOptions {
     /// private) with this file bind-mounted over /etc/resolv.conf.
     pub resolv_conf: Option<PathBuf>,
     /// If true: the command runs as PID 1 of a new PID namespace, so killing it ends every
-    /// process it started. Mechanism: in pre_exec (after the mount work and
-    /// prctl(PR_SET_PDEATHSIG, SIGKILL)) the child execs
-    /// `/usr/bin/unshare --pid --fork --kill-child=SIGKILL -- <program> <args>`
-    /// (the command's environment, working directory and stdio still apply).
+    /// process it started.
+    ///
+    /// Mechanism (what `unshare --pid --fork --kill-child=SIGKILL` does, done in pre_exec so the
+    /// command's environment, working directory and stdio all still apply): after the mount
+    /// work and prctl(PR_SET_PDEATHSIG, SIGKILL) the forked child blocks SIGINT/SIGTERM,
+    /// unshares CLONE_NEWPID and forks once more; the grandchild (PID 1 of the new namespace,
+    /// PDEATHSIG SIGKILL again) goes on to exec the program, while the child closes all its
+    /// descriptors, waits for it and exits the same way.
     pub own_pid_namespace: bool,
 }
 
 /// A process started inside a namespace. Dropping it kills it (SIGKILL) and reaps it.
 ///
-/// With [`SpawnOptions::own_pid_namespace`] the process is `unshare`, whose only child is the
-/// command running as PID 1 of the new PID namespace; killing either ends the whole namespace.
+/// With [`SpawnOptions::own_pid_namespace`] the process is a small waiter (a fork of the
+/// caller that never execs) whose only child is the command running as PID 1 of the new PID
+/// namespace; killing either ends the whole namespace.
 pub struct Process {
     pid: u32,
     pidfd: OwnedFd,
@@ -62,7 +67,7 @@ impl std::fmt::Debug for Process {
 
 impl Process {
     /// The process id (in the caller's PID namespace). With `own_pid_namespace` this is the
-    /// `unshare` process; the command itself is its only child.
+    /// waiter; the command itself is its only child.
     pub fn pid(&self) -> u32 {
         self.pid
     }
@@ -78,11 +83,14 @@ impl Process {
         let term_target = if self.own_pid_namespace {
             self.pid_namespace_init(Duration::from_millis(100)).await
         } else {
-            Some(self.pidfd.try_clone().map_err(|e| self.error("duplicating the pidfd", e))?)
+            Some(
+                self.pidfd
+                    .try_clone()
+                    .map_err(|e| self.error("duplicating the pidfd", e))?,
+            )
         };
         if let Some(target) = term_target {
-            send_signal(&target, libc::SIGTERM)
-                .map_err(|e| self.error("sending SIGTERM", e))?;
+            send_signal(&target, libc::SIGTERM).map_err(|e| self.error("sending SIGTERM", e))?;
         }
         let Some(mut exit) = self.exit.take() else {
             return Ok(());
@@ -91,7 +99,15 @@ impl Process {
             Ok(result) => result,
             Err(_elapsed) => {
                 tracing::debug!(pid = self.pid, program = %self.program, "grace period over, sending SIGKILL");
-                self.kill_now();
+                if self.kill_init() {
+                    // The waiter reaps PID 1 and exits by itself; killing it first would leave
+                    // PID 1 to be reaped by the system's init, later.
+                    if let Ok(result) = tokio::time::timeout(INIT_EXIT_PATIENCE, &mut exit).await {
+                        self.record(result.ok())?;
+                        return Ok(());
+                    }
+                }
+                let _ = send_signal(&self.pidfd, libc::SIGKILL);
                 exit.await
             }
         };
@@ -158,7 +174,7 @@ impl Process {
         }
     }
 
-    /// A pidfd for the PID-1 child of our `unshare`, waiting up to `patience` for it to appear.
+    /// A pidfd for the PID-1 child of the waiter, waiting up to `patience` for it to appear.
     async fn pid_namespace_init(&self, patience: Duration) -> Option<OwnedFd> {
         let deadline = tokio::time::Instant::now() + patience;
         loop {
@@ -172,13 +188,23 @@ impl Process {
         }
     }
 
-    /// SIGKILL to the process (and, with a PID namespace, to its init); errors are ignored
-    /// because the process may already be gone.
+    /// With a PID namespace: SIGKILL to its init (which ends every process in it). Returns
+    /// whether the init was found.
+    fn kill_init(&self) -> bool {
+        if !self.own_pid_namespace {
+            return false;
+        }
+        match child_pidfd(self.pid) {
+            Some(init) => send_signal(&init, libc::SIGKILL).is_ok(),
+            None => false,
+        }
+    }
+
+    /// SIGKILL (to the PID namespace's init first, if any, so that the waiter reaps it), then
+    /// SIGKILL to the process itself. Blocks for at most `INIT_EXIT_PATIENCE`.
     fn kill_now(&self) {
-        if self.own_pid_namespace {
-            if let Some(init) = child_pidfd(self.pid) {
-                let _ = send_signal(&init, libc::SIGKILL);
-            }
+        if self.kill_init() && wait_exit(&self.pidfd, INIT_EXIT_PATIENCE) {
+            return;
         }
         let _ = send_signal(&self.pidfd, libc::SIGKILL);
     }
@@ -235,30 +261,13 @@ pub fn spawn(namespace: &Namespace, command: Command, options: SpawnOptions) -> 
             Some(cstring(absolute.as_os_str()).map_err(spawn_error)?)
         }
     };
-    let unshare_argv = if options.own_pid_namespace {
-        if !is_executable(Path::new(UNSHARE)) {
-            return Err(Error::ProgramNotFound {
-                program: UNSHARE.to_owned(),
-                searched: " (needed for own_pid_namespace; Debian package util-linux)".to_owned(),
-            });
-        }
-        let mut args: Vec<OsString> = ["--pid", "--fork", "--kill-child=SIGKILL", "--"]
-            .iter()
-            .map(OsString::from)
-            .collect();
-        args.push(command.get_program().to_owned());
-        args.extend(command.get_args().map(OsStr::to_owned));
-        Some(Argv::new(UNSHARE, &args).map_err(spawn_error)?)
-    } else {
-        None
-    };
-
     let setup = PreExec {
         resolv_conf,
-        unshare_argv,
+        own_pid_namespace: options.own_pid_namespace,
     };
-    // SAFETY: the closure only makes raw syscalls (unshare, mount, prctl, execv) on data
-    // prepared before the fork; it does not allocate or take locks.
+    // SAFETY: the closure only makes raw async-signal-safe syscalls (unshare, mount, prctl,
+    // sigprocmask, fork, waitpid, _exit) on data prepared before the fork; it does not allocate
+    // or take locks.
     unsafe {
         command.pre_exec(move || setup.run());
     }
@@ -349,28 +358,26 @@ pub fn output(namespace: &Namespace, command: Command) -> Result<Output> {
     let mut command = command;
     check_program(&command)?;
     let program = command.get_program().to_string_lossy().into_owned();
-    namespace
-        .run(move || command.output())?
-        .map_err(|source| {
-            if source.kind() == io::ErrorKind::NotFound {
-                Error::ProgramNotFound {
-                    program: program.clone(),
-                    searched: String::new(),
-                }
-            } else {
-                Error::Spawn {
-                    program: program.clone(),
-                    label: namespace.label().to_owned(),
-                    source,
-                }
+    namespace.run(move || command.output())?.map_err(|source| {
+        if source.kind() == io::ErrorKind::NotFound {
+            Error::ProgramNotFound {
+                program: program.clone(),
+                searched: String::new(),
             }
-        })
+        } else {
+            Error::Spawn {
+                program: program.clone(),
+                label: namespace.label().to_owned(),
+                source,
+            }
+        }
+    })
 }
 
 /// Everything the forked child does before exec, prepared before the fork.
 struct PreExec {
     resolv_conf: Option<CString>,
-    unshare_argv: Option<Argv>,
+    own_pid_namespace: bool,
 }
 
 impl PreExec {
@@ -403,39 +410,83 @@ impl PreExec {
                 0 as libc::c_ulong,
                 0 as libc::c_ulong,
             ))?;
-            if let Some(argv) = &self.unshare_argv {
-                // std has already installed the command's environment in `environ`.
-                libc::execv(argv.pointers[0], argv.pointers.as_ptr());
-                return Err(io::Error::last_os_error());
+            if self.own_pid_namespace {
+                become_pid_namespace_init()?;
             }
         }
         Ok(())
     }
 }
 
-/// A NUL-terminated argv whose pointers stay valid as long as the value lives.
-struct Argv {
-    _strings: Vec<CString>,
-    pointers: Vec<*const libc::c_char>,
-}
-
-// SAFETY: the pointers point into `_strings`, owned by the same value and never mutated.
-unsafe impl Send for Argv {}
-// SAFETY: as above; shared access only reads.
-unsafe impl Sync for Argv {}
-
-impl Argv {
-    fn new(program: &str, args: &[OsString]) -> io::Result<Argv> {
-        let mut strings = vec![cstring(OsStr::new(program))?];
-        for arg in args {
-            strings.push(cstring(arg)?);
+/// In the forked child: unshare CLONE_NEWPID and fork; returns in the grandchild (PID 1 of the
+/// new namespace), which std then execs; the child stays behind as the waiter and never
+/// returns.
+///
+/// # Safety
+/// Only to be called in a freshly forked, single-threaded child before exec.
+unsafe fn become_pid_namespace_init() -> io::Result<()> {
+    // SAFETY: raw syscalls on stack data, as the caller guarantees a single-threaded child.
+    unsafe {
+        // Like `unshare --fork`, the waiter ignores SIGINT/SIGTERM: a polite stop is for the
+        // command (PID 1), and a dying waiter would SIGKILL it through PDEATHSIG.
+        let mut blocked: libc::sigset_t = std::mem::zeroed();
+        libc::sigemptyset(&mut blocked);
+        libc::sigaddset(&mut blocked, libc::SIGINT);
+        libc::sigaddset(&mut blocked, libc::SIGTERM);
+        let mut original: libc::sigset_t = std::mem::zeroed();
+        check(libc::sigprocmask(libc::SIG_BLOCK, &blocked, &mut original))?;
+        check(libc::unshare(libc::CLONE_NEWPID))?;
+        let init = libc::fork();
+        if init < 0 {
+            return Err(io::Error::last_os_error());
         }
-        let mut pointers: Vec<*const libc::c_char> = strings.iter().map(|s| s.as_ptr()).collect();
-        pointers.push(std::ptr::null());
-        Ok(Argv {
-            _strings: strings,
-            pointers,
-        })
+        if init == 0 {
+            // PID 1 of the new namespace. PDEATHSIG is cleared by fork: set it again.
+            check(libc::sigprocmask(
+                libc::SIG_SETMASK,
+                &original,
+                std::ptr::null_mut(),
+            ))?;
+            check(libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            ))?;
+            return Ok(());
+        }
+        // The waiter: close everything (std's exec-status pipe included, so the parent sees
+        // success once PID 1 has exec'd; and caller pipes, so readers see EOF with PID 1).
+        libc::syscall(
+            libc::SYS_close_range,
+            0 as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        );
+        let mut status: libc::c_int = 0;
+        loop {
+            let reaped = libc::waitpid(init, &mut status, 0);
+            if reaped == init {
+                break;
+            }
+            if reaped < 0 && *libc::__errno_location() != libc::EINTR {
+                libc::_exit(127);
+            }
+        }
+        if libc::WIFEXITED(status) {
+            libc::_exit(libc::WEXITSTATUS(status));
+        }
+        if libc::WIFSIGNALED(status) {
+            let signal = libc::WTERMSIG(status);
+            libc::signal(signal, libc::SIG_DFL);
+            let mut all: libc::sigset_t = std::mem::zeroed();
+            libc::sigfillset(&mut all);
+            libc::sigprocmask(libc::SIG_UNBLOCK, &all, std::ptr::null_mut());
+            libc::kill(libc::getpid(), signal);
+            libc::_exit(128 + signal);
+        }
+        libc::_exit(127)
     }
 }
 
@@ -503,6 +554,18 @@ fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
     Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
 }
 
+/// Waits up to `timeout` for the process behind `pidfd` to exit (not necessarily be reaped).
+fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
+    let mut poll = libc::pollfd {
+        fd: pidfd.as_raw_fd(),
+        events: libc::POLLIN,
+        revents: 0,
+    };
+    let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
+    // SAFETY: one valid pollfd.
+    unsafe { libc::poll(&mut poll, 1, millis) > 0 }
+}
+
 fn send_signal(pidfd: &OwnedFd, signal: libc::c_int) -> io::Result<()> {
     // SAFETY: pidfd_send_signal with a valid fd, a signal number, no siginfo and no flags.
     let ret = unsafe {
@@ -524,11 +587,15 @@ fn send_signal(pidfd: &OwnedFd, signal: libc::c_int) -> io::Result<()> {
     Ok(())
 }
 
-/// A pidfd for the single child of `pid` (the PID-1 process `unshare --fork` started), checked
+/// A pidfd for the single child of `pid` (the PID-1 process the waiter started), checked
 /// to still be that child after opening, so a reused pid is never signalled.
 fn child_pidfd(pid: u32) -> Option<OwnedFd> {
     let children_path = format!("/proc/{pid}/task/{pid}/children");
-    let first_child = |text: String| text.split_whitespace().next().and_then(|c| c.parse::<u32>().ok());
+    let first_child = |text: String| {
+        text.split_whitespace()
+            .next()
+            .and_then(|c| c.parse::<u32>().ok())
+    };
     let child = first_child(std::fs::read_to_string(&children_path).ok()?)?;
     let fd = pidfd_open(child).ok()?;
     let still = std::fs::read_to_string(&children_path)

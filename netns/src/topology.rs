@@ -119,11 +119,10 @@ impl Topology {
             host_nls.push(connect(&host.namespace, &runtime, &mut connections)?);
         }
 
-        let work = futures::future::try_join_all(spec.hosts.iter().zip(&hosts).zip(&host_nls).map(
-            |((host_spec, built), host_nl)| {
-                link_host(&router_nl, built, host_nl, host_spec)
-            },
-        ));
+        let work =
+            futures::future::try_join_all(spec.hosts.iter().zip(&hosts).zip(&host_nls).map(
+                |((host_spec, built), host_nl)| link_host(&router_nl, built, host_nl, host_spec),
+            ));
         // The netlink connections are polled right here, next to the requests, and dropped as
         // soon as the work is done: no socket outlives `build` to keep a namespace alive.
         let connections = futures::future::join_all(connections);
@@ -157,7 +156,10 @@ impl Topology {
 
     /// The namespace of the host called `name`, if the spec had one.
     pub fn host(&self, name: &str) -> Option<&Namespace> {
-        self.hosts.iter().find(|h| h.name == name).map(|h| &h.namespace)
+        self.hosts
+            .iter()
+            .find(|h| h.name == name)
+            .map(|h| &h.namespace)
     }
 
     /// Router-side interface name of a host's link (for later fault injection).
@@ -194,7 +196,11 @@ impl Netlink {
             .map_err(self.err(action.clone()))?;
         match link {
             Some(link) => Ok(link.header.index),
-            None => Err(Error::netlink(&self.label, action, rtnetlink::Error::RequestFailed)),
+            None => Err(Error::netlink(
+                &self.label,
+                action,
+                rtnetlink::Error::RequestFailed,
+            )),
         }
     }
 
@@ -217,7 +223,10 @@ impl Netlink {
     }
 
     async fn add_v6(&self, index: u32, name: &str, addr: Ipv6Addr, prefix_len: u8) -> Result<()> {
-        let mut request = self.handle.address().add(index, IpAddr::V6(addr), prefix_len);
+        let mut request = self
+            .handle
+            .address()
+            .add(index, IpAddr::V6(addr), prefix_len);
         let message = request.message_mut();
         message.header.flags |= AddressHeaderFlags::Nodad;
         message
@@ -392,7 +401,9 @@ fn validate(spec: &TopologySpec) -> Result<()> {
                 let l = len.min(*olen);
                 mask32(*net, l) == mask32(h, l)
             }) {
-                return invalid(format!("hosts {other:?} and {name:?} have overlapping IPv4 link prefixes"));
+                return invalid(format!(
+                    "hosts {other:?} and {name:?} have overlapping IPv4 link prefixes"
+                ));
             }
             v4_nets.push((name, h, len));
         }
@@ -409,7 +420,9 @@ fn validate(spec: &TopologySpec) -> Result<()> {
                 let l = len.min(*olen);
                 mask128(*net, l) == mask128(h, l)
             }) {
-                return invalid(format!("hosts {other:?} and {name:?} have overlapping IPv6 link prefixes"));
+                return invalid(format!(
+                    "hosts {other:?} and {name:?} have overlapping IPv6 link prefixes"
+                ));
             }
             v6_nets.push((name, h, len));
         }

@@ -22,7 +22,10 @@ fn wait_for_descendants(pid: u32, n: usize) -> Vec<u32> {
         if found.len() >= n {
             return found;
         }
-        assert!(Instant::now() < deadline, "pid {pid} has descendants {found:?}, wanted {n}");
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} has descendants {found:?}, wanted {n}"
+        );
         std::thread::sleep(Duration::from_millis(5));
     }
 }
@@ -49,8 +52,15 @@ async fn own_pid_namespace_stop_kills_grandchildren() {
     let init = tree[0];
     let status = std::fs::read_to_string(format!("/proc/{init}/status")).unwrap();
     let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
-    assert!(nspid.ends_with("\t1"), "the command is PID 1 of its namespace: {nspid}");
-    assert_eq!(pid_ns_inode(init), ns_inode(&ns), "the command runs in our network namespace");
+    assert!(
+        nspid.ends_with("\t1"),
+        "the command is PID 1 of its namespace: {nspid}"
+    );
+    assert_eq!(
+        pid_ns_inode(init),
+        ns_inode(&ns),
+        "the command runs in our network namespace"
+    );
     let grandchild = *tree.last().unwrap();
     assert_eq!(pid_ns_inode(grandchild), ns_inode(&ns));
     assert_eq!(process.try_exit_status().unwrap(), None);
@@ -58,7 +68,9 @@ async fn own_pid_namespace_stop_kills_grandchildren() {
     let t0 = Instant::now();
     process.stop(Duration::from_millis(200)).await.unwrap();
     let stopped = t0.elapsed();
-    eprintln!("stop of sh (PID 1, ignores SIGTERM) with 200 ms grace took {stopped:?}; tree was {tree:?}");
+    eprintln!(
+        "stop of sh (PID 1, ignores SIGTERM) with 200 ms grace took {stopped:?}; tree was {tree:?}"
+    );
     for pid in [process.pid()].iter().chain(&tree) {
         assert!(!alive(*pid), "pid {pid} survived stop()");
     }
@@ -108,7 +120,10 @@ fn resolv_conf_is_private_to_the_child() {
         "# mxlab test {}\nnameserver 192.0.2.53\noptions attempts:1 timeout:2\n",
         std::process::id()
     );
-    let path = std::env::temp_dir().join(format!("mxlab-netns-test-{}-resolv.conf", std::process::id()));
+    let path = std::env::temp_dir().join(format!(
+        "mxlab-netns-test-{}-resolv.conf",
+        std::process::id()
+    ));
     std::fs::write(&path, &ours).unwrap();
     let host_before = std::fs::read("/etc/resolv.conf").unwrap();
 
@@ -128,8 +143,16 @@ fn resolv_conf_is_private_to_the_child() {
         )
         .unwrap();
         let mut seen = String::new();
-        process.take_stdout().unwrap().read_to_string(&mut seen).unwrap();
-        assert_eq!(seen, format!("{ours}env=kept\n"), "own_pid_namespace={own_pid_namespace}");
+        process
+            .take_stdout()
+            .unwrap()
+            .read_to_string(&mut seen)
+            .unwrap();
+        assert_eq!(
+            seen,
+            format!("{ours}env=kept\n"),
+            "own_pid_namespace={own_pid_namespace}"
+        );
         // The host's file is untouched, both while the child lives and after.
         assert_eq!(std::fs::read("/etc/resolv.conf").unwrap(), host_before);
     }
@@ -145,7 +168,10 @@ fn resolv_conf_is_private_to_the_child() {
         },
     )
     .unwrap_err();
-    assert!(err.to_string().contains("/nonexistent/mxlab-resolv.conf"), "{err}");
+    assert!(
+        err.to_string().contains("/nonexistent/mxlab-resolv.conf"),
+        "{err}"
+    );
 }
 
 #[test]
@@ -166,8 +192,14 @@ fn missing_program_gives_a_clear_error() {
         .unwrap_err();
         let text = err.to_string();
         eprintln!("spawn error: {text}");
-        assert!(matches!(err, netns::Error::ProgramNotFound { .. }), "{err:?}");
-        assert!(text.contains("mxlab-no-such-program") && text.contains("install"), "{text}");
+        assert!(
+            matches!(err, netns::Error::ProgramNotFound { .. }),
+            "{err:?}"
+        );
+        assert!(
+            text.contains("mxlab-no-such-program") && text.contains("install"),
+            "{text}"
+        );
     }
     let err = netns::output(&ns, Command::new("/nonexistent/mxlab-tool")).unwrap_err();
     eprintln!("output error: {err}");
@@ -214,7 +246,11 @@ fn dropping_a_process_kills_and_reaps_it() {
         )
         .unwrap();
         let pid = process.pid();
-        let tree = if own_pid_namespace { wait_for_descendants(pid, 1) } else { vec![] };
+        let tree = if own_pid_namespace {
+            wait_for_descendants(pid, 1)
+        } else {
+            vec![]
+        };
         assert_eq!(pid_ns_inode(pid), ns_inode(&ns));
         drop(process);
         for p in [pid].iter().chain(&tree) {
@@ -258,7 +294,10 @@ fn sysctls_are_per_namespace() {
         .run(|| std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap())
         .unwrap();
     assert_eq!(inside.trim(), want);
-    assert_eq!(std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(), root_value);
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap(),
+        root_value
+    );
 
     let err = ns.set_sysctl("net/ipv4/no_such_key", "1").unwrap_err();
     assert!(err.to_string().contains("no such sysctl"), "{err}");
@@ -277,6 +316,105 @@ fn run_propagates_results_and_panics() {
         std::fs::metadata("/proc/thread-self/ns/net").unwrap().ino()
     });
     assert_eq!(inode.unwrap(), ns_inode(&ns));
-    let panicked = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ns.run(|| panic!("boom"))));
+    let panicked =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| ns.run(|| panic!("boom"))));
     assert!(panicked.is_err());
+}
+
+/// Environment variable that turns `harness_crash_leaves_no_process` into its child role.
+const CRASH_CHILD: &str = "MXLAB_NETNS_CRASH_CHILD";
+
+#[test]
+fn harness_crash_leaves_no_process() {
+    use std::io::BufRead;
+    if std::env::var_os(CRASH_CHILD).is_some() {
+        // Child role: start processes, report their pids, then wait to be SIGKILLed.
+        println!(); // libtest's "test … ..." line has no newline yet
+        let ns = namespace("crash");
+        for own_pid_namespace in [false, true] {
+            // Without a PID namespace only the direct child is covered (PDEATHSIG), so give it
+            // no grandchildren there.
+            let mut command = Command::new("sh");
+            let script = if own_pid_namespace {
+                "sleep 100 & sleep 100"
+            } else {
+                "exec sleep 100"
+            };
+            command.args(["-c", script]).stdout(Stdio::null());
+            let process = netns::spawn(
+                &ns,
+                command,
+                SpawnOptions {
+                    own_pid_namespace,
+                    ..SpawnOptions::default()
+                },
+            )
+            .unwrap();
+            let mut pids = vec![process.pid()];
+            if own_pid_namespace {
+                pids.extend(wait_for_descendants(process.pid(), 3));
+            }
+            for pid in pids {
+                println!("PID {pid}");
+            }
+            std::mem::forget(process);
+        }
+        println!("READY");
+        std::thread::sleep(Duration::from_secs(100));
+        return;
+    }
+    if !root_or_skip("harness_crash_leaves_no_process") {
+        return;
+    }
+    let mut harness = Command::new(std::env::current_exe().unwrap())
+        .args([
+            "--exact",
+            "harness_crash_leaves_no_process",
+            "--nocapture",
+            "--test-threads=1",
+        ])
+        .env(CRASH_CHILD, "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pids = Vec::new();
+    for line in std::io::BufReader::new(harness.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(pid) = line.strip_prefix("PID ") {
+            pids.push(pid.parse::<u32>().unwrap());
+        }
+        if line == "READY" {
+            break;
+        }
+    }
+    assert!(pids.len() >= 5, "{pids:?}");
+    assert!(pids.iter().all(|p| alive(*p)));
+    harness.kill().unwrap(); // SIGKILL: the "harness" crashes
+    harness.wait().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(3);
+    loop {
+        let survivors: Vec<String> = pids
+            .iter()
+            .filter(|p| alive(**p))
+            .map(|p| {
+                let status =
+                    std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
+                let state = status
+                    .lines()
+                    .find(|l| l.starts_with("State:"))
+                    .unwrap_or("")
+                    .to_owned();
+                format!("{p} {state}")
+            })
+            .collect();
+        if survivors.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "still alive 3 s after the harness died: {survivors:?} of {pids:?}"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    eprintln!("after the harness was SIGKILLed, all of {pids:?} were gone");
 }

@@ -36,7 +36,13 @@ async fn connect(ns: &Namespace, addr: SocketAddr) -> tokio::net::TcpStream {
         .unwrap_or_else(|e| panic!("connect to {addr} from {}: {e}", ns.label()))
 }
 
-async fn round_trip(topology: &Topology, from: &str, to: &str, to_addr: IpAddr, from_addr: IpAddr) -> Duration {
+async fn round_trip(
+    topology: &Topology,
+    from: &str,
+    to: &str,
+    to_addr: IpAddr,
+    from_addr: IpAddr,
+) -> Duration {
     let listener = listen(topology.host(to).unwrap(), SocketAddr::new(to_addr, 2525));
     let started = Instant::now();
     let (client, accepted) = tokio::join!(
@@ -45,7 +51,11 @@ async fn round_trip(topology: &Topology, from: &str, to: &str, to_addr: IpAddr, 
     );
     let elapsed = started.elapsed();
     let (mut server, peer) = accepted.unwrap();
-    assert_eq!(peer.ip(), from_addr, "routed without NAT, source is the host's own address");
+    assert_eq!(
+        peer.ip(),
+        from_addr,
+        "routed without NAT, source is the host's own address"
+    );
     let mut client = client;
     client.write_all(b"EHLO sut\r\n").await.unwrap();
     let mut buf = [0u8; 10];
@@ -91,13 +101,26 @@ async fn tcp_through_router_both_families_without_dad_delay() {
         IpAddr::V4(sut.ipv4.unwrap().host),
     )
     .await;
-    let rtt6 = round_trip(&topology, "sut", "mx1", IpAddr::V6(v6), IpAddr::V6(sut.ipv6.unwrap().host)).await;
+    let rtt6 = round_trip(
+        &topology,
+        "sut",
+        "mx1",
+        IpAddr::V6(v6),
+        IpAddr::V6(sut.ipv6.unwrap().host),
+    )
+    .await;
     eprintln!(
         "3-host build {built:?}; IPv6 bind {bind_after:?} after build; connect IPv4 {rtt4:?}, IPv6 {rtt6:?}"
     );
     // With DAD or an ignored first neighbour solicitation these take ≥ 1 s.
-    assert!(rtt4 < Duration::from_millis(500), "IPv4 connect took {rtt4:?}");
-    assert!(rtt6 < Duration::from_millis(500), "IPv6 connect took {rtt6:?}");
+    assert!(
+        rtt4 < Duration::from_millis(500),
+        "IPv4 connect took {rtt4:?}"
+    );
+    assert!(
+        rtt6 < Duration::from_millis(500),
+        "IPv6 connect took {rtt6:?}"
+    );
 
     // And the dns host reaches mx1 too; no address is tentative anywhere.
     round_trip(
@@ -131,7 +154,10 @@ async fn interfaces_routes_and_forwarding() {
     assert_eq!(topology.router_interface("mx1"), Some("mxlab-mx1"));
     assert_eq!(topology.router_interface("nope"), None);
     assert!(topology.host("nope").is_none());
-    assert_eq!(topology.host("sut").unwrap().label(), format!("{}-sut", spec.prefix));
+    assert_eq!(
+        topology.host("sut").unwrap().label(),
+        format!("{}-sut", spec.prefix)
+    );
     assert_eq!(topology.router().label(), format!("{}-router", spec.prefix));
 
     let run = |ns: &Namespace, args: &[&str]| {
@@ -143,26 +169,63 @@ async fn interfaces_routes_and_forwarding() {
     };
     let router_links = run(topology.router(), &["-o", "link"]);
     for name in ["lo", "mxlab-sut", "mxlab-dns", "mxlab-mx1"] {
-        assert!(router_links.contains(&format!(": {name}@")) || router_links.contains(&format!(": {name}:")), "{router_links}");
+        assert!(
+            router_links.contains(&format!(": {name}@"))
+                || router_links.contains(&format!(": {name}:")),
+            "{router_links}"
+        );
     }
     let host_links = run(topology.host("sut").unwrap(), &["-o", "link"]);
-    assert_eq!(host_links.lines().count(), 2, "lo + mxlab0 only: {host_links}");
+    assert_eq!(
+        host_links.lines().count(),
+        2,
+        "lo + mxlab0 only: {host_links}"
+    );
     assert!(host_links.contains("mxlab0@"), "{host_links}");
     let routes4 = run(topology.host("sut").unwrap(), &["route"]);
-    assert!(routes4.contains("default via 192.0.2.1 dev mxlab0"), "{routes4}");
+    assert!(
+        routes4.contains("default via 192.0.2.1 dev mxlab0"),
+        "{routes4}"
+    );
     let routes6 = run(topology.host("sut").unwrap(), &["-6", "route"]);
-    assert!(routes6.contains("default via 2001:db8:1::1 dev mxlab0"), "{routes6}");
+    assert!(
+        routes6.contains("default via 2001:db8:1::1 dev mxlab0"),
+        "{routes6}"
+    );
 
     let read = |ns: &Namespace, key: &str| {
-        ns.run(|| std::fs::read_to_string(format!("/proc/sys/{key}")).unwrap().trim().to_owned())
-            .unwrap()
+        ns.run(|| {
+            std::fs::read_to_string(format!("/proc/sys/{key}"))
+                .unwrap()
+                .trim()
+                .to_owned()
+        })
+        .unwrap()
     };
     assert_eq!(read(topology.router(), "net/ipv4/ip_forward"), "1");
     assert_eq!(read(topology.router(), "net/ipv6/conf/all/forwarding"), "1");
-    assert_eq!(read(topology.host("dns").unwrap(), "net/ipv6/conf/default/accept_dad"), "0");
-    assert_eq!(read(topology.host("dns").unwrap(), "net/ipv6/conf/mxlab0/accept_dad"), "0");
-    assert_eq!(read(topology.host("dns").unwrap(), "net/ipv4/ip_forward"), "0");
-    assert_ne!(ns_inode(topology.router()), ns_inode(topology.host("sut").unwrap()));
+    assert_eq!(
+        read(
+            topology.host("dns").unwrap(),
+            "net/ipv6/conf/default/accept_dad"
+        ),
+        "0"
+    );
+    assert_eq!(
+        read(
+            topology.host("dns").unwrap(),
+            "net/ipv6/conf/mxlab0/accept_dad"
+        ),
+        "0"
+    );
+    assert_eq!(
+        read(topology.host("dns").unwrap(), "net/ipv4/ip_forward"),
+        "0"
+    );
+    assert_ne!(
+        ns_inode(topology.router()),
+        ns_inode(topology.host("sut").unwrap())
+    );
 }
 
 /// `ip` views of the root namespace that must not change.
@@ -187,7 +250,10 @@ async fn root_namespace_unchanged_by_build_and_drop() {
     let during = root_view();
     drop(topology);
     let after = root_view();
-    assert_eq!(before, during, "the root namespace changed while the topology existed");
+    assert_eq!(
+        before, during,
+        "the root namespace changed while the topology existed"
+    );
     assert_eq!(before, after, "the root namespace changed after drop");
     assert!(!after.concat().contains("mxlab"), "{after:?}");
     assert_eq!(std::fs::read("/etc/resolv.conf").unwrap(), resolv_before);
@@ -207,7 +273,12 @@ async fn build_and_drop_timing_six_hosts() {
         builds.push(t0.elapsed());
         // Prove it works each time: sut → h5 over IPv6.
         let h5 = spec.hosts[5].ipv6.unwrap().host;
-        let listener = topology.host("h5").unwrap().run(|| std::net::TcpListener::bind((h5, 25))).unwrap().unwrap();
+        let listener = topology
+            .host("h5")
+            .unwrap()
+            .run(|| std::net::TcpListener::bind((h5, 25)))
+            .unwrap()
+            .unwrap();
         let mut client = topology
             .host("sut")
             .unwrap()
@@ -227,7 +298,11 @@ async fn build_and_drop_timing_six_hosts() {
     drops.sort();
     eprintln!("6-host Topology::build over 5 runs (sorted): {builds:?}");
     eprintln!("6-host Topology drop over 5 runs (sorted): {drops:?}");
-    assert!(builds[2] < Duration::from_secs(2), "median build {:?}", builds[2]);
+    assert!(
+        builds[2] < Duration::from_secs(2),
+        "median build {:?}",
+        builds[2]
+    );
 }
 
 #[tokio::test]

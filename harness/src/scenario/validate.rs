@@ -407,7 +407,7 @@ outcome = "delivered"
         );
         assert_eq!(
             message,
-            "s.toml:16:6: fault on unknown host \"mx9\"; hosts: mx1"
+            "s.toml:16:6: fault on unknown host \"mx9\"; hosts: sut, mx1"
         );
     }
 

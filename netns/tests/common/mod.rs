@@ -70,7 +70,10 @@ pub fn pid_ns_inode(pid: u32) -> u64 {
 
 /// Output of an `ip` command in the caller's (root) namespace.
 pub fn ip(args: &[&str]) -> String {
-    let out = std::process::Command::new("ip").args(args).output().expect("run ip");
+    let out = std::process::Command::new("ip")
+        .args(args)
+        .output()
+        .expect("run ip");
     assert!(out.status.success(), "ip {args:?}: {out:?}");
     String::from_utf8(out.stdout).expect("utf-8")
 }
@@ -84,7 +87,8 @@ pub fn descendants(pid: u32) -> Vec<u32> {
             continue;
         };
         for task in tasks.flatten() {
-            let children = std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
+            let children =
+                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
             for c in children.split_whitespace().filter_map(|c| c.parse().ok()) {
                 found.push(c);
                 queue.push(c);
