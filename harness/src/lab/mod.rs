@@ -1,0 +1,183 @@
+//! Brings a plan to life, runs the scenario, and takes everything down again.
+//!
+//! Teardown is RAII: every part of a running lab (namespaces, servers, the MTA's process tree,
+//! the work directory) is released when it is dropped, so an error, a panic or a cancelled run
+//! (Ctrl-C) leaves nothing behind. Namespaces are anonymous and the MTA dies with the harness,
+//! so even a killed harness leaks no namespace or process.
+
+mod finish;
+mod schedule;
+mod world;
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use crate::dns::DnsError;
+use crate::events::{Event, EventKind, EventLog};
+use crate::faults::FaultError;
+use crate::plan::Plan;
+use crate::scenario::{Outcome, Scenario};
+use crate::sut::SutError;
+use crate::verdict::{self, Verdict};
+use schedule::FaultTimeline;
+use world::Lab;
+
+/// Why a lab could not be brought up or run.
+#[derive(Debug, thiserror::Error)]
+pub enum LabError {
+    /// The namespaces could not be built.
+    #[error("cannot build the topology: {0}")]
+    Topology(#[from] netns::Error),
+    /// The DNS server could not be configured or started.
+    #[error("cannot start the scenario DNS server: {0}")]
+    Dns(#[from] DnsError),
+    /// A server socket could not be bound inside its namespace.
+    #[error("cannot listen on {address} in the {host} namespace: {source}")]
+    Bind {
+        /// The host.
+        host: String,
+        /// The address.
+        address: SocketAddr,
+        /// The error.
+        source: std::io::Error,
+    },
+    /// The system under test failed.
+    #[error(transparent)]
+    Sut(#[from] SutError),
+    /// A network fault could not be installed or healed.
+    #[error(transparent)]
+    Fault(#[from] FaultError),
+    /// The SYN capture on the router could not start.
+    #[error("cannot watch connection attempts on the router: {0}")]
+    Capture(#[from] crate::capture::CaptureError),
+    /// The work directory could not be created or written.
+    #[error("cannot prepare the work directory: {0}")]
+    WorkDir(std::io::Error),
+}
+
+/// The systems under test mxlab can drive.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum SutKind {
+    /// Postfix, run as a private throwaway instance.
+    Postfix,
+}
+
+impl SutKind {
+    /// The name used in reports and test names.
+    pub fn name(self) -> &'static str {
+        match self {
+            SutKind::Postfix => "postfix",
+        }
+    }
+
+    /// Checks that the SUT is installed, before anything is built.
+    pub fn check_installed(self) -> Result<(), SutError> {
+        match self {
+            SutKind::Postfix => crate::sut::postfix::check_installed(),
+        }
+    }
+}
+
+/// Everything a finished run produced.
+#[derive(Debug, Clone)]
+pub struct RunReport {
+    /// The scenario's name.
+    pub scenario: String,
+    /// The system under test.
+    pub sut: SutKind,
+    /// The verdict.
+    pub verdict: Verdict,
+    /// The whole event log.
+    pub events: Vec<Event>,
+    /// Wall time of the whole run.
+    pub wall: Duration,
+    /// Time to bring the topology up (namespaces, links, addresses, routes).
+    pub topology_up: Duration,
+    /// Time to take everything down (SUT, servers, namespaces, work directory).
+    pub teardown: Duration,
+}
+
+/// Tells from the events whether the run has reached its expected end state.
+type Finished = fn(&[Event], &Plan) -> bool;
+
+/// How long to keep watching after `within`, so a late delivery is reported with its time.
+const LATE_GRACE: Duration = Duration::from_secs(5);
+
+/// Runs one scenario against one SUT and judges it.
+pub async fn run(scenario: &Scenario, sut: SutKind) -> Result<RunReport, LabError> {
+    let started = Instant::now();
+    sut.check_installed()?;
+    let plan = Plan::new(scenario);
+    let prefix = format!("mxlab-{}", run_id());
+    let log = EventLog::new();
+
+    let topology_started = Instant::now();
+    let lab = Lab::up(&plan, &prefix, log.clone(), sut).await?;
+    let topology_up = lab.topology_up;
+    log.record(EventKind::Harness {
+        message: format!(
+            "lab {prefix} up (topology {:.0} ms, total {:.0} ms)",
+            topology_up.as_secs_f64() * 1e3,
+            topology_started.elapsed().as_secs_f64() * 1e3
+        ),
+    });
+
+    let mut faults = FaultTimeline::new(&plan.net_faults, log.clone());
+    faults.catch_up(&lab.topology, Duration::ZERO).await?;
+    let start = tokio::time::Instant::now();
+    for planned in &plan.messages {
+        lab.sut.inject(&planned.message).await?;
+    }
+    let expect = &scenario.expect;
+    let (deadline, done): (Duration, Finished) = match expect.outcome {
+        Outcome::Delivered => (expect.within.0 + LATE_GRACE, finish::all_delivered),
+        Outcome::Bounced => (expect.within.0 + LATE_GRACE, finish::all_bounced),
+        Outcome::Deferred => (expect.within.0, |_, _| false),
+    };
+    let (running_sut, log) = (&lab.sut, &log);
+    let finished = tokio::select! {
+        finished = log.wait_until(deadline, |events| done(events, &plan)) => finished,
+        failed = faults.drive(&lab.topology, start, || async {
+            // A healed fault: have the SUT retry now rather than on its own schedule.
+            if let Err(err) = running_sut.kick().await {
+                log.record(EventKind::Harness { message: format!("kick failed: {err}") });
+            }
+        }) => {
+            failed?;
+            unreachable!("the fault timeline stays pending once it is done")
+        }
+    };
+    if !finished && expect.outcome != Outcome::Deferred {
+        log.record(EventKind::Harness {
+            message: format!("gave up waiting after {:.1}s", deadline.as_secs_f64()),
+        });
+    }
+    lab.sut.queue().await?;
+
+    let teardown_started = Instant::now();
+    lab.down().await?;
+    let teardown = teardown_started.elapsed();
+    log.record(EventKind::Harness {
+        message: format!("lab down in {:.0} ms", teardown.as_secs_f64() * 1e3),
+    });
+
+    let events = log.snapshot();
+    let verdict = verdict::judge(expect, &plan.messages, &events);
+    Ok(RunReport {
+        scenario: scenario.name.clone(),
+        sut,
+        verdict,
+        events,
+        wall: started.elapsed(),
+        topology_up,
+        teardown,
+    })
+}
+
+/// A short id that keeps concurrent runs' names apart.
+fn run_id() -> String {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.subsec_nanos());
+    format!("{:x}{:05x}", std::process::id() & 0xfff, nanos & 0xfffff)
+}

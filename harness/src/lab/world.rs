@@ -1,0 +1,209 @@
+//! The running world: namespaces, DNS, fake MX servers, SYN capture and the SUT.
+
+use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
+use std::time::{Duration, Instant};
+
+use super::{LabError, SutKind};
+use crate::dns::{DnsServer, RunningDns};
+use crate::events::EventLog;
+use crate::family::Family;
+use crate::mx::{self, Listener, RunningMx, SessionIds};
+use crate::plan::{HostPlan, Plan, Role, SUT_HOSTNAME};
+use crate::capture::{self, SynWatch};
+use crate::events::EventKind;
+use crate::sut::{Postfix, RunningPostfix, SutContext};
+
+/// A running world: namespaces, DNS, fake MX servers and the SUT. Dropping it tears it down.
+pub struct Lab {
+    // Field order is drop order: the SUT first, then the servers, then the namespaces they
+    // live in, then the work directory.
+    pub sut: RunningPostfix,
+    syn_watch: SynWatch,
+    mx_servers: Vec<RunningMx>,
+    dns: RunningDns,
+    pub topology: netns::Topology,
+    _work_dir: tempfile::TempDir,
+    pub topology_up: Duration,
+}
+
+impl Lab {
+    pub async fn up(plan: &Plan, prefix: &str, log: EventLog, sut: SutKind) -> Result<Lab, LabError> {
+        let work_dir = tempfile::Builder::new()
+            .prefix(&format!("{prefix}-"))
+            .tempdir()
+            .map_err(LabError::WorkDir)?;
+        crate::gc::write_owner(work_dir.path()).map_err(LabError::WorkDir)?;
+        let built = Instant::now();
+        let topology = netns::Topology::build(&plan.topology(prefix)).await?;
+        let topology_up = built.elapsed();
+        let namespaces = plan
+            .hosts
+            .iter()
+            .map(|host| namespace(&topology, &host.name))
+            .chain([topology.router()]);
+        crate::gc::write_namespaces(work_dir.path(), namespaces).map_err(LabError::WorkDir)?;
+
+        let dns_host = plan.host("dns").expect("the plan always has a dns host");
+        let dns = start_dns(plan, dns_host, &topology, log.clone())?;
+
+        let syn_watch = watch_syns(plan, &topology, log.clone())?;
+        let ids = SessionIds::default();
+        let mut mx_servers = Vec::new();
+        for host in plan
+            .hosts
+            .iter()
+            .filter(|h| matches!(h.role, Role::Mx | Role::Collector))
+        {
+            let listeners = bind_smtp(host, &topology)?;
+            mx_servers.push(mx::start(
+                &host.name,
+                &host.fqdn,
+                listeners,
+                log.clone(),
+                ids.clone(),
+            ));
+        }
+
+        let resolv_conf = work_dir.path().join("resolv.conf");
+        std::fs::write(&resolv_conf, &plan.resolv_conf).map_err(LabError::WorkDir)?;
+        let sut_dir = work_dir.path().join(sut.name());
+        std::fs::create_dir(&sut_dir).map_err(LabError::WorkDir)?;
+        let sut = match sut {
+            SutKind::Postfix => {
+                Postfix::start(SutContext {
+                    namespace: namespace(&topology, "sut"),
+                    resolv_conf: &resolv_conf,
+                    hostname: SUT_HOSTNAME,
+                    work_dir: &sut_dir,
+                    settings: &plan.postfix_settings,
+                    log,
+                })
+                .await?
+            }
+        };
+        Ok(Lab {
+            sut,
+            syn_watch,
+            mx_servers,
+            dns,
+            topology,
+            _work_dir: work_dir,
+            topology_up,
+        })
+    }
+
+    /// Stops everything in order, the SUT first so its last log lines are recorded.
+    pub async fn down(self) -> Result<(), LabError> {
+        let Lab {
+            sut,
+            syn_watch,
+            mx_servers,
+            dns,
+            topology,
+            _work_dir,
+            ..
+        } = self;
+        let stopped = sut.stop().await;
+        syn_watch.stop().await;
+        for server in mx_servers {
+            server.shutdown().await;
+        }
+        dns.shutdown().await;
+        drop(topology);
+        drop(_work_dir);
+        Ok(stopped?)
+    }
+}
+
+fn namespace<'t>(topology: &'t netns::Topology, host: &str) -> &'t netns::Namespace {
+    topology
+        .host(host)
+        .unwrap_or_else(|| panic!("the topology was built from the plan, which has host {host}"))
+}
+
+fn host_sockets(host: &HostPlan) -> Vec<(Family, IpAddr)> {
+    host.addresses()
+        .into_iter()
+        .map(|addr| (Family::of(addr), addr))
+        .collect()
+}
+
+fn start_dns(
+    plan: &Plan,
+    host: &HostPlan,
+    topology: &netns::Topology,
+    log: EventLog,
+) -> Result<RunningDns, LabError> {
+    let addresses: Vec<SocketAddr> = host_sockets(host)
+        .into_iter()
+        .map(|(_, ip)| SocketAddr::new(ip, 53))
+        .collect();
+    let bound = namespace(topology, &host.name).run(move || {
+        let mut udp = Vec::new();
+        let mut tcp = Vec::new();
+        for address in addresses {
+            let bind_error = |source| (address, source);
+            udp.push(UdpSocket::bind(address).map_err(bind_error)?);
+            tcp.push(TcpListener::bind(address).map_err(bind_error)?);
+        }
+        Ok::<_, (SocketAddr, std::io::Error)>((udp, tcp))
+    })?;
+    let (udp, tcp) = bound.map_err(|(address, source)| LabError::Bind {
+        host: host.name.clone(),
+        address,
+        source,
+    })?;
+    Ok(DnsServer::new(&plan.zones, log)?.serve(udp, tcp)?)
+}
+
+fn bind_smtp(host: &HostPlan, topology: &netns::Topology) -> Result<Vec<Listener>, LabError> {
+    let mut listeners = Vec::new();
+    for (family, behaviour) in &host.smtp {
+        let ip = host_sockets(host)
+            .into_iter()
+            .find(|(f, _)| f == family)
+            .map(|(_, ip)| ip)
+            .expect("a host has an SMTP behaviour only for families it has addresses of");
+        let address = SocketAddr::new(ip, 25);
+        let socket = namespace(topology, &host.name)
+            .run(move || TcpListener::bind(address))?
+            .map_err(|source| LabError::Bind {
+                host: host.name.clone(),
+                address,
+                source,
+            })?;
+        listeners.push(Listener {
+            socket,
+            family: *family,
+            behaviour: behaviour.clone(),
+        });
+    }
+    Ok(listeners)
+}
+
+
+/// Records every SYN the SUT sends to an SMTP port, as seen on the router.
+fn watch_syns(plan: &Plan, topology: &netns::Topology, log: EventLog) -> Result<SynWatch, LabError> {
+    let hosts: Vec<(IpAddr, String)> = plan
+        .hosts
+        .iter()
+        .flat_map(|host| host.addresses().into_iter().map(|ip| (ip, host.name.clone())))
+        .collect();
+    let interface = topology
+        .router_interface("sut")
+        .expect("the topology has a sut host");
+    let watch = capture::watch_syns(topology.router(), interface, 25, move |syn| {
+        let host = hosts
+            .iter()
+            .find(|(ip, _)| *ip == syn.server.ip())
+            .map_or_else(|| syn.server.ip().to_string(), |(_, name)| name.clone());
+        log.record(EventKind::TcpSyn {
+            host,
+            family: Family::of(syn.server.ip()),
+            client: syn.client,
+            server: syn.server,
+            retransmission: syn.retransmission,
+        });
+    })?;
+    Ok(watch)
+}
