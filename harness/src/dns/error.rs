@@ -69,6 +69,40 @@ pub enum DnsError {
         /// The library's explanation.
         reason: String,
     },
+    /// A fault's name is not at or below any zone's origin, so no query for it reaches the
+    /// zones and the fault could never apply.
+    #[error(
+        "DNS fault \"{fault}\" is for {name}, which is outside every zone; its name must equal \
+         a zone origin or end in \".<origin>\" for one of: {zones}"
+    )]
+    FaultOutsideZones {
+        /// The fault, e.g. `servfail for mx1.other.test AAAA`.
+        fault: String,
+        /// The fault's name as given.
+        name: String,
+        /// The configured origins, comma-separated.
+        zones: String,
+    },
+    /// A fault names a record type this server does not know.
+    #[error(
+        "DNS fault \"{fault}\" has unknown record type {record_type:?}; use one of {known} \
+         (or none for every type)",
+        known = super::faults::RECORD_TYPES.join(", ")
+    )]
+    UnknownRecordType {
+        /// The fault, e.g. `servfail for mx1.example.test`.
+        fault: String,
+        /// The record type as given.
+        record_type: String,
+    },
+    /// A fault that could never apply: an empty window or `first` of zero.
+    #[error("DNS fault \"{fault}\" can never apply: {reason}")]
+    UselessFault {
+        /// The fault, e.g. `servfail for mx1.example.test`.
+        fault: String,
+        /// Why it can never apply.
+        reason: String,
+    },
     /// [`DnsServer::serve`](super::DnsServer::serve) ran outside a tokio runtime.
     #[error("DnsServer::serve must be called from within a tokio runtime")]
     NoRuntime,

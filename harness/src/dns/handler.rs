@@ -5,8 +5,12 @@
 //! catalog's answer is captured, not sent), *deliver* (send it to the client), *record* (one
 //! [`EventKind::DnsQuery`]). Per-query faults belong in the deliver step, [`deliver`]: it sees the
 //! client, the transport, the question and the catalog's full answer, and decides what (if
-//! anything) goes back on the wire and what the event says.
+//! anything) goes back on the wire and what the event says. Which fault applies is decided
+//! before, by the [`FaultSet`]; a timeout skips the deliver step, and a delay runs it (and the
+//! record step) later in a task of its own, so the event of a delayed query is recorded when
+//! its answer is sent.
 
+use std::fmt;
 use std::iter;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
@@ -21,18 +25,25 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::{Catalog, MessageResponse, MessageResponseBuilder};
 use tracing::{debug, warn};
 
+use super::faults::{AppliedFault, DnsFaultAction, FaultSet};
 use crate::events::{EventKind, EventLog};
 
-/// Answers queries from a [`Catalog`] and records each one as an [`EventKind::DnsQuery`].
+/// Answers queries from a [`Catalog`], applies [`FaultSet`] faults, and records each query as an
+/// [`EventKind::DnsQuery`].
 pub struct QueryHandler {
     catalog: Catalog,
+    faults: FaultSet,
     log: EventLog,
 }
 
 impl QueryHandler {
-    /// A handler answering from `catalog` and recording into `log`.
-    pub fn new(catalog: Catalog, log: EventLog) -> Self {
-        Self { catalog, log }
+    /// A handler answering from `catalog`, with `faults`, recording into `log`.
+    pub fn new(catalog: Catalog, faults: FaultSet, log: EventLog) -> Self {
+        Self {
+            catalog,
+            faults,
+            log,
+        }
     }
 
     /// Runs the catalog on `request` and returns the response it would have sent.
@@ -50,6 +61,16 @@ impl QueryHandler {
             }
         }
     }
+
+    /// The fault to apply to `request`, if any.
+    fn select_fault(&self, request: &Request) -> Option<AppliedFault> {
+        let info = request.request_info().ok()?;
+        self.faults.select(
+            info.query.name(),
+            info.query.query_type(),
+            request.protocol(),
+        )
+    }
 }
 
 #[async_trait::async_trait]
@@ -60,15 +81,53 @@ impl RequestHandler for QueryHandler {
         response_handle: R,
     ) -> ResponseInfo {
         let question = Question::of(request);
+        let fault = self.select_fault(request);
+        if let Some(AppliedFault {
+            action: DnsFaultAction::Timeout,
+            ..
+        }) = fault
+        {
+            let summary = Summary::new("no answer").note("fault timeout");
+            question.record(&self.log, summary);
+            return unsent(request, ResponseCode::ServFail);
+        }
         let answer = self.resolve::<T>(request).await;
-        let (info, summary) = deliver(request, answer, response_handle).await;
-        debug!(client = %question.client, name = %question.name, record_type = %question.record_type, answer = %summary, "dns query");
-        self.log.record(EventKind::DnsQuery {
-            client: question.client,
-            transport: question.transport,
-            name: question.name,
-            record_type: question.record_type,
-            answer: summary,
+        let Some(AppliedFault {
+            action: DnsFaultAction::Delay(delay),
+            ..
+        }) = fault
+        else {
+            let (info, summary) = deliver(request, answer, fault, response_handle).await;
+            question.record(&self.log, summary);
+            return info;
+        };
+        // Sent from a task of its own, so that neither this UDP worker nor the queries behind
+        // this one on a TCP connection wait for it.
+        let info = match &answer {
+            Some(answer) => ResponseInfo::from(Header {
+                metadata: answer.metadata,
+                counts: HeaderCounts::default(),
+            }),
+            None => unsent(request, ResponseCode::ServFail),
+        };
+        let owned = match Request::from_bytes(
+            request.as_slice().to_vec(),
+            request.src(),
+            request.protocol(),
+        ) {
+            Ok(owned) => owned,
+            Err(error) => {
+                warn!(%error, "cannot re-read a request to delay its answer");
+                let summary = Summary::new("no answer").note(format!("cannot delay: {error}"));
+                question.record(&self.log, summary);
+                return info;
+            }
+        };
+        let log = self.log.clone();
+        tokio::spawn(async move {
+            tokio::time::sleep(delay).await;
+            let (_, summary) = deliver(&owned, answer, fault, response_handle).await;
+            question.record(&log, summary);
         });
         info
     }
@@ -105,34 +164,146 @@ impl Question {
             record_type,
         }
     }
+
+    /// Records the query and what was done about it.
+    fn record(self, log: &EventLog, answer: Summary) {
+        let answer = answer.to_string();
+        debug!(client = %self.client, name = %self.name, record_type = %self.record_type, %answer, "dns query");
+        log.record(EventKind::DnsQuery {
+            client: self.client,
+            transport: self.transport,
+            name: self.name,
+            record_type: self.record_type,
+            answer,
+        });
+    }
 }
 
-/// Sends `answer` (the catalog's response, or SERVFAIL if there is none) to the client and
-/// describes what was sent, e.g. `NOERROR 192.0.2.10`.
+/// What was done about a query: `NOERROR 192.0.2.10` followed by notes in parentheses, such as
+/// `NOERROR (no records, fault nodata)` or `NOERROR (truncated, fault truncate)`.
+struct Summary {
+    text: String,
+    notes: Vec<String>,
+}
+
+impl Summary {
+    fn new(text: impl Into<String>) -> Self {
+        Self {
+            text: text.into(),
+            notes: Vec::new(),
+        }
+    }
+
+    fn note(mut self, note: impl Into<String>) -> Self {
+        self.notes.push(note.into());
+        self
+    }
+}
+
+impl fmt::Display for Summary {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.text)?;
+        if !self.notes.is_empty() {
+            write!(f, " ({})", self.notes.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// What the handler reports for a query it does not answer (or not yet).
+fn unsent(request: &Request, code: ResponseCode) -> ResponseInfo {
+    let mut metadata = Metadata::response_from_request(&request.metadata);
+    metadata.response_code = code;
+    ResponseInfo::from(Header {
+        metadata,
+        counts: HeaderCounts::default(),
+    })
+}
+
+/// Sends `answer` (the catalog's response, or SERVFAIL if there is none), or what `fault` makes
+/// of it, to the client and describes what was sent, e.g. `NOERROR 192.0.2.10` or
+/// `SERVFAIL (fault servfail)`.
 ///
-/// This is the one place where per-query faults go: a fault decides here to replace the answer
-/// (SERVFAIL), to wait before sending (delay), to send a truncated message, or to send nothing
-/// (timeout), and says so in the returned description.
+/// This is the one place where per-query faults change what goes on the wire. Two actions are
+/// handled by the caller: a timeout sends nothing, and a delay calls this later from a task of
+/// its own.
 async fn deliver<R: ResponseHandler>(
     request: &Request,
     answer: Option<Message>,
+    fault: Option<AppliedFault>,
     mut response_handle: R,
-) -> (ResponseInfo, String) {
+) -> (ResponseInfo, Summary) {
     let Some(answer) = answer else {
         let response = MessageResponseBuilder::new(&request.queries, None)
             .error_msg(&request.metadata, ResponseCode::ServFail);
         let sent = response_handle.send_response(response).await;
-        return finish(request, sent, "SERVFAIL (internal error)".to_string());
+        let summary = Summary::new("SERVFAIL").note("internal error");
+        return finish(request, sent, summary);
     };
-    let summary = summarize(&answer, request_type(request));
-    let response = MessageResponseBuilder::new(&request.queries, answer.edns.as_ref()).build(
-        answer.metadata,
-        answer.answers.iter(),
-        answer.authorities.iter(),
-        iter::empty(),
-        answer.additionals.iter(),
-    );
-    let sent = response_handle.send_response(response).await;
+    let builder = MessageResponseBuilder::new(&request.queries, answer.edns.as_ref());
+    let Some(fault) = fault else {
+        let summary = summarize(&answer, request_type(request));
+        let response = builder.build(
+            answer.metadata,
+            answer.answers.iter(),
+            answer.authorities.iter(),
+            iter::empty(),
+            answer.additionals.iter(),
+        );
+        let sent = response_handle.send_response(response).await;
+        return finish(request, sent, summary);
+    };
+
+    let note = format!("fault {}", fault.action);
+    let mut metadata = answer.metadata;
+    let (summary, sent) = match fault.action {
+        DnsFaultAction::ServFail | DnsFaultAction::Refused => {
+            metadata.response_code = match fault.action {
+                DnsFaultAction::ServFail => ResponseCode::ServFail,
+                _ => ResponseCode::Refused,
+            };
+            metadata.authoritative = false;
+            let summary = Summary::new(rcode_name(metadata.response_code)).note(note);
+            let response = builder.build_no_records(metadata);
+            (summary, response_handle.send_response(response).await)
+        }
+        DnsFaultAction::NxDomain | DnsFaultAction::NoData => {
+            let summary = if fault.action == DnsFaultAction::NxDomain {
+                metadata.response_code = ResponseCode::NXDomain;
+                Summary::new("NXDOMAIN").note(note)
+            } else {
+                metadata.response_code = ResponseCode::NoError;
+                Summary::new("NOERROR").note("no records").note(note)
+            };
+            metadata.authoritative = true;
+            let response = builder.build(
+                metadata,
+                iter::empty(),
+                iter::once(&fault.soa),
+                iter::empty(),
+                iter::empty(),
+            );
+            (summary, response_handle.send_response(response).await)
+        }
+        DnsFaultAction::Truncate => {
+            // Only selected for UDP; `finish` notes the TC bit.
+            metadata.truncation = true;
+            let summary = Summary::new(rcode_name(metadata.response_code)).note(note);
+            let response = builder.build_no_records(metadata);
+            (summary, response_handle.send_response(response).await)
+        }
+        DnsFaultAction::Delay(_) | DnsFaultAction::Timeout => {
+            let summary = summarize(&answer, request_type(request)).note(note);
+            let response = builder.build(
+                metadata,
+                answer.answers.iter(),
+                answer.authorities.iter(),
+                iter::empty(),
+                answer.additionals.iter(),
+            );
+            (summary, response_handle.send_response(response).await)
+        }
+    };
     finish(request, sent, summary)
 }
 
@@ -140,20 +311,19 @@ async fn deliver<R: ResponseHandler>(
 fn finish(
     request: &Request,
     sent: Result<ResponseInfo, NetError>,
-    summary: String,
-) -> (ResponseInfo, String) {
+    mut summary: Summary,
+) -> (ResponseInfo, Summary) {
     match sent {
-        Ok(info) if info.truncation => (info, format!("{summary} (truncated)")),
-        Ok(info) => (info, summary),
+        Ok(info) => {
+            if info.truncation {
+                summary.notes.insert(0, "truncated".to_string());
+            }
+            (info, summary)
+        }
         Err(error) => {
             warn!(%error, "cannot send DNS response");
-            let mut metadata = Metadata::response_from_request(&request.metadata);
-            metadata.response_code = ResponseCode::ServFail;
-            let info = ResponseInfo::from(Header {
-                metadata,
-                counts: HeaderCounts::default(),
-            });
-            (info, format!("{summary} (not sent: {error})"))
+            let info = unsent(request, ResponseCode::ServFail);
+            (info, summary.note(format!("not sent: {error}")))
         }
     }
 }
@@ -168,13 +338,13 @@ fn request_type(request: &Request) -> Option<RecordType> {
 /// `NOERROR 192.0.2.10, 2001:db8::10`, `NOERROR (no records)`, `NXDOMAIN`, `REFUSED`.
 ///
 /// Answers of another type than asked for (a CNAME leading to the answer) are prefixed with
-/// their type: `NOERROR CNAME mx1.example.test, 192.0.2.10`.
-pub fn summarize(message: &Message, asked: Option<RecordType>) -> String {
+/// their type: `NOERROR CNAME mx1.example.test, 192.0.2.10`. More notes can be added.
+fn summarize(message: &Message, asked: Option<RecordType>) -> Summary {
     let rcode = rcode_name(message.metadata.response_code);
     if message.answers.is_empty() {
         return match message.metadata.response_code {
-            ResponseCode::NoError => format!("{rcode} (no records)"),
-            _ => rcode,
+            ResponseCode::NoError => Summary::new(rcode).note("no records"),
+            _ => Summary::new(rcode),
         };
     }
     let answers: Vec<String> = message
@@ -189,7 +359,7 @@ pub fn summarize(message: &Message, asked: Option<RecordType>) -> String {
             }
         })
         .collect();
-    format!("{rcode} {}", answers.join(", "))
+    Summary::new(format!("{rcode} {}", answers.join(", ")))
 }
 
 /// The conventional upper-case mnemonic (`NOERROR`, `NXDOMAIN`, ...).
@@ -287,7 +457,7 @@ mod tests {
     fn summaries_list_answers_without_trailing_dots() {
         let mut message = Message::response(1, hickory_proto::op::OpCode::Query);
         assert_eq!(
-            summarize(&message, Some(RecordType::A)),
+            summarize(&message, Some(RecordType::A)).to_string(),
             "NOERROR (no records)"
         );
         message.add_answer(record(
@@ -299,7 +469,7 @@ mod tests {
             RData::A(A("192.0.2.10".parse().unwrap())),
         ));
         assert_eq!(
-            summarize(&message, Some(RecordType::A)),
+            summarize(&message, Some(RecordType::A)).to_string(),
             "NOERROR CNAME mx1.example.test, 192.0.2.10"
         );
 
@@ -313,12 +483,15 @@ mod tests {
             RData::TXT(TXT::new(vec!["v=spf1 -all".into()])),
         ));
         assert_eq!(
-            summarize(&message, Some(RecordType::MX)),
+            summarize(&message, Some(RecordType::MX)).to_string(),
             "NOERROR 10 mx1.example.test, TXT \"v=spf1 -all\""
         );
 
         message.answers.clear();
         message.metadata.response_code = ResponseCode::NXDomain;
-        assert_eq!(summarize(&message, Some(RecordType::MX)), "NXDOMAIN");
+        assert_eq!(
+            summarize(&message, Some(RecordType::MX)).to_string(),
+            "NXDOMAIN"
+        );
     }
 }

@@ -10,8 +10,14 @@
 //! Every query is recorded as one [`EventKind::DnsQuery`](crate::events::EventKind) with the
 //! client's address, the transport, the question and a summary of the answer such as
 //! `NOERROR 192.0.2.10, 2001:db8::10`.
+//!
+//! [`DnsServer::with_faults`] adds per-query [`DnsFault`]s: for a name (and optionally a record
+//! type), during a window on the scenario clock, for the first N queries, answer SERVFAIL,
+//! REFUSED, NXDOMAIN or NODATA instead, answer late, truncate over UDP, or not answer at all.
+//! The event then names the fault: `SERVFAIL (fault servfail)`.
 
 mod error;
+mod faults;
 mod handler;
 mod records;
 mod server;
@@ -21,6 +27,7 @@ mod zones;
 mod tests;
 
 pub use error::DnsError;
+pub use faults::{DnsFault, DnsFaultAction, RECORD_TYPES};
 pub use records::{reverse_name, Record, RecordData, Zone};
 pub use server::{DnsServer, RunningDns};
 pub use zones::{NEGATIVE_TTL, RECORD_TTL};

@@ -7,9 +7,11 @@ use hickory_server::Server;
 use tracing::warn;
 
 use super::error::DnsError;
+use super::faults::{DnsFault, FaultSet};
 use super::handler::QueryHandler;
 use super::records::Zone;
 use super::zones::build_catalog;
+use crate::clock::ScenarioClock;
 use crate::events::EventLog;
 
 /// How long a TCP client may stay idle before the server closes its connection.
@@ -27,15 +29,39 @@ impl DnsServer {
     /// every record is checked and placed in the most specific zone covering its name.
     ///
     /// Queries will be recorded into `log` as [`EventKind::DnsQuery`](crate::events::EventKind).
+    /// No faults: [`with_faults`](Self::with_faults) without any.
     ///
     /// # Errors
     ///
     /// A [`DnsError`] naming the offending zone or record: an invalid name, a duplicate
     /// origin, a record outside every zone, or a CNAME that is not alone at its name.
     pub fn new(zones: &[Zone], log: EventLog) -> Result<Self, DnsError> {
+        Self::with_faults(zones, Vec::new(), ScenarioClock::new(), log)
+    }
+
+    /// Like [`new`](Self::new), with per-query faults. For each query, the first fault in
+    /// `faults` that matches its name (and type, if the fault has one) and is active applies:
+    /// its window `from..until` on `clock` is open and its `first` limit is not used up (each
+    /// fault counts the queries it was applied to). The query's event says which fault was
+    /// applied, e.g. `SERVFAIL (fault servfail)`, `no answer (fault timeout)`,
+    /// `NOERROR 2001:db8::2 (fault delay 3s)` or `NOERROR (truncated, fault truncate)`.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`new`](Self::new), and for a fault: an invalid name, a name outside every
+    /// zone ([`DnsError::FaultOutsideZones`]), a record type other than A, AAAA, MX, PTR, TXT,
+    /// CNAME, SOA, NS or ANY ([`DnsError::UnknownRecordType`]), or a fault that can never apply
+    /// ([`DnsError::UselessFault`]: a window ending before it starts, or `first` of 0).
+    pub fn with_faults(
+        zones: &[Zone],
+        faults: Vec<DnsFault>,
+        clock: ScenarioClock,
+        log: EventLog,
+    ) -> Result<Self, DnsError> {
         let catalog = build_catalog(zones)?;
+        let faults = FaultSet::new(zones, faults, clock)?;
         Ok(Self {
-            handler: QueryHandler::new(catalog, log),
+            handler: QueryHandler::new(catalog, faults, log),
         })
     }
 

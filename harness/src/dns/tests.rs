@@ -11,6 +11,7 @@ use hickory_resolver::net::runtime::TokioRuntimeProvider;
 use hickory_resolver::TokioResolver;
 
 use super::*;
+use crate::clock::ScenarioClock;
 use crate::events::{Event, EventKind, EventLog};
 
 const SPF: &str = "v=spf1 ip4:192.0.2.0/24 ip6:2001:db8::/32 -all";
@@ -80,14 +81,23 @@ struct Lab {
 impl Lab {
     fn start(ip: &str) -> Self {
         let ip: IpAddr = ip.parse().unwrap();
+        let log = EventLog::new();
+        Self::serve(ip, DnsServer::new(&zones(), log.clone()).unwrap(), log)
+    }
+
+    /// A server with `faults` on the scenario `clock`.
+    fn with_faults(ip: &str, faults: Vec<DnsFault>, clock: &ScenarioClock) -> Self {
+        let ip: IpAddr = ip.parse().unwrap();
+        let log = EventLog::new();
+        let server = DnsServer::with_faults(&zones(), faults, clock.clone(), log.clone()).unwrap();
+        Self::serve(ip, server, log)
+    }
+
+    fn serve(ip: IpAddr, server: DnsServer, log: EventLog) -> Self {
         let udp = UdpSocket::bind((ip, 0)).unwrap();
         let tcp = TcpListener::bind((ip, 0)).unwrap();
         let (udp_addr, tcp_addr) = (udp.local_addr().unwrap(), tcp.local_addr().unwrap());
-        let log = EventLog::new();
-        let dns = DnsServer::new(&zones(), log.clone())
-            .unwrap()
-            .serve(vec![udp], vec![tcp])
-            .unwrap();
+        let dns = server.serve(vec![udp], vec![tcp]).unwrap();
         assert_eq!(dns.udp_addrs(), [udp_addr]);
         assert_eq!(dns.tcp_addrs(), [tcp_addr]);
         Self {
@@ -99,13 +109,16 @@ impl Lab {
     }
 
     fn resolver(&self, transport: &str) -> TokioResolver {
-        let (connection, addr) = match transport {
-            "udp" => (ConnectionConfig::udp(), self.udp),
-            _ => (ConnectionConfig::tcp(), self.tcp),
+        let mut udp = ConnectionConfig::udp();
+        udp.port = self.udp.port();
+        let mut tcp = ConnectionConfig::tcp();
+        tcp.port = self.tcp.port();
+        let connections = match transport {
+            "udp" => vec![udp],
+            "tcp" => vec![tcp],
+            _ => vec![udp, tcp],
         };
-        let mut connection = connection;
-        connection.port = addr.port();
-        let server = NameServerConfig::new(addr.ip(), true, vec![connection]);
+        let server = NameServerConfig::new(self.udp.ip(), true, connections);
         let mut options = ResolverOpts::default();
         options.timeout = Duration::from_secs(3);
         options.attempts = 1;
@@ -454,4 +467,445 @@ fn serve_needs_a_runtime() {
     let udp = UdpSocket::bind("127.0.0.1:0").unwrap();
     let error = server.serve(vec![udp], vec![]).err().unwrap();
     assert!(matches!(error, DnsError::NoRuntime), "{error}");
+}
+
+// Per-query faults.
+
+/// Sends one hand-built query over UDP (without EDNS) and waits up to `wait` for the response.
+async fn udp_query(
+    server: SocketAddr,
+    name: &str,
+    record_type: RecordType,
+    wait: Duration,
+) -> Option<Message> {
+    let query = query_message(4712, name, record_type);
+    let socket = tokio::net::UdpSocket::bind(loopback_of(server))
+        .await
+        .unwrap();
+    socket
+        .send_to(&query.to_vec().unwrap(), server)
+        .await
+        .unwrap();
+    let mut buffer = vec![0; 65535];
+    let (len, _) = tokio::time::timeout(wait, socket.recv_from(&mut buffer))
+        .await
+        .ok()?
+        .unwrap();
+    let response = Message::from_vec(&buffer[..len]).unwrap();
+    assert_eq!(response.metadata.id, 4712);
+    Some(response)
+}
+
+fn query_message(id: u16, name: &str, record_type: RecordType) -> Message {
+    let mut query = Message::query();
+    query.metadata.id = id;
+    query.metadata.recursion_desired = true;
+    query.add_query(Query::query(name.parse::<Name>().unwrap(), record_type));
+    query
+}
+
+fn loopback_of(server: SocketAddr) -> SocketAddr {
+    match server {
+        SocketAddr::V4(_) => "127.0.0.1:0".parse().unwrap(),
+        SocketAddr::V6(_) => "[::1]:0".parse().unwrap(),
+    }
+}
+
+/// Sends `queries` back to back on one TCP connection and returns the responses in the order
+/// they arrive, each with the time it took.
+async fn tcp_queries(
+    server: SocketAddr,
+    queries: &[(u16, &str, RecordType)],
+) -> Vec<(Message, Duration)> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(server).await.unwrap();
+    let started = tokio::time::Instant::now();
+    for (id, name, record_type) in queries {
+        let bytes = query_message(*id, name, *record_type).to_vec().unwrap();
+        let mut framed = u16::try_from(bytes.len()).unwrap().to_be_bytes().to_vec();
+        framed.extend(bytes);
+        stream.write_all(&framed).await.unwrap();
+    }
+    let mut responses = Vec::new();
+    for _ in queries {
+        let read = async {
+            let len = stream.read_u16().await.unwrap();
+            let mut buffer = vec![0; usize::from(len)];
+            stream.read_exact(&mut buffer).await.unwrap();
+            Message::from_vec(&buffer).unwrap()
+        };
+        let response = tokio::time::timeout(Duration::from_secs(3), read)
+            .await
+            .expect("no TCP response");
+        responses.push((response, started.elapsed()));
+    }
+    responses
+}
+
+fn fault(name: &str, record_type: Option<&str>, action: DnsFaultAction) -> DnsFault {
+    let mut fault = DnsFault::new(name, action);
+    fault.record_type = record_type.map(str::to_string);
+    fault
+}
+
+fn has_soa(message: &Message) -> bool {
+    message
+        .authorities
+        .iter()
+        .any(|record| record.record_type() == RecordType::SOA)
+}
+
+/// The answer texts of the events so far, in order.
+fn answers(events: &[Event]) -> Vec<String> {
+    events
+        .iter()
+        .map(|event| match &event.kind {
+            EventKind::DnsQuery { answer, .. } => answer.clone(),
+            other => panic!("unexpected event {other:?}"),
+        })
+        .collect()
+}
+
+const TIMEOUT_WAIT: Duration = Duration::from_secs(1);
+
+#[tokio::test]
+async fn rcode_faults_replace_the_answer_for_one_type_only() {
+    let name = "mx1.example.test.";
+    let cases = [
+        (
+            DnsFaultAction::ServFail,
+            ResponseCode::ServFail,
+            false,
+            "SERVFAIL (fault servfail)",
+        ),
+        (
+            DnsFaultAction::Refused,
+            ResponseCode::Refused,
+            false,
+            "REFUSED (fault refused)",
+        ),
+        (
+            DnsFaultAction::NxDomain,
+            ResponseCode::NXDomain,
+            true,
+            "NXDOMAIN (fault nxdomain)",
+        ),
+        (
+            DnsFaultAction::NoData,
+            ResponseCode::NoError,
+            true,
+            "NOERROR (no records, fault nodata)",
+        ),
+    ];
+    for (action, code, negative, text) in cases {
+        let lab = Lab::with_faults(
+            "127.0.0.1",
+            vec![fault("MX1.example.test", Some("aaaa"), action)],
+            &ScenarioClock::new(),
+        );
+        let faulted = udp_query(lab.udp, name, RecordType::AAAA, TIMEOUT_WAIT)
+            .await
+            .unwrap();
+        assert_eq!(faulted.metadata.response_code, code, "{action}");
+        assert!(faulted.answers.is_empty(), "{action}");
+        assert_eq!(faulted.metadata.authoritative, negative, "{action}");
+        assert_eq!(has_soa(&faulted), negative, "{action}");
+        assert!(!faulted.metadata.truncation, "{action}");
+
+        // The same name's A records are unaffected.
+        let normal = udp_query(lab.udp, name, RecordType::A, TIMEOUT_WAIT)
+            .await
+            .unwrap();
+        assert_eq!(normal.metadata.response_code, ResponseCode::NoError);
+        assert_eq!(rdata_strings(&normal.answers), ["192.0.2.10", "192.0.2.11"]);
+
+        // And so is TCP for the rcode faults: they apply on every transport.
+        let over_tcp = tcp_queries(lab.tcp, &[(1, name, RecordType::AAAA)]).await;
+        assert_eq!(over_tcp[0].0.metadata.response_code, code, "{action}");
+
+        let events = lab.events(3).await;
+        assert_eq!(
+            answers(&events),
+            [text, "NOERROR 192.0.2.10, 192.0.2.11", text],
+            "{action}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn nxdomain_fault_is_seen_by_a_resolver() {
+    let lab = Lab::with_faults(
+        "::1",
+        vec![fault("mx2.example.test", None, DnsFaultAction::NxDomain)],
+        &ScenarioClock::new(),
+    );
+    let error = lab
+        .resolver("udp")
+        .ipv6_lookup("mx2.example.test.")
+        .await
+        .unwrap_err();
+    assert!(error.is_nx_domain(), "{error:?}");
+    lab.assert_one_query(
+        "udp",
+        "mx2.example.test",
+        "AAAA",
+        "NXDOMAIN (fault nxdomain)",
+    )
+    .await;
+}
+
+#[tokio::test]
+async fn timeout_fault_sends_nothing() {
+    let lab = Lab::with_faults(
+        "127.0.0.1",
+        vec![fault(
+            "mx1.example.test",
+            Some("AAAA"),
+            DnsFaultAction::Timeout,
+        )],
+        &ScenarioClock::new(),
+    );
+    let started = std::time::Instant::now();
+    let response = udp_query(lab.udp, "mx1.example.test.", RecordType::AAAA, TIMEOUT_WAIT).await;
+    assert!(response.is_none(), "{response:?}");
+    assert!(started.elapsed() >= TIMEOUT_WAIT);
+    // The A query is answered at once.
+    let normal = udp_query(lab.udp, "mx1.example.test.", RecordType::A, TIMEOUT_WAIT)
+        .await
+        .unwrap();
+    assert_eq!(normal.answers.len(), 2);
+    let events = lab.events(2).await;
+    assert_eq!(
+        answers(&events),
+        [
+            "no answer (fault timeout)",
+            "NOERROR 192.0.2.10, 192.0.2.11"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn delay_fault_answers_late_without_holding_up_other_queries() {
+    let delay = Duration::from_millis(700);
+    let lab = Lab::with_faults(
+        "127.0.0.1",
+        vec![fault(
+            "mx1.example.test",
+            Some("AAAA"),
+            DnsFaultAction::Delay(delay),
+        )],
+        &ScenarioClock::new(),
+    );
+    // Over UDP, with an A query sent while the AAAA answer is pending.
+    let started = tokio::time::Instant::now();
+    let (delayed, normal) = tokio::join!(
+        async {
+            let response = udp_query(
+                lab.udp,
+                "mx1.example.test.",
+                RecordType::AAAA,
+                Duration::from_secs(3),
+            )
+            .await;
+            (response.unwrap(), started.elapsed())
+        },
+        async {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+            let response =
+                udp_query(lab.udp, "mx1.example.test.", RecordType::A, TIMEOUT_WAIT).await;
+            (response.unwrap(), started.elapsed())
+        },
+    );
+    assert_eq!(
+        rdata_strings(&delayed.0.answers),
+        ["2001:db8::10", "2001:db8::11"]
+    );
+    assert!(delayed.1 >= delay, "{:?}", delayed.1);
+    assert!(
+        delayed.1 < delay + Duration::from_millis(500),
+        "{:?}",
+        delayed.1
+    );
+    assert_eq!(normal.0.answers.len(), 2);
+    assert!(normal.1 < delay, "the A answer waited: {:?}", normal.1);
+
+    // Over TCP, the A query behind the AAAA query on the same connection is answered first.
+    let responses = tcp_queries(
+        lab.tcp,
+        &[
+            (1, "mx1.example.test.", RecordType::AAAA),
+            (2, "mx1.example.test.", RecordType::A),
+        ],
+    )
+    .await;
+    let order: Vec<u16> = responses
+        .iter()
+        .map(|(message, _)| message.metadata.id)
+        .collect();
+    assert_eq!(order, [2, 1]);
+    assert!(responses[0].1 < delay, "{:?}", responses[0].1);
+    assert!(responses[1].1 >= delay, "{:?}", responses[1].1);
+    assert!(responses[1].1 < delay + Duration::from_millis(500));
+    assert_eq!(responses[1].0.answers.len(), 2);
+
+    // Events are recorded when the answer goes out.
+    let events = lab.events(4).await;
+    assert_eq!(
+        answers(&events),
+        [
+            "NOERROR 192.0.2.10, 192.0.2.11",
+            "NOERROR 2001:db8::10, 2001:db8::11 (fault delay 700ms)",
+            "NOERROR 192.0.2.10, 192.0.2.11",
+            "NOERROR 2001:db8::10, 2001:db8::11 (fault delay 700ms)",
+        ]
+    );
+}
+
+#[tokio::test]
+async fn truncate_fault_sets_tc_over_udp_and_answers_in_full_over_tcp() {
+    let lab = Lab::with_faults(
+        "::1",
+        vec![fault(
+            "mx1.example.test",
+            Some("AAAA"),
+            DnsFaultAction::Truncate,
+        )],
+        &ScenarioClock::new(),
+    );
+    let truncated = udp_query(lab.udp, "mx1.example.test.", RecordType::AAAA, TIMEOUT_WAIT)
+        .await
+        .unwrap();
+    assert!(truncated.metadata.truncation);
+    assert_eq!(truncated.metadata.response_code, ResponseCode::NoError);
+    assert!(truncated.answers.is_empty());
+    assert!(truncated.authorities.is_empty());
+
+    let full = tcp_queries(lab.tcp, &[(1, "mx1.example.test.", RecordType::AAAA)]).await;
+    assert!(!full[0].0.metadata.truncation);
+    assert_eq!(
+        rdata_strings(&full[0].0.answers),
+        ["2001:db8::10", "2001:db8::11"]
+    );
+
+    // A resolver retries over TCP by itself.
+    let lookup = lab
+        .resolver("udp+tcp")
+        .ipv6_lookup("mx1.example.test.")
+        .await
+        .unwrap();
+    assert_eq!(lookup.answers().len(), 2);
+
+    let events = lab.events(4).await;
+    let seen: Vec<(String, String)> = events
+        .iter()
+        .map(|event| match &event.kind {
+            EventKind::DnsQuery {
+                transport, answer, ..
+            } => (transport.clone(), answer.clone()),
+            other => panic!("unexpected event {other:?}"),
+        })
+        .collect();
+    let truncated = (
+        "udp".to_string(),
+        "NOERROR (truncated, fault truncate)".to_string(),
+    );
+    let full = (
+        "tcp".to_string(),
+        "NOERROR 2001:db8::10, 2001:db8::11".to_string(),
+    );
+    assert_eq!(seen, [truncated.clone(), full.clone(), truncated, full]);
+}
+
+#[tokio::test]
+async fn first_limits_a_fault_to_the_first_queries() {
+    let mut once = fault("example.test", Some("MX"), DnsFaultAction::ServFail);
+    once.first = Some(1);
+    let lab = Lab::with_faults("127.0.0.1", vec![once], &ScenarioClock::new());
+    let codes = [
+        udp_query(lab.udp, "example.test.", RecordType::MX, TIMEOUT_WAIT).await,
+        udp_query(lab.udp, "example.test.", RecordType::MX, TIMEOUT_WAIT).await,
+    ]
+    .map(|response| {
+        let response = response.unwrap();
+        (response.metadata.response_code, response.answers.len())
+    });
+    assert_eq!(
+        codes,
+        [(ResponseCode::ServFail, 0), (ResponseCode::NoError, 2)]
+    );
+    let events = lab.events(2).await;
+    assert_eq!(
+        answers(&events),
+        [
+            "SERVFAIL (fault servfail)",
+            "NOERROR 10 mx1.example.test, 20 mx2.example.test"
+        ]
+    );
+}
+
+#[tokio::test]
+async fn a_window_on_the_scenario_clock_ends_the_fault() {
+    let mut windowed = fault("mx2.example.test", None, DnsFaultAction::Refused);
+    windowed.until = Some(Duration::from_millis(300));
+    let mut not_yet = fault("mx2.example.test", None, DnsFaultAction::ServFail);
+    not_yet.from = Duration::from_secs(3600);
+    let clock = ScenarioClock::new();
+    let lab = Lab::with_faults("127.0.0.1", vec![not_yet, windowed], &clock);
+
+    // Before the clock starts it reads zero: the window from 0 is open.
+    let code = |response: Option<Message>| response.unwrap().metadata.response_code;
+    let before = udp_query(lab.udp, "mx2.example.test.", RecordType::A, TIMEOUT_WAIT).await;
+    assert_eq!(code(before), ResponseCode::Refused);
+    clock.start();
+    tokio::time::sleep(Duration::from_millis(100)).await;
+    let during = udp_query(lab.udp, "mx2.example.test.", RecordType::A, TIMEOUT_WAIT).await;
+    assert_eq!(code(during), ResponseCode::Refused);
+    tokio::time::sleep(Duration::from_millis(250)).await;
+    let after = udp_query(lab.udp, "mx2.example.test.", RecordType::A, TIMEOUT_WAIT).await;
+    let after = after.unwrap();
+    assert_eq!(after.metadata.response_code, ResponseCode::NoError);
+    assert_eq!(rdata_strings(&after.answers), ["198.51.100.20"]);
+
+    let events = lab.events(3).await;
+    assert_eq!(
+        answers(&events),
+        [
+            "REFUSED (fault refused)",
+            "REFUSED (fault refused)",
+            "NOERROR 198.51.100.20"
+        ]
+    );
+}
+
+#[test]
+fn with_faults_rejects_faults_outside_the_zones_and_unknown_types() {
+    let outside = DnsServer::with_faults(
+        &zones(),
+        vec![fault("mx1.other.test", None, DnsFaultAction::Timeout)],
+        ScenarioClock::new(),
+        EventLog::new(),
+    );
+    let message = outside.err().unwrap().to_string();
+    assert!(message.contains("mx1.other.test"), "{message}");
+    assert!(
+        message.contains("example.test, in-addr.arpa, ip6.arpa"),
+        "{message}"
+    );
+
+    let unknown = DnsServer::with_faults(
+        &zones(),
+        vec![fault(
+            "mx1.example.test",
+            Some("SPF"),
+            DnsFaultAction::Timeout,
+        )],
+        ScenarioClock::new(),
+        EventLog::new(),
+    );
+    let message = unknown.err().unwrap().to_string();
+    assert!(message.contains("\"SPF\""), "{message}");
+    assert!(
+        message.contains("A, AAAA, MX, PTR, TXT, CNAME, SOA, NS, ANY"),
+        "{message}"
+    );
 }

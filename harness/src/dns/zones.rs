@@ -104,18 +104,8 @@ fn build_zone(
     let mut handler =
         InMemoryZoneHandler::empty(origin.clone(), ZoneType::Primary, AxfrPolicy::Deny);
     let server = prefixed(&origin, "ns", origin_text)?;
-    let contact = prefixed(&origin, "hostmaster", origin_text)?;
-    let soa = SOA::new(
-        server.clone(),
-        contact,
-        SERIAL,
-        3600,
-        600,
-        86400,
-        NEGATIVE_TTL,
-    );
     let generated = [
-        HickoryRecord::from_rdata(origin.clone(), RECORD_TTL, RData::SOA(soa)),
+        soa_record(&origin, origin_text, RECORD_TTL)?,
         HickoryRecord::from_rdata(origin, RECORD_TTL, RData::NS(NS(server))),
     ];
     for record in generated {
@@ -138,6 +128,26 @@ fn build_zone(
         }
     }
     Ok(handler)
+}
+
+/// The generated SOA record of the zone at `origin`, with the given TTL.
+///
+/// Negative answers carry it with a TTL of [`NEGATIVE_TTL`] (RFC 2308 section 3).
+pub fn soa_record(origin: &Name, origin_text: &str, ttl: u32) -> Result<HickoryRecord, DnsError> {
+    let soa = SOA::new(
+        prefixed(origin, "ns", origin_text)?,
+        prefixed(origin, "hostmaster", origin_text)?,
+        SERIAL,
+        3600,
+        600,
+        86400,
+        NEGATIVE_TTL,
+    );
+    Ok(HickoryRecord::from_rdata(
+        origin.clone(),
+        ttl,
+        RData::SOA(soa),
+    ))
 }
 
 /// `label.origin`, for the generated SOA and NS names.

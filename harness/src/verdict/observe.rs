@@ -47,13 +47,13 @@ pub struct Attempt {
 }
 
 impl Attempt {
-    /// What the attempt met, e.g. `421 4.3.2 busy` or `no answer to 3 SYNs`.
+    /// What the attempt met, e.g. `421 4.3.2 busy` or `no session, 3 SYNs`.
     pub fn outcome(&self) -> String {
         match (&self.last_reply, self.session) {
             (Some(reply), _) => reply.lines().last().unwrap_or_default().to_string(),
             (None, Some(_)) => "no reply".to_string(),
-            (None, None) if self.syns == 1 => "no answer to its SYN".to_string(),
-            (None, None) => format!("no answer to {} SYNs", self.syns),
+            (None, None) if self.syns == 1 => "no session, 1 SYN".to_string(),
+            (None, None) => format!("no session, {} SYNs", self.syns),
         }
     }
 }

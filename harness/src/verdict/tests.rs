@@ -176,7 +176,7 @@ fn syns_that_met_no_server_count_as_tried() {
     assert_eq!(verdict.status, Status::Pass, "{verdict:?}");
     assert_eq!(
         verdict.summary,
-        "delivered once via ipv4 by mx1 after trying mx1 ipv6 (no answer to 3 SYNs) in 5.10s"
+        "delivered once via ipv4 by mx1 after trying mx1 ipv6 (no session, 3 SYNs) in 5.10s"
     );
     let (expect, messages) = scenario_with("outcome = \"delivered\"\ntried = []");
     assert_eq!(judge(&expect, &messages, &log).status, Status::Fail);
