@@ -82,15 +82,32 @@ impl Topology {
         validate(spec)?;
         let started = std::time::Instant::now();
 
-        let router = Namespace::create(&format!("{}-router", spec.prefix))?;
-        let mut hosts = Vec::with_capacity(spec.hosts.len());
-        for host in &spec.hosts {
-            hosts.push(BuiltHost {
+        // Creating a namespace costs the kernel a few milliseconds: create them all at once.
+        let labels: Vec<String> = std::iter::once(format!("{}-router", spec.prefix))
+            .chain(spec.hosts.iter().map(|h| format!("{}-{}", spec.prefix, h.name)))
+            .collect();
+        let mut created = std::thread::scope(|scope| {
+            let handles: Vec<_> = labels
+                .iter()
+                .map(|label| scope.spawn(move || Namespace::create(label)))
+                .collect();
+            handles
+                .into_iter()
+                .map(|handle| handle.join().expect("namespace creation does not panic"))
+                .collect::<Result<Vec<Namespace>>>()
+        })?
+        .into_iter();
+        let router = created.next().expect("one namespace per label");
+        let hosts: Vec<BuiltHost> = spec
+            .hosts
+            .iter()
+            .zip(created)
+            .map(|(host, namespace)| BuiltHost {
                 name: host.name.clone(),
-                namespace: Namespace::create(&format!("{}-{}", spec.prefix, host.name))?,
+                namespace,
                 router_interface: format!("{INTERFACE_PREFIX}-{}", host.name),
-            });
-        }
+            })
+            .collect();
 
         // accept_dad=0 before any interface exists, so new interfaces inherit it from default.
         const NO_DAD: [(&str, &str); 2] = [
