@@ -68,30 +68,42 @@ impl Firewall {
         }
     }
 
-    fn nft(&self, args: &[&str], stdin: Option<&str>, action: &str) -> Result<std::process::Output> {
+    fn nft(
+        &self,
+        args: &[&str],
+        stdin: Option<&str>,
+        action: &str,
+    ) -> Result<std::process::Output> {
         let fd = self.fd.as_fd();
         let label = self.label.as_str();
         let result = std::thread::scope(|scope| {
             let thread = std::thread::Builder::new()
                 .name("mxlab-nft".into())
-                .spawn_scoped(scope, move || -> Result<io::Result<std::process::Output>> {
-                    nix::sched::setns(fd, CloneFlags::CLONE_NEWNET).map_err(|e| {
-                        Error::namespace(label, "entering the namespace (setns)", e.into())
-                    })?;
-                    let run = || {
-                        let mut child = Command::new("nft")
-                            .args(args)
-                            .stdin(if stdin.is_some() { Stdio::piped() } else { Stdio::null() })
-                            .stdout(Stdio::piped())
-                            .stderr(Stdio::piped())
-                            .spawn()?;
-                        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
-                            pipe.write_all(text.as_bytes())?;
-                        }
-                        child.wait_with_output()
-                    };
-                    Ok(run())
-                })
+                .spawn_scoped(
+                    scope,
+                    move || -> Result<io::Result<std::process::Output>> {
+                        nix::sched::setns(fd, CloneFlags::CLONE_NEWNET).map_err(|e| {
+                            Error::namespace(label, "entering the namespace (setns)", e.into())
+                        })?;
+                        let run = || {
+                            let mut child = Command::new("nft")
+                                .args(args)
+                                .stdin(if stdin.is_some() {
+                                    Stdio::piped()
+                                } else {
+                                    Stdio::null()
+                                })
+                                .stdout(Stdio::piped())
+                                .stderr(Stdio::piped())
+                                .spawn()?;
+                            if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+                                pipe.write_all(text.as_bytes())?;
+                            }
+                            child.wait_with_output()
+                        };
+                        Ok(run())
+                    },
+                )
                 .map_err(|source| Error::Thread {
                     action: format!("running nft in network namespace {label}"),
                     source,

@@ -4,8 +4,8 @@ use std::net::IpAddr;
 
 use futures::TryStreamExt;
 use netlink_packet_route::route::{
-    RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric, RouteProtocol,
-    RouteScope, RouteType,
+    RouteAttribute, RouteFlags, RouteHeader, RouteMessage, RouteMetric, RouteProtocol, RouteScope,
+    RouteType,
 };
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
 use netlink_packet_route::AddressFamily;
@@ -237,7 +237,9 @@ impl Rule {
         for attr in &self.message.attributes {
             match attr {
                 RuleAttribute::Source(a) => from = format!("{a}/{}", self.message.header.src_len),
-                RuleAttribute::Destination(a) => to = format!("{a}/{}", self.message.header.dst_len),
+                RuleAttribute::Destination(a) => {
+                    to = format!("{a}/{}", self.message.header.dst_len)
+                }
                 RuleAttribute::Priority(p) => priority = *p,
                 RuleAttribute::Table(t) => table = *t,
                 _ => {}
@@ -316,7 +318,11 @@ impl Routes {
             .map_err(self.err(action.clone()))?;
         match link {
             Some(link) => Ok(link.header.index),
-            None => Err(Error::netlink(&self.label, action, rtnetlink::Error::RequestFailed)),
+            None => Err(Error::netlink(
+                &self.label,
+                action,
+                rtnetlink::Error::RequestFailed,
+            )),
         }
     }
 

@@ -13,6 +13,10 @@ use crate::{Error, Namespace, Result};
 
 /// Name of the host-side interface in every host namespace.
 const HOST_INTERFACE: &str = "mxlab0";
+/// The router's link-local address on every link.
+const ROUTER_LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 1);
+/// The host's link-local address on its link.
+const HOST_LINK_LOCAL: Ipv6Addr = Ipv6Addr::new(0xfe80, 0, 0, 0, 0, 0, 0, 2);
 /// Prefix of every interface this crate creates.
 const INTERFACE_PREFIX: &str = "mxlab";
 /// Longest host name: "mxlab-" + 8 characters fits the kernel's 15-character limit.
@@ -343,9 +347,14 @@ async fn link_host(
         )?;
     }
     if let Some(v6) = &spec.ipv6 {
+        // Link-local addresses of our own, at once: the kernel's own appear only about a second
+        // after the link comes up, and until then the router cannot resolve neighbours for the
+        // packets it forwards.
         futures::try_join!(
             router_nl.add_v6(router_index, rif, v6.router, v6.prefix_len),
             host_nl.add_v6(host_index, HOST_INTERFACE, v6.host, v6.prefix_len),
+            router_nl.add_v6(router_index, rif, ROUTER_LINK_LOCAL, 64),
+            host_nl.add_v6(host_index, HOST_INTERFACE, HOST_LINK_LOCAL, 64),
         )?;
     }
 

@@ -239,10 +239,10 @@ async fn install_parts(
         installed.routes = Some(routes);
         for route in defaults {
             let routes = installed.routes.as_ref().expect("set above");
-            routes
-                .delete_route(&route)
-                .await
-                .map_err(system(&format!("delete the SUT's route {}", route.describe())))?;
+            routes.delete_route(&route).await.map_err(system(&format!(
+                "delete the SUT's route {}",
+                route.describe()
+            )))?;
             installed.removed_routes.push(route);
         }
         return Ok(());

@@ -32,7 +32,10 @@ pub(crate) fn script(fault: &NetFaultPlan, index: usize) -> Option<String> {
     let mut forward: Vec<String> = Vec::new();
     let mut set = None;
     let (to_target, from_target) = match fault.first {
-        None => (format!("{ip} daddr {target}"), format!("{ip} saddr {target}")),
+        None => (
+            format!("{ip} daddr {target}"),
+            format!("{ip} saddr {target}"),
+        ),
         Some(n) => {
             let key_type = if ip == "ip" { "ipv4_addr" } else { "ipv6_addr" };
             set = Some(format!(
@@ -55,9 +58,9 @@ pub(crate) fn script(fault: &NetFaultPlan, index: usize) -> Option<String> {
         NetFault::SynDrop => forward.push(format!(
             "{to_target} tcp dport {port} tcp flags & (syn | ack) == syn drop"
         )),
-        NetFault::Reset => {
-            forward.push(format!("{to_target} tcp dport {port} reject with tcp reset"))
-        }
+        NetFault::Reset => forward.push(format!(
+            "{to_target} tcp dport {port} reject with tcp reset"
+        )),
         NetFault::Unreachable => forward.push(if ip == "ip" {
             format!("{to_target} reject with icmp type host-unreachable")
         } else {
@@ -69,8 +72,14 @@ pub(crate) fn script(fault: &NetFaultPlan, index: usize) -> Option<String> {
             format!("{to_target} reject with icmpv6 type admin-prohibited")
         }),
         NetFault::Loss { percent } => {
-            forward.push(format!("{to_target} numgen random mod 100 < {percent} drop"));
-            forward.push(format!("{from_target} numgen random mod 100 < {percent} drop"));
+            // numgen's range is 0-99: "< 100" is rejected, and 100 % needs no dice.
+            let dice = if percent >= 100 {
+                String::new()
+            } else {
+                format!(" numgen random mod 100 < {percent}")
+            };
+            forward.push(format!("{to_target}{dice} drop"));
+            forward.push(format!("{from_target}{dice} drop"));
         }
         NetFault::PmtuBlackhole => {
             // The router generates Packet Too Big / Fragmentation Needed itself: filter them
@@ -95,7 +104,10 @@ pub(crate) fn script(fault: &NetFaultPlan, index: usize) -> Option<String> {
     if let Some(set) = set {
         text.push_str(&set);
     }
-    for (chain, hook, rules) in [("forward_fault", "forward", &forward), ("output_fault", "output", &output)] {
+    for (chain, hook, rules) in [
+        ("forward_fault", "forward", &forward),
+        ("output_fault", "output", &output),
+    ] {
         if rules.is_empty() {
             continue;
         }
@@ -122,7 +134,10 @@ mod tests {
 
     fn fault(kind: NetFault, v6: bool, first: Option<u32>) -> NetFaultPlan {
         let (target, sut): (IpAddr, IpAddr) = if v6 {
-            ("2001:db8:0:3::2".parse().unwrap(), "2001:db8::2".parse().unwrap())
+            (
+                "2001:db8:0:3::2".parse().unwrap(),
+                "2001:db8::2".parse().unwrap(),
+            )
         } else {
             ("192.0.2.26".parse().unwrap(), "192.0.2.2".parse().unwrap())
         };
@@ -165,8 +180,13 @@ mod tests {
         let text = script(&fault(NetFault::Loss { percent: 30 }, true, None), 1).unwrap();
         assert!(text.contains("ip6 daddr 2001:db8:0:3::2 numgen random mod 100 < 30 drop"));
         assert!(text.contains("ip6 saddr 2001:db8:0:3::2 numgen random mod 100 < 30 drop"));
+        let text = script(&fault(NetFault::Loss { percent: 100 }, false, None), 1).unwrap();
+        assert!(text.contains("    ip saddr 192.0.2.26 drop\n"), "{text}");
         let text = script(&fault(NetFault::PmtuBlackhole, false, None), 1).unwrap();
-        assert!(text.contains("type filter hook output priority filter"), "{text}");
+        assert!(
+            text.contains("type filter hook output priority filter"),
+            "{text}"
+        );
         assert!(text.contains("ip daddr { 192.0.2.2, 192.0.2.26 } icmp type destination-unreachable icmp code frag-needed drop"), "{text}");
         assert!(script(&fault(NetFault::NoRoute, false, None), 1).is_none());
     }
