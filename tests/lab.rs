@@ -1,0 +1,203 @@
+//! Lab-level guarantees: parallel runs do not interfere, a killed run leaves nothing that
+//! `mxlab gc` does not remove. These tests need root and Postfix; without them they print why
+//! they are skipped and pass.
+
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use mxlab::lab::{self, SutKind};
+use mxlab::scenario;
+use mxlab::verdict::{Failure, Status};
+
+fn can_run(test: &str) -> bool {
+    let reason = if !nix::unistd::geteuid().is_root() {
+        Some("needs root (network namespaces)".to_string())
+    } else {
+        SutKind::Postfix.check_installed().err().map(|e| e.to_string())
+    };
+    if let Some(reason) = &reason {
+        eprintln!("skipping {test}: {reason}");
+    }
+    reason.is_none()
+}
+
+fn scenario_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
+}
+
+/// What must not differ between a run alone and a run among others.
+fn essence(verdict: &mxlab::verdict::Verdict) -> (Status, Vec<String>) {
+    let expectations = verdict
+        .failures
+        .iter()
+        .map(|Failure { expectation, .. }| expectation.clone())
+        .collect();
+    (verdict.status, expectations)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn eight_scenarios_at_once_judge_as_one_at_a_time() {
+    if !can_run("eight_scenarios_at_once_judge_as_one_at_a_time") {
+        return;
+    }
+    let files = scenario::find_scenarios(&[scenario_dir()]).unwrap();
+    let scenarios: Vec<_> = files
+        .iter()
+        .map(|f| scenario::load(f).unwrap())
+        .cycle()
+        .take(8)
+        .collect();
+    let mut alone = Vec::new();
+    for scenario in &scenarios[..files.len().min(8)] {
+        let report = lab::run(scenario, SutKind::Postfix).await.unwrap();
+        alone.push((scenario.name.clone(), essence(&report.verdict)));
+    }
+    let started = Instant::now();
+    let together = futures::future::join_all(
+        scenarios
+            .iter()
+            .map(|scenario| lab::run(scenario, SutKind::Postfix)),
+    )
+    .await;
+    println!("8 scenarios at once: {:.2}s", started.elapsed().as_secs_f64());
+    for (scenario, report) in scenarios.iter().zip(together) {
+        let report = report.unwrap_or_else(|e| panic!("{}: {e}", scenario.name));
+        let expected = &alone
+            .iter()
+            .find(|(name, _)| *name == scenario.name)
+            .unwrap()
+            .1;
+        assert_eq!(
+            &essence(&report.verdict),
+            expected,
+            "{} judged differently when run among others:\n{}",
+            scenario.name,
+            mxlab::report::console::render(&report, true)
+        );
+    }
+}
+
+/// Inode numbers of every network namespace some process is in or holds open.
+fn live_namespaces() -> BTreeSet<String> {
+    let mut found = BTreeSet::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        if !entry.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
+            continue;
+        }
+        if let Ok(link) = std::fs::read_link(entry.path().join("ns/net")) {
+            found.insert(link.to_string_lossy().into_owned());
+        }
+        if let Ok(fds) = std::fs::read_dir(entry.path().join("fd")) {
+            for fd in fds.flatten() {
+                if let Ok(link) = std::fs::read_link(fd.path()) {
+                    let link = link.to_string_lossy().into_owned();
+                    if link.starts_with("net:[") {
+                        found.insert(link);
+                    }
+                }
+            }
+        }
+    }
+    found
+}
+
+/// Live (not zombie) processes inside any of the given namespaces.
+fn live_members(namespaces: &BTreeSet<String>) -> Vec<String> {
+    let mut members = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(link) = std::fs::read_link(entry.path().join("ns/net")) else { continue };
+        if !namespaces.contains(link.to_string_lossy().as_ref()) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().chars().next());
+        if state != Some(Some('Z')) {
+            members.push(stat.split(')').next().unwrap_or_default().to_string() + ")");
+        }
+    }
+    members
+}
+
+#[test]
+fn a_run_killed_with_sigkill_leaves_nothing_after_gc() {
+    if !can_run("a_run_killed_with_sigkill_leaves_nothing_after_gc") {
+        return;
+    }
+    let temp = tempfile::tempdir().unwrap();
+    let scenario = temp.path().join("stuck.toml");
+    std::fs::write(
+        &scenario,
+        r#"
+description = "every MX address answers 421, so the message stays queued"
+[[mx]]
+name = "mx1"
+domain = "example.test"
+[[fault]]
+on = "mx1"
+smtp = { stage = "greeting", reply = "421 4.3.2 go away" }
+[[message]]
+to = ["bob@example.test"]
+[expect]
+outcome = "deferred"
+within = "60s"
+"#,
+    )
+    .unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mxlab"))
+        .args(["run", scenario.to_str().unwrap()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let pid = child.id();
+
+    // Wait until the run is up: its work directory names it as owner and Postfix has tried.
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let work_dir = loop {
+        assert!(Instant::now() < deadline, "the run did not come up");
+        let found = std::fs::read_dir(std::env::temp_dir()).unwrap().flatten().find(|e| {
+            std::fs::read_to_string(e.path().join("owner"))
+                .is_ok_and(|owner| owner.split_whitespace().next() == Some(&pid.to_string()))
+        });
+        if let Some(entry) = found {
+            let log = std::fs::read_to_string(entry.path().join("postfix/log/maillog"));
+            if log.is_ok_and(|log| log.contains("421 4.3.2 go away")) {
+                break entry.path();
+            }
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    };
+    let namespaces: BTreeSet<String> = std::fs::read_to_string(work_dir.join("namespaces"))
+        .unwrap()
+        .split_whitespace()
+        .map(|inode| format!("net:[{inode}]"))
+        .collect();
+    assert_eq!(namespaces.len(), 6, "router + sut, dns, bounces, mx1");
+    assert!(!live_members(&namespaces).is_empty(), "Postfix runs in the SUT namespace");
+
+    child.kill().unwrap();
+    child.wait().unwrap();
+
+    let output = Command::new(env!("CARGO_BIN_EXE_mxlab")).arg("gc").output().unwrap();
+    assert!(output.status.success());
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(stdout.contains(&format!("removed {}", work_dir.display())), "{stdout}");
+    assert!(!work_dir.exists());
+
+    // Processes die with the harness; namespaces go with their last process.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let members = live_members(&namespaces);
+        let still_there: Vec<_> = live_namespaces().intersection(&namespaces).cloned().collect();
+        if members.is_empty() && still_there.is_empty() {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "left behind: processes {members:?}, namespaces {still_there:?}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
