@@ -129,53 +129,62 @@ pub fn fate(
     fate
 }
 
-/// Connection attempts to receiving MX hosts, in order: one per connection, from its first
-/// SYN (retransmissions counted) or, where no SYN was seen, from the session the MX accepted.
+/// Connection attempts to receiving MX hosts, in the order they were made.
+///
+/// When SYNs were captured, each connection is one attempt from its first SYN (retransmissions
+/// counted), and sessions are tied to it by the client's address and port, whatever order the
+/// events were recorded in. Without a capture, each accepted session is an attempt.
 pub fn attempts(events: &[Event]) -> Vec<Attempt> {
+    let captured = events
+        .iter()
+        .any(|event| matches!(event.kind, EventKind::TcpSyn { .. }));
     let mut attempts: Vec<Attempt> = Vec::new();
     for (index, event) in events.iter().enumerate() {
-        match &event.kind {
+        let (host, family, client, session) = match &event.kind {
             EventKind::TcpSyn {
                 host,
                 family,
                 client,
                 ..
-            } if host != COLLECTOR => {
-                match attempts.iter_mut().rev().find(|a| a.client == *client) {
-                    Some(attempt) => attempt.syns += 1,
-                    None => attempts.push(Attempt {
-                        event: index,
-                        host: host.clone(),
-                        family: *family,
-                        client: *client,
-                        syns: 1,
-                        session: None,
-                        last_reply: None,
-                    }),
-                }
-            }
+            } if captured => (host, family, client, None),
             EventKind::SmtpConnected {
                 host,
-                session,
                 family,
                 client,
+                session,
                 ..
-            } if host != COLLECTOR => {
-                let known = attempts
+            } if !captured => (host, family, client, Some(*session)),
+            _ => continue,
+        };
+        let syn = session.is_none();
+        if host == COLLECTOR {
+            continue;
+        }
+        let retransmitted = attempts.iter_mut().rev().find(|a| syn && a.client == *client);
+        match retransmitted {
+            Some(attempt) => attempt.syns += 1,
+            None => attempts.push(Attempt {
+                event: index,
+                host: host.clone(),
+                family: *family,
+                client: *client,
+                syns: u32::from(syn),
+                session,
+                last_reply: None,
+            }),
+        }
+    }
+    for event in events {
+        match &event.kind {
+            EventKind::SmtpConnected {
+                session, client, ..
+            } if captured => {
+                let attempt = attempts
                     .iter_mut()
                     .rev()
                     .find(|a| a.client == *client && a.session.is_none());
-                match known {
-                    Some(attempt) => attempt.session = Some(*session),
-                    None => attempts.push(Attempt {
-                        event: index,
-                        host: host.clone(),
-                        family: *family,
-                        client: *client,
-                        syns: 0,
-                        session: Some(*session),
-                        last_reply: None,
-                    }),
+                if let Some(attempt) = attempt {
+                    attempt.session = Some(*session);
                 }
             }
             EventKind::SmtpReply { session, reply, .. } => {
