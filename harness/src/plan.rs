@@ -7,10 +7,10 @@ use std::time::Duration;
 
 use netns::{HostSpec, LinkAddresses, TopologySpec};
 
-use crate::dns::{reverse_name, Record, RecordData, Zone};
+use crate::dns::{reverse_name, DnsFault, DnsFaultAction, Record, RecordData, Zone};
 use crate::family::Family;
 use crate::mx::ListenerBehaviour;
-use crate::scenario::{NetFault, Scenario, SmtpStage, SENDER_DOMAIN};
+use crate::scenario::{DnsAnswer, Fault, NetFault, PtrFault, Scenario, SmtpStage, SENDER_DOMAIN};
 use crate::sut::OutgoingMessage;
 
 /// What part a host plays in the topology.
@@ -41,6 +41,8 @@ pub struct HostPlan {
     pub ipv6: Option<LinkAddresses<Ipv6Addr>>,
     /// How its SMTP listeners behave per family (empty for hosts that run no SMTP server).
     pub smtp: BTreeMap<Family, ListenerBehaviour>,
+    /// More addresses published in DNS for the host, which nothing answers on.
+    pub extra_addresses: Vec<IpAddr>,
 }
 
 impl HostPlan {
@@ -67,6 +69,8 @@ pub struct Plan {
     pub postfix_settings: BTreeMap<String, String>,
     /// Network faults, one per host and family.
     pub net_faults: Vec<NetFaultPlan>,
+    /// Faults of the scenario DNS server.
+    pub dns_faults: Vec<DnsFault>,
 }
 
 /// A message to inject and the Message-ID that identifies it in events.
@@ -108,12 +112,14 @@ impl Plan {
                     .collect(),
                 fqdn,
                 role: Role::Mx,
+                extra_addresses: mx.extra_addresses.iter().map(|a| *a.get_ref()).collect(),
             };
             apply_faults(scenario, &mut host);
             hosts.push(host);
         }
         let zones = zones(scenario, &hosts);
         let net_faults = net_faults(scenario, &hosts);
+        let dns_faults = dns_faults(scenario, &hosts);
         let dns = &hosts[1];
         let resolv_conf = resolv_conf(dns);
         Plan {
@@ -122,6 +128,7 @@ impl Plan {
             messages: messages(scenario),
             postfix_settings: scenario.sut.postfix.clone(),
             net_faults,
+            dns_faults,
             hosts,
         }
     }
@@ -163,6 +170,7 @@ fn fixed_host(index: u16, name: &str, fqdn: &str, role: Role) -> HostPlan {
         ipv4: Some(ipv4_link(index)),
         ipv6: Some(ipv6_link(index)),
         smtp,
+        extra_addresses: Vec::new(),
     }
 }
 
@@ -230,6 +238,57 @@ pub struct NetFaultPlan {
     pub first: Option<u32>,
 }
 
+fn schedule_of(fault: &Fault) -> Schedule {
+    fault.window.as_ref().map_or(
+        Schedule {
+            from: Duration::ZERO,
+            until: None,
+        },
+        |window| Schedule {
+            from: window.get_ref().from.0,
+            until: window.get_ref().until.map(|until| until.0),
+        },
+    )
+}
+
+fn dns_faults(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<DnsFault> {
+    scenario
+        .faults
+        .iter()
+        .filter_map(|fault| {
+            let spec = fault.dns.as_ref()?.get_ref();
+            let name = spec.name.as_ref().map_or_else(
+                || {
+                    hosts
+                        .iter()
+                        .find(|h| &h.name == fault.on.get_ref())
+                        .expect("validation checked that the fault names a host")
+                        .fqdn
+                        .clone()
+                },
+                |name| name.get_ref().clone(),
+            );
+            let schedule = schedule_of(fault);
+            Some(DnsFault {
+                name,
+                record_type: spec.record_type.as_ref().map(|t| t.get_ref().to_ascii_uppercase()),
+                action: match *spec.answer.get_ref() {
+                    DnsAnswer::Servfail => DnsFaultAction::ServFail,
+                    DnsAnswer::Refused => DnsFaultAction::Refused,
+                    DnsAnswer::Nxdomain => DnsFaultAction::NxDomain,
+                    DnsAnswer::Nodata => DnsFaultAction::NoData,
+                    DnsAnswer::Timeout => DnsFaultAction::Timeout,
+                    DnsAnswer::Truncate => DnsFaultAction::Truncate,
+                    DnsAnswer::Delay(delay) => DnsFaultAction::Delay(delay.0),
+                },
+                from: schedule.from,
+                until: schedule.until,
+                first: fault.first.as_ref().map(|first| *first.get_ref()),
+            })
+        })
+        .collect()
+}
+
 fn net_faults(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<NetFaultPlan> {
     let sut = &hosts[0];
     let mut planned = Vec::new();
@@ -241,16 +300,7 @@ fn net_faults(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<NetFaultPlan> {
             .iter()
             .find(|h| &h.name == fault.on.get_ref())
             .expect("validation checked that faults name a host");
-        let schedule = fault.window.as_ref().map_or(
-            Schedule {
-                from: Duration::ZERO,
-                until: None,
-            },
-            |window| Schedule {
-                from: window.get_ref().from.0,
-                until: window.get_ref().until.map(|until| until.0),
-            },
-        );
+        let schedule = schedule_of(fault);
         for target in host.addresses() {
             let family = Family::of(target);
             if fault.family.as_ref().is_some_and(|f| *f.get_ref() != family) {
@@ -276,18 +326,67 @@ fn net_faults(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<NetFaultPlan> {
     planned
 }
 
+/// Records filed under the zone whose origin is the longest suffix of their name.
+struct ZoneSet {
+    zones: BTreeMap<String, Vec<Record>>,
+}
+
+impl ZoneSet {
+    fn new(origins: impl IntoIterator<Item = String>) -> Self {
+        Self {
+            zones: origins.into_iter().map(|origin| (origin, Vec::new())).collect(),
+        }
+    }
+
+    fn add(&mut self, name: &str, data: RecordData) {
+        let origin = self
+            .zones
+            .keys()
+            .filter(|origin| name == origin.as_str() || name.ends_with(&format!(".{origin}")))
+            .max_by_key(|origin| origin.len())
+            .cloned()
+            .expect("every planned name lies in a planned zone");
+        self.zones.get_mut(&origin).expect("origin exists").push(Record {
+            name: name.to_string(),
+            data,
+        });
+    }
+
+    fn into_zones(self) -> Vec<Zone> {
+        self.zones
+            .into_iter()
+            .map(|(origin, records)| Zone { origin, records })
+            .collect()
+    }
+}
+
+/// The forward name a broken PTR points at: it exists, but not with the host's address.
+fn mismatched_name(host: &HostPlan) -> String {
+    let (label, domain) = host.fqdn.split_once('.').unwrap_or((&host.fqdn, SENDER_DOMAIN));
+    format!("{label}-unverified.{domain}")
+}
+
+/// Addresses no host has, for the forward records of mismatched PTR names.
+const MISMATCH_V4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 254);
+const MISMATCH_V6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0xffff, 0, 0, 0, 0, 0xfe);
+
+fn address_record(addr: IpAddr) -> RecordData {
+    match addr {
+        IpAddr::V4(v4) => RecordData::A(v4),
+        IpAddr::V6(v6) => RecordData::Aaaa(v6),
+    }
+}
+
 fn zones(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<Zone> {
-    let mut forward: BTreeMap<String, Vec<Record>> = BTreeMap::new();
-    let sender = forward.entry(SENDER_DOMAIN.to_string()).or_default();
-    sender.push(Record {
-        name: SENDER_DOMAIN.to_string(),
-        data: RecordData::Mx {
+    let mut zones = ZoneSet::new(crate::scenario::zone_origins(scenario));
+    zones.add(
+        SENDER_DOMAIN,
+        RecordData::Mx {
             preference: 10,
             exchange: format!("mx.{SENDER_DOMAIN}"),
         },
-    });
-    let sut = &hosts[0];
-    let spf = sut
+    );
+    let spf = hosts[0]
         .addresses()
         .iter()
         .map(|addr| match addr {
@@ -296,59 +395,55 @@ fn zones(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<Zone> {
         })
         .collect::<Vec<_>>()
         .join(" ");
-    sender.push(Record {
-        name: SENDER_DOMAIN.to_string(),
-        data: RecordData::Txt(format!("v=spf1 {spf} -all")),
-    });
+    zones.add(SENDER_DOMAIN, RecordData::Txt(format!("v=spf1 {spf} -all")));
     for mx in &scenario.mxs {
-        forward
-            .entry(mx.domain.get_ref().clone())
-            .or_default()
-            .push(Record {
-                name: mx.domain.get_ref().clone(),
-                data: RecordData::Mx {
-                    preference: mx.preference,
-                    exchange: format!("{}.{}", mx.name.get_ref(), mx.domain.get_ref()),
-                },
-            });
+        let fqdn = format!("{}.{}", mx.name.get_ref(), mx.domain.get_ref());
+        let exchange = if mx.exchange_is_cname {
+            let alias = format!("mail-{fqdn}");
+            zones.add(&alias, RecordData::Cname(fqdn));
+            alias
+        } else {
+            fqdn
+        };
+        zones.add(
+            mx.domain.get_ref(),
+            RecordData::Mx {
+                preference: mx.preference,
+                exchange,
+            },
+        );
     }
-    let mut reverse_v4 = Vec::new();
-    let mut reverse_v6 = Vec::new();
     for host in hosts {
-        let domain = host.fqdn.split_once('.').map_or("", |(_, d)| d).to_string();
+        for addr in host.addresses().into_iter().chain(host.extra_addresses.iter().copied()) {
+            zones.add(&host.fqdn, address_record(addr));
+        }
         for addr in host.addresses() {
-            let data = match addr {
-                IpAddr::V4(v4) => RecordData::A(v4),
-                IpAddr::V6(v6) => RecordData::Aaaa(v6),
-            };
-            forward.entry(domain.clone()).or_default().push(Record {
-                name: host.fqdn.clone(),
-                data,
-            });
-            let ptr = Record {
-                name: reverse_name(addr),
-                data: RecordData::Ptr(host.fqdn.clone()),
-            };
-            match addr {
-                IpAddr::V4(_) => reverse_v4.push(ptr),
-                IpAddr::V6(_) => reverse_v6.push(ptr),
+            match ptr_fault(scenario, host, Family::of(addr)) {
+                None => zones.add(&reverse_name(addr), RecordData::Ptr(host.fqdn.clone())),
+                Some(PtrFault::Missing) => {}
+                Some(PtrFault::Mismatch) => {
+                    let name = mismatched_name(host);
+                    zones.add(&reverse_name(addr), RecordData::Ptr(name.clone()));
+                    let elsewhere = match addr {
+                        IpAddr::V4(_) => IpAddr::V4(MISMATCH_V4),
+                        IpAddr::V6(_) => IpAddr::V6(MISMATCH_V6),
+                    };
+                    zones.add(&name, address_record(elsewhere));
+                }
             }
         }
     }
-    forward
-        .into_iter()
-        .map(|(origin, records)| Zone { origin, records })
-        .chain([
-            Zone {
-                origin: "in-addr.arpa".to_string(),
-                records: reverse_v4,
-            },
-            Zone {
-                origin: "ip6.arpa".to_string(),
-                records: reverse_v6,
-            },
-        ])
-        .collect()
+    zones.into_zones()
+}
+
+/// The PTR fault on this host's address of `family`, if the scenario has one.
+fn ptr_fault(scenario: &Scenario, host: &HostPlan, family: Family) -> Option<PtrFault> {
+    scenario
+        .faults
+        .iter()
+        .filter(|fault| fault.on.get_ref() == &host.name)
+        .filter(|fault| fault.family.as_ref().is_none_or(|f| *f.get_ref() == family))
+        .find_map(|fault| fault.ptr.as_ref().map(|ptr| *ptr.get_ref()))
 }
 
 fn resolv_conf(dns: &HostPlan) -> String {
@@ -531,6 +626,71 @@ outcome = "delivered"
             .find(|z| z.origin == SENDER_DOMAIN)
             .unwrap();
         assert!(sender.records.iter().any(|r| matches!(&r.data, RecordData::Txt(t) if t == "v=spf1 ip4:192.0.2.2 ip6:2001:db8::2 -all")));
+    }
+
+    fn plan_with(extra: &str) -> Plan {
+        let text = SCENARIO.replace("[[message]]", &format!("{extra}\n\n[[message]]"));
+        Plan::new(&parse(Path::new("x.toml"), &text).unwrap())
+    }
+
+    fn records_named<'p>(plan: &'p Plan, name: &str) -> Vec<&'p RecordData> {
+        plan.zones
+            .iter()
+            .flat_map(|z| &z.records)
+            .filter(|r| r.name == name)
+            .map(|r| &r.data)
+            .collect()
+    }
+
+    #[test]
+    fn a_missing_ptr_removes_only_that_family() {
+        let plan = plan_with("[[fault]]\non = \"sut\"\nfamily = \"ipv6\"\nptr = \"missing\"");
+        let v6 = reverse_name("2001:db8::2".parse().unwrap());
+        let v4 = reverse_name("192.0.2.2".parse().unwrap());
+        assert!(records_named(&plan, &v6).is_empty());
+        assert_eq!(records_named(&plan, &v4), [&RecordData::Ptr(SUT_HOSTNAME.into())]);
+    }
+
+    #[test]
+    fn a_mismatched_ptr_names_a_host_with_other_addresses() {
+        let plan = plan_with("[[fault]]\non = \"sut\"\nfamily = \"ipv6\"\nptr = \"mismatch\"");
+        let v6 = reverse_name("2001:db8::2".parse().unwrap());
+        assert_eq!(records_named(&plan, &v6), [&RecordData::Ptr("sut-unverified.sender.test".into())]);
+        assert_eq!(
+            records_named(&plan, "sut-unverified.sender.test"),
+            [&RecordData::Aaaa(MISMATCH_V6)]
+        );
+    }
+
+    #[test]
+    fn extra_addresses_and_cname_exchanges_are_published() {
+        let text = SCENARIO.replacen(
+            "domain = \"example.test\"",
+            "domain = \"example.test\"\nextra_addresses = [\"fe80::25\", \"2001:db8:dead::25\"]\nexchange_is_cname = true",
+            1,
+        );
+        let plan = Plan::new(&parse(Path::new("x.toml"), &text).unwrap());
+        let mx1 = records_named(&plan, "mx1.example.test");
+        assert!(mx1.contains(&&RecordData::Aaaa("fe80::25".parse().unwrap())));
+        assert!(mx1.contains(&&RecordData::Aaaa("2001:db8:dead::25".parse().unwrap())));
+        assert_eq!(
+            records_named(&plan, "mail-mx1.example.test"),
+            [&RecordData::Cname("mx1.example.test".into())]
+        );
+        assert!(records_named(&plan, "example.test").contains(&&RecordData::Mx {
+            preference: 10,
+            exchange: "mail-mx1.example.test".into()
+        }));
+    }
+
+    #[test]
+    fn a_dns_fault_defaults_to_its_host_name() {
+        let plan = plan_with("[[fault]]\non = \"mx1\"\ndns = { type = \"aaaa\", answer = { delay = \"3s\" } }\nwindow = { until = \"10s\" }\nfirst = 2");
+        let fault = &plan.dns_faults[0];
+        assert_eq!(fault.name, "mx1.example.test");
+        assert_eq!(fault.record_type.as_deref(), Some("AAAA"));
+        assert_eq!(fault.action, DnsFaultAction::Delay(Duration::from_secs(3)));
+        assert_eq!((fault.until, fault.first), (Some(Duration::from_secs(10)), Some(2)));
     }
 
     #[test]

@@ -12,6 +12,7 @@ mod world;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use crate::clock::ScenarioClock;
 use crate::dns::DnsError;
 use crate::events::{Event, EventKind, EventLog};
 use crate::faults::FaultError;
@@ -112,7 +113,8 @@ pub async fn run(scenario: &Scenario, sut: SutKind) -> Result<RunReport, LabErro
     let log = EventLog::new();
 
     let topology_started = Instant::now();
-    let lab = Lab::up(&plan, &prefix, log.clone(), sut).await?;
+    let clock = ScenarioClock::new();
+    let lab = Lab::up(&plan, &prefix, &clock, log.clone(), sut).await?;
     let topology_up = lab.topology_up;
     log.record(EventKind::Harness {
         message: format!(
@@ -124,7 +126,7 @@ pub async fn run(scenario: &Scenario, sut: SutKind) -> Result<RunReport, LabErro
 
     let mut faults = FaultTimeline::new(&plan.net_faults, log.clone());
     faults.catch_up(&lab.topology, Duration::ZERO).await?;
-    let start = tokio::time::Instant::now();
+    let start = clock.start();
     for planned in &plan.messages {
         lab.sut.inject(&planned.message).await?;
     }

@@ -4,6 +4,7 @@ use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
 
 use super::{LabError, SutKind};
+use crate::clock::ScenarioClock;
 use crate::dns::{DnsServer, RunningDns};
 use crate::events::EventLog;
 use crate::family::Family;
@@ -27,7 +28,13 @@ pub struct Lab {
 }
 
 impl Lab {
-    pub async fn up(plan: &Plan, prefix: &str, log: EventLog, sut: SutKind) -> Result<Lab, LabError> {
+    pub async fn up(
+        plan: &Plan,
+        prefix: &str,
+        clock: &ScenarioClock,
+        log: EventLog,
+        sut: SutKind,
+    ) -> Result<Lab, LabError> {
         let work_dir = tempfile::Builder::new()
             .prefix(&format!("{prefix}-"))
             .tempdir()
@@ -44,7 +51,7 @@ impl Lab {
         crate::gc::write_namespaces(work_dir.path(), namespaces).map_err(LabError::WorkDir)?;
 
         let dns_host = plan.host("dns").expect("the plan always has a dns host");
-        let dns = start_dns(plan, dns_host, &topology, log.clone())?;
+        let dns = start_dns(plan, dns_host, &topology, clock.clone(), log.clone())?;
 
         let syn_watch = watch_syns(plan, &topology, log.clone())?;
         let ids = SessionIds::default();
@@ -132,6 +139,7 @@ fn start_dns(
     plan: &Plan,
     host: &HostPlan,
     topology: &netns::Topology,
+    clock: ScenarioClock,
     log: EventLog,
 ) -> Result<RunningDns, LabError> {
     let addresses: Vec<SocketAddr> = host_sockets(host)
@@ -153,7 +161,7 @@ fn start_dns(
         address,
         source,
     })?;
-    Ok(DnsServer::new(&plan.zones, log)?.serve(udp, tcp)?)
+    Ok(DnsServer::with_faults(&plan.zones, plan.dns_faults.clone(), clock, log)?.serve(udp, tcp)?)
 }
 
 fn bind_smtp(host: &HostPlan, topology: &netns::Topology) -> Result<Vec<Listener>, LabError> {
@@ -187,7 +195,10 @@ fn watch_syns(plan: &Plan, topology: &netns::Topology, log: EventLog) -> Result<
     let hosts: Vec<(IpAddr, String)> = plan
         .hosts
         .iter()
-        .flat_map(|host| host.addresses().into_iter().map(|ip| (ip, host.name.clone())))
+        .flat_map(|host| {
+            let all = host.addresses().into_iter().chain(host.extra_addresses.iter().copied());
+            all.map(|ip| (ip, host.name.clone()))
+        })
         .collect();
     let interface = topology
         .router_interface("sut")

@@ -17,4 +17,4 @@ pub use model::{
     DnsAnswer, DnsFaultSpec, Expect, Fault, MessageSpec, MxSpec, NetFault, Outcome, PtrFault,
     Scenario, SmtpFault, SmtpStage, SutSettings, Window,
 };
-pub use validate::{MAX_MX_HOSTS, SENDER_DOMAIN};
+pub use validate::{zone_origins, MAX_MX_HOSTS, SENDER_DOMAIN};
