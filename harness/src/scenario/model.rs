@@ -354,6 +354,10 @@ pub struct Expect {
     /// No message accepted twice (by Message-ID or identical content).
     #[serde(default = "yes")]
     pub exactly_once: bool,
+    /// DNS queries the MTA must have made, in this order (others may come between), each as
+    /// `"NAME TYPE"`, e.g. `["mx1.example.test AAAA", "mx1.example.test A"]`.
+    #[serde(default)]
+    pub queried: Option<Vec<Spanned<String>>>,
 }
 
 fn default_within() -> HumanDuration {

@@ -326,6 +326,20 @@ fn validate_expect(scenario: &Scenario) -> Result<(), Problem> {
             ));
         }
     }
+    for query in scenario.expect.queried.iter().flatten() {
+        let well_formed = query
+            .get_ref()
+            .split_once(' ')
+            .is_some_and(|(name, kind)| {
+                !name.is_empty() && DNS_FAULT_TYPES.contains(&kind.to_ascii_uppercase().as_str())
+            });
+        if !well_formed {
+            return Err(problem(
+                query,
+                format!("expect.queried entries are \"NAME TYPE\" with TYPE one of {}; got {:?}", DNS_FAULT_TYPES.join(", "), query.get_ref()),
+            ));
+        }
+    }
     if scenario.expect.within.0.is_zero() {
         return Err(Problem {
             offset: 0,

@@ -12,7 +12,7 @@ use serde::Serialize;
 
 pub use observe::{attempts, fate, Acceptance, Attempt, MessageFate, COLLECTOR};
 
-use crate::events::Event;
+use crate::events::{Event, EventKind};
 use crate::family::Family;
 use crate::plan::PlannedMessage;
 use crate::scenario::{Expect, Outcome};
@@ -167,6 +167,11 @@ pub fn judge(expect: &Expect, messages: &[PlannedMessage], events: &[Event]) -> 
             });
         }
     }
+    if let Some(queried) = &expect.queried {
+        if let Some(failure) = check_queries(queried, events) {
+            failures.push(failure);
+        }
+    }
     if expect.exactly_once {
         for (digest, indices) in observe::repeated_digests(events) {
             let already = failures
@@ -194,6 +199,58 @@ pub fn judge(expect: &Expect, messages: &[PlannedMessage], events: &[Event]) -> 
         summary: summaries.join("; "),
         failures,
     }
+}
+
+/// The queries must appear in this order among the DNS query events.
+fn check_queries(queried: &[toml::Spanned<String>], events: &[Event]) -> Option<Failure> {
+    let asked: Vec<(usize, String)> = events
+        .iter()
+        .enumerate()
+        .filter_map(|(index, event)| match &event.kind {
+            EventKind::DnsQuery {
+                name, record_type, ..
+            } => Some((index, format!("{name} {record_type}"))),
+            _ => None,
+        })
+        .collect();
+    let mut matched = Vec::new();
+    let mut rest = asked.iter();
+    for wanted in queried {
+        let wanted = normalize_query(wanted.get_ref());
+        match rest.by_ref().find(|(_, query)| *query == wanted) {
+            Some((index, _)) => matched.push(*index),
+            None => {
+                let expectation = format!(
+                    "queried = [{}]",
+                    queried
+                        .iter()
+                        .map(|q| format!("{:?}", q.get_ref()))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                );
+                let seen: Vec<&str> = asked.iter().map(|(_, q)| q.as_str()).collect();
+                return Some(Failure {
+                    expectation,
+                    reason: format!(
+                        "no query {wanted:?} after the ones before it; the MTA asked, in order: {}",
+                        if seen.is_empty() { "nothing".to_string() } else { seen.join(", ") }
+                    ),
+                    evidence: asked.iter().map(|(i, _)| *i).collect(),
+                });
+            }
+        }
+    }
+    None
+}
+
+/// `"Name.Test. aaaa"` → `"name.test AAAA"`, the form DNS query events use.
+fn normalize_query(query: &str) -> String {
+    let (name, kind) = query.split_once(' ').unwrap_or((query, ""));
+    format!(
+        "{} {}",
+        name.trim_end_matches('.').to_ascii_lowercase(),
+        kind.trim().to_ascii_uppercase()
+    )
 }
 
 fn outcome_of(fate: &MessageFate) -> Option<Outcome> {

@@ -347,3 +347,48 @@ fn a_message_that_vanished_is_reported_lost() {
     assert_eq!(verdict.status, Status::Fail);
     assert!(verdict.failures[0].reason.contains("lost"));
 }
+
+fn query(secs: f64, name: &str, record_type: &str) -> (f64, EventKind) {
+    (
+        secs,
+        EventKind::DnsQuery {
+            client: "192.0.2.2".parse().unwrap(),
+            transport: "udp".into(),
+            name: name.into(),
+            record_type: record_type.into(),
+            answer: "NOERROR".into(),
+        },
+    )
+}
+
+#[test]
+fn queried_checks_the_order_of_dns_queries() {
+    let mut log = Log::new().injected(1.0);
+    for (secs, kind) in [
+        query(1.01, "example.test", "MX"),
+        query(1.02, "mx1.example.test", "A"),
+        query(1.03, "mx1.example.test", "AAAA"),
+    ] {
+        log = log.at(secs, kind);
+    }
+    let log = log
+        .connect(1.1, "mx1", 1, Family::Ipv4)
+        .accepted(1.2, "mx1", 1, Family::Ipv4, ID, "aa")
+        .0;
+    let (expect, messages) = scenario_with(
+        "outcome = \"delivered\"\nqueried = [\"Example.Test. mx\", \"mx1.example.test AAAA\"]",
+    );
+    assert_eq!(judge(&expect, &messages, &log).status, Status::Pass);
+
+    let (expect, messages) = scenario_with(
+        "outcome = \"delivered\"\nqueried = [\"mx1.example.test AAAA\", \"mx1.example.test A\"]",
+    );
+    let verdict = judge(&expect, &messages, &log);
+    assert_eq!(
+        failed_expectations(&verdict),
+        ["queried = [\"mx1.example.test AAAA\", \"mx1.example.test A\"]"]
+    );
+    assert!(verdict.failures[0].reason.contains(
+        "no query \"mx1.example.test A\" after the ones before it; the MTA asked, in order: example.test MX, mx1.example.test A, mx1.example.test AAAA"
+    ));
+}
