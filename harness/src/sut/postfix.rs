@@ -33,7 +33,7 @@ const POSTQUEUE: &str = "/usr/sbin/postqueue";
 /// The stock `master.cf` the private one is made from.
 const STOCK_MASTER_CF: &str = "/etc/postfix/master.cf";
 /// What to do when something is missing.
-const INSTALL_FIX: &str = "run .ci/install-mtas.sh as root";
+const INSTALL_FIX: &str = "run .ci/install-deps.sh as root";
 /// How long Postfix may take to answer on its listener.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// Pause between readiness probes.

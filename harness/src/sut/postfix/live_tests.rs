@@ -1,5 +1,5 @@
 //! Tests against the real Postfix in a real namespace. Each skips, saying why, unless it runs
-//! as root on a machine with Postfix installed (`.ci/install-mtas.sh`).
+//! as root on a machine with Postfix installed (`.ci/install-deps.sh`).
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -16,7 +16,7 @@ fn skip_reason() -> Option<String> {
     }
     for path in [POSTFIX, POSTQUEUE, STOCK_MASTER_CF] {
         if !Path::new(path).exists() {
-            return Some(format!("{path} missing: run .ci/install-mtas.sh"));
+            return Some(format!("{path} missing: run .ci/install-deps.sh"));
         }
     }
     None
