@@ -120,6 +120,16 @@ fn live_members(namespaces: &BTreeSet<String>) -> Vec<String> {
     members
 }
 
+/// A child process that is killed if the test fails before it does so itself.
+struct KillOnDrop(std::process::Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
 #[test]
 fn a_run_killed_with_sigkill_leaves_nothing_after_gc() {
     if !can_run("a_run_killed_with_sigkill_leaves_nothing_after_gc") {
@@ -145,13 +155,15 @@ within = "60s"
 "#,
     )
     .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_mxlab"))
-        .args(["run", scenario.to_str().unwrap()])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .unwrap();
-    let pid = child.id();
+    let mut child = KillOnDrop(
+        Command::new(env!("CARGO_BIN_EXE_mxlab"))
+            .args(["run", scenario.to_str().unwrap()])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap(),
+    );
+    let pid = child.0.id();
 
     // Wait until the run is up: its work directory names it as owner and Postfix has tried.
     let deadline = Instant::now() + Duration::from_secs(20);
@@ -174,11 +186,11 @@ within = "60s"
         .split_whitespace()
         .map(|inode| format!("net:[{inode}]"))
         .collect();
-    assert_eq!(namespaces.len(), 6, "router + sut, dns, bounces, mx1");
+    assert_eq!(namespaces.len(), 5, "router + sut, dns, bounces, mx1");
     assert!(!live_members(&namespaces).is_empty(), "Postfix runs in the SUT namespace");
 
-    child.kill().unwrap();
-    child.wait().unwrap();
+    child.0.kill().unwrap();
+    child.0.wait().unwrap();
 
     let output = Command::new(env!("CARGO_BIN_EXE_mxlab")).arg("gc").output().unwrap();
     assert!(output.status.success());
