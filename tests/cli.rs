@@ -63,10 +63,10 @@ fn a_missing_file_is_named_with_exit_status_2() {
 fn an_unknown_sut_lists_the_known_ones() {
     let output = mxlab(&["run", "--sut", "sendmail"]);
     assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr_of(&output);
     assert!(
-        stderr_of(&output).contains("possible values: postfix"),
-        "{}",
-        stderr_of(&output)
+        stderr.contains("unknown system under test \"sendmail\"; known: postfix"),
+        "{stderr}"
     );
 }
 

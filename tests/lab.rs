@@ -7,15 +7,19 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use mxlab::lab::{self, SutKind};
+use mxlab::lab;
 use mxlab::scenario;
+use mxlab::sut::SutKind;
 use mxlab::verdict::{Failure, Status};
 
 fn can_run(test: &str) -> bool {
     let reason = if !nix::unistd::geteuid().is_root() {
         Some("needs root (network namespaces)".to_string())
     } else {
-        SutKind::Postfix.check_installed().err().map(|e| e.to_string())
+        SutKind::Postfix
+            .check_installed()
+            .err()
+            .map(|e| e.to_string())
     };
     if let Some(reason) = &reason {
         eprintln!("skipping {test}: {reason}");
@@ -51,17 +55,20 @@ async fn eight_scenarios_at_once_judge_as_one_at_a_time() {
         .collect();
     let mut alone = Vec::new();
     for scenario in &scenarios[..files.len().min(8)] {
-        let report = lab::run(scenario, SutKind::Postfix).await.unwrap();
+        let report = lab::run(scenario, &SutKind::Postfix).await.unwrap();
         alone.push((scenario.name.clone(), essence(&report.verdict)));
     }
     let started = Instant::now();
     let together = futures::future::join_all(
         scenarios
             .iter()
-            .map(|scenario| lab::run(scenario, SutKind::Postfix)),
+            .map(|scenario| lab::run(scenario, &SutKind::Postfix)),
     )
     .await;
-    println!("8 scenarios at once: {:.2}s", started.elapsed().as_secs_f64());
+    println!(
+        "8 scenarios at once: {:.2}s",
+        started.elapsed().as_secs_f64()
+    );
     for (scenario, report) in scenarios.iter().zip(together) {
         let report = report.unwrap_or_else(|e| panic!("{}: {e}", scenario.name));
         let expected = &alone
@@ -83,7 +90,12 @@ async fn eight_scenarios_at_once_judge_as_one_at_a_time() {
 fn live_namespaces() -> BTreeSet<String> {
     let mut found = BTreeSet::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        if !entry.file_name().to_string_lossy().chars().all(|c| c.is_ascii_digit()) {
+        if !entry
+            .file_name()
+            .to_string_lossy()
+            .chars()
+            .all(|c| c.is_ascii_digit())
+        {
             continue;
         }
         if let Ok(link) = std::fs::read_link(entry.path().join("ns/net")) {
@@ -107,12 +119,16 @@ fn live_namespaces() -> BTreeSet<String> {
 fn live_members(namespaces: &BTreeSet<String>) -> Vec<String> {
     let mut members = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(link) = std::fs::read_link(entry.path().join("ns/net")) else { continue };
+        let Ok(link) = std::fs::read_link(entry.path().join("ns/net")) else {
+            continue;
+        };
         if !namespaces.contains(link.to_string_lossy().as_ref()) {
             continue;
         }
         let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
-        let state = stat.rsplit_once(')').map(|(_, rest)| rest.trim_start().chars().next());
+        let state = stat
+            .rsplit_once(')')
+            .map(|(_, rest)| rest.trim_start().chars().next());
         if state != Some(Some('Z')) {
             members.push(stat.split(')').next().unwrap_or_default().to_string() + ")");
         }
@@ -169,10 +185,13 @@ within = "60s"
     let deadline = Instant::now() + Duration::from_secs(20);
     let work_dir = loop {
         assert!(Instant::now() < deadline, "the run did not come up");
-        let found = std::fs::read_dir(std::env::temp_dir()).unwrap().flatten().find(|e| {
-            std::fs::read_to_string(e.path().join("owner"))
-                .is_ok_and(|owner| owner.split_whitespace().next() == Some(&pid.to_string()))
-        });
+        let found = std::fs::read_dir(std::env::temp_dir())
+            .unwrap()
+            .flatten()
+            .find(|e| {
+                std::fs::read_to_string(e.path().join("owner"))
+                    .is_ok_and(|owner| owner.split_whitespace().next() == Some(&pid.to_string()))
+            });
         if let Some(entry) = found {
             let log = std::fs::read_to_string(entry.path().join("postfix/log/maillog"));
             if log.is_ok_and(|log| log.contains("421 4.3.2 go away")) {
@@ -187,22 +206,34 @@ within = "60s"
         .map(|inode| format!("net:[{inode}]"))
         .collect();
     assert_eq!(namespaces.len(), 5, "router + sut, dns, bounces, mx1");
-    assert!(!live_members(&namespaces).is_empty(), "Postfix runs in the SUT namespace");
+    assert!(
+        !live_members(&namespaces).is_empty(),
+        "Postfix runs in the SUT namespace"
+    );
 
     child.0.kill().unwrap();
     child.0.wait().unwrap();
 
-    let output = Command::new(env!("CARGO_BIN_EXE_mxlab")).arg("gc").output().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_mxlab"))
+        .arg("gc")
+        .output()
+        .unwrap();
     assert!(output.status.success());
     let stdout = String::from_utf8_lossy(&output.stdout);
-    assert!(stdout.contains(&format!("removed {}", work_dir.display())), "{stdout}");
+    assert!(
+        stdout.contains(&format!("removed {}", work_dir.display())),
+        "{stdout}"
+    );
     assert!(!work_dir.exists());
 
     // Processes die with the harness; namespaces go with their last process.
     let deadline = Instant::now() + Duration::from_secs(5);
     loop {
         let members = live_members(&namespaces);
-        let still_there: Vec<_> = live_namespaces().intersection(&namespaces).cloned().collect();
+        let still_there: Vec<_> = live_namespaces()
+            .intersection(&namespaces)
+            .cloned()
+            .collect();
         if members.is_empty() && still_there.is_empty() {
             break;
         }

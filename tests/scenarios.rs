@@ -9,9 +9,10 @@ use std::path::{Path, PathBuf};
 
 use libtest_mimic::{Arguments, Failed, Trial};
 use mxlab::family::Family;
-use mxlab::lab::{self, SutKind};
+use mxlab::lab;
 use mxlab::report::console;
 use mxlab::scenario::{self, Scenario};
+use mxlab::sut::SutKind;
 use mxlab::verdict::Status;
 
 fn scenario_dir() -> PathBuf {
@@ -19,7 +20,7 @@ fn scenario_dir() -> PathBuf {
 }
 
 /// Why tests against `sut` cannot run on this machine, if they cannot.
-fn cannot_run(sut: SutKind) -> Option<String> {
+fn cannot_run(sut: &SutKind) -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
         return Some("needs root (network namespaces): run `sudo cargo test`".into());
     }
@@ -35,7 +36,7 @@ fn runtime() -> tokio::runtime::Runtime {
 }
 
 /// Runs `scenario` and returns the report, or the harness error as a test failure.
-fn run(scenario: &Scenario, sut: SutKind) -> Result<lab::RunReport, Failed> {
+fn run(scenario: &Scenario, sut: &SutKind) -> Result<lab::RunReport, Failed> {
     runtime()
         .block_on(lab::run(scenario, sut))
         .map_err(|err| Failed::from(format!("harness error: {err}")))
@@ -44,7 +45,7 @@ fn run(scenario: &Scenario, sut: SutKind) -> Result<lab::RunReport, Failed> {
 fn scenario_trial(scenario: Scenario, sut: SutKind, skip: bool) -> Trial {
     let name = format!("{}::{}", scenario.name.replace('/', "::"), sut.name());
     Trial::test(name, move || {
-        let report = run(&scenario, sut)?;
+        let report = run(&scenario, &sut)?;
         match report.verdict.status {
             Status::Pass => Ok(()),
             _ => Err(console::render(&report, true).into()),
@@ -61,7 +62,7 @@ fn impossible_expectation_trial(sut: SutKind, skip: bool) -> Trial {
         let path = scenario_dir().join("smtp/v6-greeting-421.toml");
         let mut scenario = scenario::load(&path).map_err(|e| e.to_string())?;
         scenario.expect.via = Some(Family::Ipv6);
-        let report = run(&scenario, sut)?;
+        let report = run(&scenario, &sut)?;
         let story = console::render(&report, true);
         if report.verdict.status != Status::Fail {
             return Err(format!("expected a failed verdict, got:\n{story}").into());
@@ -88,15 +89,15 @@ fn main() {
     let files = scenario::find_scenarios(&[scenario_dir()]).expect("the scenarios directory");
     let mut trials = Vec::new();
     for sut in [SutKind::Postfix] {
-        let reason = cannot_run(sut);
+        let reason = cannot_run(&sut);
         if let Some(reason) = &reason {
             eprintln!("ignoring {} scenarios: {reason}", sut.name());
         }
         for file in &files {
             let scenario = scenario::load(file).unwrap_or_else(|err| panic!("{err}"));
-            trials.push(scenario_trial(scenario, sut, reason.is_some()));
+            trials.push(scenario_trial(scenario, sut.clone(), reason.is_some()));
         }
-        trials.push(impossible_expectation_trial(sut, reason.is_some()));
+        trials.push(impossible_expectation_trial(sut.clone(), reason.is_some()));
     }
     libtest_mimic::run(&args, trials).exit();
 }

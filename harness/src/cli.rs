@@ -6,9 +6,10 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 
-use crate::lab::{self, SutKind};
+use crate::lab;
 use crate::report::console;
 use crate::scenario::{self, Scenario};
+use crate::sut::SutKind;
 use crate::verdict::Status;
 
 /// Exit status when a scenario failed.
@@ -32,9 +33,9 @@ enum Command {
     Run {
         /// Scenario files or directories (searched recursively for *.toml); default: ./scenarios
         paths: Vec<PathBuf>,
-        /// The MTA to test.
-        #[arg(long, value_enum, default_value = "postfix")]
-        sut: SutKind,
+        /// The MTAs to test, comma-separated; every scenario runs against each.
+        #[arg(long, value_delimiter = ',', default_value = "postfix")]
+        sut: Vec<SutKind>,
         /// Print the timeline of every run, not only of failed ones.
         #[arg(long)]
         timeline: bool,
@@ -61,7 +62,7 @@ impl Cli {
     }
 }
 
-async fn run(paths: Vec<PathBuf>, sut: SutKind, timeline: bool, jobs: usize) -> ExitCode {
+async fn run(paths: Vec<PathBuf>, suts: Vec<SutKind>, timeline: bool, jobs: usize) -> ExitCode {
     let paths = if paths.is_empty() {
         let default = PathBuf::from("scenarios");
         if !default.is_dir() {
@@ -96,14 +97,19 @@ async fn run(paths: Vec<PathBuf>, sut: SutKind, timeline: bool, jobs: usize) -> 
         }
         return ExitCode::from(EXIT_USAGE);
     }
-    if let Err(err) = preflight(sut) {
-        eprintln!("error: {err}");
-        return ExitCode::from(EXIT_USAGE);
+    for sut in &suts {
+        if let Err(err) = preflight(sut) {
+            eprintln!("error: {err}");
+            return ExitCode::from(EXIT_USAGE);
+        }
     }
 
     let (mut passed, mut failed, mut errors) = (0, 0, 0);
-    let mut reports = futures::stream::iter(&scenarios)
-        .map(|scenario| async move { (scenario, lab::run(scenario, sut).await) })
+    let runs = scenarios
+        .iter()
+        .flat_map(|scenario| suts.iter().map(move |sut| (scenario, sut)));
+    let mut reports = futures::stream::iter(runs)
+        .map(|(scenario, sut)| async move { (scenario, sut, lab::run(scenario, sut).await) })
         .buffered(jobs);
     loop {
         let next = tokio::select! {
@@ -113,7 +119,9 @@ async fn run(paths: Vec<PathBuf>, sut: SutKind, timeline: bool, jobs: usize) -> 
                 return ExitCode::from(EXIT_INTERRUPTED);
             }
         };
-        let Some((scenario, report)) = next else { break };
+        let Some((scenario, sut, report)) = next else {
+            break;
+        };
         match report {
             Ok(report) => {
                 print!("{}", console::render(&report, timeline));
@@ -161,7 +169,7 @@ fn gc() -> ExitCode {
 }
 
 /// Checks privileges and the SUT before anything is built, so these problems get one line.
-fn preflight(sut: SutKind) -> anyhow::Result<()> {
+fn preflight(sut: &SutKind) -> anyhow::Result<()> {
     netns::Namespace::create("mxlab-preflight")?;
     sut.check_installed()?;
     Ok(())

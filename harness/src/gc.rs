@@ -54,7 +54,9 @@ pub fn write_namespaces<'n>(
 ) -> std::io::Result<()> {
     let mut text = String::new();
     for namespace in namespaces {
-        let inode = nix::sys::stat::fstat(namespace.fd()).map_err(std::io::Error::from)?.st_ino;
+        let inode = nix::sys::stat::fstat(namespace.fd())
+            .map_err(std::io::Error::from)?
+            .st_ino;
         text.push_str(&format!("{inode}\n"));
     }
     fs::write(dir.join(NAMESPACES_FILE), text)
@@ -132,7 +134,11 @@ fn kill_namespace_members(dir: &Path) -> Vec<u32> {
     };
     let mut killed = Vec::new();
     for entry in entries.flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|n| n.parse::<u32>().ok())
+        else {
             continue;
         };
         let Ok(link) = fs::read_link(entry.path().join("ns/net")) else {

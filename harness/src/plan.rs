@@ -65,8 +65,8 @@ pub struct Plan {
     pub resolv_conf: String,
     /// Messages to inject, with their Message-IDs.
     pub messages: Vec<PlannedMessage>,
-    /// Raw Postfix settings from the scenario.
-    pub postfix_settings: BTreeMap<String, String>,
+    /// Raw settings per system under test (`[sut.postfix]` ...), by SUT name.
+    pub sut_settings: BTreeMap<String, BTreeMap<String, String>>,
     /// Network faults, one per host and family.
     pub net_faults: Vec<NetFaultPlan>,
     /// Faults of the scenario DNS server.
@@ -126,7 +126,7 @@ impl Plan {
             zones,
             resolv_conf,
             messages: messages(scenario),
-            postfix_settings: scenario.sut.postfix.clone(),
+            sut_settings: scenario.sut.clone(),
             net_faults,
             dns_faults,
             hosts,
@@ -194,7 +194,11 @@ fn ipv6_link(index: u16) -> LinkAddresses<Ipv6Addr> {
 }
 
 fn apply_faults(scenario: &Scenario, host: &mut HostPlan) {
-    for fault in scenario.faults.iter().filter(|f| f.on.get_ref() == &host.name) {
+    for fault in scenario
+        .faults
+        .iter()
+        .filter(|f| f.on.get_ref() == &host.name)
+    {
         let Some(smtp) = &fault.smtp else { continue };
         let smtp = smtp.get_ref();
         for (family, behaviour) in host.smtp.iter_mut() {
@@ -271,7 +275,10 @@ fn dns_faults(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<DnsFault> {
             let schedule = schedule_of(fault);
             Some(DnsFault {
                 name,
-                record_type: spec.record_type.as_ref().map(|t| t.get_ref().to_ascii_uppercase()),
+                record_type: spec
+                    .record_type
+                    .as_ref()
+                    .map(|t| t.get_ref().to_ascii_uppercase()),
                 action: match *spec.answer.get_ref() {
                     DnsAnswer::Servfail => DnsFaultAction::ServFail,
                     DnsAnswer::Refused => DnsFaultAction::Refused,
@@ -303,7 +310,11 @@ fn net_faults(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<NetFaultPlan> {
         let schedule = schedule_of(fault);
         for target in host.addresses() {
             let family = Family::of(target);
-            if fault.family.as_ref().is_some_and(|f| *f.get_ref() != family) {
+            if fault
+                .family
+                .as_ref()
+                .is_some_and(|f| *f.get_ref() != family)
+            {
                 continue;
             }
             let sut_address = sut
@@ -334,7 +345,10 @@ struct ZoneSet {
 impl ZoneSet {
     fn new(origins: impl IntoIterator<Item = String>) -> Self {
         Self {
-            zones: origins.into_iter().map(|origin| (origin, Vec::new())).collect(),
+            zones: origins
+                .into_iter()
+                .map(|origin| (origin, Vec::new()))
+                .collect(),
         }
     }
 
@@ -346,10 +360,13 @@ impl ZoneSet {
             .max_by_key(|origin| origin.len())
             .cloned()
             .expect("every planned name lies in a planned zone");
-        self.zones.get_mut(&origin).expect("origin exists").push(Record {
-            name: name.to_string(),
-            data,
-        });
+        self.zones
+            .get_mut(&origin)
+            .expect("origin exists")
+            .push(Record {
+                name: name.to_string(),
+                data,
+            });
     }
 
     fn into_zones(self) -> Vec<Zone> {
@@ -362,7 +379,10 @@ impl ZoneSet {
 
 /// The forward name a broken PTR points at: it exists, but not with the host's address.
 fn mismatched_name(host: &HostPlan) -> String {
-    let (label, domain) = host.fqdn.split_once('.').unwrap_or((&host.fqdn, SENDER_DOMAIN));
+    let (label, domain) = host
+        .fqdn
+        .split_once('.')
+        .unwrap_or((&host.fqdn, SENDER_DOMAIN));
     format!("{label}-unverified.{domain}")
 }
 
@@ -414,7 +434,11 @@ fn zones(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<Zone> {
         );
     }
     for host in hosts {
-        for addr in host.addresses().into_iter().chain(host.extra_addresses.iter().copied()) {
+        for addr in host
+            .addresses()
+            .into_iter()
+            .chain(host.extra_addresses.iter().copied())
+        {
             zones.add(&host.fqdn, address_record(addr));
         }
         for addr in host.addresses() {
@@ -581,12 +605,29 @@ outcome = "delivered"
             "[[fault]]\non = \"mx1\"\nnet = \"blackhole\"\nwindow = { until = \"20s\" }\nfirst = 2\n\n[[fault]]\non = \"sut\"\nfamily = \"ipv6\"\nnet = \"no-route\"\n\n[[message]]",
         );
         let plan = Plan::new(&parse(Path::new("x.toml"), &text).unwrap());
-        let described: Vec<&str> = plan.net_faults.iter().map(|f| f.description.as_str()).collect();
-        assert_eq!(described, ["blackhole on mx1 ipv4", "blackhole on mx1 ipv6", "no-route on sut ipv6"]);
+        let described: Vec<&str> = plan
+            .net_faults
+            .iter()
+            .map(|f| f.description.as_str())
+            .collect();
+        assert_eq!(
+            described,
+            [
+                "blackhole on mx1 ipv4",
+                "blackhole on mx1 ipv6",
+                "no-route on sut ipv6"
+            ]
+        );
         let v6 = &plan.net_faults[1];
         assert_eq!(v6.target, "2001:db8:0:3::2".parse::<IpAddr>().unwrap());
         assert_eq!(v6.sut, "2001:db8::2".parse::<IpAddr>().unwrap());
-        assert_eq!(v6.schedule, Schedule { from: Duration::ZERO, until: Some(Duration::from_secs(20)) });
+        assert_eq!(
+            v6.schedule,
+            Schedule {
+                from: Duration::ZERO,
+                until: Some(Duration::from_secs(20))
+            }
+        );
         assert_eq!(v6.first, Some(2));
     }
 
@@ -648,14 +689,20 @@ outcome = "delivered"
         let v6 = reverse_name("2001:db8::2".parse().unwrap());
         let v4 = reverse_name("192.0.2.2".parse().unwrap());
         assert!(records_named(&plan, &v6).is_empty());
-        assert_eq!(records_named(&plan, &v4), [&RecordData::Ptr(SUT_HOSTNAME.into())]);
+        assert_eq!(
+            records_named(&plan, &v4),
+            [&RecordData::Ptr(SUT_HOSTNAME.into())]
+        );
     }
 
     #[test]
     fn a_mismatched_ptr_names_a_host_with_other_addresses() {
         let plan = plan_with("[[fault]]\non = \"sut\"\nfamily = \"ipv6\"\nptr = \"mismatch\"");
         let v6 = reverse_name("2001:db8::2".parse().unwrap());
-        assert_eq!(records_named(&plan, &v6), [&RecordData::Ptr("sut-unverified.sender.test".into())]);
+        assert_eq!(
+            records_named(&plan, &v6),
+            [&RecordData::Ptr("sut-unverified.sender.test".into())]
+        );
         assert_eq!(
             records_named(&plan, "sut-unverified.sender.test"),
             [&RecordData::Aaaa(MISMATCH_V6)]
@@ -677,10 +724,12 @@ outcome = "delivered"
             records_named(&plan, "mail-mx1.example.test"),
             [&RecordData::Cname("mx1.example.test".into())]
         );
-        assert!(records_named(&plan, "example.test").contains(&&RecordData::Mx {
-            preference: 10,
-            exchange: "mail-mx1.example.test".into()
-        }));
+        assert!(
+            records_named(&plan, "example.test").contains(&&RecordData::Mx {
+                preference: 10,
+                exchange: "mail-mx1.example.test".into()
+            })
+        );
     }
 
     #[test]
@@ -690,7 +739,10 @@ outcome = "delivered"
         assert_eq!(fault.name, "mx1.example.test");
         assert_eq!(fault.record_type.as_deref(), Some("AAAA"));
         assert_eq!(fault.action, DnsFaultAction::Delay(Duration::from_secs(3)));
-        assert_eq!((fault.until, fault.first), (Some(Duration::from_secs(10)), Some(2)));
+        assert_eq!(
+            (fault.until, fault.first),
+            (Some(Duration::from_secs(10)), Some(2))
+        );
     }
 
     #[test]

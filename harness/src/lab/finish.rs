@@ -49,4 +49,3 @@ fn session_closed(events: &[Event], id: u64) -> bool {
         .iter()
         .any(|event| matches!(&event.kind, EventKind::SmtpClosed { session, .. } if *session == id))
 }
-

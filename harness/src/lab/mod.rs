@@ -18,7 +18,7 @@ use crate::events::{Event, EventKind, EventLog};
 use crate::faults::FaultError;
 use crate::plan::Plan;
 use crate::scenario::{Outcome, Scenario};
-use crate::sut::SutError;
+use crate::sut::{SutError, SutKind};
 use crate::verdict::{self, Verdict};
 use schedule::FaultTimeline;
 use world::Lab;
@@ -56,36 +56,13 @@ pub enum LabError {
     WorkDir(std::io::Error),
 }
 
-/// The systems under test mxlab can drive.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
-pub enum SutKind {
-    /// Postfix, run as a private throwaway instance.
-    Postfix,
-}
-
-impl SutKind {
-    /// The name used in reports and test names.
-    pub fn name(self) -> &'static str {
-        match self {
-            SutKind::Postfix => "postfix",
-        }
-    }
-
-    /// Checks that the SUT is installed, before anything is built.
-    pub fn check_installed(self) -> Result<(), SutError> {
-        match self {
-            SutKind::Postfix => crate::sut::postfix::check_installed(),
-        }
-    }
-}
-
 /// Everything a finished run produced.
 #[derive(Debug, Clone)]
 pub struct RunReport {
     /// The scenario's name.
     pub scenario: String,
-    /// The system under test.
-    pub sut: SutKind,
+    /// The system under test's name.
+    pub sut: String,
     /// The verdict.
     pub verdict: Verdict,
     /// The whole event log.
@@ -105,7 +82,7 @@ type Finished = fn(&[Event], &Plan) -> bool;
 const LATE_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs one scenario against one SUT and judges it.
-pub async fn run(scenario: &Scenario, sut: SutKind) -> Result<RunReport, LabError> {
+pub async fn run(scenario: &Scenario, sut: &SutKind) -> Result<RunReport, LabError> {
     let started = Instant::now();
     sut.check_installed()?;
     let plan = Plan::new(scenario);
@@ -167,7 +144,7 @@ pub async fn run(scenario: &Scenario, sut: SutKind) -> Result<RunReport, LabErro
     let verdict = verdict::judge(expect, &plan.messages, &events);
     Ok(RunReport {
         scenario: scenario.name.clone(),
-        sut,
+        sut: sut.name().to_string(),
         verdict,
         events,
         wall: started.elapsed(),

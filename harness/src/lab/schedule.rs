@@ -32,7 +32,9 @@ impl<'p> FaultTimeline<'p> {
             .enumerate()
             .flat_map(|(i, fault)| {
                 let heal = fault.schedule.until.map(|until| (until, Step::Heal(i)));
-                [(fault.schedule.from, Step::Activate(i))].into_iter().chain(heal)
+                [(fault.schedule.from, Step::Activate(i))]
+                    .into_iter()
+                    .chain(heal)
             })
             .collect();
         steps.sort_by_key(|(at, step)| (*at, matches!(step, Step::Activate(_))));

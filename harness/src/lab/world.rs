@@ -3,22 +3,22 @@
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
 
-use super::{LabError, SutKind};
+use super::LabError;
+use crate::capture::{self, SynWatch};
 use crate::clock::ScenarioClock;
 use crate::dns::{DnsServer, RunningDns};
+use crate::events::EventKind;
 use crate::events::EventLog;
 use crate::family::Family;
 use crate::mx::{self, Listener, RunningMx, SessionIds};
 use crate::plan::{HostPlan, Plan, Role, SUT_HOSTNAME};
-use crate::capture::{self, SynWatch};
-use crate::events::EventKind;
-use crate::sut::{Postfix, RunningPostfix, SutContext};
+use crate::sut::{RunningSut, SutContext, SutKind};
 
 /// A running world: namespaces, DNS, fake MX servers and the SUT. Dropping it tears it down.
 pub struct Lab {
     // Field order is drop order: the SUT first, then the servers, then the namespaces they
     // live in, then the work directory.
-    pub sut: RunningPostfix,
+    pub sut: Box<dyn RunningSut>,
     syn_watch: SynWatch,
     mx_servers: Vec<RunningMx>,
     dns: RunningDns,
@@ -33,7 +33,7 @@ impl Lab {
         prefix: &str,
         clock: &ScenarioClock,
         log: EventLog,
-        sut: SutKind,
+        sut: &SutKind,
     ) -> Result<Lab, LabError> {
         let work_dir = tempfile::Builder::new()
             .prefix(&format!("{prefix}-"))
@@ -75,19 +75,17 @@ impl Lab {
         std::fs::write(&resolv_conf, &plan.resolv_conf).map_err(LabError::WorkDir)?;
         let sut_dir = work_dir.path().join(sut.name());
         std::fs::create_dir(&sut_dir).map_err(LabError::WorkDir)?;
-        let sut = match sut {
-            SutKind::Postfix => {
-                Postfix::start(SutContext {
-                    namespace: namespace(&topology, "sut"),
-                    resolv_conf: &resolv_conf,
-                    hostname: SUT_HOSTNAME,
-                    work_dir: &sut_dir,
-                    settings: &plan.postfix_settings,
-                    log,
-                })
-                .await?
-            }
-        };
+        let no_settings = Default::default();
+        let sut = sut
+            .start(SutContext {
+                namespace: namespace(&topology, "sut"),
+                resolv_conf: &resolv_conf,
+                hostname: SUT_HOSTNAME,
+                work_dir: &sut_dir,
+                settings: plan.sut_settings.get(sut.name()).unwrap_or(&no_settings),
+                log,
+            })
+            .await?;
         Ok(Lab {
             sut,
             syn_watch,
@@ -161,7 +159,10 @@ fn start_dns(
         address,
         source,
     })?;
-    Ok(DnsServer::with_faults(&plan.zones, plan.dns_faults.clone(), clock, log)?.serve(udp, tcp)?)
+    Ok(
+        DnsServer::with_faults(&plan.zones, plan.dns_faults.clone(), clock, log)?
+            .serve(udp, tcp)?,
+    )
 }
 
 fn bind_smtp(host: &HostPlan, topology: &netns::Topology) -> Result<Vec<Listener>, LabError> {
@@ -189,14 +190,20 @@ fn bind_smtp(host: &HostPlan, topology: &netns::Topology) -> Result<Vec<Listener
     Ok(listeners)
 }
 
-
 /// Records every SYN the SUT sends to an SMTP port, as seen on the router.
-fn watch_syns(plan: &Plan, topology: &netns::Topology, log: EventLog) -> Result<SynWatch, LabError> {
+fn watch_syns(
+    plan: &Plan,
+    topology: &netns::Topology,
+    log: EventLog,
+) -> Result<SynWatch, LabError> {
     let hosts: Vec<(IpAddr, String)> = plan
         .hosts
         .iter()
         .flat_map(|host| {
-            let all = host.addresses().into_iter().chain(host.extra_addresses.iter().copied());
+            let all = host
+                .addresses()
+                .into_iter()
+                .chain(host.extra_addresses.iter().copied());
             all.map(|ip| (ip, host.name.clone()))
         })
         .collect();

@@ -15,7 +15,7 @@ pub fn verdict_line(report: &RunReport) -> String {
         "{:<5} {} [{}]  {}  ({:.2}s)",
         report.verdict.status,
         report.scenario,
-        report.sut.name(),
+        report.sut,
         report.verdict.summary,
         report.wall.as_secs_f64()
     )
@@ -77,13 +77,12 @@ mod tests {
     use std::time::Duration;
 
     use super::*;
-    use crate::lab::SutKind;
     use crate::verdict::{Failure, Verdict};
 
     fn report(status: Status) -> RunReport {
         RunReport {
             scenario: "smtp/x".into(),
-            sut: SutKind::Postfix,
+            sut: "postfix".into(),
             verdict: Verdict {
                 status,
                 summary: "delivered once via ipv4 by mx1".into(),

@@ -29,23 +29,14 @@ pub struct Scenario {
     /// What is broken.
     #[serde(default, rename = "fault")]
     pub faults: Vec<Fault>,
-    /// Raw settings per system under test, e.g. `[sut.postfix]`.
+    /// Raw settings per system under test, e.g. `[sut.postfix]`, by SUT name.
     #[serde(default)]
-    pub sut: SutSettings,
+    pub sut: BTreeMap<String, BTreeMap<String, String>>,
     /// Messages handed to the system under test.
     #[serde(rename = "message")]
     pub messages: Vec<MessageSpec>,
     /// What a correct MTA does.
     pub expect: Expect,
-}
-
-/// Raw configuration overrides per system under test.
-#[derive(Debug, Clone, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct SutSettings {
-    /// Postfix `main.cf` parameters.
-    #[serde(default)]
-    pub postfix: BTreeMap<String, String>,
 }
 
 /// One MX host: a name, the domain it serves and its MX preference.

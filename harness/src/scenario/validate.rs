@@ -101,7 +101,11 @@ fn validate_mxs(scenario: &Scenario) -> Result<(), Problem> {
             ));
         }
         for extra in &mx.extra_addresses {
-            if !mx.families.get_ref().contains(&Family::of(*extra.get_ref())) {
+            if !mx
+                .families
+                .get_ref()
+                .contains(&Family::of(*extra.get_ref()))
+            {
                 return Err(problem(
                     extra,
                     format!("host {name:?} has no {} family for the extra address {}; add it to `families`", Family::of(*extra.get_ref()), extra.get_ref()),
@@ -119,7 +123,8 @@ fn validate_mxs(scenario: &Scenario) -> Result<(), Problem> {
 }
 
 /// DNS record types a `dns` fault may name.
-pub const DNS_FAULT_TYPES: [&str; 9] = ["A", "AAAA", "MX", "PTR", "TXT", "CNAME", "SOA", "NS", "ANY"];
+pub const DNS_FAULT_TYPES: [&str; 9] =
+    ["A", "AAAA", "MX", "PTR", "TXT", "CNAME", "SOA", "NS", "ANY"];
 
 /// Which kind of fault a `[[fault]]` is.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -163,7 +168,12 @@ fn validate_faults(scenario: &Scenario) -> Result<(), Problem> {
             if !host_families.contains(family.get_ref()) {
                 return Err(problem(
                     family,
-                    format!("host {:?} has no {} address; its families: {}", fault.on.get_ref(), family.get_ref(), families(&host_families)),
+                    format!(
+                        "host {:?} has no {} address; its families: {}",
+                        fault.on.get_ref(),
+                        family.get_ref(),
+                        families(&host_families)
+                    ),
                 ));
             }
         }
@@ -180,7 +190,11 @@ fn validate_faults(scenario: &Scenario) -> Result<(), Problem> {
             validate_dns_fault(scenario, dns.get_ref())?;
         }
         if matches!(kind, Kind::Smtp | Kind::Ptr) {
-            let timed = fault.window.as_ref().map(|w| w.span()).or(fault.first.as_ref().map(|f| f.span()));
+            let timed = fault
+                .window
+                .as_ref()
+                .map(|w| w.span())
+                .or(fault.first.as_ref().map(|f| f.span()));
             if let Some(span) = timed {
                 return Err(Problem {
                     offset: span.start,
@@ -199,7 +213,10 @@ fn validate_faults(scenario: &Scenario) -> Result<(), Problem> {
         }
         if let Some(first) = &fault.first {
             if *first.get_ref() == 0 {
-                return Err(problem(first, "first = 0 would never apply the fault: give 1 or more, or leave it out".into()));
+                return Err(problem(
+                    first,
+                    "first = 0 would never apply the fault: give 1 or more, or leave it out".into(),
+                ));
             }
             if matches!(kind, Kind::Net(NetFault::NoRoute | NetFault::PmtuBlackhole)) {
                 return Err(problem(first, "`first` does not apply to no-route and pmtu-blackhole: they are not per connection; use `window`".into()));
@@ -214,17 +231,32 @@ fn fault_host(scenario: &Scenario, fault: &Fault, kind: Kind) -> Result<Vec<Fami
     let on = fault.on.get_ref();
     let both = vec![Family::Ipv4, Family::Ipv6];
     if on.is_empty() {
-        let named = fault.dns.as_ref().is_some_and(|dns| dns.get_ref().name.is_some());
+        let named = fault
+            .dns
+            .as_ref()
+            .is_some_and(|dns| dns.get_ref().name.is_some());
         return if kind == Kind::Dns && named {
             Ok(both)
         } else {
-            Err(problem(&fault.on, format!("this fault needs `on = HOST`; hosts: sut, {}", mx_names(scenario))))
+            Err(problem(
+                &fault.on,
+                format!(
+                    "this fault needs `on = HOST`; hosts: sut, {}",
+                    mx_names(scenario)
+                ),
+            ))
         };
     }
     if on == "sut" {
         return match kind {
             Kind::Net(NetFault::NoRoute) | Kind::Ptr | Kind::Dns => Ok(both),
-            _ => Err(problem(&fault.on, format!("this fault cannot be on the SUT; hosts: {}", mx_names(scenario)))),
+            _ => Err(problem(
+                &fault.on,
+                format!(
+                    "this fault cannot be on the SUT; hosts: {}",
+                    mx_names(scenario)
+                ),
+            )),
         };
     }
     if kind == Kind::Net(NetFault::NoRoute) {
@@ -238,18 +270,32 @@ fn fault_host(scenario: &Scenario, fault: &Fault, kind: Kind) -> Result<Vec<Fami
         .iter()
         .find(|mx| mx.name.get_ref() == on)
         .map(|mx| mx.families.get_ref().clone())
-        .ok_or_else(|| problem(&fault.on, format!("fault on unknown host {on:?}; hosts: sut, {}", mx_names(scenario))))
+        .ok_or_else(|| {
+            problem(
+                &fault.on,
+                format!(
+                    "fault on unknown host {on:?}; hosts: sut, {}",
+                    mx_names(scenario)
+                ),
+            )
+        })
 }
 
 fn validate_dns_fault(scenario: &Scenario, dns: &DnsFaultSpec) -> Result<(), Problem> {
     if let Some(name) = &dns.name {
         let lower = name.get_ref().trim_end_matches('.').to_ascii_lowercase();
         let zones = zone_origins(scenario);
-        let inside = zones.iter().any(|zone| lower == *zone || lower.ends_with(&format!(".{zone}")));
+        let inside = zones
+            .iter()
+            .any(|zone| lower == *zone || lower.ends_with(&format!(".{zone}")));
         if !inside {
             return Err(problem(
                 name,
-                format!("{:?} is in no zone the scenario DNS serves; zones: {}", name.get_ref(), zones.join(", ")),
+                format!(
+                    "{:?} is in no zone the scenario DNS serves; zones: {}",
+                    name.get_ref(),
+                    zones.join(", ")
+                ),
             ));
         }
     }
@@ -257,7 +303,11 @@ fn validate_dns_fault(scenario: &Scenario, dns: &DnsFaultSpec) -> Result<(), Pro
         if !DNS_FAULT_TYPES.contains(&record_type.get_ref().to_ascii_uppercase().as_str()) {
             return Err(problem(
                 record_type,
-                format!("unknown record type {:?}; allowed: {}", record_type.get_ref(), DNS_FAULT_TYPES.join(", ")),
+                format!(
+                    "unknown record type {:?}; allowed: {}",
+                    record_type.get_ref(),
+                    DNS_FAULT_TYPES.join(", ")
+                ),
             ));
         }
     }
@@ -266,9 +316,16 @@ fn validate_dns_fault(scenario: &Scenario, dns: &DnsFaultSpec) -> Result<(), Pro
 
 /// The zones the scenario DNS serves.
 pub fn zone_origins(scenario: &Scenario) -> Vec<String> {
-    let mut zones: BTreeSet<String> = scenario.mxs.iter().map(|mx| mx.domain.get_ref().clone()).collect();
+    let mut zones: BTreeSet<String> = scenario
+        .mxs
+        .iter()
+        .map(|mx| mx.domain.get_ref().clone())
+        .collect();
     zones.insert(SENDER_DOMAIN.to_string());
-    zones.into_iter().chain(["in-addr.arpa".to_string(), "ip6.arpa".to_string()]).collect()
+    zones
+        .into_iter()
+        .chain(["in-addr.arpa".to_string(), "ip6.arpa".to_string()])
+        .collect()
 }
 
 fn validate_messages(scenario: &Scenario) -> Result<(), Problem> {
@@ -327,16 +384,17 @@ fn validate_expect(scenario: &Scenario) -> Result<(), Problem> {
         }
     }
     for query in scenario.expect.queried.iter().flatten() {
-        let well_formed = query
-            .get_ref()
-            .split_once(' ')
-            .is_some_and(|(name, kind)| {
-                !name.is_empty() && DNS_FAULT_TYPES.contains(&kind.to_ascii_uppercase().as_str())
-            });
+        let well_formed = query.get_ref().split_once(' ').is_some_and(|(name, kind)| {
+            !name.is_empty() && DNS_FAULT_TYPES.contains(&kind.to_ascii_uppercase().as_str())
+        });
         if !well_formed {
             return Err(problem(
                 query,
-                format!("expect.queried entries are \"NAME TYPE\" with TYPE one of {}; got {:?}", DNS_FAULT_TYPES.join(", "), query.get_ref()),
+                format!(
+                    "expect.queried entries are \"NAME TYPE\" with TYPE one of {}; got {:?}",
+                    DNS_FAULT_TYPES.join(", "),
+                    query.get_ref()
+                ),
             ));
         }
     }
@@ -446,7 +504,12 @@ outcome = "delivered"
     #[test]
     fn an_unknown_net_fault_lists_the_allowed_ones() {
         let message = error_with("[[fault]]\non = \"mx1\"\nnet = \"blackhol\"");
-        assert!(message.starts_with("s.toml:17:7: unknown network fault \"blackhol\"; allowed: \"blackhole\""), "{message}");
+        assert!(
+            message.starts_with(
+                "s.toml:17:7: unknown network fault \"blackhol\"; allowed: \"blackhole\""
+            ),
+            "{message}"
+        );
         assert!(message.contains("{ loss = PERCENT }"), "{message}");
     }
 
@@ -468,23 +531,38 @@ outcome = "delivered"
     fn no_route_belongs_to_the_sut() {
         let message = error_with("[[fault]]\non = \"mx1\"\nnet = \"no-route\"");
         assert!(message.contains("write on = \"sut\""), "{message}");
-        let text = format!("{BASE}\n[[fault]]\non = \"sut\"\nfamily = \"ipv6\"\nnet = \"no-route\"");
+        let text =
+            format!("{BASE}\n[[fault]]\non = \"sut\"\nfamily = \"ipv6\"\nnet = \"no-route\"");
         assert!(parse(Path::new("s.toml"), &text).is_ok());
     }
 
     #[test]
     fn a_dns_fault_on_a_name_in_no_zone_lists_the_zones() {
         let message = error_with("[[fault]]\ndns = { name = \"mx1.other.test\", type = \"AAAA\", answer = \"servfail\" }");
-        assert!(message.starts_with("s.toml:16:16: \"mx1.other.test\" is in no zone"), "{message}");
-        assert!(message.contains("zones: example.test, sender.test, in-addr.arpa, ip6.arpa"), "{message}");
+        assert!(
+            message.starts_with("s.toml:16:16: \"mx1.other.test\" is in no zone"),
+            "{message}"
+        );
+        assert!(
+            message.contains("zones: example.test, sender.test, in-addr.arpa, ip6.arpa"),
+            "{message}"
+        );
     }
 
     #[test]
     fn a_dns_fault_needs_a_known_type_and_answer() {
-        let message = error_with("[[fault]]\non = \"mx1\"\ndns = { type = \"AAA\", answer = \"servfail\" }");
-        assert!(message.contains("unknown record type \"AAA\"; allowed: A, AAAA"), "{message}");
-        let message = error_with("[[fault]]\non = \"mx1\"\ndns = { type = \"AAAA\", answer = \"slow\" }");
-        assert!(message.contains("servfail") && message.contains("delay"), "{message}");
+        let message =
+            error_with("[[fault]]\non = \"mx1\"\ndns = { type = \"AAA\", answer = \"servfail\" }");
+        assert!(
+            message.contains("unknown record type \"AAA\"; allowed: A, AAAA"),
+            "{message}"
+        );
+        let message =
+            error_with("[[fault]]\non = \"mx1\"\ndns = { type = \"AAAA\", answer = \"slow\" }");
+        assert!(
+            message.contains("servfail") && message.contains("delay"),
+            "{message}"
+        );
         let text = format!("{BASE}\n[[fault]]\non = \"mx1\"\ndns = {{ type = \"aaaa\", answer = {{ delay = \"3s\" }} }}\nfirst = 1");
         assert!(parse(Path::new("s.toml"), &text).is_ok());
     }
@@ -498,8 +576,12 @@ outcome = "delivered"
     #[test]
     fn ptr_faults_are_static() {
         let message = error_with("[[fault]]\non = \"sut\"\nptr = \"missing\"\nfirst = 1");
-        assert!(message.contains("smtp and ptr faults are always active"), "{message}");
-        let text = format!("{BASE}\n[[fault]]\non = \"sut\"\nfamily = \"ipv6\"\nptr = \"mismatch\"");
+        assert!(
+            message.contains("smtp and ptr faults are always active"),
+            "{message}"
+        );
+        let text =
+            format!("{BASE}\n[[fault]]\non = \"sut\"\nfamily = \"ipv6\"\nptr = \"mismatch\"");
         assert!(parse(Path::new("s.toml"), &text).is_ok());
     }
 
@@ -511,15 +593,26 @@ outcome = "delivered"
 
     #[test]
     fn extra_addresses_need_their_family() {
-        let text = BASE.replace("families = [\"ipv4\"]", "families = [\"ipv4\"]\nextra_addresses = [\"fe80::25\"]");
+        let text = BASE.replace(
+            "families = [\"ipv4\"]",
+            "families = [\"ipv4\"]\nextra_addresses = [\"fe80::25\"]",
+        );
         let message = parse(Path::new("s.toml"), &text).unwrap_err().to_string();
-        assert!(message.contains("no ipv6 family for the extra address fe80::25"), "{message}");
+        assert!(
+            message.contains("no ipv6 family for the extra address fe80::25"),
+            "{message}"
+        );
     }
 
     #[test]
     fn a_window_that_ends_before_it_starts_is_refused() {
-        let message = error_with("[[fault]]\non = \"mx1\"\nnet = \"reset\"\nwindow = { from = \"10s\", until = \"5s\" }");
-        assert!(message.starts_with("s.toml:18:10: the window ends (5s) before it starts (10s)"), "{message}");
+        let message = error_with(
+            "[[fault]]\non = \"mx1\"\nnet = \"reset\"\nwindow = { from = \"10s\", until = \"5s\" }",
+        );
+        assert!(
+            message.starts_with("s.toml:18:10: the window ends (5s) before it starts (10s)"),
+            "{message}"
+        );
     }
 
     #[test]

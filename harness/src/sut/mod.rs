@@ -12,11 +12,29 @@ use std::time::Duration;
 
 use crate::events::EventLog;
 
+mod kind;
 mod logtail;
 pub mod postfix;
 mod smtp;
 
+pub use kind::{SutKind, UnknownSut};
 pub use postfix::{Postfix, RunningPostfix};
+
+/// A system under test that is up and ready for mail. Every driver implements it; the lab
+/// drives them all the same way.
+#[async_trait::async_trait]
+pub trait RunningSut: Send + Sync {
+    /// Hands `message` to the SUT and returns its reply to the end of DATA. Records
+    /// [`EventKind::MessageInjected`](crate::events::EventKind::MessageInjected).
+    async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError>;
+    /// Asks the SUT to retry deferred mail now.
+    async fn kick(&self) -> Result<(), SutError>;
+    /// The messages still queued, each with its last error. Records
+    /// [`EventKind::SutQueue`](crate::events::EventKind::SutQueue).
+    async fn queue(&self) -> Result<Vec<crate::events::QueueEntry>, SutError>;
+    /// Stops every process of the SUT and records its last log lines.
+    async fn stop(self: Box<Self>) -> Result<(), SutError>;
+}
 
 /// A message to hand to the system under test.
 #[derive(Debug, Clone, PartialEq, Eq)]

@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::events::{EventKind, EventLog, QueueEntry};
 use crate::sut::logtail::{last_lines, LogTail};
-use crate::sut::{smtp, OutgoingMessage, SutContext, SutError};
+use crate::sut::{smtp, OutgoingMessage, RunningSut, SutContext, SutError};
 
 pub mod config;
 #[cfg(test)]
@@ -130,6 +130,25 @@ pub struct RunningPostfix {
     process: netns::Process,
     tail: LogTail,
     startup: Duration,
+}
+
+#[async_trait::async_trait]
+impl RunningSut for RunningPostfix {
+    async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
+        RunningPostfix::inject(self, message).await
+    }
+
+    async fn kick(&self) -> Result<(), SutError> {
+        RunningPostfix::kick(self).await
+    }
+
+    async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
+        RunningPostfix::queue(self).await
+    }
+
+    async fn stop(self: Box<Self>) -> Result<(), SutError> {
+        RunningPostfix::stop(*self).await
+    }
 }
 
 impl RunningPostfix {

@@ -233,7 +233,11 @@ fn check_queries(queried: &[toml::Spanned<String>], events: &[Event]) -> Option<
                     expectation,
                     reason: format!(
                         "no query {wanted:?} after the ones before it; the MTA asked, in order: {}",
-                        if seen.is_empty() { "nothing".to_string() } else { seen.join(", ") }
+                        if seen.is_empty() {
+                            "nothing".to_string()
+                        } else {
+                            seen.join(", ")
+                        }
                     ),
                     evidence: asked.iter().map(|(i, _)| *i).collect(),
                 });
@@ -318,7 +322,14 @@ fn summary(fate: &MessageFate, outcome: Option<Outcome>, earlier: &[Attempt]) ->
     if !earlier.is_empty() {
         let tries: Vec<String> = earlier
             .iter()
-            .map(|attempt| format!("{} {} ({})", attempt.host, attempt.family, attempt.outcome()))
+            .map(|attempt| {
+                format!(
+                    "{} {} ({})",
+                    attempt.host,
+                    attempt.family,
+                    attempt.outcome()
+                )
+            })
             .collect();
         text.push_str(&format!(" after trying {}", tries.join(", ")));
     }

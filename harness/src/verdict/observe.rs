@@ -160,7 +160,10 @@ pub fn attempts(events: &[Event]) -> Vec<Attempt> {
         if host == COLLECTOR {
             continue;
         }
-        let retransmitted = attempts.iter_mut().rev().find(|a| syn && a.client == *client);
+        let retransmitted = attempts
+            .iter_mut()
+            .rev()
+            .find(|a| syn && a.client == *client);
         match retransmitted {
             Some(attempt) => attempt.syns += 1,
             None => attempts.push(Attempt {

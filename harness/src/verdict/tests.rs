@@ -171,7 +171,8 @@ fn syns_that_met_no_server_count_as_tried() {
         .connect(6.0, "mx1", 1, Family::Ipv4)
         .accepted(6.1, "mx1", 1, Family::Ipv4, ID, "aa")
         .0;
-    let (expect, messages) = scenario_with("outcome = \"delivered\"\nvia = \"ipv4\"\ntried = [\"ipv6\"]");
+    let (expect, messages) =
+        scenario_with("outcome = \"delivered\"\nvia = \"ipv4\"\ntried = [\"ipv6\"]");
     let verdict = judge(&expect, &messages, &log);
     assert_eq!(verdict.status, Status::Pass, "{verdict:?}");
     assert_eq!(
@@ -195,7 +196,10 @@ fn a_syn_recorded_after_the_next_session_still_counts_as_tried_first() {
     let log = Log::new()
         .injected(1.0)
         .connect(1.1, "mx1", 1, Family::Ipv4)
-        .at(1.11, syn(Family::Ipv6, "[2001:db8::2]:40000", "[2001:db8:0:3::2]:25"))
+        .at(
+            1.11,
+            syn(Family::Ipv6, "[2001:db8::2]:40000", "[2001:db8:0:3::2]:25"),
+        )
         .at(1.12, syn(Family::Ipv4, "192.0.2.2:40000", "192.0.2.26:25"))
         .accepted(1.2, "mx1", 1, Family::Ipv4, ID, "aa")
         .0;
