@@ -30,7 +30,11 @@ fn host(name: &str, index: u8) -> HostSpec {
 fn spec() -> TopologySpec {
     TopologySpec {
         prefix: format!("mxlab-bench{}", std::process::id()),
-        hosts: HOSTS.iter().zip(0..).map(|(name, i)| host(name, i)).collect(),
+        hosts: HOSTS
+            .iter()
+            .zip(0..)
+            .map(|(name, i)| host(name, i))
+            .collect(),
     }
 }
 
@@ -64,7 +68,10 @@ fn ip_once(prefix: &str) -> (Duration, Duration) {
     let started = Instant::now();
     ip(&["netns", "add", &router]);
     ip(&["-n", &router, "link", "set", "lo", "up"]);
-    sysctl(&router, &["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"]);
+    sysctl(
+        &router,
+        &["net.ipv4.ip_forward=1", "net.ipv6.conf.all.forwarding=1"],
+    );
     for (name, index) in HOSTS.iter().zip(0u8..) {
         let spec = host(name, index);
         let (v4, v6) = (spec.ipv4.unwrap(), spec.ipv6.unwrap());
@@ -72,16 +79,86 @@ fn ip_once(prefix: &str) -> (Duration, Duration) {
         let router_side = format!("mxlab-{name}");
         ip(&["netns", "add", &namespace]);
         ip(&["-n", &namespace, "link", "set", "lo", "up"]);
-        sysctl(&namespace, &["net.ipv6.conf.all.accept_dad=0", "net.ipv6.conf.default.accept_dad=0"]);
-        ip(&["-n", &router, "link", "add", &router_side, "type", "veth", "peer", "name", "mxlab0", "netns", &namespace]);
+        sysctl(
+            &namespace,
+            &[
+                "net.ipv6.conf.all.accept_dad=0",
+                "net.ipv6.conf.default.accept_dad=0",
+            ],
+        );
+        ip(&[
+            "-n",
+            &router,
+            "link",
+            "add",
+            &router_side,
+            "type",
+            "veth",
+            "peer",
+            "name",
+            "mxlab0",
+            "netns",
+            &namespace,
+        ]);
         ip(&["-n", &router, "link", "set", &router_side, "up"]);
         ip(&["-n", &namespace, "link", "set", "mxlab0", "up"]);
-        ip(&["-n", &router, "addr", "add", &format!("{}/29", v4.router), "dev", &router_side]);
-        ip(&["-n", &router, "addr", "add", &format!("{}/64", v6.router), "dev", &router_side, "nodad"]);
-        ip(&["-n", &namespace, "addr", "add", &format!("{}/29", v4.host), "dev", "mxlab0"]);
-        ip(&["-n", &namespace, "addr", "add", &format!("{}/64", v6.host), "dev", "mxlab0", "nodad"]);
-        ip(&["-n", &namespace, "route", "add", "default", "via", &v4.router.to_string()]);
-        ip(&["-n", &namespace, "-6", "route", "add", "default", "via", &v6.router.to_string()]);
+        ip(&[
+            "-n",
+            &router,
+            "addr",
+            "add",
+            &format!("{}/29", v4.router),
+            "dev",
+            &router_side,
+        ]);
+        ip(&[
+            "-n",
+            &router,
+            "addr",
+            "add",
+            &format!("{}/64", v6.router),
+            "dev",
+            &router_side,
+            "nodad",
+        ]);
+        ip(&[
+            "-n",
+            &namespace,
+            "addr",
+            "add",
+            &format!("{}/29", v4.host),
+            "dev",
+            "mxlab0",
+        ]);
+        ip(&[
+            "-n",
+            &namespace,
+            "addr",
+            "add",
+            &format!("{}/64", v6.host),
+            "dev",
+            "mxlab0",
+            "nodad",
+        ]);
+        ip(&[
+            "-n",
+            &namespace,
+            "route",
+            "add",
+            "default",
+            "via",
+            &v4.router.to_string(),
+        ]);
+        ip(&[
+            "-n",
+            &namespace,
+            "-6",
+            "route",
+            "add",
+            "default",
+            "via",
+            &v6.router.to_string(),
+        ]);
     }
     let up = started.elapsed();
     let started = Instant::now();
@@ -95,7 +172,8 @@ fn ip_once(prefix: &str) -> (Duration, Duration) {
 /// Median and 95th percentile in milliseconds.
 fn stats(mut samples: Vec<Duration>) -> (f64, f64) {
     samples.sort();
-    let at = |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
+    let at =
+        |q: f64| samples[((samples.len() - 1) as f64 * q).round() as usize].as_secs_f64() * 1e3;
     (at(0.5), at(0.95))
 }
 

@@ -88,7 +88,11 @@ impl Topology {
 
         // Creating a namespace costs the kernel a few milliseconds: create them all at once.
         let labels: Vec<String> = std::iter::once(format!("{}-router", spec.prefix))
-            .chain(spec.hosts.iter().map(|h| format!("{}-{}", spec.prefix, h.name)))
+            .chain(
+                spec.hosts
+                    .iter()
+                    .map(|h| format!("{}-{}", spec.prefix, h.name)),
+            )
             .collect();
         let mut created = std::thread::scope(|scope| {
             let handles: Vec<_> = labels
