@@ -104,7 +104,7 @@ async fn run(paths: Vec<PathBuf>, suts: Vec<SutKind>, timeline: bool, jobs: usiz
         }
     }
 
-    let (mut passed, mut failed, mut errors) = (0, 0, 0);
+    let (mut passed, mut failed, mut xfailed, mut errors) = (0, 0, 0, 0);
     let runs = scenarios
         .iter()
         .flat_map(|scenario| suts.iter().map(move |sut| (scenario, sut)));
@@ -128,6 +128,7 @@ async fn run(paths: Vec<PathBuf>, suts: Vec<SutKind>, timeline: bool, jobs: usiz
                 match report.verdict.status {
                     Status::Pass => passed += 1,
                     Status::Fail => failed += 1,
+                    Status::Xfail => xfailed += 1,
                     Status::Error => errors += 1,
                 }
             }
@@ -137,7 +138,7 @@ async fn run(paths: Vec<PathBuf>, suts: Vec<SutKind>, timeline: bool, jobs: usiz
             }
         }
     }
-    println!("{passed} passed, {failed} failed, {errors} errors");
+    println!("{passed} passed, {failed} failed, {xfailed} xfailed, {errors} errors");
     if bad_input || errors > 0 {
         ExitCode::from(EXIT_USAGE)
     } else if failed > 0 {

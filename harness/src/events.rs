@@ -135,6 +135,15 @@ pub enum EventKind {
         /// The fault, e.g. `blackhole on mx1 ipv6`.
         fault: String,
     },
+    /// The bounce collector received a delivery status notification.
+    DsnReceived {
+        /// The `Final-Recipient:` of the failed delivery.
+        recipient: Option<String>,
+        /// The `Status:` field, e.g. `5.1.1`.
+        status: Option<String>,
+        /// The `Diagnostic-Code:` field, e.g. `smtp; 550 5.1.1 no such user`.
+        diagnostic: Option<String>,
+    },
     /// A harness-level note, e.g. that the run hit its time limit.
     Harness {
         /// What happened.
@@ -338,6 +347,17 @@ impl fmt::Display for EventKind {
             }
             EventKind::FaultActivated { fault } => write!(f, "fault {fault}: active"),
             EventKind::FaultHealed { fault } => write!(f, "fault {fault}: healed"),
+            EventKind::DsnReceived {
+                recipient,
+                status,
+                diagnostic,
+            } => write!(
+                f,
+                "dsn   for {}: status {}, {}",
+                recipient.as_deref().unwrap_or("?"),
+                status.as_deref().unwrap_or("?"),
+                diagnostic.as_deref().unwrap_or("no diagnostic")
+            ),
             EventKind::Harness { message } => write!(f, "mxlab {message}"),
         }
     }

@@ -5,6 +5,7 @@
 //! (Ctrl-C) leaves nothing behind. Namespaces are anonymous and the MTA dies with the harness,
 //! so even a killed harness leaks no namespace or process.
 
+mod dsn;
 mod finish;
 mod schedule;
 mod world;
@@ -134,14 +135,14 @@ pub async fn run(scenario: &Scenario, sut: &SutKind) -> Result<RunReport, LabErr
     lab.sut.queue().await?;
 
     let teardown_started = Instant::now();
-    lab.down().await?;
+    lab.down(&log).await?;
     let teardown = teardown_started.elapsed();
     log.record(EventKind::Harness {
         message: format!("lab down in {:.0} ms", teardown.as_secs_f64() * 1e3),
     });
 
     let events = log.snapshot();
-    let verdict = verdict::judge(expect, &plan.messages, &events);
+    let verdict = verdict::judge(expect, &plan.messages, &events, sut.name());
     Ok(RunReport {
         scenario: scenario.name.clone(),
         sut: sut.name().to_string(),

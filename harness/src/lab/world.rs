@@ -3,7 +3,8 @@
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
 
-use super::LabError;
+use super::{dsn, LabError};
+use crate::verdict::COLLECTOR;
 use crate::capture::{self, SynWatch};
 use crate::clock::ScenarioClock;
 use crate::dns::{DnsServer, RunningDns};
@@ -98,7 +99,7 @@ impl Lab {
     }
 
     /// Stops everything in order, the SUT first so its last log lines are recorded.
-    pub async fn down(self) -> Result<(), LabError> {
+    pub async fn down(self, log: &EventLog) -> Result<(), LabError> {
         let Lab {
             sut,
             syn_watch,
@@ -111,6 +112,11 @@ impl Lab {
         let stopped = sut.stop().await;
         syn_watch.stop().await;
         for server in mx_servers {
+            if server.host() == COLLECTOR {
+                for message in server.messages() {
+                    log.record(dsn::dsn_event(&message.content));
+                }
+            }
             server.shutdown().await;
         }
         dns.shutdown().await;

@@ -29,6 +29,7 @@ pub fn render(report: &RunReport, timeline: bool) -> String {
     if report.verdict.status == Status::Pass && !timeline {
         return out;
     }
+    let brief = report.verdict.status == Status::Xfail && !timeline;
     for failure in &report.verdict.failures {
         let _ = writeln!(
             out,
@@ -42,6 +43,9 @@ pub fn render(report: &RunReport, timeline: bool) -> String {
         .iter()
         .flat_map(|f| f.evidence.iter().copied())
         .collect();
+    if brief {
+        return out;
+    }
     let _ = writeln!(out, "      timeline:");
     let shown: Vec<(usize, &Event)> = report
         .events

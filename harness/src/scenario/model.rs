@@ -349,6 +349,28 @@ pub struct Expect {
     /// `"NAME TYPE"`, e.g. `["mx1.example.test AAAA", "mx1.example.test A"]`.
     #[serde(default)]
     pub queried: Option<Vec<Spanned<String>>>,
+    /// Connection attempts to the receiving MX hosts per family, e.g. `{ ipv6 = 1, ipv4 = 1 }`.
+    #[serde(default)]
+    pub attempts: Option<BTreeMap<Family, u32>>,
+    /// What the bounce (delivery status notification) must say.
+    #[serde(default)]
+    pub dsn: Option<DsnExpect>,
+    /// Known deviations per SUT name, with the reason: a failure is reported as xfail, a pass
+    /// as a failure (so the entry gets removed).
+    #[serde(default)]
+    pub xfail: BTreeMap<String, String>,
+}
+
+/// Expected fields of the bounce's delivery status notification.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DsnExpect {
+    /// The `Status:` field, e.g. `5.7.25` (a prefix such as `5.` also matches).
+    #[serde(default)]
+    pub status: Option<String>,
+    /// Text the `Diagnostic-Code:` field must contain, e.g. the MX's reply `550 5.7.25`.
+    #[serde(default)]
+    pub diagnostic: Option<String>,
 }
 
 fn default_within() -> HumanDuration {

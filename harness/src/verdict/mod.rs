@@ -15,7 +15,9 @@ pub use observe::{attempts, fate, Acceptance, Attempt, MessageFate, COLLECTOR};
 use crate::events::{Event, EventKind};
 use crate::family::Family;
 use crate::plan::PlannedMessage;
-use crate::scenario::{Expect, Outcome};
+use std::collections::BTreeMap;
+
+use crate::scenario::{DsnExpect, Expect, Outcome};
 
 /// How a scenario ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -25,6 +27,8 @@ pub enum Status {
     Pass,
     /// At least one expectation did not hold.
     Fail,
+    /// An expectation did not hold, as the scenario's `xfail` for this SUT says it will not.
+    Xfail,
     /// The harness could not run the scenario; says nothing about the MTA.
     Error,
 }
@@ -34,6 +38,7 @@ impl fmt::Display for Status {
         f.pad(match self {
             Status::Pass => "PASS",
             Status::Fail => "FAIL",
+            Status::Xfail => "XFAIL",
             Status::Error => "ERROR",
         })
     }
@@ -72,8 +77,33 @@ impl Verdict {
     }
 }
 
-/// Checks every expectation against the events of a run that injected `messages` in order.
-pub fn judge(expect: &Expect, messages: &[PlannedMessage], events: &[Event]) -> Verdict {
+/// Checks every expectation against the events of a run of `sut` that injected `messages` in
+/// order, then applies the scenario's `xfail` entry for `sut`.
+pub fn judge(expect: &Expect, messages: &[PlannedMessage], events: &[Event], sut: &str) -> Verdict {
+    let verdict = check(expect, messages, events);
+    let Some(reason) = expect.xfail.get(sut) else {
+        return verdict;
+    };
+    match verdict.status {
+        Status::Fail => Verdict {
+            status: Status::Xfail,
+            summary: format!("{} (known: {reason})", verdict.summary),
+            ..verdict
+        },
+        Status::Pass => Verdict {
+            status: Status::Fail,
+            failures: vec![Failure {
+                expectation: format!("xfail.{sut} = {reason:?}"),
+                reason: format!("{sut} now meets every expectation: remove the xfail entry"),
+                evidence: Vec::new(),
+            }],
+            ..verdict
+        },
+        Status::Xfail | Status::Error => verdict,
+    }
+}
+
+fn check(expect: &Expect, messages: &[PlannedMessage], events: &[Event]) -> Verdict {
     let mut failures = Vec::new();
     let all_attempts = attempts(events);
     let mut summaries = Vec::new();
@@ -167,6 +197,16 @@ pub fn judge(expect: &Expect, messages: &[PlannedMessage], events: &[Event]) -> 
             });
         }
     }
+    if let Some(expected) = &expect.attempts {
+        if let Some(failure) = check_attempts(expected, &all_attempts) {
+            failures.push(failure);
+        }
+    }
+    if let Some(dsn) = &expect.dsn {
+        if let Some(failure) = check_dsn(dsn, events) {
+            failures.push(failure);
+        }
+    }
     if let Some(queried) = &expect.queried {
         if let Some(failure) = check_queries(queried, events) {
             failures.push(failure);
@@ -199,6 +239,74 @@ pub fn judge(expect: &Expect, messages: &[PlannedMessage], events: &[Event]) -> 
         summary: summaries.join("; "),
         failures,
     }
+}
+
+/// The number of connection attempts per family must be as expected.
+fn check_attempts(expected: &BTreeMap<Family, u32>, attempts: &[Attempt]) -> Option<Failure> {
+    let count = |family: Family| attempts.iter().filter(|a| a.family == family).count() as u32;
+    let wrong: Vec<String> = expected
+        .iter()
+        .filter(|(family, n)| count(**family) != **n)
+        .map(|(family, _)| format!("{} over {family}", count(*family)))
+        .collect();
+    (!wrong.is_empty()).then(|| Failure {
+        expectation: format!(
+            "attempts = {{ {} }}",
+            expected
+                .iter()
+                .map(|(family, n)| format!("{family} = {n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        ),
+        reason: format!("the MTA made {} connection attempts", wrong.join(" and ")),
+        evidence: attempts.iter().map(|a| a.event).collect(),
+    })
+}
+
+/// The first DSN the collector received must carry the expected status and diagnostic.
+fn check_dsn(expected: &DsnExpect, events: &[Event]) -> Option<Failure> {
+    let expectation = format!(
+        "dsn = {{ {} }}",
+        [
+            expected.status.as_ref().map(|s| format!("status = {s:?}")),
+            expected.diagnostic.as_ref().map(|d| format!("diagnostic = {d:?}")),
+        ]
+        .into_iter()
+        .flatten()
+        .collect::<Vec<_>>()
+        .join(", ")
+    );
+    let received = events.iter().enumerate().find_map(|(index, event)| match &event.kind {
+        EventKind::DsnReceived {
+            status, diagnostic, ..
+        } => Some((index, status, diagnostic)),
+        _ => None,
+    });
+    let Some((index, status, diagnostic)) = received else {
+        return Some(Failure {
+            expectation,
+            reason: "no delivery status notification reached the sender".into(),
+            evidence: Vec::new(),
+        });
+    };
+    let status_ok = expected
+        .status
+        .as_ref()
+        .is_none_or(|want| status.as_deref().is_some_and(|got| got.starts_with(want.as_str())));
+    let diagnostic_ok = expected.diagnostic.as_ref().is_none_or(|want| {
+        diagnostic
+            .as_deref()
+            .is_some_and(|got| got.contains(want.as_str()))
+    });
+    (!(status_ok && diagnostic_ok)).then(|| Failure {
+        expectation,
+        reason: format!(
+            "the DSN says status {}, diagnostic {}",
+            status.as_deref().unwrap_or("(none)"),
+            diagnostic.as_deref().unwrap_or("(none)")
+        ),
+        evidence: vec![index],
+    })
 }
 
 /// The queries must appear in this order among the DNS query events.

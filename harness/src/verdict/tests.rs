@@ -30,6 +30,10 @@ to = ["bob@example.test"]
     (scenario.expect, plan.messages)
 }
 
+fn judge_as(expect: &Expect, messages: &[PlannedMessage], events: &[Event]) -> Verdict {
+    judge(expect, messages, events, "postfix")
+}
+
 struct Log(Vec<Event>);
 
 impl Log {
@@ -141,7 +145,7 @@ fn a_fallback_meeting_every_expectation_passes() {
     let (expect, messages) = scenario_with(
         "outcome = \"delivered\"\nvia = \"ipv4\"\nmx = \"mx1\"\ntried = [\"ipv6\"]\nwithin = \"5s\"",
     );
-    let verdict = judge(&expect, &messages, &fallback_log());
+    let verdict = judge_as(&expect, &messages, &fallback_log());
     assert_eq!(verdict.status, Status::Pass, "{verdict:?}");
     assert_eq!(
         verdict.summary,
@@ -173,14 +177,14 @@ fn syns_that_met_no_server_count_as_tried() {
         .0;
     let (expect, messages) =
         scenario_with("outcome = \"delivered\"\nvia = \"ipv4\"\ntried = [\"ipv6\"]");
-    let verdict = judge(&expect, &messages, &log);
+    let verdict = judge_as(&expect, &messages, &log);
     assert_eq!(verdict.status, Status::Pass, "{verdict:?}");
     assert_eq!(
         verdict.summary,
         "delivered once via ipv4 by mx1 after trying mx1 ipv6 (no session, 3 SYNs) in 5.10s"
     );
     let (expect, messages) = scenario_with("outcome = \"delivered\"\ntried = []");
-    assert_eq!(judge(&expect, &messages, &log).status, Status::Fail);
+    assert_eq!(judge_as(&expect, &messages, &log).status, Status::Fail);
 }
 
 #[test]
@@ -204,14 +208,14 @@ fn a_syn_recorded_after_the_next_session_still_counts_as_tried_first() {
         .accepted(1.2, "mx1", 1, Family::Ipv4, ID, "aa")
         .0;
     let (expect, messages) = scenario_with("outcome = \"delivered\"\ntried = [\"ipv6\"]");
-    let verdict = judge(&expect, &messages, &log);
+    let verdict = judge_as(&expect, &messages, &log);
     assert_eq!(verdict.status, Status::Pass, "{verdict:?}");
 }
 
 #[test]
 fn the_wrong_family_fails_via_and_names_it() {
     let (expect, messages) = scenario_with("outcome = \"delivered\"\nvia = \"ipv6\"");
-    let verdict = judge(&expect, &messages, &fallback_log());
+    let verdict = judge_as(&expect, &messages, &fallback_log());
     assert_eq!(verdict.status, Status::Fail);
     assert_eq!(failed_expectations(&verdict), ["via = \"ipv6\""]);
     assert!(verdict.failures[0]
@@ -223,14 +227,14 @@ fn the_wrong_family_fails_via_and_names_it() {
 #[test]
 fn the_wrong_mx_fails() {
     let (expect, messages) = scenario_with("outcome = \"delivered\"\nmx = \"mx2\"");
-    let verdict = judge(&expect, &messages, &fallback_log());
+    let verdict = judge_as(&expect, &messages, &fallback_log());
     assert_eq!(failed_expectations(&verdict), ["mx = \"mx2\""]);
 }
 
 #[test]
 fn tried_checks_families_and_their_order() {
     let (expect, messages) = scenario_with("outcome = \"delivered\"\ntried = []");
-    let verdict = judge(&expect, &messages, &fallback_log());
+    let verdict = judge_as(&expect, &messages, &fallback_log());
     assert_eq!(failed_expectations(&verdict), ["tried = []"]);
     assert!(verdict.failures[0].reason.contains("[\"ipv6\"]"));
 
@@ -242,7 +246,7 @@ fn tried_checks_families_and_their_order() {
         .accepted(1.4, "mx2", 3, Family::Ipv4, ID, "aa")
         .0;
     let (expect, messages) = scenario_with("outcome = \"delivered\"\ntried = [\"ipv6\", \"ipv4\"]");
-    let verdict = judge(&expect, &messages, &log);
+    let verdict = judge_as(&expect, &messages, &log);
     assert_eq!(verdict.status, Status::Fail);
     assert!(verdict.failures[0].reason.contains("[\"ipv4\", \"ipv6\"]"));
 }
@@ -255,7 +259,7 @@ fn a_slow_delivery_fails_within() {
         .accepted(41.0, "mx1", 1, Family::Ipv4, ID, "aa")
         .0;
     let (expect, messages) = scenario_with("outcome = \"delivered\"\nwithin = \"30s\"");
-    let verdict = judge(&expect, &messages, &log);
+    let verdict = judge_as(&expect, &messages, &log);
     assert_eq!(failed_expectations(&verdict), ["within = \"30s\""]);
     assert!(verdict.failures[0].reason.contains("took 40.00s"));
 }
@@ -270,12 +274,12 @@ fn a_second_acceptance_fails_exactly_once() {
         .accepted(3.1, "mx1", 2, Family::Ipv4, ID, "aa")
         .0;
     let (expect, messages) = scenario_with("outcome = \"delivered\"");
-    let verdict = judge(&expect, &messages, &log);
+    let verdict = judge_as(&expect, &messages, &log);
     assert_eq!(failed_expectations(&verdict), ["exactly_once = true"]);
     assert!(verdict.failures[0].reason.contains("accepted 2 times"));
 
     let (expect, messages) = scenario_with("outcome = \"delivered\"\nexactly_once = false");
-    assert_eq!(judge(&expect, &messages, &log).status, Status::Pass);
+    assert_eq!(judge_as(&expect, &messages, &log).status, Status::Pass);
 }
 
 #[test]
@@ -287,7 +291,7 @@ fn the_same_content_under_another_id_fails_exactly_once() {
         .accepted(1.3, "mx1", 1, Family::Ipv4, "<other@sender.test>", "same")
         .0;
     let (expect, messages) = scenario_with("outcome = \"delivered\"");
-    let verdict = judge(&expect, &messages, &log);
+    let verdict = judge_as(&expect, &messages, &log);
     assert_eq!(failed_expectations(&verdict), ["exactly_once = true"]);
     assert!(verdict.failures[0].reason.contains("same content"));
 }
@@ -307,14 +311,14 @@ fn a_queued_message_is_deferred_not_delivered() {
         )
         .0;
     let (expect, messages) = scenario_with("outcome = \"delivered\"");
-    let verdict = judge(&expect, &messages, &log);
+    let verdict = judge_as(&expect, &messages, &log);
     assert_eq!(failed_expectations(&verdict), ["outcome = \"delivered\""]);
     assert!(verdict.failures[0]
         .reason
         .contains("deferred: still queued (host mx1.example.test said: 421 busy)"));
 
     let (expect, messages) = scenario_with("outcome = \"deferred\"");
-    assert_eq!(judge(&expect, &messages, &log).status, Status::Pass);
+    assert_eq!(judge_as(&expect, &messages, &log).status, Status::Pass);
 }
 
 #[test]
@@ -334,9 +338,9 @@ fn a_bounce_reaches_the_collector() {
         .queue(2.0, vec![])
         .0;
     let (expect, messages) = scenario_with("outcome = \"bounced\"");
-    assert_eq!(judge(&expect, &messages, &log).status, Status::Pass);
+    assert_eq!(judge_as(&expect, &messages, &log).status, Status::Pass);
     let (expect, messages) = scenario_with("outcome = \"delivered\"");
-    let verdict = judge(&expect, &messages, &log);
+    let verdict = judge_as(&expect, &messages, &log);
     assert_eq!(
         verdict.failures[0].reason,
         format!("message {ID} was bounced")
@@ -347,7 +351,7 @@ fn a_bounce_reaches_the_collector() {
 fn a_message_that_vanished_is_reported_lost() {
     let log = Log::new().injected(1.0).queue(5.0, vec![]).0;
     let (expect, messages) = scenario_with("outcome = \"deferred\"");
-    let verdict = judge(&expect, &messages, &log);
+    let verdict = judge_as(&expect, &messages, &log);
     assert_eq!(verdict.status, Status::Fail);
     assert!(verdict.failures[0].reason.contains("lost"));
 }
@@ -382,12 +386,12 @@ fn queried_checks_the_order_of_dns_queries() {
     let (expect, messages) = scenario_with(
         "outcome = \"delivered\"\nqueried = [\"Example.Test. mx\", \"mx1.example.test AAAA\"]",
     );
-    assert_eq!(judge(&expect, &messages, &log).status, Status::Pass);
+    assert_eq!(judge_as(&expect, &messages, &log).status, Status::Pass);
 
     let (expect, messages) = scenario_with(
         "outcome = \"delivered\"\nqueried = [\"mx1.example.test AAAA\", \"mx1.example.test A\"]",
     );
-    let verdict = judge(&expect, &messages, &log);
+    let verdict = judge_as(&expect, &messages, &log);
     assert_eq!(
         failed_expectations(&verdict),
         ["queried = [\"mx1.example.test AAAA\", \"mx1.example.test A\"]"]
@@ -395,4 +399,64 @@ fn queried_checks_the_order_of_dns_queries() {
     assert!(verdict.failures[0].reason.contains(
         "no query \"mx1.example.test A\" after the ones before it; the MTA asked, in order: example.test MX, mx1.example.test A, mx1.example.test AAAA"
     ));
+}
+
+#[test]
+fn attempts_counts_connections_per_family() {
+    let (expect, messages) =
+        scenario_with("outcome = \"delivered\"\nattempts = { ipv6 = 1, ipv4 = 1 }");
+    assert_eq!(judge_as(&expect, &messages, &fallback_log()).status, Status::Pass);
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\nattempts = { ipv6 = 2 }");
+    let verdict = judge_as(&expect, &messages, &fallback_log());
+    assert_eq!(failed_expectations(&verdict), ["attempts = { ipv6 = 2 }"]);
+    assert_eq!(verdict.failures[0].reason, "the MTA made 1 over ipv6 connection attempts");
+}
+
+fn bounce_log(status: &str, diagnostic: &str) -> Vec<Event> {
+    Log::new()
+        .injected(1.0)
+        .connect(1.1, "mx1", 1, Family::Ipv4)
+        .connect(1.5, COLLECTOR, 2, Family::Ipv6)
+        .accepted(1.6, COLLECTOR, 2, Family::Ipv6, "<dsn@sut.sender.test>", "bb")
+        .at(
+            2.0,
+            EventKind::DsnReceived {
+                recipient: Some("bob@example.test".into()),
+                status: Some(status.into()),
+                diagnostic: Some(diagnostic.into()),
+            },
+        )
+        .0
+}
+
+#[test]
+fn dsn_checks_status_and_diagnostic() {
+    let log = bounce_log("5.7.25", "smtp; 550 5.7.25 no PTR for your IPv6 address");
+    let (expect, messages) = scenario_with(
+        "outcome = \"bounced\"\ndsn = { status = \"5.7\", diagnostic = \"550 5.7.25\" }",
+    );
+    assert_eq!(judge_as(&expect, &messages, &log).status, Status::Pass);
+    let (expect, messages) =
+        scenario_with("outcome = \"bounced\"\ndsn = { status = \"5.1.1\" }");
+    let verdict = judge_as(&expect, &messages, &log);
+    assert_eq!(failed_expectations(&verdict), ["dsn = { status = \"5.1.1\" }"]);
+    assert!(verdict.failures[0].reason.contains("status 5.7.25"));
+    let verdict = judge_as(&expect, &messages, &fallback_log());
+    assert!(verdict.failures.iter().any(|f| f.reason == "no delivery status notification reached the sender"));
+}
+
+#[test]
+fn xfail_turns_a_known_failure_into_xfail_and_a_pass_into_a_failure() {
+    let xfail = "\n[expect.xfail]\npostfix = \"known bug\"";
+    let (expect, messages) = scenario_with(&format!("outcome = \"delivered\"\nvia = \"ipv6\"{xfail}"));
+    let verdict = judge(&expect, &messages, &fallback_log(), "postfix");
+    assert_eq!(verdict.status, Status::Xfail);
+    assert!(verdict.summary.ends_with("(known: known bug)"));
+    assert_eq!(judge(&expect, &messages, &fallback_log(), "exim").status, Status::Fail);
+
+    let (expect, messages) = scenario_with(&format!("outcome = \"delivered\"\nvia = \"ipv4\"{xfail}"));
+    let verdict = judge(&expect, &messages, &fallback_log(), "postfix");
+    assert_eq!(verdict.status, Status::Fail);
+    assert_eq!(failed_expectations(&verdict), ["xfail.postfix = \"known bug\""]);
+    assert!(verdict.failures[0].reason.contains("remove the xfail entry"));
 }
