@@ -428,23 +428,37 @@ fn summary(fate: &MessageFate, outcome: Option<Outcome>, earlier: &[Attempt]) ->
         ([], outcome) => describe(fate, outcome),
     };
     if !earlier.is_empty() {
-        let tries: Vec<String> = earlier
-            .iter()
-            .map(|attempt| {
-                format!(
-                    "{} {} ({})",
-                    attempt.host,
-                    attempt.family,
-                    attempt.outcome()
-                )
-            })
-            .collect();
-        text.push_str(&format!(" after trying {}", tries.join(", ")));
+        text.push_str(&format!(" after {}", describe_attempts(earlier)));
     }
     if let Some(took) = time_to_outcome(fate) {
         text.push_str(&format!(" in {:.2}s", took.as_secs_f64()));
     }
     text
+}
+
+/// `trying mx1 ipv6 (421 busy)` for a few attempts; counts per host and family for many.
+fn describe_attempts(attempts: &[Attempt]) -> String {
+    const LISTED: usize = 3;
+    let one = |a: &Attempt| format!("{} {} ({})", a.host, a.family, a.outcome());
+    if attempts.len() <= LISTED {
+        return format!("trying {}", attempts.iter().map(one).collect::<Vec<_>>().join(", "));
+    }
+    let mut counts: Vec<(String, usize)> = Vec::new();
+    for attempt in attempts {
+        let key = format!("{} {}", attempt.host, attempt.family);
+        match counts.iter_mut().find(|(k, _)| *k == key) {
+            Some((_, n)) => *n += 1,
+            None => counts.push((key, 1)),
+        }
+    }
+    let counted: Vec<String> = counts.iter().map(|(key, n)| format!("{key} ×{n}")).collect();
+    let last = attempts.last().expect("more than LISTED attempts");
+    format!(
+        "{} attempts ({}; last: {})",
+        attempts.len(),
+        counted.join(", "),
+        last.outcome()
+    )
 }
 
 fn first_seen_families(attempts: &[Attempt]) -> Vec<Family> {

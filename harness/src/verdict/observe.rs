@@ -42,14 +42,14 @@ pub struct Attempt {
     pub syns: u32,
     /// The session it opened, if the MX accepted the connection.
     pub session: Option<SessionId>,
-    /// The last reply the server gave in that session, if any.
-    pub last_reply: Option<String>,
+    /// The session's first 4xx/5xx reply, or else its last reply, if any.
+    pub reply: Option<String>,
 }
 
 impl Attempt {
     /// What the attempt met, e.g. `421 4.3.2 busy` or `no session, 3 SYNs`.
     pub fn outcome(&self) -> String {
-        match (&self.last_reply, self.session) {
+        match (&self.reply, self.session) {
             (Some(reply), _) => reply.lines().last().unwrap_or_default().to_string(),
             (None, Some(_)) => "no reply".to_string(),
             (None, None) if self.syns == 1 => "no session, 1 SYN".to_string(),
@@ -173,7 +173,7 @@ pub fn attempts(events: &[Event]) -> Vec<Attempt> {
                 client: *client,
                 syns: u32::from(syn),
                 session,
-                last_reply: None,
+                reply: None,
             }),
         }
     }
@@ -192,7 +192,10 @@ pub fn attempts(events: &[Event]) -> Vec<Attempt> {
             }
             EventKind::SmtpReply { session, reply, .. } => {
                 if let Some(attempt) = attempts.iter_mut().find(|a| a.session == Some(*session)) {
-                    attempt.last_reply = Some(reply.clone());
+                    let is_error = |text: &str| text.starts_with(['4', '5']);
+                    if !attempt.reply.as_deref().is_some_and(is_error) {
+                        attempt.reply = Some(reply.clone());
+                    }
                 }
             }
             _ => {}

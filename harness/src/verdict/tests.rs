@@ -460,3 +460,27 @@ fn xfail_turns_a_known_failure_into_xfail_and_a_pass_into_a_failure() {
     assert_eq!(failed_expectations(&verdict), ["xfail.postfix = \"known bug\""]);
     assert!(verdict.failures[0].reason.contains("remove the xfail entry"));
 }
+
+#[test]
+fn many_attempts_are_counted_and_errors_win_over_the_goodbye() {
+    let mut log = Log::new().injected(1.0);
+    for session in 1..=5 {
+        let family = if session % 2 == 0 { Family::Ipv4 } else { Family::Ipv6 };
+        let reply = |text: &str| EventKind::SmtpReply {
+            host: "mx1".into(),
+            session,
+            reply: text.into(),
+        };
+        log = log
+            .connect(1.0 + session as f64, "mx1", session, family)
+            .at(1.1 + session as f64, reply("554 5.7.1 go away"))
+            .at(1.2 + session as f64, reply("221 2.0.0 Bye"));
+    }
+    let (expect, messages) = scenario_with("outcome = \"deferred\"");
+    let verdict = judge_as(&expect, &messages, &log.0);
+    assert!(
+        verdict.summary.contains("after 5 attempts (mx1 ipv6 ×3, mx1 ipv4 ×2; last: 554 5.7.1 go away)"),
+        "{}",
+        verdict.summary
+    );
+}
