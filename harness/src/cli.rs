@@ -29,45 +29,129 @@ pub struct Cli {
 
 #[derive(Debug, Subcommand)]
 enum Command {
-    /// Run scenarios against a system under test and print a verdict per scenario.
-    Run {
-        /// Scenario files or directories (searched recursively for *.toml); default: ./scenarios
+    /// Run scenarios against systems under test and print a verdict per run.
+    Run(RunArgs),
+    /// List scenarios with their tags and descriptions.
+    List {
+        /// Scenario files or directories; default: ./scenarios
         paths: Vec<PathBuf>,
-        /// The MTAs to test, comma-separated; every scenario runs against each.
-        #[arg(long, value_delimiter = ',', default_value = "postfix")]
-        sut: Vec<SutKind>,
-        /// Print the timeline of every run, not only of failed ones.
+        /// Only scenarios with this tag (repeatable: all must match).
         #[arg(long)]
-        timeline: bool,
-        /// How many scenarios run at once (each in its own namespaces).
-        #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
-        jobs: u16,
+        tag: Vec<String>,
     },
     /// Remove what runs killed with SIGKILL left behind (work directories, stray processes).
     Gc,
+}
+
+#[derive(Debug, clap::Args)]
+struct RunArgs {
+    /// Scenario files or directories (searched recursively for *.toml); default: ./scenarios
+    paths: Vec<PathBuf>,
+    /// The MTAs to test, comma-separated; every scenario runs against each.
+    #[arg(long, value_delimiter = ',', default_value = "postfix")]
+    sut: Vec<SutKind>,
+    /// Print the timeline of every run, not only of failed ones.
+    #[arg(long)]
+    timeline: bool,
+    /// How many runs at once (each in its own namespaces).
+    #[arg(short, long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: u16,
+    /// Also write every run, with its events, as JSON (schema mxlab-report/1) to this file.
+    #[arg(long, value_name = "FILE")]
+    json: Option<PathBuf>,
+    /// Also write a JUnit XML report (one test case per scenario × SUT) to this file.
+    #[arg(long, value_name = "FILE")]
+    junit: Option<PathBuf>,
 }
 
 impl Cli {
     /// Runs the command and returns the process's exit status.
     pub async fn execute(self) -> ExitCode {
         match self.command {
-            Command::Run {
-                paths,
-                sut,
-                timeline,
-                jobs,
-            } => run(paths, sut, timeline, jobs.into()).await,
+            Command::Run(args) => run(args).await,
+            Command::List { paths, tag } => list(paths, &tag),
             Command::Gc => gc(),
         }
     }
 }
 
-async fn run(paths: Vec<PathBuf>, suts: Vec<SutKind>, timeline: bool, jobs: usize) -> ExitCode {
+async fn run(args: RunArgs) -> ExitCode {
+    let RunArgs {
+        paths,
+        sut: suts,
+        timeline,
+        jobs,
+        json,
+        junit,
+    } = args;
+    let Some((scenarios, bad_input)) = load_scenarios(paths) else {
+        return ExitCode::from(EXIT_USAGE);
+    };
+    for sut in &suts {
+        if let Err(err) = preflight(sut) {
+            eprintln!("error: {err}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+
+    let (mut passed, mut failed, mut xfailed, mut errors) = (0, 0, 0, 0);
+    let mut finished = Vec::new();
+    let runs = scenarios
+        .iter()
+        .flat_map(|scenario| suts.iter().map(move |sut| (scenario, sut)));
+    let mut reports = futures::stream::iter(runs)
+        .map(|(scenario, sut)| async move { (scenario, sut, lab::run(scenario, sut).await) })
+        .buffered(jobs.into());
+    loop {
+        let next = tokio::select! {
+            next = reports.next() => next,
+            signal = interrupted() => {
+                eprintln!("interrupted by {signal}: every lab torn down");
+                return ExitCode::from(EXIT_INTERRUPTED);
+            }
+        };
+        let Some((scenario, sut, report)) = next else {
+            break;
+        };
+        let report = report.unwrap_or_else(|err| lab::RunReport::harness_error(scenario, sut, &err));
+        print!("{}", console::render(&report, timeline));
+        match report.verdict.status {
+            Status::Pass => passed += 1,
+            Status::Fail => failed += 1,
+            Status::Xfail => xfailed += 1,
+            Status::Error => errors += 1,
+        }
+        finished.push(report);
+    }
+    let written = [
+        (json, crate::report::json::render as fn(&[lab::RunReport]) -> String),
+        (junit, crate::report::junit::render),
+    ];
+    for (path, render) in written {
+        let Some(path) = path else { continue };
+        if let Err(err) = std::fs::write(&path, render(&finished)) {
+            eprintln!("error: cannot write {}: {err}", path.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    println!("{passed} passed, {failed} failed, {xfailed} xfailed, {errors} errors");
+    if bad_input || errors > 0 {
+        ExitCode::from(EXIT_USAGE)
+    } else if failed > 0 {
+        ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Loads every scenario under `paths` (default ./scenarios), reporting malformed ones on
+/// stderr; `None` when nothing usable was found. The flag tells whether any file was bad.
+fn load_scenarios(paths: Vec<PathBuf>) -> Option<(Vec<Scenario>, bool)> {
     let paths = if paths.is_empty() {
         let default = PathBuf::from("scenarios");
         if !default.is_dir() {
             eprintln!("error: no scenario given and ./scenarios does not exist: run mxlab from its checkout or name scenario files");
-            return ExitCode::from(EXIT_USAGE);
+            return None;
         }
         vec![default]
     } else {
@@ -77,11 +161,11 @@ async fn run(paths: Vec<PathBuf>, suts: Vec<SutKind>, timeline: bool, jobs: usiz
         Ok(files) => files,
         Err(err) => {
             eprintln!("error: {err}");
-            return ExitCode::from(EXIT_USAGE);
+            return None;
         }
     };
     let mut bad_input = false;
-    let mut scenarios: Vec<Scenario> = Vec::new();
+    let mut scenarios = Vec::new();
     for file in &files {
         match scenario::load(file) {
             Ok(scenario) => scenarios.push(scenario),
@@ -95,54 +179,29 @@ async fn run(paths: Vec<PathBuf>, suts: Vec<SutKind>, timeline: bool, jobs: usiz
         if !bad_input {
             eprintln!("error: no scenario files (*.toml) found in the given paths");
         }
-        return ExitCode::from(EXIT_USAGE);
+        return None;
     }
-    for sut in &suts {
-        if let Err(err) = preflight(sut) {
-            eprintln!("error: {err}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    }
+    Some((scenarios, bad_input))
+}
 
-    let (mut passed, mut failed, mut xfailed, mut errors) = (0, 0, 0, 0);
-    let runs = scenarios
+fn list(paths: Vec<PathBuf>, tags: &[String]) -> ExitCode {
+    let Some((scenarios, bad_input)) = load_scenarios(paths) else {
+        return ExitCode::from(EXIT_USAGE);
+    };
+    let width = scenarios.iter().map(|s| s.name.len()).max().unwrap_or(0);
+    for scenario in scenarios
         .iter()
-        .flat_map(|scenario| suts.iter().map(move |sut| (scenario, sut)));
-    let mut reports = futures::stream::iter(runs)
-        .map(|(scenario, sut)| async move { (scenario, sut, lab::run(scenario, sut).await) })
-        .buffered(jobs);
-    loop {
-        let next = tokio::select! {
-            next = reports.next() => next,
-            signal = interrupted() => {
-                eprintln!("interrupted by {signal}: every lab torn down");
-                return ExitCode::from(EXIT_INTERRUPTED);
-            }
-        };
-        let Some((scenario, sut, report)) = next else {
-            break;
-        };
-        match report {
-            Ok(report) => {
-                print!("{}", console::render(&report, timeline));
-                match report.verdict.status {
-                    Status::Pass => passed += 1,
-                    Status::Fail => failed += 1,
-                    Status::Xfail => xfailed += 1,
-                    Status::Error => errors += 1,
-                }
-            }
-            Err(err) => {
-                println!("ERROR {} [{}]  {err}", scenario.name, sut.name());
-                errors += 1;
-            }
-        }
+        .filter(|s| tags.iter().all(|tag| s.tags.contains(tag)))
+    {
+        println!(
+            "{:<width$}  [{}]  {}",
+            scenario.name,
+            scenario.tags.join(", "),
+            scenario.description
+        );
     }
-    println!("{passed} passed, {failed} failed, {xfailed} xfailed, {errors} errors");
-    if bad_input || errors > 0 {
+    if bad_input {
         ExitCode::from(EXIT_USAGE)
-    } else if failed > 0 {
-        ExitCode::from(EXIT_FAILED)
     } else {
         ExitCode::SUCCESS
     }

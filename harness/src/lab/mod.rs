@@ -79,6 +79,21 @@ pub struct RunReport {
 /// Tells from the events whether the run has reached its expected end state.
 type Finished = fn(&[Event], &Plan) -> bool;
 
+impl RunReport {
+    /// The report of a run the harness could not complete: status error, the reason as summary.
+    pub fn harness_error(scenario: &Scenario, sut: &SutKind, error: &LabError) -> RunReport {
+        RunReport {
+            scenario: scenario.name.clone(),
+            sut: sut.name().to_string(),
+            verdict: Verdict::error(error.to_string()),
+            events: Vec::new(),
+            wall: Duration::ZERO,
+            topology_up: Duration::ZERO,
+            teardown: Duration::ZERO,
+        }
+    }
+}
+
 /// How long to keep watching after `within`, so a late delivery is reported with its time.
 const LATE_GRACE: Duration = Duration::from_secs(5);
 

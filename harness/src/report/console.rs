@@ -78,45 +78,10 @@ fn worth_showing(event: &Event) -> bool {
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
-    use crate::verdict::{Failure, Verdict};
 
     fn report(status: Status) -> RunReport {
-        RunReport {
-            scenario: "smtp/x".into(),
-            sut: "postfix".into(),
-            verdict: Verdict {
-                status,
-                summary: "delivered once via ipv4 by mx1".into(),
-                failures: match status {
-                    Status::Pass => vec![],
-                    _ => vec![Failure {
-                        expectation: "via = \"ipv6\"".into(),
-                        reason: "accepted over ipv4 by mx1".into(),
-                        evidence: vec![1],
-                    }],
-                },
-            },
-            events: vec![
-                Event {
-                    at: Duration::from_millis(5),
-                    kind: EventKind::Harness {
-                        message: "lab up".into(),
-                    },
-                },
-                Event {
-                    at: Duration::from_millis(900),
-                    kind: EventKind::SutLog {
-                        line: "status=sent".into(),
-                    },
-                },
-            ],
-            wall: Duration::from_millis(1500),
-            topology_up: Duration::from_millis(10),
-            teardown: Duration::from_millis(10),
-        }
+        crate::report::tests::sample(status)
     }
 
     #[test]

@@ -6,14 +6,14 @@
 //! start-fg`). Postfix runs as PID 1 of its own PID namespace (`master -i`), so stopping that
 //! one process ends every Postfix process.
 
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
-use std::os::fd::{AsFd, BorrowedFd, OwnedFd};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::events::{EventKind, EventLog, QueueEntry};
+use crate::sut::common::{connect_in, listen_address};
 use crate::sut::logtail::{last_lines, LogTail};
 use crate::sut::{smtp, OutgoingMessage, RunningSut, SutContext, SutError};
 
@@ -372,27 +372,6 @@ async fn diagnose(conf: &Path) -> Vec<String> {
             .collect(),
         _ => Vec::new(),
     }
-}
-
-fn listen_address() -> SocketAddr {
-    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 2525))
-}
-
-/// Connects to `address` from a socket made on a short-lived thread inside the network
-/// namespace `ns` and hands it to tokio. Connecting over loopback is immediate (accepted or
-/// refused), so the caller is blocked only briefly.
-fn connect_in(ns: BorrowedFd<'_>, address: SocketAddr) -> std::io::Result<tokio::net::TcpStream> {
-    let stream = std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
-                std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1))
-            })
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("connecting thread panicked")))
-    })?;
-    stream.set_nonblocking(true)?;
-    tokio::net::TcpStream::from_std(stream)
 }
 
 fn io_error(action: &str, source: std::io::Error) -> SutError {

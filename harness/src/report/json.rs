@@ -1,0 +1,78 @@
+//! The JSON report: every run with its verdict and its whole event log.
+//!
+//! Schema `mxlab-report/1` (stable; fields are only ever added):
+//! `{ "schema": "mxlab-report/1", "runs": [ { "scenario", "sut", "status"
+//! ("pass" | "fail" | "xfail" | "error"), "summary", "failures": [ { "expectation", "reason",
+//! "evidence": [event index] } ], "wall_seconds", "topology_up_seconds", "teardown_seconds",
+//! "events": [ { "at" (seconds since the run's start), "kind", ...fields of the kind } ] } ] }`.
+
+use serde::Serialize;
+
+use crate::events::Event;
+use crate::lab::RunReport;
+use crate::verdict::{Failure, Status};
+
+/// The name and version of the schema.
+pub const SCHEMA: &str = "mxlab-report/1";
+
+#[derive(Serialize)]
+struct Document<'r> {
+    schema: &'static str,
+    runs: Vec<Run<'r>>,
+}
+
+#[derive(Serialize)]
+struct Run<'r> {
+    scenario: &'r str,
+    sut: &'r str,
+    status: Status,
+    summary: &'r str,
+    failures: &'r [Failure],
+    wall_seconds: f64,
+    topology_up_seconds: f64,
+    teardown_seconds: f64,
+    events: &'r [Event],
+}
+
+/// The report of `runs` as pretty-printed JSON.
+pub fn render(runs: &[RunReport]) -> String {
+    let document = Document {
+        schema: SCHEMA,
+        runs: runs
+            .iter()
+            .map(|run| Run {
+                scenario: &run.scenario,
+                sut: &run.sut,
+                status: run.verdict.status,
+                summary: &run.verdict.summary,
+                failures: &run.verdict.failures,
+                wall_seconds: run.wall.as_secs_f64(),
+                topology_up_seconds: run.topology_up.as_secs_f64(),
+                teardown_seconds: run.teardown.as_secs_f64(),
+                events: &run.events,
+            })
+            .collect(),
+    };
+    serde_json::to_string_pretty(&document).expect("the report serializes")
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::tests::sample;
+
+    #[test]
+    fn the_schema_holds_verdict_failures_and_events() {
+        let value: serde_json::Value = serde_json::from_str(&render(&[sample(Status::Fail)])).unwrap();
+        assert_eq!(value["schema"], "mxlab-report/1");
+        let run = &value["runs"][0];
+        assert_eq!(run["scenario"], "smtp/x");
+        assert_eq!(run["sut"], "postfix");
+        assert_eq!(run["status"], "fail");
+        assert_eq!(run["failures"][0]["expectation"], "via = \"ipv6\"");
+        assert_eq!(run["failures"][0]["evidence"][0], 1);
+        assert_eq!(run["events"][1]["kind"], "sut_log");
+        assert_eq!(run["events"][1]["line"], "status=sent");
+        assert!((run["events"][1]["at"].as_f64().unwrap() - 0.9).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,316 @@
+//! What the MTA drivers share: reaching the injection listener inside the SUT namespace,
+//! waiting for the MTA's greeting, running the MTAs' own tools inside the namespaces of a
+//! running instance, and making the directories of an instance.
+
+use std::fs::File;
+use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::unix::fs::{MetadataExt, PermissionsExt};
+use std::path::Path;
+use std::process::{ExitStatus, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::sut::{smtp, SutError};
+
+/// The address every driver's injection listener binds inside the SUT namespace.
+pub(crate) const LISTEN_ADDRESS: &str = "127.0.0.1:2525";
+
+/// Pause between readiness probes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(20);
+
+/// [`LISTEN_ADDRESS`] as a socket address.
+pub(crate) fn listen_address() -> SocketAddr {
+    SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 2525))
+}
+
+/// Connects to `address` from a socket made on a short-lived thread inside the network
+/// namespace `ns` and hands it to tokio. Connecting over loopback is immediate (accepted or
+/// refused), so the caller is blocked only briefly.
+pub(crate) fn connect_in(
+    ns: BorrowedFd<'_>,
+    address: SocketAddr,
+) -> std::io::Result<tokio::net::TcpStream> {
+    let stream = std::thread::scope(|scope| {
+        scope
+            .spawn(|| {
+                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
+                std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1))
+            })
+            .join()
+            .unwrap_or_else(|_| Err(std::io::Error::other("connecting thread panicked")))
+    })?;
+    stream.set_nonblocking(true)?;
+    tokio::net::TcpStream::from_std(stream)
+}
+
+/// One readiness probe: connects to [`LISTEN_ADDRESS`] inside `ns`, expects a 220 greeting
+/// within 2 s and says QUIT. The error says what happened instead.
+pub(crate) async fn probe_greeting(ns: BorrowedFd<'_>) -> Result<(), String> {
+    match connect_in(ns, listen_address()) {
+        Ok(stream) => {
+            match tokio::time::timeout(Duration::from_secs(2), smtp::probe(stream)).await {
+                Ok(result) => result,
+                Err(_) => Err("no greeting within 2 s".to_string()),
+            }
+        }
+        Err(e) => Err(format!("connect: {e}")),
+    }
+}
+
+/// Why [`wait_for_greeting`] gave up.
+#[derive(Debug)]
+pub(crate) enum NotReady {
+    /// The MTA's process exited.
+    Exited(ExitStatus),
+    /// No greeting within the time allowed; the last probe's outcome.
+    TimedOut {
+        /// How long it waited.
+        waited: Duration,
+        /// The last probe's outcome.
+        detail: String,
+    },
+    /// The process could not be watched.
+    Watch(String),
+}
+
+/// Probes [`LISTEN_ADDRESS`] inside `ns` until it greets with 220, `process` exits, or
+/// `timeout` has passed since `begun`.
+pub(crate) async fn wait_for_greeting(
+    process: &mut netns::Process,
+    ns: BorrowedFd<'_>,
+    begun: Instant,
+    timeout: Duration,
+) -> Result<(), NotReady> {
+    loop {
+        match process.try_exit_status() {
+            Ok(Some(status)) => return Err(NotReady::Exited(status)),
+            Ok(None) => {}
+            Err(e) => return Err(NotReady::Watch(e.to_string())),
+        }
+        let detail = match probe_greeting(ns).await {
+            Ok(()) => return Ok(()),
+            Err(detail) => detail,
+        };
+        if begun.elapsed() >= timeout {
+            return Err(NotReady::TimedOut {
+                waited: begun.elapsed(),
+                detail,
+            });
+        }
+        tokio::time::sleep(PROBE_INTERVAL).await;
+    }
+}
+
+/// The namespaces of a running instance, held open so the MTA's tools can be run in them
+/// (and keep working after the instance stopped: an open descriptor keeps a namespace alive).
+pub(crate) struct InstanceNamespaces {
+    /// The SUT's network namespace.
+    pub net: OwnedFd,
+    /// The instance's private mount namespace (with the lab's resolv.conf and the driver's
+    /// bind mounts).
+    pub mount: OwnedFd,
+    /// The instance's PID namespace, for the children of tools (`pid_for_children`).
+    pub pid: Option<OwnedFd>,
+}
+
+impl InstanceNamespaces {
+    /// Opens the namespaces of the process `process` spawned with a private mount namespace
+    /// (`resolv_conf`) and `own_pid_namespace`: the waiter's mount namespace is the one its
+    /// command runs in, and its `pid_for_children` is the command's PID namespace.
+    pub(crate) fn of(
+        sut: &'static str,
+        net: BorrowedFd<'_>,
+        process: &netns::Process,
+    ) -> Result<Self, SutError> {
+        let open = |name: &str| {
+            let path = format!("/proc/{}/ns/{name}", process.pid());
+            File::open(&path)
+                .map(OwnedFd::from)
+                .map_err(|e| io_error(sut, &format!("open {path}"), e))
+        };
+        Ok(Self {
+            net: net
+                .try_clone_to_owned()
+                .map_err(|e| io_error(sut, "duplicate the SUT namespace's descriptor", e))?,
+            mount: open("mnt")?,
+            pid: Some(open("pid_for_children")?),
+        })
+    }
+
+    /// Makes `command` run inside these namespaces (network and mount; with `in_pid` its
+    /// children also land in the instance's PID namespace, so stopping the instance ends them).
+    pub(crate) fn enter(&self, command: &mut tokio::process::Command, in_pid: bool) {
+        let net = self.net.as_raw_fd();
+        let mount = self.mount.as_raw_fd();
+        let pid = match (&self.pid, in_pid) {
+            (Some(fd), true) => fd.as_raw_fd(),
+            _ => -1,
+        };
+        // SAFETY: only setns(2), async-signal-safe, on descriptors that stay open (owned by
+        // `self`, which outlives the spawn) and are close-on-exec.
+        unsafe {
+            command.pre_exec(move || {
+                for (fd, kind) in [
+                    (net, libc::CLONE_NEWNET),
+                    (mount, libc::CLONE_NEWNS),
+                    (pid, libc::CLONE_NEWPID),
+                ] {
+                    if fd >= 0 && libc::setns(fd, kind) != 0 {
+                        return Err(std::io::Error::last_os_error());
+                    }
+                }
+                Ok(())
+            });
+        }
+    }
+}
+
+/// Runs one of the MTA's tools to completion (at most `timeout`) and returns its standard
+/// output; a failure to run, a timeout or a non-zero exit is a [`SutError::Command`] quoting
+/// its output.
+pub(crate) async fn run_tool(
+    sut: &'static str,
+    mut command: tokio::process::Command,
+    command_line: String,
+    timeout: Duration,
+) -> Result<String, SutError> {
+    command
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true);
+    let output = tokio::time::timeout(timeout, command.output())
+        .await
+        .map_err(|_| SutError::Command {
+            sut,
+            command: command_line.clone(),
+            status: format!("no exit within {} s", timeout.as_secs()),
+            output: String::new(),
+        })?
+        .map_err(|e| SutError::Command {
+            sut,
+            command: command_line.clone(),
+            status: format!("cannot run: {e}"),
+            output: String::new(),
+        })?;
+    let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
+    if !output.status.success() {
+        let stderr = String::from_utf8_lossy(&output.stderr);
+        return Err(SutError::Command {
+            sut,
+            command: command_line,
+            status: output.status.to_string(),
+            output: format!("{}{}", stderr.trim(), stdout.trim()),
+        });
+    }
+    Ok(stdout)
+}
+
+/// Makes `work_dir` traversable (`o+x`, `g+x`) for the MTA's unprivileged processes.
+pub(crate) fn make_traversable(sut: &'static str, work_dir: &Path) -> Result<(), SutError> {
+    let meta = std::fs::metadata(work_dir)
+        .map_err(|e| io_error(sut, &format!("read {}", work_dir.display()), e))?;
+    let mode = meta.mode() & 0o7777;
+    if mode & 0o011 != 0o011 {
+        std::fs::set_permissions(work_dir, std::fs::Permissions::from_mode(mode | 0o011))
+            .map_err(|e| io_error(sut, &format!("make {} traversable", work_dir.display()), e))?;
+    }
+    Ok(())
+}
+
+/// Creates `path` (and its parents) with `mode` and the given owner and group.
+pub(crate) fn make_dir(
+    sut: &'static str,
+    path: &Path,
+    owner: Option<nix::unistd::Uid>,
+    group: Option<nix::unistd::Gid>,
+    mode: u32,
+) -> Result<(), SutError> {
+    std::fs::create_dir_all(path)
+        .map_err(|e| io_error(sut, &format!("create {}", path.display()), e))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| io_error(sut, &format!("chmod {mode:o} {}", path.display()), e))?;
+    nix::unistd::chown(path, owner, group)
+        .map_err(|e| io_error(sut, &format!("chown {}", path.display()), e.into()))
+}
+
+/// A [`SutError::Io`].
+pub(crate) fn io_error(sut: &'static str, action: &str, source: std::io::Error) -> SutError {
+    SutError::Io {
+        sut,
+        action: action.to_string(),
+        source,
+    }
+}
+
+/// Fails with [`SutError::NotInstalled`] naming the first of `paths` that is missing.
+pub(crate) fn require_files(sut: &'static str, paths: &[&str]) -> Result<(), SutError> {
+    for path in paths {
+        if !Path::new(path).exists() {
+            return Err(not_installed(sut, path));
+        }
+    }
+    Ok(())
+}
+
+/// A [`SutError::NotInstalled`] for `what` with the standard fix.
+pub(crate) fn not_installed(sut: &'static str, what: &str) -> SutError {
+    SutError::NotInstalled {
+        sut,
+        missing: what.into(),
+        fix: INSTALL_FIX.into(),
+    }
+}
+
+/// What to do when an MTA is missing.
+pub(crate) const INSTALL_FIX: &str = "run .ci/install-deps.sh as root";
+
+/// Host PIDs of the processes whose PID namespace is the one `/proc/PID/ns/pid_for_children`
+/// of `pid` names (empty if that cannot be read).
+#[cfg(test)]
+pub(crate) fn processes_in_pid_namespace_of(pid: u32) -> (std::path::PathBuf, Vec<u32>) {
+    let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid_for_children")).unwrap_or_default();
+    (ns.clone(), processes_in(&ns))
+}
+
+/// Host PIDs of the live (non-zombie) processes in the PID namespace named by `ns` (a
+/// `pid:[inode]` link text).
+#[cfg(test)]
+pub(crate) fn processes_in(ns: &Path) -> Vec<u32> {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
+            continue;
+        };
+        if std::fs::read_link(entry.path().join("ns/pid")).ok().as_deref() != Some(ns) {
+            continue;
+        }
+        let stat = std::fs::read_to_string(entry.path().join("stat")).unwrap_or_default();
+        let zombie = stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| rest.trim_start().starts_with('Z'));
+        if !zombie {
+            pids.push(pid);
+        }
+    }
+    pids
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_listener_constant_and_address_agree() {
+        assert_eq!(listen_address().to_string(), LISTEN_ADDRESS);
+    }
+
+    #[test]
+    fn missing_files_are_named_with_the_fix() {
+        let err = require_files("Exim", &["/", "/nonexistent/mxlab"]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "Exim is not installed (no /nonexistent/mxlab): run .ci/install-deps.sh as root"
+        );
+    }
+}
