@@ -31,6 +31,8 @@ pub struct Cli {
 enum Command {
     /// Run scenarios against systems under test and print a verdict per run.
     Run(RunArgs),
+    /// Run scenarios × SUTs and write the compatibility matrix as Markdown and HTML.
+    Matrix(MatrixArgs),
     /// List scenarios with their tags and descriptions.
     List {
         /// Scenario files or directories; default: ./scenarios
@@ -41,6 +43,21 @@ enum Command {
     },
     /// Remove what runs killed with SIGKILL left behind (work directories, stray processes).
     Gc,
+}
+
+#[derive(Debug, clap::Args)]
+struct MatrixArgs {
+    /// Scenario files or directories; default: ./scenarios
+    paths: Vec<PathBuf>,
+    /// The MTAs to compare, comma-separated.
+    #[arg(long, value_delimiter = ',', default_value = "postfix")]
+    sut: Vec<SutKind>,
+    /// How many runs at once.
+    #[arg(short, long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: u16,
+    /// Directory for matrix.md and matrix.html.
+    #[arg(long, default_value = "mxlab-matrix")]
+    out: PathBuf,
 }
 
 #[derive(Debug, clap::Args)]
@@ -69,76 +86,141 @@ impl Cli {
     pub async fn execute(self) -> ExitCode {
         match self.command {
             Command::Run(args) => run(args).await,
+            Command::Matrix(args) => matrix(args).await,
             Command::List { paths, tag } => list(paths, &tag),
             Command::Gc => gc(),
         }
     }
 }
 
-async fn run(args: RunArgs) -> ExitCode {
-    let RunArgs {
-        paths,
-        sut: suts,
-        timeline,
-        jobs,
-        json,
-        junit,
-    } = args;
-    let Some((scenarios, bad_input)) = load_scenarios(paths) else {
-        return ExitCode::from(EXIT_USAGE);
-    };
-    for sut in &suts {
-        if let Err(err) = preflight(sut) {
-            eprintln!("error: {err}");
-            return ExitCode::from(EXIT_USAGE);
-        }
-    }
-
-    let (mut passed, mut failed, mut xfailed, mut errors) = (0, 0, 0, 0);
-    let mut finished = Vec::new();
+/// The runs of every scenario × SUT, `jobs` at a time, each printed as it finishes; `None`
+/// if SIGINT or SIGTERM came first (every lab is torn down before this returns).
+async fn execute(
+    scenarios: &[Scenario],
+    suts: &[SutKind],
+    jobs: u16,
+    timeline: bool,
+) -> Option<Vec<lab::RunReport>> {
     let runs = scenarios
         .iter()
         .flat_map(|scenario| suts.iter().map(move |sut| (scenario, sut)));
     let mut reports = futures::stream::iter(runs)
         .map(|(scenario, sut)| async move { (scenario, sut, lab::run(scenario, sut).await) })
         .buffered(jobs.into());
+    let mut finished = Vec::new();
     loop {
         let next = tokio::select! {
             next = reports.next() => next,
             signal = interrupted() => {
+                drop(reports);
                 eprintln!("interrupted by {signal}: every lab torn down");
-                return ExitCode::from(EXIT_INTERRUPTED);
+                return None;
             }
         };
         let Some((scenario, sut, report)) = next else {
-            break;
+            return Some(finished);
         };
-        let report = report.unwrap_or_else(|err| lab::RunReport::harness_error(scenario, sut, &err));
+        let report =
+            report.unwrap_or_else(|err| lab::RunReport::harness_error(scenario, sut, &err));
         print!("{}", console::render(&report, timeline));
-        match report.verdict.status {
-            Status::Pass => passed += 1,
-            Status::Fail => failed += 1,
-            Status::Xfail => xfailed += 1,
-            Status::Error => errors += 1,
-        }
         finished.push(report);
     }
-    let written = [
-        (json, crate::report::json::render as fn(&[lab::RunReport]) -> String),
-        (junit, crate::report::junit::render),
-    ];
-    for (path, render) in written {
-        let Some(path) = path else { continue };
-        if let Err(err) = std::fs::write(&path, render(&finished)) {
-            eprintln!("error: cannot write {}: {err}", path.display());
-            return ExitCode::from(EXIT_USAGE);
+}
+
+/// Loads the scenarios and checks the SUTs; `Err` is the exit status for bad input.
+fn prepare(paths: Vec<PathBuf>, suts: &[SutKind]) -> Result<(Vec<Scenario>, bool), ExitCode> {
+    let Some((scenarios, bad_input)) = load_scenarios(paths) else {
+        return Err(ExitCode::from(EXIT_USAGE));
+    };
+    for sut in suts {
+        if let Err(err) = preflight(sut) {
+            eprintln!("error: {err}");
+            return Err(ExitCode::from(EXIT_USAGE));
         }
     }
-    println!("{passed} passed, {failed} failed, {xfailed} xfailed, {errors} errors");
+    Ok((scenarios, bad_input))
+}
+
+/// Writes `text` to `path`, or says why it could not.
+fn write_file(path: &std::path::Path, text: &str) -> Result<(), ExitCode> {
+    std::fs::write(path, text).map_err(|err| {
+        eprintln!("error: cannot write {}: {err}", path.display());
+        ExitCode::from(EXIT_USAGE)
+    })
+}
+
+/// The exit status for a set of finished runs.
+fn exit_status(runs: &[lab::RunReport], bad_input: bool) -> ExitCode {
+    let count = |status: Status| runs.iter().filter(|r| r.verdict.status == status).count();
+    let (failed, errors) = (count(Status::Fail), count(Status::Error));
+    println!(
+        "{} passed, {failed} failed, {} xfailed, {errors} errors",
+        count(Status::Pass),
+        count(Status::Xfail)
+    );
     if bad_input || errors > 0 {
         ExitCode::from(EXIT_USAGE)
     } else if failed > 0 {
         ExitCode::from(EXIT_FAILED)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+async fn run(args: RunArgs) -> ExitCode {
+    let (scenarios, bad_input) = match prepare(args.paths, &args.sut) {
+        Ok(prepared) => prepared,
+        Err(status) => return status,
+    };
+    let Some(finished) = execute(&scenarios, &args.sut, args.jobs, args.timeline).await else {
+        return ExitCode::from(EXIT_INTERRUPTED);
+    };
+    let reports = [
+        (args.json, crate::report::json::render as fn(&[lab::RunReport]) -> String),
+        (args.junit, crate::report::junit::render),
+    ];
+    for (path, render) in reports {
+        if let Some(path) = path {
+            if let Err(status) = write_file(&path, &render(&finished)) {
+                return status;
+            }
+        }
+    }
+    exit_status(&finished, bad_input)
+}
+
+async fn matrix(args: MatrixArgs) -> ExitCode {
+    let (scenarios, bad_input) = match prepare(args.paths, &args.sut) {
+        Ok(prepared) => prepared,
+        Err(status) => return status,
+    };
+    let Some(finished) = execute(&scenarios, &args.sut, args.jobs, false).await else {
+        return ExitCode::from(EXIT_INTERRUPTED);
+    };
+    let table = crate::report::matrix::markdown(&finished);
+    if let Err(err) = std::fs::create_dir_all(&args.out) {
+        eprintln!("error: cannot create {}: {err}", args.out.display());
+        return ExitCode::from(EXIT_USAGE);
+    }
+    let written = write_file(&args.out.join("matrix.md"), &table).and_then(|()| {
+        write_file(
+            &args.out.join("matrix.html"),
+            &crate::report::matrix::html(&finished),
+        )
+    });
+    if let Err(status) = written {
+        return status;
+    }
+    println!("\n{table}");
+    println!(
+        "wrote {} and {}",
+        args.out.join("matrix.md").display(),
+        args.out.join("matrix.html").display()
+    );
+    let status = exit_status(&finished, bad_input);
+    // A matrix exists to show failures: only bad input or harness errors fail the command.
+    if bad_input || finished.iter().any(|r| r.verdict.status == Status::Error) {
+        status
     } else {
         ExitCode::SUCCESS
     }

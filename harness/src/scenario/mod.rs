@@ -4,12 +4,17 @@
 //! MTA does in it (`[expect]`). See the README for the format; [`load`] turns a file into a
 //! validated [`Scenario`] or a [`ScenarioError`] that names file, line and column.
 
+mod builder;
 mod duration;
 mod error;
 mod load;
 mod model;
 mod validate;
 
+#[cfg(test)]
+mod fuzz;
+
+pub use builder::ScenarioBuilder;
 pub use duration::HumanDuration;
 pub use error::ScenarioError;
 pub use load::{find_scenarios, load, parse};

@@ -1,0 +1,229 @@
+//! The compatibility matrix: scenarios × SUTs, as Markdown and as a self-contained HTML page.
+//!
+//! Each cell says how the run ended, over which family the message went, how long it took
+//! from injection, and for an xfail the known reason.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use crate::events::{Event, EventKind};
+use crate::family::Family;
+use crate::lab::RunReport;
+use crate::verdict::{Status, COLLECTOR};
+
+/// One cell of the matrix.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Cell {
+    /// How the run ended.
+    pub status: Status,
+    /// The family of the first acceptance, if the message was delivered.
+    pub family: Option<Family>,
+    /// Time from the first injection to the first acceptance.
+    pub took: Option<Duration>,
+    /// The first failed expectation, or the xfail reason, or the harness error.
+    pub note: Option<String>,
+}
+
+impl Cell {
+    /// The cell of one run.
+    pub fn of(run: &RunReport) -> Cell {
+        let (family, took) = delivery(&run.events).unzip();
+        let note = match run.verdict.status {
+            Status::Pass => None,
+            Status::Xfail => run
+                .verdict
+                .summary
+                .rsplit_once("(known: ")
+                .map(|(_, reason)| reason.trim_end_matches(')').to_string()),
+            Status::Fail => run
+                .verdict
+                .failures
+                .first()
+                .map(|f| format!("expected {}: {}", f.expectation, f.reason)),
+            Status::Error => Some(run.verdict.summary.clone()),
+        };
+        Cell {
+            status: run.verdict.status,
+            family,
+            took,
+            note,
+        }
+    }
+
+    /// `PASS ipv4 0.31s`, `FAIL ipv6 2.00s`, `XFAIL`, `ERROR`.
+    pub fn headline(&self) -> String {
+        let mut text = self.status.to_string();
+        if let Some(family) = self.family {
+            let _ = write!(text, " {family}");
+        }
+        if let Some(took) = self.took {
+            let _ = write!(text, " {:.2}s", took.as_secs_f64());
+        }
+        text
+    }
+}
+
+/// The family and time of the first acceptance by a receiving MX after the first injection.
+fn delivery(events: &[Event]) -> Option<(Family, Duration)> {
+    let injected = events
+        .iter()
+        .find(|e| matches!(e.kind, EventKind::MessageInjected { .. }))?
+        .at;
+    events.iter().find_map(|event| match &event.kind {
+        EventKind::MessageAccepted { host, family, .. } if host != COLLECTOR => {
+            Some((*family, event.at.saturating_sub(injected)))
+        }
+        _ => None,
+    })
+}
+
+/// The rows (scenarios, in first-seen order) and columns (SUTs, in first-seen order).
+fn axes(runs: &[RunReport]) -> (Vec<&str>, Vec<&str>) {
+    let mut scenarios: Vec<&str> = Vec::new();
+    let mut suts: Vec<&str> = Vec::new();
+    for run in runs {
+        if !scenarios.contains(&run.scenario.as_str()) {
+            scenarios.push(&run.scenario);
+        }
+        if !suts.contains(&run.sut.as_str()) {
+            suts.push(&run.sut);
+        }
+    }
+    (scenarios, suts)
+}
+
+fn cell<'r>(runs: &'r [RunReport], scenario: &str, sut: &str) -> Option<&'r RunReport> {
+    runs.iter().find(|run| run.scenario == scenario && run.sut == sut)
+}
+
+/// The matrix as a Markdown table; notes follow the table, numbered.
+pub fn markdown(runs: &[RunReport]) -> String {
+    let (scenarios, suts) = axes(runs);
+    let mut out = format!("| scenario | {} |\n|---|{}\n", suts.join(" | "), "---|".repeat(suts.len()));
+    let mut notes = Vec::new();
+    for scenario in &scenarios {
+        let _ = write!(out, "| {scenario} |");
+        for sut in &suts {
+            let text = cell(runs, scenario, sut).map_or_else(
+                || "—".to_string(),
+                |run| {
+                    let cell = Cell::of(run);
+                    match &cell.note {
+                        Some(note) => {
+                            notes.push(note.replace('|', "\\|"));
+                            format!("{} [{}]", cell.headline(), notes.len())
+                        }
+                        None => cell.headline(),
+                    }
+                },
+            );
+            let _ = write!(out, " {text} |");
+        }
+        out.push('\n');
+    }
+    if !notes.is_empty() {
+        out.push('\n');
+        for (i, note) in notes.iter().enumerate() {
+            let _ = writeln!(out, "{}. {note}", i + 1);
+        }
+    }
+    out
+}
+
+fn escape(text: &str) -> String {
+    text.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
+        .replace('"', "&quot;")
+}
+
+/// The matrix as a self-contained HTML page (inline CSS, no scripts, no external assets).
+pub fn html(runs: &[RunReport]) -> String {
+    let (scenarios, suts) = axes(runs);
+    let mut out = String::from(
+        "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
+<title>mxlab compatibility matrix</title><style>\
+body{font-family:system-ui,sans-serif;margin:2em}table{border-collapse:collapse}\
+th,td{border:1px solid #bbb;padding:.35em .6em;text-align:left;vertical-align:top}\
+th{background:#eee}.pass{background:#dff5dd}.fail{background:#f8d7d5}.xfail{background:#fdf0c8}\
+.error{background:#e3e3e3}small{display:block;color:#444;max-width:28em}\
+</style></head><body>\n<h1>mxlab compatibility matrix</h1>\n<table id=\"matrix\">\n<thead><tr><th>scenario</th>",
+    );
+    for sut in &suts {
+        let _ = write!(out, "<th>{}</th>", escape(sut));
+    }
+    out.push_str("</tr></thead>\n<tbody>\n");
+    for scenario in &scenarios {
+        let _ = write!(out, "<tr><th scope=\"row\">{}</th>", escape(scenario));
+        for sut in &suts {
+            match cell(runs, scenario, sut) {
+                None => out.push_str("<td>—</td>"),
+                Some(run) => {
+                    let cell = Cell::of(run);
+                    let class = format!("{:?}", cell.status).to_ascii_lowercase();
+                    let _ = write!(out, "<td class=\"{class}\">{}", escape(&cell.headline()));
+                    if let Some(note) = &cell.note {
+                        let _ = write!(out, "<small>{}</small>", escape(note));
+                    }
+                    out.push_str("</td>");
+                }
+            }
+        }
+        out.push_str("</tr>\n");
+    }
+    out.push_str("</tbody></table>\n</body></html>\n");
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::report::tests::sample;
+
+    fn runs() -> Vec<RunReport> {
+        let mut delivered = sample(Status::Pass);
+        delivered.events.insert(
+            0,
+            Event {
+                at: Duration::from_millis(100),
+                kind: EventKind::MessageInjected {
+                    from: "alice@sender.test".into(),
+                    to: vec!["bob@example.test".into()],
+                    reply: "250 ok".into(),
+                },
+            },
+        );
+        delivered.events.push(Event {
+            at: Duration::from_millis(400),
+            kind: EventKind::MessageAccepted {
+                host: "mx1".into(),
+                session: 2,
+                family: Family::Ipv4,
+                from: "alice@sender.test".into(),
+                to: vec!["bob@example.test".into()],
+                size: 10,
+                digest: "aa".into(),
+                message_id: None,
+            },
+        });
+        let mut failed = sample(Status::Fail);
+        failed.sut = "exim".into();
+        vec![delivered, failed]
+    }
+
+    #[test]
+    fn markdown_has_a_row_per_scenario_and_a_column_per_sut() {
+        let text = markdown(&runs());
+        assert!(text.starts_with("| scenario | postfix | exim |\n|---|---|---|\n"), "{text}");
+        assert!(text.contains("| smtp/x | PASS ipv4 0.30s | FAIL [1] |"), "{text}");
+        assert!(text.contains("1. expected via = \"ipv6\": accepted over ipv4 by mx1"), "{text}");
+    }
+
+    #[test]
+    fn html_is_self_contained_and_escaped() {
+        let page = html(&runs());
+        assert!(page.contains("<tr><th scope=\"row\">smtp/x</th><td class=\"pass\">PASS ipv4 0.30s</td><td class=\"fail\">FAIL"), "{page}");
+        assert!(page.contains("expected via = &quot;ipv6&quot;"), "{page}");
+        assert!(!page.contains("http://") && !page.contains("https://") && !page.contains("<script"));
+    }
+}
