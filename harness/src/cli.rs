@@ -41,6 +41,8 @@ enum Command {
         #[arg(long)]
         tag: Vec<String>,
     },
+    /// Say what this machine can run: privileges, tools, and which SUTs are usable.
+    Doctor,
     /// Remove what runs killed with SIGKILL left behind (work directories, stray processes).
     Gc,
 }
@@ -88,6 +90,7 @@ impl Cli {
             Command::Run(args) => run(args).await,
             Command::Matrix(args) => matrix(args).await,
             Command::List { paths, tag } => list(paths, &tag),
+            Command::Doctor => doctor(),
             Command::Gc => gc(),
         }
     }
@@ -286,6 +289,49 @@ fn list(paths: Vec<PathBuf>, tags: &[String]) -> ExitCode {
         ExitCode::from(EXIT_USAGE)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+fn doctor() -> ExitCode {
+    let mut usable = true;
+    let mut check = |what: &str, result: Result<(), String>| {
+        match &result {
+            Ok(()) => println!("ok    {what}"),
+            Err(why) => println!("FAIL  {what}: {why}"),
+        }
+        usable &= result.is_ok();
+    };
+    check(
+        "network namespaces",
+        netns::Namespace::create("mxlab-doctor")
+            .map(drop)
+            .map_err(|e| e.to_string()),
+    );
+    for (tool, package) in [("nft", "nftables")] {
+        let found = std::env::var_os("PATH")
+            .into_iter()
+            .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+            .any(|dir| dir.join(tool).is_file());
+        check(
+            &format!("{tool} (network faults)"),
+            if found {
+                Ok(())
+            } else {
+                Err(format!("not found in PATH: apt-get install {package}"))
+            },
+        );
+    }
+    for name in SutKind::BUILT_IN {
+        let sut: SutKind = name.parse().expect("built-in names parse");
+        match sut.check_installed() {
+            Ok(()) => println!("ok    SUT {name}"),
+            Err(err) => println!("--    SUT {name}: {err}"),
+        }
+    }
+    if usable {
+        ExitCode::SUCCESS
+    } else {
+        ExitCode::from(EXIT_USAGE)
     }
 }
 
