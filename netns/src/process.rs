@@ -18,33 +18,58 @@ use crate::{Error, Namespace, Result};
 /// How long the waiter may take to notice its PID-1 child died before it is killed too.
 const INIT_EXIT_PATIENCE: Duration = Duration::from_secs(2);
 
+/// How long the PID namespace's init sleeps between reaping rounds when nothing wakes it (a
+/// safety net: SIGCHLD, forwarded signals and the lifeline wake it at once).
+const INIT_POLL_MILLIS: libc::c_int = 100;
+
 /// How [`spawn`] isolates the process beyond the network namespace.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct SpawnOptions {
     /// If set: the child gets a private mount namespace (unshare CLONE_NEWNS, "/" made recursively
     /// private) with this file bind-mounted over /etc/resolv.conf.
     pub resolv_conf: Option<PathBuf>,
-    /// If true: the command runs as PID 1 of a new PID namespace, so killing it ends every
-    /// process it started.
+    /// If true: the command runs in a new PID namespace, so ending it ends every process it
+    /// started; and the namespace ends as soon as the [`Process`] is dropped or the caller dies,
+    /// even by SIGKILL.
     ///
-    /// Mechanism (what `unshare --pid --fork --kill-child=SIGKILL` does, done in pre_exec so the
-    /// command's environment, working directory and stdio all still apply): after the mount
-    /// work and prctl(PR_SET_PDEATHSIG, SIGKILL) the forked child blocks SIGINT/SIGTERM,
-    /// unshares CLONE_NEWPID and forks once more; the grandchild (PID 1 of the new namespace,
-    /// PDEATHSIG SIGKILL again) goes on to exec the program, while the child closes all its
-    /// descriptors, waits for it and exits the same way.
+    /// Mechanism (done in pre_exec so the command's environment, working directory and stdio
+    /// all still apply): after the mount work and prctl(PR_SET_PDEATHSIG, SIGKILL) the forked
+    /// child, the *waiter*, blocks SIGINT/SIGTERM/SIGCHLD, unshares CLONE_NEWPID and forks the
+    /// namespace's *init* (PID 1, PDEATHSIG SIGKILL again). The init forks the command (PID 2),
+    /// which std then execs; neither the waiter nor the init ever execs.
+    ///
+    /// The init holds the read end of a *lifeline* pipe whose write end only the [`Process`]
+    /// holds (close-on-exec, closed at once in every forked child). It polls the lifeline and a
+    /// signalfd and reaps every process in the namespace. When the lifeline hangs up (the
+    /// Process was dropped, or the caller died) or the command exits, the init exits, and the
+    /// kernel SIGKILLs whatever is left in the namespace. PR_SET_PDEATHSIG cannot protect the
+    /// command itself: exec of a setuid or file-capability program and any credential change
+    /// (Postfix does both) clear it; the init keeps its own because it does neither.
+    ///
+    /// SIGTERM or SIGINT sent to the init is forwarded to every process in the namespace; once
+    /// such a stop signal was forwarded, the init waits for all of them (not just the command)
+    /// before it exits. The init passes the command's wait status to the waiter, which exits
+    /// the same way, so [`Process`] reports the command's status.
+    ///
+    /// The command is PID 2, not PID 1: it receives signals like any process (`postfix
+    /// start-fg`, for instance, runs `master -s` in the foreground instead of exec'ing
+    /// `master -i`, which Postfix allows only as PID 1).
     pub own_pid_namespace: bool,
 }
 
 /// A process started inside a namespace. Dropping it kills it (SIGKILL) and reaps it.
 ///
 /// With [`SpawnOptions::own_pid_namespace`] the process is a small waiter (a fork of the
-/// caller that never execs) whose only child is the command running as PID 1 of the new PID
-/// namespace; killing either ends the whole namespace.
+/// caller that never execs) whose only child is the init (PID 1) of the new PID namespace,
+/// whose child in turn is the command (PID 2); killing the init ends the whole namespace, and
+/// so does dropping the Process (the init's lifeline hangs up).
 pub struct Process {
     pid: u32,
     pidfd: OwnedFd,
     own_pid_namespace: bool,
+    /// The write end of the PID namespace init's lifeline (with `own_pid_namespace`); closing
+    /// it makes the init exit, which ends the namespace.
+    lifeline: Option<OwnedFd>,
     program: String,
     status: Option<ExitStatus>,
     exit: Option<oneshot::Receiver<io::Result<ExitStatus>>>,
@@ -67,15 +92,18 @@ impl std::fmt::Debug for Process {
 
 impl Process {
     /// The process id (in the caller's PID namespace). With `own_pid_namespace` this is the
-    /// waiter; the command itself is its only child.
+    /// waiter, in the caller's PID namespace: its `/proc/PID/ns/pid_for_children` is the new
+    /// PID namespace, its only child the namespace's init (PID 1), whose child is the command
+    /// (PID 2).
     pub fn pid(&self) -> u32 {
         self.pid
     }
 
     /// Sends SIGTERM, waits up to `grace`, then SIGKILL; returns once reaped.
     ///
-    /// With `own_pid_namespace` the SIGTERM goes to the command (PID 1 of its namespace; it only
-    /// receives signals it has a handler for) and the SIGKILL ends the whole PID namespace.
+    /// With `own_pid_namespace` the SIGTERM goes to the namespace's init, which forwards it to
+    /// every process in the namespace and exits (with the command's status) once they have all
+    /// exited; the SIGKILL goes to the init and ends the whole PID namespace.
     pub async fn stop(&mut self, grace: Duration) -> Result<()> {
         if self.try_exit_status()?.is_some() {
             return Ok(());
@@ -220,6 +248,9 @@ impl Drop for Process {
                 return;
             }
         }
+        // Hanging up the lifeline alone makes the PID namespace's init exit; the SIGKILL below
+        // only makes sure.
+        drop(self.lifeline.take());
         self.kill_now();
         // The reaper thread returns right after `wait` reaped the process.
         if let Some(reaper) = self.reaper.take() {
@@ -232,9 +263,12 @@ impl Drop for Process {
 ///
 /// The child is forked by a dedicated OS thread that entered the namespace and stays alive,
 /// waiting on the child, for the child's whole life (PR_SET_PDEATHSIG fires when the forking
-/// *thread* exits, so if the harness dies the child gets SIGKILL). A missing program gives
-/// [`Error::ProgramNotFound`] naming the program and suggesting the fix. Pipes requested with
-/// `Stdio::piped()` are available through [`Process::take_stdout`] and friends.
+/// *thread* exits, so if the harness dies the child gets SIGKILL; with
+/// [`SpawnOptions::own_pid_namespace`] the namespace's init also watches a lifeline pipe held by
+/// the returned [`Process`], since PDEATHSIG does not survive the command changing credentials).
+/// A missing program gives [`Error::ProgramNotFound`] naming the program and suggesting the fix.
+/// Pipes requested with `Stdio::piped()` are available through [`Process::take_stdout`] and
+/// friends.
 pub fn spawn(namespace: &Namespace, command: Command, options: SpawnOptions) -> Result<Process> {
     let mut command = command;
     let program = command.get_program().to_string_lossy().into_owned();
@@ -261,13 +295,20 @@ pub fn spawn(namespace: &Namespace, command: Command, options: SpawnOptions) -> 
             Some(cstring(absolute.as_os_str()).map_err(spawn_error)?)
         }
     };
+    let lifeline = if options.own_pid_namespace {
+        Some(lifeline_pipe().map_err(spawn_error)?)
+    } else {
+        None
+    };
     let setup = PreExec {
         resolv_conf,
         own_pid_namespace: options.own_pid_namespace,
+        lifeline: lifeline.as_ref().map_or(-1, |(read, _)| read.as_raw_fd()),
     };
+    let (lifeline_read, lifeline_write) = lifeline.unzip();
     // SAFETY: the closure only makes raw async-signal-safe syscalls (unshare, mount, prctl,
-    // sigprocmask, fork, waitpid, _exit) on data prepared before the fork; it does not allocate
-    // or take locks.
+    // sigprocmask, pipe2, signalfd, fork, close_range, poll, read, write, kill, waitpid, _exit)
+    // on data prepared before the fork; it does not allocate or take locks.
     unsafe {
         command.pre_exec(move || setup.run());
     }
@@ -329,6 +370,8 @@ pub fn spawn(namespace: &Namespace, command: Command, options: SpawnOptions) -> 
         action: format!("starting `{program}`"),
         source: io::Error::other("the spawner thread ended without reporting"),
     });
+    // The fork is done (or failed): only the init may hold the read end now.
+    drop(lifeline_read);
     let (pid, pidfd, (stdin, stdout, stderr)) = match started {
         Ok(Ok(started)) => started,
         Ok(Err(e)) | Err(e) => {
@@ -341,6 +384,7 @@ pub fn spawn(namespace: &Namespace, command: Command, options: SpawnOptions) -> 
         pid,
         pidfd,
         own_pid_namespace: options.own_pid_namespace,
+        lifeline: lifeline_write,
         program,
         status: None,
         exit: Some(exit_rx),
@@ -378,6 +422,8 @@ pub fn output(namespace: &Namespace, command: Command) -> Result<Output> {
 struct PreExec {
     resolv_conf: Option<CString>,
     own_pid_namespace: bool,
+    /// The lifeline's read end (with `own_pid_namespace`; -1 otherwise).
+    lifeline: libc::c_int,
 }
 
 impl PreExec {
@@ -411,69 +457,271 @@ impl PreExec {
                 0 as libc::c_ulong,
             ))?;
             if self.own_pid_namespace {
-                become_pid_namespace_init()?;
+                start_pid_namespace(self.lifeline)?;
             }
         }
         Ok(())
     }
 }
 
-/// In the forked child: unshare CLONE_NEWPID and fork; returns in the grandchild (PID 1 of the
-/// new namespace), which std then execs; the child stays behind as the waiter and never
-/// returns.
+/// The lifeline pipe (close-on-exec): (read end for the init, write end for the [`Process`]).
+fn lifeline_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
+    let mut fds: [libc::c_int; 2] = [-1; 2];
+    // SAFETY: pipe2 fills in two new file descriptors.
+    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
+    // SAFETY: the kernel just returned these fds to us; nobody else owns them.
+    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    if read.as_raw_fd() > 2 {
+        return Ok((read, write));
+    }
+    // std's child puts the command's stdio on 0..=2 (over whatever is there), before pre_exec.
+    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a valid fd returns a new fd or -1.
+    let moved = unsafe { libc::fcntl(read.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    check(moved)?;
+    // SAFETY: as above, a fresh fd.
+    Ok((unsafe { OwnedFd::from_raw_fd(moved) }, write))
+}
+
+/// In the forked child (the waiter): unshares CLONE_NEWPID and forks the namespace's init,
+/// which forks the command. Returns `Ok` only in the command (PID 2 of the new namespace), which
+/// std then execs; the waiter and the init never return (they `_exit`), except with an error
+/// from before the command exists.
 ///
 /// # Safety
 /// Only to be called in a freshly forked, single-threaded child before exec.
-unsafe fn become_pid_namespace_init() -> io::Result<()> {
+unsafe fn start_pid_namespace(lifeline: libc::c_int) -> io::Result<()> {
     // SAFETY: raw syscalls on stack data, as the caller guarantees a single-threaded child.
     unsafe {
-        // Like `unshare --fork`, the waiter ignores SIGINT/SIGTERM: a polite stop is for the
-        // command (PID 1), and a dying waiter would SIGKILL it through PDEATHSIG.
+        // The waiter and the init take these only through waitpid and a signalfd (a polite stop
+        // is for the command, and a dying waiter would SIGKILL the init through PDEATHSIG); the
+        // command gets the original mask back.
         let mut blocked: libc::sigset_t = std::mem::zeroed();
         libc::sigemptyset(&mut blocked);
         libc::sigaddset(&mut blocked, libc::SIGINT);
         libc::sigaddset(&mut blocked, libc::SIGTERM);
+        libc::sigaddset(&mut blocked, libc::SIGCHLD);
         let mut original: libc::sigset_t = std::mem::zeroed();
         check(libc::sigprocmask(libc::SIG_BLOCK, &blocked, &mut original))?;
         check(libc::unshare(libc::CLONE_NEWPID))?;
+        // The init reports the command's raw wait status through this pipe: an init cannot die
+        // of a signal it sends itself, so its own exit status could not say "killed by signal".
+        let mut status_pipe: [libc::c_int; 2] = [-1; 2];
+        check(libc::pipe2(
+            status_pipe.as_mut_ptr(),
+            libc::O_CLOEXEC | libc::O_NONBLOCK,
+        ))?;
         let init = libc::fork();
         if init < 0 {
             return Err(io::Error::last_os_error());
         }
         if init == 0 {
-            // PID 1 of the new namespace. PDEATHSIG is cleared by fork: set it again.
-            check(libc::sigprocmask(
-                libc::SIG_SETMASK,
-                &original,
-                std::ptr::null_mut(),
-            ))?;
-            check(libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-            ))?;
-            return Ok(());
+            libc::close(status_pipe[0]);
+            return run_init(lifeline, status_pipe[1], &blocked, &original);
         }
-        // The waiter: close everything (std's exec-status pipe included, so the parent sees
-        // success once PID 1 has exec'd; and caller pipes, so readers see EOF with PID 1).
-        libc::syscall(
-            libc::SYS_close_range,
-            0 as libc::c_uint,
-            libc::c_uint::MAX,
-            0 as libc::c_uint,
-        );
+        // The waiter: close everything but the status pipe's read end: std's exec-status pipe
+        // (so the parent sees success once the command has exec'd), caller pipes (so readers see
+        // EOF with the command), and the lifeline (only the harness and the init may hold it).
+        close_all_except(&mut [status_pipe[0]]);
         let mut status: libc::c_int = 0;
         loop {
             let reaped = libc::waitpid(init, &mut status, 0);
             if reaped == init {
                 break;
             }
-            if reaped < 0 && *libc::__errno_location() != libc::EINTR {
+            if reaped < 0 && errno() != libc::EINTR {
                 libc::_exit(127);
             }
         }
+        // The init wrote the status before exiting; without one (it was SIGKILLed, or failed
+        // before the command existed) the init's own status stands.
+        let mut reported: libc::c_int = 0;
+        let read = libc::read(
+            status_pipe[0],
+            (&mut reported as *mut libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>(),
+        );
+        if read == std::mem::size_of::<libc::c_int>() as isize {
+            status = reported;
+        }
+        exit_like(status)
+    }
+}
+
+/// In the freshly forked init (PID 1 of the new namespace): forks the command and returns `Ok`
+/// in it; the init itself watches the lifeline and reaps until it `_exit`s.
+///
+/// # Safety
+/// Only to be called in a freshly forked, single-threaded child before exec.
+unsafe fn run_init(
+    lifeline: libc::c_int,
+    status_out: libc::c_int,
+    signals: &libc::sigset_t,
+    original: &libc::sigset_t,
+) -> io::Result<()> {
+    // SAFETY: raw syscalls on stack data, as the caller guarantees a single-threaded child.
+    unsafe {
+        // Cleared by fork: set it again. It holds for the init, which never execs and never
+        // changes credentials.
+        check(libc::prctl(
+            libc::PR_SET_PDEATHSIG,
+            libc::SIGKILL as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+            0 as libc::c_ulong,
+        ))?;
+        let signal_fd = libc::signalfd(-1, signals, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
+        check(signal_fd)?;
+        let command = libc::fork();
+        if command < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        if command == 0 {
+            // The command (PID 2): std execs it; the descriptors it inherited from the init are
+            // all close-on-exec.
+            check(libc::sigprocmask(
+                libc::SIG_SETMASK,
+                original,
+                std::ptr::null_mut(),
+            ))?;
+            return Ok(());
+        }
+        close_all_except(&mut [lifeline, signal_fd, status_out]);
+        init_loop(command, lifeline, signal_fd, status_out)
+    }
+}
+
+/// The init's life: reap everything, forward stop signals, and exit when the lifeline hangs up
+/// or the command is done.
+///
+/// # Safety
+/// Only in the init, a forked single-threaded child that never execs.
+unsafe fn init_loop(
+    command: libc::pid_t,
+    lifeline: libc::c_int,
+    signal_fd: libc::c_int,
+    status_out: libc::c_int,
+) -> ! {
+    /// The raw wait status of a process killed by SIGKILL.
+    const KILLED: libc::c_int = libc::SIGKILL;
+    // SAFETY: raw syscalls on stack data, in a single-threaded process.
+    unsafe {
+        let mut stopping = false;
+        let mut command_status: Option<libc::c_int> = None;
+        // Reported at once, so the waiter has it even if the init is killed while it waits for
+        // the other processes.
+        let mut reported = false;
+        loop {
+            let mut fds = [
+                libc::pollfd {
+                    fd: lifeline,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+                libc::pollfd {
+                    fd: signal_fd,
+                    events: libc::POLLIN,
+                    revents: 0,
+                },
+            ];
+            let ready = libc::poll(fds.as_mut_ptr(), 2, INIT_POLL_MILLIS);
+            if ready < 0 && errno() != libc::EINTR {
+                finish_init(status_out, KILLED, reported);
+            }
+            if fds[0].revents != 0 {
+                // Hung up (or anything else): the Process was dropped or the harness died. Our
+                // exit makes the kernel SIGKILL everything in the namespace.
+                finish_init(status_out, KILLED, reported);
+            }
+            if fds[1].revents != 0 {
+                let mut infos: [libc::signalfd_siginfo; 4] = std::mem::zeroed();
+                loop {
+                    let read = libc::read(
+                        signal_fd,
+                        infos.as_mut_ptr().cast(),
+                        std::mem::size_of_val(&infos),
+                    );
+                    if read <= 0 {
+                        break;
+                    }
+                    let count = read as usize / std::mem::size_of::<libc::signalfd_siginfo>();
+                    for info in &infos[..count] {
+                        let signal = info.ssi_signo as libc::c_int;
+                        if signal != libc::SIGCHLD {
+                            // Every process in the namespace but the init itself.
+                            libc::kill(-1, signal);
+                            stopping = true;
+                        }
+                    }
+                }
+            }
+            let mut others_left = true;
+            loop {
+                let mut status: libc::c_int = 0;
+                let reaped = libc::waitpid(-1, &mut status, libc::WNOHANG);
+                if reaped == command {
+                    command_status = Some(status);
+                } else if reaped == 0 {
+                    break;
+                } else if reaped < 0 {
+                    if errno() == libc::EINTR {
+                        continue;
+                    }
+                    others_left = false; // ECHILD: the namespace is empty but for us
+                    break;
+                }
+            }
+            if let Some(status) = command_status {
+                if !reported {
+                    report_status(status_out, status);
+                    reported = true;
+                }
+                // Without a stop request the command's end is the namespace's end (leftovers
+                // are SIGKILLed); after one, everybody gets to finish first.
+                if !stopping || !others_left {
+                    finish_init(status_out, status, reported);
+                }
+            }
+        }
+    }
+}
+
+/// Reports `status` to the waiter (unless `reported` already) and exits the init, which ends the
+/// PID namespace.
+///
+/// # Safety
+/// Only in the init.
+unsafe fn finish_init(status_out: libc::c_int, status: libc::c_int, reported: bool) -> ! {
+    // SAFETY: a write (see report_status), then _exit.
+    unsafe {
+        if !reported {
+            report_status(status_out, status);
+        }
+        libc::_exit(0)
+    }
+}
+
+/// Writes a raw wait status to the waiter's status pipe (once per init: the waiter reads one).
+///
+/// # Safety
+/// Only in the init.
+unsafe fn report_status(status_out: libc::c_int, status: libc::c_int) {
+    // SAFETY: write of a stack value to a pipe with room for it.
+    unsafe {
+        libc::write(
+            status_out,
+            (&status as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>(),
+        );
+    }
+}
+
+/// Exits the way a process with raw wait `status` did (re-raising its signal).
+///
+/// # Safety
+/// Only in the waiter, a forked single-threaded child that never execs.
+unsafe fn exit_like(status: libc::c_int) -> ! {
+    // SAFETY: raw syscalls on stack data.
+    unsafe {
         if libc::WIFEXITED(status) {
             libc::_exit(libc::WEXITSTATUS(status));
         }
@@ -488,6 +736,39 @@ unsafe fn become_pid_namespace_init() -> io::Result<()> {
         }
         libc::_exit(127)
     }
+}
+
+/// Closes every file descriptor but those in `keep` (negative entries are ignored).
+///
+/// # Safety
+/// Only in a forked single-threaded child: it closes descriptors others may own.
+unsafe fn close_all_except(keep: &mut [libc::c_int]) {
+    keep.sort_unstable(); // in place, no allocation
+    let close_range = |first: libc::c_uint, last: libc::c_uint| {
+        // SAFETY: close_range on a range of descriptors, no flags.
+        unsafe {
+            libc::syscall(libc::SYS_close_range, first, last, 0 as libc::c_uint);
+        }
+    };
+    let mut first: libc::c_uint = 0;
+    for &fd in keep.iter() {
+        let Ok(fd) = libc::c_uint::try_from(fd) else {
+            continue;
+        };
+        if fd < first {
+            continue;
+        }
+        if fd > first {
+            close_range(first, fd - 1);
+        }
+        first = fd + 1;
+    }
+    close_range(first, libc::c_uint::MAX);
+}
+
+fn errno() -> libc::c_int {
+    // SAFETY: the calling thread's errno location is always valid.
+    unsafe { *libc::__errno_location() }
 }
 
 fn cstring(s: &OsStr) -> io::Result<CString> {

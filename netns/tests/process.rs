@@ -30,6 +30,30 @@ fn wait_for_descendants(pid: u32, n: usize) -> Vec<u32> {
     }
 }
 
+/// Waits until at least `n` descendants of `pid` run `comm` (have exec'd it); returns all
+/// descendants.
+fn wait_for_running(pid: u32, comm: &str, n: usize) -> Vec<u32> {
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let found = descendants(pid);
+        let running = found
+            .iter()
+            .filter(|p| {
+                std::fs::read_to_string(format!("/proc/{p}/comm"))
+                    .is_ok_and(|c| c.trim_end() == comm)
+            })
+            .count();
+        if running >= n {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "pid {pid} has descendants {found:?}, wanted {n} running {comm}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
+}
+
 #[tokio::test]
 async fn own_pid_namespace_stop_kills_grandchildren() {
     if !root_or_skip("own_pid_namespace_stop_kills_grandchildren") {
@@ -47,14 +71,30 @@ async fn own_pid_namespace_stop_kills_grandchildren() {
         },
     )
     .unwrap();
-    // unshare → sh (PID 1) → sleep (+ sleep, unless sh exec'd the last one itself)
-    let tree = wait_for_descendants(process.pid(), 2);
+    // waiter → init (PID 1) → sh (PID 2) → sleep (+ sleep, unless sh exec'd the last one)
+    let tree = wait_for_descendants(process.pid(), 3);
+    let nspid = |pid: u32| {
+        let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
+        status
+            .lines()
+            .find(|l| l.starts_with("NSpid:"))
+            .unwrap()
+            .to_owned()
+    };
     let init = tree[0];
-    let status = std::fs::read_to_string(format!("/proc/{init}/status")).unwrap();
-    let nspid = status.lines().find(|l| l.starts_with("NSpid:")).unwrap();
     assert!(
-        nspid.ends_with("\t1"),
-        "the command is PID 1 of its namespace: {nspid}"
+        nspid(init).ends_with("\t1"),
+        "init is PID 1: {}",
+        nspid(init)
+    );
+    assert!(
+        nspid(tree[1]).ends_with("\t2"),
+        "the command is PID 2 of its namespace: {}",
+        nspid(tree[1])
+    );
+    assert_eq!(
+        std::fs::read_to_string(format!("/proc/{}/comm", tree[1])).unwrap(),
+        "sh\n"
     );
     assert_eq!(
         pid_ns_inode(init),
@@ -68,9 +108,7 @@ async fn own_pid_namespace_stop_kills_grandchildren() {
     let t0 = Instant::now();
     process.stop(Duration::from_millis(200)).await.unwrap();
     let stopped = t0.elapsed();
-    eprintln!(
-        "stop of sh (PID 1, ignores SIGTERM) with 200 ms grace took {stopped:?}; tree was {tree:?}"
-    );
+    eprintln!("stop of sh (PID 2) with 200 ms grace took {stopped:?}; tree was {tree:?}");
     for pid in [process.pid()].iter().chain(&tree) {
         assert!(!alive(*pid), "pid {pid} survived stop()");
     }
@@ -99,7 +137,10 @@ async fn stop_is_graceful_when_the_command_handles_sigterm() {
             },
         )
         .unwrap();
-        wait_for_descendants(process.pid(), if own_pid_namespace { 2 } else { 1 });
+        // The trap is set once sleep runs (waiter → init → sh → sleep). With a PID namespace the
+        // SIGTERM reaches sleep too, so it must have exec'd: a fork of sh that has not yet would
+        // run the trap instead of dying, and stop() would wait for it.
+        wait_for_running(process.pid(), "sleep", 1);
         let t0 = Instant::now();
         process.stop(Duration::from_secs(5)).await.unwrap();
         let took = t0.elapsed();
@@ -247,12 +288,17 @@ fn dropping_a_process_kills_and_reaps_it() {
         .unwrap();
         let pid = process.pid();
         let tree = if own_pid_namespace {
-            wait_for_descendants(pid, 1)
+            wait_for_descendants(pid, 2)
         } else {
             vec![]
         };
         assert_eq!(pid_ns_inode(pid), ns_inode(&ns));
+        let t0 = Instant::now();
         drop(process);
+        eprintln!(
+            "drop (own_pid_namespace={own_pid_namespace}) took {:?}",
+            t0.elapsed()
+        );
         for p in [pid].iter().chain(&tree) {
             assert!(!alive(*p), "pid {p} survived drop");
         }
@@ -417,4 +463,182 @@ fn harness_crash_leaves_no_process() {
         std::thread::sleep(Duration::from_millis(10));
     }
     eprintln!("after the harness was SIGKILLed, all of {pids:?} were gone");
+}
+
+/// Environment variable that turns `harness_crash_ends_a_pid_namespace_whose_command_changed_credentials`
+/// into its child role.
+const CRASH_CREDENTIALS_CHILD: &str = "MXLAB_NETNS_CRASH_CREDENTIALS_CHILD";
+
+/// Whether `pid` is gone: no such process, or a zombie (this machine's init may never reap
+/// orphans, so a dead orphan can stay a zombie).
+fn gone(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        // "pid (comm) S …": the state follows the last ')'.
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .and_then(|(_, rest)| rest.split_whitespace().next())
+            .is_none_or(|state| state == "Z" || state == "X"),
+    }
+}
+
+/// Live (non-zombie) processes whose PID namespace is `pid_namespace` ("pid:[…]").
+fn live_members(pid_namespace: &str) -> Vec<u32> {
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return vec![];
+    };
+    entries
+        .flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_link(format!("/proc/{pid}/ns/pid"))
+                .is_ok_and(|link| link.as_os_str() == pid_namespace)
+        })
+        .filter(|pid| !gone(*pid))
+        .collect()
+}
+
+/// `ps`-like lines for `pids`, for failure messages.
+fn describe(pids: &[u32]) -> Vec<String> {
+    pids.iter()
+        .map(|p| {
+            let status = std::fs::read_to_string(format!("/proc/{p}/status")).unwrap_or_default();
+            let field = |name: &str| {
+                status
+                    .lines()
+                    .find(|l| l.starts_with(name))
+                    .unwrap_or("")
+                    .split_whitespace()
+                    .skip(1)
+                    .collect::<Vec<_>>()
+                    .join(" ")
+            };
+            format!(
+                "{p} {} state={} ppid={} uid={}",
+                field("Name:"),
+                field("State:"),
+                field("PPid:"),
+                field("Uid:")
+            )
+        })
+        .collect()
+}
+
+/// PR_SET_PDEATHSIG is cleared when a process changes credentials (and when it execs a setuid
+/// or file-capability binary), as Postfix does: the PID namespace must end anyway when the
+/// harness is SIGKILLed.
+#[test]
+fn harness_crash_ends_a_pid_namespace_whose_command_changed_credentials() {
+    use std::io::BufRead;
+    const TEST: &str = "harness_crash_ends_a_pid_namespace_whose_command_changed_credentials";
+    if std::env::var_os(CRASH_CREDENTIALS_CHILD).is_some() {
+        // Child role: start the command, report its processes, then wait to be SIGKILLed.
+        println!(); // libtest's "test … ..." line has no newline yet
+        let ns = namespace("crashcred");
+        let mut command = Command::new("setpriv");
+        command
+            .args([
+                "--reuid=65534",
+                "--regid=65534",
+                "--clear-groups",
+                "--",
+                "sh",
+                "-c",
+                "sleep 100 & exec sleep 100",
+            ])
+            .stdout(Stdio::null());
+        let process = netns::spawn(
+            &ns,
+            command,
+            SpawnOptions {
+                own_pid_namespace: true,
+                ..SpawnOptions::default()
+            },
+        )
+        .unwrap();
+        let pid_namespace =
+            std::fs::read_link(format!("/proc/{}/ns/pid_for_children", process.pid())).unwrap();
+        // Both sleeps run (as nobody).
+        let tree = wait_for_running(process.pid(), "sleep", 2);
+        println!("PIDNS {}", pid_namespace.display());
+        for pid in [process.pid()].iter().chain(&tree) {
+            println!("PID {pid}");
+        }
+        std::mem::forget(process);
+        println!("READY");
+        std::thread::sleep(Duration::from_secs(100));
+        return;
+    }
+    if !root_or_skip(TEST) {
+        return;
+    }
+    if Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .map_or(true, |o| !o.status.success())
+    {
+        eprintln!("skipping {TEST}: needs setpriv (util-linux)");
+        return;
+    }
+    let mut harness = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", TEST, "--nocapture", "--test-threads=1"])
+        .env(CRASH_CREDENTIALS_CHILD, "1")
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut pids = Vec::new();
+    let mut pid_namespace = String::new();
+    for line in std::io::BufReader::new(harness.stdout.take().unwrap()).lines() {
+        let line = line.unwrap();
+        if let Some(pid) = line.strip_prefix("PID ") {
+            pids.push(pid.parse::<u32>().unwrap());
+        }
+        if let Some(ns) = line.strip_prefix("PIDNS ") {
+            pid_namespace = ns.to_owned();
+        }
+        if line == "READY" {
+            break;
+        }
+    }
+    assert!(pid_namespace.starts_with("pid:["), "{pid_namespace:?}");
+    assert!(pids.len() >= 3, "{pids:?}");
+    let members = live_members(&pid_namespace);
+    eprintln!(
+        "before the crash: {:?}; namespace {pid_namespace} holds {members:?}",
+        describe(&pids)
+    );
+    assert!(members.len() >= 2, "{members:?}");
+    assert!(pids.iter().all(|p| !gone(*p)), "{:?}", describe(&pids));
+
+    harness.kill().unwrap(); // SIGKILL: the "harness" crashes
+    harness.wait().unwrap();
+    let t0 = Instant::now();
+    let deadline = t0 + Duration::from_secs(2);
+    loop {
+        let mut survivors: Vec<u32> = pids.iter().copied().filter(|p| !gone(*p)).collect();
+        survivors.extend(
+            live_members(&pid_namespace)
+                .into_iter()
+                .filter(|p| !pids.contains(p)),
+        );
+        if survivors.is_empty() {
+            break;
+        }
+        if Instant::now() >= deadline {
+            let text = describe(&survivors);
+            // Do not leak them into later tests.
+            for pid in &survivors {
+                // SAFETY: kill with a pid we just saw alive and a signal number.
+                unsafe { libc::kill(*pid as libc::pid_t, libc::SIGKILL) };
+            }
+            panic!(
+                "still alive 2 s after the harness died: {text:?} (of {pids:?}, namespace {pid_namespace})"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    eprintln!(
+        "after the harness was SIGKILLed, namespace {pid_namespace} ({pids:?}) was empty within {:?}",
+        t0.elapsed()
+    );
 }
