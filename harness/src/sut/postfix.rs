@@ -3,8 +3,8 @@
 //! Layout under the work directory (see [`config::Layout`]): `conf/` (main.cf, master.cf),
 //! `spool/` (root-owned queue directory), `data/` (postfix-owned), `log/maillog` (written by
 //! the `postlog` service) and `log/postfix.out` (standard output and error of `postfix
-//! start-fg`). Postfix runs as PID 1 of its own PID namespace (`master -i`), so stopping that
-//! one process ends every Postfix process.
+//! start-fg`). Postfix runs in a PID namespace of its own (`postfix-script` runs `master -s` in
+//! the foreground under netns's init), so ending that namespace ends every Postfix process.
 
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
@@ -53,8 +53,8 @@ impl Postfix {
     /// Checks that Postfix is installed; writes `main.cf` and `master.cf` (from Debian's
     /// master.cf with chroot off and the stock listeners replaced by one on
     /// [`LISTEN_ADDRESS`]) and a fresh spool into the work directory; starts `postfix -c DIR
-    /// start-fg` in the SUT namespace with the lab's resolv.conf, as PID 1 of a PID namespace of
-    /// its own; and waits (at most about 10 s) until the listener answers 220.
+    /// start-fg` in the SUT namespace with the lab's resolv.conf, in a PID namespace of its own;
+    /// and waits (at most about 10 s) until the listener answers 220.
     ///
     /// The spool is created as `post-install` would and marked `quick-start`, so `postfix`
     /// skips its integrity checks (start ~60 ms instead of ~0.35 s). Log lines are recorded as
@@ -194,9 +194,8 @@ impl RunningPostfix {
         Ok(entries)
     }
 
-    /// Stops every Postfix process (SIGTERM to the PID namespace's init, `master`, then SIGKILL
-    /// after a grace period; the kernel kills the rest of the PID namespace) and records the
-    /// log lines not yet recorded.
+    /// Stops every Postfix process (SIGTERM through the PID namespace's init to every process
+    /// in it, then SIGKILL after a grace period) and records the log lines not yet recorded.
     pub async fn stop(self) -> Result<(), SutError> {
         let RunningPostfix {
             layout,
@@ -229,8 +228,8 @@ impl RunningPostfix {
         self.startup
     }
 
-    /// The host PID of the process that holds Postfix's PID namespace (util-linux `unshare`,
-    /// whose only child is `master`, PID 1 of that namespace).
+    /// The host PID of the process that holds Postfix's PID namespace (netns's waiter, whose
+    /// only child is the namespace's init).
     pub fn pid(&self) -> u32 {
         self.process.pid()
     }
