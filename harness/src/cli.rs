@@ -179,7 +179,10 @@ async fn run(args: RunArgs) -> ExitCode {
         return ExitCode::from(EXIT_INTERRUPTED);
     };
     let reports = [
-        (args.json, crate::report::json::render as fn(&[lab::RunReport]) -> String),
+        (
+            args.json,
+            crate::report::json::render as fn(&[lab::RunReport]) -> String,
+        ),
         (args.junit, crate::report::junit::render),
     ];
     for (path, render) in reports {
@@ -307,20 +310,18 @@ fn doctor() -> ExitCode {
             .map(drop)
             .map_err(|e| e.to_string()),
     );
-    for (tool, package) in [("nft", "nftables")] {
-        let found = std::env::var_os("PATH")
-            .into_iter()
-            .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
-            .any(|dir| dir.join(tool).is_file());
-        check(
-            &format!("{tool} (network faults)"),
-            if found {
-                Ok(())
-            } else {
-                Err(format!("not found in PATH: apt-get install {package}"))
-            },
-        );
-    }
+    let nft_found = std::env::var_os("PATH")
+        .into_iter()
+        .flat_map(|path| std::env::split_paths(&path).collect::<Vec<_>>())
+        .any(|dir| dir.join("nft").is_file());
+    check(
+        "nft (network faults)",
+        if nft_found {
+            Ok(())
+        } else {
+            Err("not found in PATH: apt-get install nftables".into())
+        },
+    );
     for name in SutKind::BUILT_IN {
         let sut: SutKind = name.parse().expect("built-in names parse");
         match sut.check_installed() {

@@ -9,8 +9,11 @@ use netns::{HostSpec, LinkAddresses, TopologySpec};
 
 use crate::dns::{reverse_name, DnsFault, DnsFaultAction, Record, RecordData, Zone};
 use crate::family::Family;
-use crate::mx::ListenerBehaviour;
-use crate::scenario::{DnsAnswer, Fault, NetFault, PtrFault, Scenario, SmtpStage, SENDER_DOMAIN};
+use crate::mx::{ListenerBehaviour, SmtpStage as MxStage, StageAction, StageRule, TlsMode};
+use crate::scenario::{
+    DnsAnswer, Extension, Fault, NetFault, PtrFault, Scenario, SmtpAction, SmtpFault, SmtpStage,
+    StartTls, SENDER_DOMAIN,
+};
 use crate::sut::OutgoingMessage;
 
 /// What part a host plays in the topology.
@@ -205,10 +208,72 @@ fn apply_faults(scenario: &Scenario, host: &mut HostPlan) {
             if fault.family.as_ref().is_some_and(|f| f.get_ref() != family) {
                 continue;
             }
-            match smtp.stage {
-                SmtpStage::Greeting => behaviour.greeting = smtp.reply.get_ref().clone(),
-            }
+            apply_smtp_fault(smtp, behaviour);
         }
+    }
+}
+
+/// Turns one scenario `smtp = {…}` fault into the fake MX's behaviour.
+fn apply_smtp_fault(fault: &SmtpFault, behaviour: &mut ListenerBehaviour) {
+    let action = match (&fault.reply, fault.action) {
+        (Some(reply), _) => Some(StageAction::Reply(reply.get_ref().clone())),
+        (None, Some(SmtpAction::Stall)) => Some(StageAction::Stall),
+        (None, Some(SmtpAction::Disconnect)) => Some(StageAction::Disconnect),
+        (None, Some(SmtpAction::Slow(rate))) => Some(StageAction::Slow {
+            bytes_per_second: rate,
+        }),
+        (None, None) => None,
+    };
+    if let (Some(stage), Some(action)) = (fault.stage, action) {
+        let stage = match stage {
+            SmtpStage::Greeting => MxStage::Greeting,
+            SmtpStage::Ehlo => MxStage::Ehlo,
+            SmtpStage::Helo => MxStage::Helo,
+            SmtpStage::Starttls => MxStage::StartTls,
+            SmtpStage::Mail => MxStage::Mail,
+            SmtpStage::Rcpt => MxStage::Rcpt,
+            SmtpStage::Data => MxStage::Data,
+            SmtpStage::EndOfData => MxStage::EndOfData,
+            SmtpStage::Quit => MxStage::Quit,
+        };
+        behaviour.rules.push(StageRule {
+            stage,
+            action,
+            recipient: fault.recipient.clone(),
+        });
+    }
+    for extension in &fault.disable {
+        let flag = match extension {
+            Extension::Pipelining => &mut behaviour.extensions.pipelining,
+            Extension::EightBitMime => &mut behaviour.extensions.eightbitmime,
+            Extension::Size => &mut behaviour.extensions.size,
+            Extension::Enhancedstatuscodes => &mut behaviour.extensions.enhancedstatuscodes,
+            Extension::Smtputf8 => &mut behaviour.extensions.smtputf8,
+        };
+        *flag = false;
+    }
+    if let Some(size) = fault.ehlo_size {
+        behaviour.ehlo_pad_to = Some(size);
+    }
+    if let Some(starttls) = fault.starttls {
+        behaviour.extensions.starttls = true;
+        behaviour.tls = match starttls {
+            StartTls::Valid => TlsMode::Valid,
+            StartTls::Broken => TlsMode::BrokenHandshake,
+            StartTls::Expired => TlsMode::Expired,
+            StartTls::WrongName => TlsMode::WrongName,
+            StartTls::OversizedChain => TlsMode::OversizedChain,
+        };
+    }
+}
+
+impl Plan {
+    /// Whether any fake MX offers STARTTLS, so the run needs a certificate authority.
+    pub fn needs_tls(&self) -> bool {
+        self.hosts
+            .iter()
+            .flat_map(|host| host.smtp.values())
+            .any(|behaviour| behaviour.tls != TlsMode::Off)
     }
 }
 
@@ -590,12 +655,15 @@ outcome = "delivered"
         let plan = plan();
         let mx1 = plan.host("mx1").unwrap();
         assert_eq!(
-            mx1.smtp[&Family::Ipv6].greeting,
-            "421 4.3.2 Service not available"
+            mx1.smtp[&Family::Ipv6].rules,
+            [StageRule {
+                stage: MxStage::Greeting,
+                action: StageAction::Reply("421 4.3.2 Service not available".into()),
+                recipient: None
+            }]
         );
-        assert!(mx1.smtp[&Family::Ipv4]
-            .greeting
-            .starts_with("220 mx1.example.test"));
+        assert!(mx1.smtp[&Family::Ipv4].rules.is_empty());
+        assert!(!plan.needs_tls());
     }
 
     #[test]

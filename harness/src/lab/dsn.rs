@@ -26,8 +26,11 @@ pub fn dsn_event(content: &[u8]) -> EventKind {
             .map(|(_, value)| value.clone())
     };
     EventKind::DsnReceived {
-        recipient: field("final-recipient")
-            .map(|value| value.split_once(';').map_or(value.clone(), |(_, a)| a.trim().to_string())),
+        recipient: field("final-recipient").map(|value| {
+            value
+                .split_once(';')
+                .map_or(value.clone(), |(_, a)| a.trim().to_string())
+        }),
         status: field("status"),
         diagnostic: field("diagnostic-code"),
     }

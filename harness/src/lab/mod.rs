@@ -49,6 +49,12 @@ pub enum LabError {
     /// A network fault could not be installed or healed.
     #[error(transparent)]
     Fault(#[from] FaultError),
+    /// A fake MX server could not start.
+    #[error("cannot start a fake MX server: {0}")]
+    Mx(#[from] crate::mx::MxError),
+    /// The run's certificate authority could not be made.
+    #[error("cannot make the run's certificate authority: {0}")]
+    Tls(crate::mx::TlsError),
     /// The SYN capture on the router could not start.
     #[error("cannot watch connection attempts on the router: {0}")]
     Capture(#[from] crate::capture::CaptureError),
@@ -75,9 +81,6 @@ pub struct RunReport {
     /// Time to take everything down (SUT, servers, namespaces, work directory).
     pub teardown: Duration,
 }
-
-/// Tells from the events whether the run has reached its expected end state.
-type Finished = fn(&[Event], &Plan) -> bool;
 
 impl RunReport {
     /// The report of a run the harness could not complete: status error, the reason as summary.
@@ -124,14 +127,15 @@ pub async fn run(scenario: &Scenario, sut: &SutKind) -> Result<RunReport, LabErr
         lab.sut.inject(&planned.message).await?;
     }
     let expect = &scenario.expect;
-    let (deadline, done): (Duration, Finished) = match expect.outcome {
-        Outcome::Delivered => (expect.within.0 + LATE_GRACE, finish::all_delivered),
-        Outcome::Bounced => (expect.within.0 + LATE_GRACE, finish::all_bounced),
-        Outcome::Deferred => (expect.within.0, |_, _| false),
+    // Delivered and bounced messages are final: stop as soon as every message is. A deferral
+    // is only known at the end of the observation window.
+    let deadline = match expect.outcome {
+        Outcome::Delivered | Outcome::Bounced => expect.within.0 + LATE_GRACE,
+        Outcome::Deferred => expect.within.0,
     };
     let (running_sut, log) = (&lab.sut, &log);
     let finished = tokio::select! {
-        finished = log.wait_until(deadline, |events| done(events, &plan)) => finished,
+        finished = log.wait_until(deadline, |events| finish::all_settled(events, &plan)) => finished,
         failed = faults.drive(&lab.topology, start, || async {
             // A healed fault: have the SUT retry now rather than on its own schedule.
             if let Err(err) = running_sut.kick().await {
@@ -150,7 +154,7 @@ pub async fn run(scenario: &Scenario, sut: &SutKind) -> Result<RunReport, LabErr
     lab.sut.queue().await?;
 
     let teardown_started = Instant::now();
-    lab.down(&log).await?;
+    lab.down(log).await?;
     let teardown = teardown_started.elapsed();
     log.record(EventKind::Harness {
         message: format!("lab down in {:.0} ms", teardown.as_secs_f64() * 1e3),

@@ -4,7 +4,6 @@ use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
 
 use super::{dsn, LabError};
-use crate::verdict::COLLECTOR;
 use crate::capture::{self, SynWatch};
 use crate::clock::ScenarioClock;
 use crate::dns::{DnsServer, RunningDns};
@@ -14,6 +13,7 @@ use crate::family::Family;
 use crate::mx::{self, Listener, RunningMx, SessionIds};
 use crate::plan::{HostPlan, Plan, Role, SUT_HOSTNAME};
 use crate::sut::{RunningSut, SutContext, SutKind};
+use crate::verdict::COLLECTOR;
 
 /// A running world: namespaces, DNS, fake MX servers and the SUT. Dropping it tears it down.
 pub struct Lab {
@@ -56,6 +56,14 @@ impl Lab {
 
         let syn_watch = watch_syns(plan, &topology, log.clone())?;
         let ids = SessionIds::default();
+        let authority = if plan.needs_tls() {
+            let authority = mx::Authority::new().map_err(LabError::Tls)?;
+            std::fs::write(work_dir.path().join("ca.pem"), authority.ca_pem())
+                .map_err(LabError::WorkDir)?;
+            Some(authority)
+        } else {
+            None
+        };
         let mut mx_servers = Vec::new();
         for host in plan
             .hosts
@@ -63,13 +71,15 @@ impl Lab {
             .filter(|h| matches!(h.role, Role::Mx | Role::Collector))
         {
             let listeners = bind_smtp(host, &topology)?;
-            mx_servers.push(mx::start(
+            mx_servers.push(mx::try_start_with(
                 &host.name,
                 &host.fqdn,
                 listeners,
                 log.clone(),
                 ids.clone(),
-            ));
+                mx::Limits::default(),
+                authority.as_ref(),
+            )?);
         }
 
         let resolv_conf = work_dir.path().join("resolv.conf");

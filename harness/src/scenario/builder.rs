@@ -150,17 +150,18 @@ impl ScenarioBuilder {
 
     /// The families tried before the accepting session, in order.
     pub fn tried(mut self, families: &[Family]) -> Self {
-        let list = families.iter().map(|f| Value::from(f.to_string())).collect();
+        let list = families
+            .iter()
+            .map(|f| Value::from(f.to_string()))
+            .collect();
         self.expect.insert("tried".into(), Value::Array(list));
         self
     }
 
     /// The time limit from injection to the outcome.
     pub fn within(mut self, limit: Duration) -> Self {
-        self.expect.insert(
-            "within".into(),
-            format!("{}ms", limit.as_millis()).into(),
-        );
+        self.expect
+            .insert("within".into(), format!("{}ms", limit.as_millis()).into());
         self
     }
 

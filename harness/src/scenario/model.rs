@@ -273,10 +273,72 @@ impl<'de> serde::de::Visitor<'de> for NetFaultVisitor {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct SmtpFault {
-    /// The stage at which it answers differently.
-    pub stage: SmtpStage,
-    /// The full reply line, e.g. `421 4.3.2 Service not available`.
-    pub reply: Spanned<String>,
+    /// The stage at which it answers differently (with `reply` or `action`).
+    #[serde(default)]
+    pub stage: Option<SmtpStage>,
+    /// The full reply, e.g. `421 4.3.2 Service not available`; `\n` separates lines.
+    #[serde(default)]
+    pub reply: Option<Spanned<String>>,
+    /// Instead of a reply: `stall`, `disconnect` or `{ slow = BYTES_PER_SECOND }`.
+    #[serde(default)]
+    pub action: Option<SmtpAction>,
+    /// At the `rcpt` stage: only for this recipient.
+    #[serde(default)]
+    pub recipient: Option<String>,
+    /// EHLO extensions the server does not offer, e.g. `["pipelining", "8bitmime"]`.
+    #[serde(default)]
+    pub disable: Vec<Extension>,
+    /// Pad the EHLO reply to about this many bytes (for MTU scenarios).
+    #[serde(default)]
+    pub ehlo_size: Option<usize>,
+    /// Offer STARTTLS with this kind of certificate.
+    #[serde(default)]
+    pub starttls: Option<StartTls>,
+}
+
+/// What the fake MX does at a stage instead of replying normally.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum SmtpAction {
+    /// Say nothing until the client gives up.
+    Stall,
+    /// Close the connection without a reply.
+    Disconnect,
+    /// The normal reply, trickled at this many bytes per second.
+    Slow(u32),
+}
+
+/// EHLO extensions that can be switched off.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Extension {
+    /// PIPELINING.
+    Pipelining,
+    /// 8BITMIME.
+    #[serde(rename = "8bitmime")]
+    EightBitMime,
+    /// SIZE.
+    Size,
+    /// ENHANCEDSTATUSCODES.
+    Enhancedstatuscodes,
+    /// SMTPUTF8.
+    Smtputf8,
+}
+
+/// The certificate behind STARTTLS.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum StartTls {
+    /// Signed by the run's CA for the host's name.
+    Valid,
+    /// The handshake breaks after `220 Ready to start TLS`.
+    Broken,
+    /// Expired.
+    Expired,
+    /// Issued for another name.
+    WrongName,
+    /// Four intermediates and a hundred names: a chain over 3 KB, for PMTU scenarios.
+    OversizedChain,
 }
 
 /// Stages of an SMTP session at which a fault can act.
@@ -285,6 +347,22 @@ pub struct SmtpFault {
 pub enum SmtpStage {
     /// The server's first reply.
     Greeting,
+    /// The reply to EHLO.
+    Ehlo,
+    /// The reply to HELO.
+    Helo,
+    /// The reply to STARTTLS.
+    Starttls,
+    /// The reply to MAIL FROM.
+    Mail,
+    /// The reply to RCPT TO.
+    Rcpt,
+    /// The reply to DATA.
+    Data,
+    /// The reply after the message content.
+    EndOfData,
+    /// The reply to QUIT.
+    Quit,
 }
 
 /// A message to send through the system under test.

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use toml::Spanned;
 
-use super::{DnsFaultSpec, Fault, NetFault, Scenario, Window};
+use super::{DnsFaultSpec, Fault, NetFault, Scenario, SmtpFault, SmtpStage, Window};
 use crate::family::Family;
 
 /// Host names the topology uses itself.
@@ -178,13 +178,7 @@ fn validate_faults(scenario: &Scenario) -> Result<(), Problem> {
             }
         }
         if let Some(smtp) = &fault.smtp {
-            let reply = &smtp.get_ref().reply;
-            if !is_smtp_reply(reply.get_ref()) {
-                return Err(problem(
-                    reply,
-                    format!("invalid SMTP reply {:?}: start with a code from 200 to 599, e.g. \"421 4.3.2 Service not available\"", reply.get_ref()),
-                ));
-            }
+            validate_smtp_fault(smtp)?;
         }
         if let Some(dns) = &fault.dns {
             validate_dns_fault(scenario, dns.get_ref())?;
@@ -221,6 +215,45 @@ fn validate_faults(scenario: &Scenario) -> Result<(), Problem> {
             if matches!(kind, Kind::Net(NetFault::NoRoute | NetFault::PmtuBlackhole)) {
                 return Err(problem(first, "`first` does not apply to no-route and pmtu-blackhole: they are not per connection; use `window`".into()));
             }
+        }
+    }
+    Ok(())
+}
+
+fn validate_smtp_fault(smtp: &Spanned<SmtpFault>) -> Result<(), Problem> {
+    let fault = smtp.get_ref();
+    let scripted = fault.reply.is_some() || fault.action.is_some();
+    let shaped = !fault.disable.is_empty() || fault.ehlo_size.is_some() || fault.starttls.is_some();
+    if fault.reply.is_some() && fault.action.is_some() {
+        return Err(problem(
+            smtp,
+            "give either `reply` or `action` for a stage, not both".into(),
+        ));
+    }
+    if scripted != fault.stage.is_some() {
+        return Err(problem(
+            smtp,
+            "`stage` goes with `reply` or `action`, e.g. { stage = \"rcpt\", reply = \"450 4.2.0 try later\" }".into(),
+        ));
+    }
+    if !scripted && !shaped {
+        return Err(problem(
+            smtp,
+            "an smtp fault needs `stage` with `reply` or `action`, or `disable`, `ehlo_size` or `starttls`".into(),
+        ));
+    }
+    if fault.recipient.is_some() && fault.stage != Some(SmtpStage::Rcpt) {
+        return Err(problem(
+            smtp,
+            "`recipient` applies to stage = \"rcpt\" only".into(),
+        ));
+    }
+    if let Some(reply) = &fault.reply {
+        if !is_smtp_reply(reply.get_ref()) {
+            return Err(problem(
+                reply,
+                format!("invalid SMTP reply {:?}: start with a code from 200 to 599, e.g. \"421 4.3.2 Service not available\"", reply.get_ref()),
+            ));
         }
     }
     Ok(())
@@ -439,16 +472,31 @@ fn is_test_domain(domain: &str) -> bool {
         })
 }
 
+/// A reply line `CODE text`, or several lines `CODE-text` … `CODE text` joined with `\n`.
 fn is_smtp_reply(reply: &str) -> bool {
-    let code = reply.get(..3).and_then(|c| c.parse::<u16>().ok());
-    let separated = matches!(reply.as_bytes().get(3), None | Some(b' '));
-    code.is_some_and(|c| (200..600).contains(&c)) && separated
+    let lines: Vec<&str> = reply.split('\n').collect();
+    let code = lines[0].get(..3);
+    lines.iter().enumerate().all(|(i, line)| {
+        let last = i + 1 == lines.len();
+        let separator = line.as_bytes().get(3);
+        let separated = if last {
+            matches!(separator, None | Some(b' '))
+        } else {
+            separator == Some(&b'-')
+        };
+        let valid_code = line
+            .get(..3)
+            .and_then(|c| c.parse::<u16>().ok())
+            .is_some_and(|c| (200..600).contains(&c));
+        valid_code && line.get(..3) == code && separated
+    })
 }
 
 #[cfg(test)]
 mod tests {
     use std::path::Path;
 
+    use super::is_smtp_reply;
     use crate::scenario::parse;
 
     const BASE: &str = r#"
@@ -497,7 +545,7 @@ outcome = "delivered"
     #[test]
     fn an_unknown_stage_lists_the_allowed_stages() {
         let message =
-            error_with("[[fault]]\non = \"mx1\"\nsmtp = { stage = \"helo\", reply = \"421 x\" }");
+            error_with("[[fault]]\non = \"mx1\"\nsmtp = { stage = \"hello\", reply = \"421 x\" }");
         assert!(message.contains("greeting"), "{message}");
     }
 
@@ -619,6 +667,52 @@ outcome = "delivered"
     fn first_zero_is_refused() {
         let message = error_with("[[fault]]\non = \"mx1\"\nnet = \"reset\"\nfirst = 0");
         assert!(message.contains("first = 0 would never apply"), "{message}");
+    }
+
+    #[test]
+    fn smtp_faults_pair_stages_with_replies_or_actions() {
+        for (fault, expected) in [
+            (
+                "{ stage = \"rcpt\" }",
+                "`stage` goes with `reply` or `action`",
+            ),
+            (
+                "{ reply = \"550 no\" }",
+                "`stage` goes with `reply` or `action`",
+            ),
+            (
+                "{ stage = \"rcpt\", reply = \"550 no\", action = \"stall\" }",
+                "not both",
+            ),
+            (
+                "{ stage = \"mail\", reply = \"550 no\", recipient = \"a@b.test\" }",
+                "stage = \"rcpt\" only",
+            ),
+            ("{ }", "an smtp fault needs"),
+            ("{ stage = \"rcpt\", action = \"wait\" }", "stall"),
+            ("{ disable = [\"chunking\"] }", "pipelining"),
+            ("{ starttls = \"self-signed\" }", "wrong-name"),
+        ] {
+            let message = error_with(&format!("[[fault]]\non = \"mx1\"\nsmtp = {fault}"));
+            assert!(message.contains(expected), "{fault}: {message}");
+        }
+        for fault in [
+            "{ stage = \"end-of-data\", action = { slow = 20 } }",
+            "{ stage = \"rcpt\", recipient = \"bob@example.test\", reply = \"550 5.1.1 no\" }",
+            "{ disable = [\"pipelining\", \"8bitmime\"], ehlo_size = 4000, starttls = \"oversized-chain\" }",
+        ] {
+            let text = format!("{BASE}\n[[fault]]\non = \"mx1\"\nsmtp = {fault}");
+            assert!(parse(Path::new("s.toml"), &text).is_ok(), "{fault}");
+        }
+    }
+
+    #[test]
+    fn multi_line_replies_need_matching_codes_and_dashes() {
+        assert!(is_smtp_reply("550-5.7.25 first\n550 5.7.25 last"));
+        assert!(!is_smtp_reply("550 5.7.25 first\n550 5.7.25 last"));
+        assert!(!is_smtp_reply("550-5.7.25 first\n451 4.0.0 last"));
+        assert!(is_smtp_reply("421"));
+        assert!(!is_smtp_reply("42"));
     }
 
     #[test]

@@ -269,19 +269,25 @@ fn check_dsn(expected: &DsnExpect, events: &[Event]) -> Option<Failure> {
         "dsn = {{ {} }}",
         [
             expected.status.as_ref().map(|s| format!("status = {s:?}")),
-            expected.diagnostic.as_ref().map(|d| format!("diagnostic = {d:?}")),
+            expected
+                .diagnostic
+                .as_ref()
+                .map(|d| format!("diagnostic = {d:?}")),
         ]
         .into_iter()
         .flatten()
         .collect::<Vec<_>>()
         .join(", ")
     );
-    let received = events.iter().enumerate().find_map(|(index, event)| match &event.kind {
-        EventKind::DsnReceived {
-            status, diagnostic, ..
-        } => Some((index, status, diagnostic)),
-        _ => None,
-    });
+    let received = events
+        .iter()
+        .enumerate()
+        .find_map(|(index, event)| match &event.kind {
+            EventKind::DsnReceived {
+                status, diagnostic, ..
+            } => Some((index, status, diagnostic)),
+            _ => None,
+        });
     let Some((index, status, diagnostic)) = received else {
         return Some(Failure {
             expectation,
@@ -289,10 +295,11 @@ fn check_dsn(expected: &DsnExpect, events: &[Event]) -> Option<Failure> {
             evidence: Vec::new(),
         });
     };
-    let status_ok = expected
-        .status
-        .as_ref()
-        .is_none_or(|want| status.as_deref().is_some_and(|got| got.starts_with(want.as_str())));
+    let status_ok = expected.status.as_ref().is_none_or(|want| {
+        status
+            .as_deref()
+            .is_some_and(|got| got.starts_with(want.as_str()))
+    });
     let diagnostic_ok = expected.diagnostic.as_ref().is_none_or(|want| {
         diagnostic
             .as_deref()
@@ -441,7 +448,10 @@ fn describe_attempts(attempts: &[Attempt]) -> String {
     const LISTED: usize = 3;
     let one = |a: &Attempt| format!("{} {} ({})", a.host, a.family, a.outcome());
     if attempts.len() <= LISTED {
-        return format!("trying {}", attempts.iter().map(one).collect::<Vec<_>>().join(", "));
+        return format!(
+            "trying {}",
+            attempts.iter().map(one).collect::<Vec<_>>().join(", ")
+        );
     }
     let mut counts: Vec<(String, usize)> = Vec::new();
     for attempt in attempts {
@@ -451,7 +461,10 @@ fn describe_attempts(attempts: &[Attempt]) -> String {
             None => counts.push((key, 1)),
         }
     }
-    let counted: Vec<String> = counts.iter().map(|(key, n)| format!("{key} ×{n}")).collect();
+    let counted: Vec<String> = counts
+        .iter()
+        .map(|(key, n)| format!("{key} ×{n}"))
+        .collect();
     let last = attempts.last().expect("more than LISTED attempts");
     format!(
         "{} attempts ({}; last: {})",

@@ -50,7 +50,15 @@ impl Attempt {
     /// What the attempt met, e.g. `421 4.3.2 busy` or `no session, 3 SYNs`.
     pub fn outcome(&self) -> String {
         match (&self.reply, self.session) {
-            (Some(reply), _) => reply.lines().last().unwrap_or_default().to_string(),
+            (Some(reply), _) => match reply.split_once('\n') {
+                // A multi-line reply: its first line, as `550 text …`.
+                Some((first, _)) => format!(
+                    "{}{} …",
+                    &first[..first.len().min(3)],
+                    first.get(4..).map_or(String::new(), |t| format!(" {t}"))
+                ),
+                None => reply.clone(),
+            },
             (None, Some(_)) => "no reply".to_string(),
             (None, None) if self.syns == 1 => "no session, 1 SYN".to_string(),
             (None, None) => format!("no session, {} SYNs", self.syns),

@@ -405,11 +405,17 @@ fn queried_checks_the_order_of_dns_queries() {
 fn attempts_counts_connections_per_family() {
     let (expect, messages) =
         scenario_with("outcome = \"delivered\"\nattempts = { ipv6 = 1, ipv4 = 1 }");
-    assert_eq!(judge_as(&expect, &messages, &fallback_log()).status, Status::Pass);
+    assert_eq!(
+        judge_as(&expect, &messages, &fallback_log()).status,
+        Status::Pass
+    );
     let (expect, messages) = scenario_with("outcome = \"delivered\"\nattempts = { ipv6 = 2 }");
     let verdict = judge_as(&expect, &messages, &fallback_log());
     assert_eq!(failed_expectations(&verdict), ["attempts = { ipv6 = 2 }"]);
-    assert_eq!(verdict.failures[0].reason, "the MTA made 1 over ipv6 connection attempts");
+    assert_eq!(
+        verdict.failures[0].reason,
+        "the MTA made 1 over ipv6 connection attempts"
+    );
 }
 
 fn bounce_log(status: &str, diagnostic: &str) -> Vec<Event> {
@@ -417,7 +423,14 @@ fn bounce_log(status: &str, diagnostic: &str) -> Vec<Event> {
         .injected(1.0)
         .connect(1.1, "mx1", 1, Family::Ipv4)
         .connect(1.5, COLLECTOR, 2, Family::Ipv6)
-        .accepted(1.6, COLLECTOR, 2, Family::Ipv6, "<dsn@sut.sender.test>", "bb")
+        .accepted(
+            1.6,
+            COLLECTOR,
+            2,
+            Family::Ipv6,
+            "<dsn@sut.sender.test>",
+            "bb",
+        )
         .at(
             2.0,
             EventKind::DsnReceived {
@@ -436,36 +449,55 @@ fn dsn_checks_status_and_diagnostic() {
         "outcome = \"bounced\"\ndsn = { status = \"5.7\", diagnostic = \"550 5.7.25\" }",
     );
     assert_eq!(judge_as(&expect, &messages, &log).status, Status::Pass);
-    let (expect, messages) =
-        scenario_with("outcome = \"bounced\"\ndsn = { status = \"5.1.1\" }");
+    let (expect, messages) = scenario_with("outcome = \"bounced\"\ndsn = { status = \"5.1.1\" }");
     let verdict = judge_as(&expect, &messages, &log);
-    assert_eq!(failed_expectations(&verdict), ["dsn = { status = \"5.1.1\" }"]);
+    assert_eq!(
+        failed_expectations(&verdict),
+        ["dsn = { status = \"5.1.1\" }"]
+    );
     assert!(verdict.failures[0].reason.contains("status 5.7.25"));
     let verdict = judge_as(&expect, &messages, &fallback_log());
-    assert!(verdict.failures.iter().any(|f| f.reason == "no delivery status notification reached the sender"));
+    assert!(verdict
+        .failures
+        .iter()
+        .any(|f| f.reason == "no delivery status notification reached the sender"));
 }
 
 #[test]
 fn xfail_turns_a_known_failure_into_xfail_and_a_pass_into_a_failure() {
     let xfail = "\n[expect.xfail]\npostfix = \"known bug\"";
-    let (expect, messages) = scenario_with(&format!("outcome = \"delivered\"\nvia = \"ipv6\"{xfail}"));
+    let (expect, messages) =
+        scenario_with(&format!("outcome = \"delivered\"\nvia = \"ipv6\"{xfail}"));
     let verdict = judge(&expect, &messages, &fallback_log(), "postfix");
     assert_eq!(verdict.status, Status::Xfail);
     assert!(verdict.summary.ends_with("(known: known bug)"));
-    assert_eq!(judge(&expect, &messages, &fallback_log(), "exim").status, Status::Fail);
+    assert_eq!(
+        judge(&expect, &messages, &fallback_log(), "exim").status,
+        Status::Fail
+    );
 
-    let (expect, messages) = scenario_with(&format!("outcome = \"delivered\"\nvia = \"ipv4\"{xfail}"));
+    let (expect, messages) =
+        scenario_with(&format!("outcome = \"delivered\"\nvia = \"ipv4\"{xfail}"));
     let verdict = judge(&expect, &messages, &fallback_log(), "postfix");
     assert_eq!(verdict.status, Status::Fail);
-    assert_eq!(failed_expectations(&verdict), ["xfail.postfix = \"known bug\""]);
-    assert!(verdict.failures[0].reason.contains("remove the xfail entry"));
+    assert_eq!(
+        failed_expectations(&verdict),
+        ["xfail.postfix = \"known bug\""]
+    );
+    assert!(verdict.failures[0]
+        .reason
+        .contains("remove the xfail entry"));
 }
 
 #[test]
 fn many_attempts_are_counted_and_errors_win_over_the_goodbye() {
     let mut log = Log::new().injected(1.0);
     for session in 1..=5 {
-        let family = if session % 2 == 0 { Family::Ipv4 } else { Family::Ipv6 };
+        let family = if session % 2 == 0 {
+            Family::Ipv4
+        } else {
+            Family::Ipv6
+        };
         let reply = |text: &str| EventKind::SmtpReply {
             host: "mx1".into(),
             session,
@@ -479,7 +511,9 @@ fn many_attempts_are_counted_and_errors_win_over_the_goodbye() {
     let (expect, messages) = scenario_with("outcome = \"deferred\"");
     let verdict = judge_as(&expect, &messages, &log.0);
     assert!(
-        verdict.summary.contains("after 5 attempts (mx1 ipv6 ×3, mx1 ipv4 ×2; last: 554 5.7.1 go away)"),
+        verdict
+            .summary
+            .contains("after 5 attempts (mx1 ipv6 ×3, mx1 ipv4 ×2; last: 554 5.7.1 go away)"),
         "{}",
         verdict.summary
     );
