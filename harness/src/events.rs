@@ -78,6 +78,16 @@ pub enum EventKind {
         /// The reply text, without the final CRLF.
         reply: String,
     },
+    /// A STARTTLS handshake on a fake MX server succeeded or failed.
+    SmtpTls {
+        /// The host the server belongs to.
+        host: String,
+        /// Session id.
+        session: SessionId,
+        /// Protocol and cipher suite, e.g. `TLSv1.3 TLS13_AES_256_GCM_SHA384`, or
+        /// `handshake failed: ...`.
+        detail: String,
+    },
     /// The server accepted a message at the end of DATA.
     MessageAccepted {
         /// The host the server belongs to.
@@ -309,6 +319,11 @@ impl fmt::Display for EventKind {
                 "smtp  {host}#{session} S: {}",
                 reply.replace('\n', " | ")
             ),
+            EventKind::SmtpTls {
+                host,
+                session,
+                detail,
+            } => write!(f, "smtp  {host}#{session} tls {detail}"),
             EventKind::MessageAccepted {
                 host,
                 session,

@@ -167,7 +167,7 @@ pub struct ListenerBehaviour {
     /// Advertised extensions.
     pub extensions: Extensions,
     /// Pad the EHLO reply with `250-X-MXLAB-PAD-...` lines (after the hostname line) so the
-    /// whole reply is about this many bytes on the wire (at least this many, less than 16
+    /// whole reply is about this many bytes on the wire (at least this many, less than 18
     /// more). `None`: no padding.
     pub ehlo_pad_to: Option<usize>,
     /// STARTTLS and the certificate offered.

@@ -1,20 +1,32 @@
-//! One connection: drives a [`Session`] over a TCP stream and records what happens.
+//! One connection: drives a [`Session`] over a TCP stream (upgraded to TLS after STARTTLS) and
+//! records what happens.
 //!
 //! Replies produced by one read are written together (RFC 2920 lets a server batch replies to
 //! pipelined commands) and before the next read, so the client always gets every reply in order.
-//! Every await is bounded: reads and writes by the idle timeout, the final drain by the linger
-//! time, and all of it by the server's shutdown signal.
+//! Slow replies are trickled in small pieces. Every await is bounded: reads, writes and the TLS
+//! handshake by the idle timeout, the final drain by the linger time, and all of it by the
+//! server's shutdown signal.
 
+use std::io;
 use std::net::SocketAddr;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::Duration;
 
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::net::TcpStream;
 use tokio::sync::watch;
+use tokio_rustls::server::TlsStream;
+use tokio_rustls::TlsAcceptor;
 
+use super::reply::Reply;
 use super::session::{Effect, Session};
-use super::{stopped, Shared, StoredMessage};
+use super::{stopped, Shared, StoredMessage, TlsMode};
 use crate::events::{EventKind, SessionId};
+
+/// What [`TlsMode::BrokenHandshake`] sends in answer to a ClientHello: not a TLS record.
+const NOT_TLS: &[u8] = b"mxlab: this is not a TLS handshake\r\n";
 
 /// How a conversation ended.
 struct Ending {
@@ -35,9 +47,83 @@ impl Ending {
     }
 }
 
+/// The connection, plain or upgraded.
+enum Stream {
+    /// Before STARTTLS (or without it).
+    Plain(TcpStream),
+    /// After a successful handshake.
+    Tls(Box<TlsStream<TcpStream>>),
+    /// Given up (a failed handshake consumed it); reads see EOF, writes fail.
+    Gone,
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Stream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Stream::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Stream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Stream::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Stream::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Stream::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// Bytes waiting to be written, each run at its pace (`None`: at once).
+#[derive(Default)]
+struct Output {
+    runs: Vec<(Option<u32>, Vec<u8>)>,
+}
+
+impl Output {
+    /// The buffer to append bytes of pace `pace` to.
+    fn at(&mut self, pace: Option<u32>) -> &mut Vec<u8> {
+        if self.runs.last().is_none_or(|(p, _)| *p != pace) {
+            self.runs.push((pace, Vec::new()));
+        }
+        &mut self.runs.last_mut().expect("just pushed").1
+    }
+
+    fn is_empty(&self) -> bool {
+        self.runs.is_empty()
+    }
+}
+
 /// Serves one accepted connection until it ends, then records `SmtpClosed`.
 pub(crate) async fn serve(
-    mut stream: TcpStream,
+    stream: TcpStream,
     client: SocketAddr,
     id: SessionId,
     shared: Arc<Shared>,
@@ -53,6 +139,7 @@ pub(crate) async fn serve(
     });
     // Best effort: replies are small and already batched per read.
     let _ = stream.set_nodelay(true);
+    let mut stream = Stream::Plain(stream);
 
     let ending = tokio::select! {
         ending = converse(&mut stream, id, &shared) => ending,
@@ -71,8 +158,9 @@ pub(crate) async fn serve(
     }
 }
 
-/// Sends FIN, then reads and discards until the client closes too.
-async fn drain(stream: &mut TcpStream) {
+/// Sends FIN (after TLS close_notify, over TLS), then reads and discards until the client
+/// closes too.
+async fn drain(stream: &mut Stream) {
     if stream.shutdown().await.is_err() {
         return;
     }
@@ -84,34 +172,68 @@ async fn drain(stream: &mut TcpStream) {
     }
 }
 
+/// Writes everything in `out`, trickling the slow runs.
+async fn write_out(stream: &mut Stream, out: &mut Output, timeout: Duration) -> Result<(), Ending> {
+    let bounded = |result: Result<io::Result<()>, tokio::time::error::Elapsed>| match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(Ending::now(format!("i/o error: {e}"))),
+        Err(_) => Err(Ending::now("timeout (client not reading)")),
+    };
+    for (pace, bytes) in out.runs.drain(..) {
+        match pace {
+            None => {
+                bounded(tokio::time::timeout(timeout, stream.write_all(&bytes)).await)?;
+            }
+            Some(rate) => {
+                // About ten writes a second; each piece waits its share of time first, so the
+                // whole reply takes at least len / rate.
+                let rate = rate.max(1) as usize;
+                let piece = (rate / 10).max(1);
+                for chunk in bytes.chunks(piece) {
+                    tokio::time::sleep(Duration::from_secs_f64(chunk.len() as f64 / rate as f64))
+                        .await;
+                    bounded(tokio::time::timeout(timeout, stream.write_all(chunk)).await)?;
+                    bounded(tokio::time::timeout(timeout, stream.flush()).await)?;
+                }
+            }
+        }
+    }
+    bounded(tokio::time::timeout(timeout, stream.flush()).await)
+}
+
 /// The SMTP conversation proper.
-async fn converse(stream: &mut TcpStream, id: SessionId, shared: &Shared) -> Ending {
+async fn converse(stream: &mut Stream, id: SessionId, shared: &Shared) -> Ending {
     let limits = shared.limits.clone();
     let mut effects = Vec::new();
-    let mut out = Vec::new();
+    let mut out = Output::default();
+    let mut tls: Option<String> = None;
     let mut session = Session::start(
         id,
         &shared.hostname,
-        &shared.behaviour.greeting,
+        shared.behaviour.clone(),
         limits.clone(),
         &mut effects,
     );
-    let mut closing = apply(shared, id, &mut effects, &mut out);
+    let mut next = apply(shared, id, &tls, &mut effects, &mut out);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         if !out.is_empty() {
-            let write = tokio::time::timeout(limits.idle_timeout, stream.write_all(&out)).await;
-            match write {
-                Ok(Ok(())) => out.clear(),
-                Ok(Err(e)) => return Ending::now(format!("i/o error: {e}")),
-                Err(_) => return Ending::now("timeout (client not reading)"),
+            if let Err(ending) = write_out(stream, &mut out, limits.idle_timeout).await {
+                return ending;
             }
         }
-        if let Some(reason) = closing {
-            return Ending {
-                reason,
-                by_server: true,
-            };
+        match next {
+            Next::Read => {}
+            Next::Close(reason) => {
+                return Ending {
+                    reason,
+                    by_server: true,
+                }
+            }
+            Next::StartTls => match start_tls(stream, id, shared, session.tls_started()).await {
+                Ok(detail) => tls = Some(detail),
+                Err(ending) => return ending,
+            },
         }
         let read = tokio::time::timeout(limits.idle_timeout, stream.read(&mut buf)).await;
         match read {
@@ -121,20 +243,120 @@ async fn converse(stream: &mut TcpStream, id: SessionId, shared: &Shared) -> End
             Ok(Err(e)) => return Ending::now(format!("i/o error: {e}")),
             Err(_) => session.timeout(&mut effects),
         }
-        closing = apply(shared, id, &mut effects, &mut out);
-        debug_assert_eq!(closing.is_some(), session.is_closed());
+        next = apply(shared, id, &tls, &mut effects, &mut out);
+        debug_assert_eq!(matches!(next, Next::Close(_)), session.is_closed());
     }
 }
 
+/// Runs the server side of the TLS handshake after STARTTLS's `220` went out, and records
+/// `SmtpTls` (noting the `discarded` plain-text bytes the client sent after STARTTLS, if any).
+/// Returns the protocol and cipher suite, or how the session ends.
+async fn start_tls(
+    stream: &mut Stream,
+    id: SessionId,
+    shared: &Shared,
+    discarded: usize,
+) -> Result<String, Ending> {
+    let record = |detail: String| {
+        shared.log.record(EventKind::SmtpTls {
+            host: shared.host.clone(),
+            session: id,
+            detail,
+        })
+    };
+    let timeout = shared.limits.idle_timeout;
+    let Stream::Plain(tcp) = std::mem::replace(stream, Stream::Gone) else {
+        record("handshake failed: STARTTLS over TLS".into());
+        return Err(Ending::now("tls handshake failed: already TLS"));
+    };
+    let config = match (&shared.tls, shared.behaviour.tls) {
+        (Some(config), _) => config.clone(),
+        (None, TlsMode::BrokenHandshake) => {
+            // Take the ClientHello (if it comes), answer with garbage, close.
+            *stream = Stream::Plain(tcp);
+            let mut hello = [0u8; 16 * 1024];
+            let _ = tokio::time::timeout(timeout, stream.read(&mut hello)).await;
+            let _ = tokio::time::timeout(timeout, stream.write_all(NOT_TLS)).await;
+            record(
+                "handshake failed: broken on purpose (answered with bytes that are not TLS)".into(),
+            );
+            return Err(Ending {
+                reason: "tls handshake broken on purpose".into(),
+                by_server: true,
+            });
+        }
+        (None, _) => {
+            // Not reachable: STARTTLS is only accepted with a configuration or a broken mode.
+            record("handshake failed: no TLS configuration".into());
+            return Err(Ending::now("tls handshake failed: no TLS configuration"));
+        }
+    };
+    let accept = TlsAcceptor::from(config).accept(tcp);
+    match tokio::time::timeout(timeout, accept).await {
+        Ok(Ok(tls)) => {
+            let (_, connection) = tls.get_ref();
+            let version = match connection.protocol_version() {
+                Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
+                Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
+                Some(other) => format!("{other:?}"),
+                None => "TLS?".to_string(),
+            };
+            let suite = connection
+                .negotiated_cipher_suite()
+                .map(|s| format!("{:?}", s.suite()))
+                .unwrap_or_else(|| "unknown-suite".to_string());
+            let detail = format!("{version} {suite}");
+            if discarded > 0 {
+                record(format!(
+                    "{detail} ({discarded} bytes sent after STARTTLS discarded)"
+                ));
+            } else {
+                record(detail.clone());
+            }
+            *stream = Stream::Tls(Box::new(tls));
+            Ok(detail)
+        }
+        Ok(Err(e)) => {
+            record(format!("handshake failed: {e}"));
+            Err(Ending::now(format!("tls handshake failed: {e}")))
+        }
+        Err(_) => {
+            record("handshake failed: timeout".into());
+            Err(Ending::now("tls handshake failed: timeout"))
+        }
+    }
+}
+
+/// Records a reply and queues its bytes.
+fn send(shared: &Shared, id: SessionId, reply: &Reply, out: &mut Vec<u8>) {
+    shared.log.record(EventKind::SmtpReply {
+        host: shared.host.clone(),
+        session: id,
+        reply: reply.log_text(),
+    });
+    reply.write_to(out);
+}
+
+/// What the conversation does after the pending output is written.
+enum Next {
+    /// Read more input.
+    Read,
+    /// Run the TLS handshake, then read.
+    StartTls,
+    /// Close, for this reason.
+    Close(String),
+}
+
 /// Records and carries out effects: replies are appended to `out`, messages stored. Returns
-/// the close reason if the session decided to close.
+/// what to do once `out` is written.
 fn apply(
     shared: &Shared,
     id: SessionId,
+    tls: &Option<String>,
     effects: &mut Vec<Effect>,
-    out: &mut Vec<u8>,
-) -> Option<String> {
-    let mut closing = None;
+    out: &mut Output,
+) -> Next {
+    let mut next = Next::Read;
     for effect in effects.drain(..) {
         match effect {
             Effect::Command(line) => shared.log.record(EventKind::SmtpCommand {
@@ -142,14 +364,8 @@ fn apply(
                 session: id,
                 line,
             }),
-            Effect::Reply(reply) => {
-                shared.log.record(EventKind::SmtpReply {
-                    host: shared.host.clone(),
-                    session: id,
-                    reply: reply.log_text(),
-                });
-                reply.write_to(out);
-            }
+            Effect::Reply(reply) => send(shared, id, &reply, out.at(None)),
+            Effect::Trickle(reply, rate) => send(shared, id, &reply, out.at(Some(rate))),
             Effect::Accepted(message) => {
                 let message_size = message.content.len();
                 tracing::debug!(
@@ -166,6 +382,7 @@ fn apply(
                     to: message.to.clone(),
                     content: message.content,
                     digest: message.digest.clone(),
+                    tls: tls.clone(),
                 });
                 shared.log.record(EventKind::MessageAccepted {
                     host: shared.host.clone(),
@@ -178,8 +395,9 @@ fn apply(
                     message_id: message.message_id,
                 });
             }
-            Effect::Close(reason) => closing = Some(reason),
+            Effect::StartTls => next = Next::StartTls,
+            Effect::Close(reason) => next = Next::Close(reason),
         }
     }
-    closing
+    next
 }

@@ -1,28 +1,38 @@
-//! The fake MX server: a small, real ESMTP server whose greeting can be scripted per address
-//! family, and which records every connection, command, reply and accepted message into the
-//! run's [`EventLog`].
+//! The fake MX server: a small, real ESMTP server whose behaviour can be scripted per address
+//! family, and which records every connection, command, reply, TLS handshake and accepted
+//! message into the run's [`EventLog`].
 //!
-//! [`start`] serves a set of already-bound [`Listener`]s (one per address family of one host)
-//! and returns a [`RunningMx`] holding the accepted messages.
+//! [`start`] (or [`start_with`], for limits and TLS) serves a set of already-bound
+//! [`Listener`]s (one per address family of one host) and returns a [`RunningMx`] holding the
+//! accepted messages.
 //!
-//! Modules: this one holds the public API and the accept loops; `conn` drives one connection;
-//! `session` is the I/O-free SMTP state machine; `line` frames command lines; `data` reads the
-//! DATA phase; `reply` formats replies.
+//! Modules: this one holds the public API and the accept loops; `behaviour` the scripting
+//! types ([`ListenerBehaviour`], [`StageRule`], ...); [`tls`] the per-run certificate
+//! authority; `conn` drives one connection (and the STARTTLS handshake); `session` is the
+//! I/O-free SMTP state machine; `line` frames command lines; `data` reads the DATA phase;
+//! `reply` formats replies.
 //!
-//! SMTP behaviour, per RFC 5321: EHLO (PIPELINING, 8BITMIME, SIZE, ENHANCEDSTATUSCODES,
-//! SMTPUTF8), HELO, MAIL, RCPT, DATA, RSET, NOOP, VRFY (252), QUIT. HELO/EHLO is required before
-//! MAIL; RCPT needs a successful MAIL; DATA needs a recipient. A 4xx greeting is sent and the
-//! connection closed; after a 5xx greeting everything but QUIT gets 503. Limits are in
+//! SMTP behaviour, per RFC 5321: EHLO (PIPELINING, 8BITMIME, SIZE, STARTTLS when TLS is
+//! configured, ENHANCEDSTATUSCODES, DSN when enabled, SMTPUTF8: see [`Extensions`]), HELO,
+//! STARTTLS (RFC 3207), MAIL, RCPT, DATA, RSET, NOOP, VRFY (252), QUIT. HELO/EHLO is required
+//! before MAIL; RCPT needs a successful MAIL; DATA needs a recipient. A 4xx greeting is sent
+//! and the connection closed; after a 5xx greeting everything but QUIT gets 503. Scripted
+//! replies, stalls, disconnects and slow replies per stage are [`StageRule`]s. Limits are in
 //! [`Limits`].
 
+mod behaviour;
 mod conn;
 mod data;
 mod line;
 mod reply;
 mod session;
+pub mod tls;
 
 #[cfg(test)]
 mod tests;
+
+pub use behaviour::{Extensions, ListenerBehaviour, SmtpStage, StageAction, StageRule};
+pub use tls::{Authority, TlsError, TlsMode};
 
 use std::net::SocketAddr;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -35,25 +45,6 @@ use tokio::task::{JoinHandle, JoinSet};
 
 use crate::events::{EventKind, EventLog, SessionId};
 use crate::family::Family;
-
-/// How one listener (one address family of one MX host) behaves.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ListenerBehaviour {
-    /// The greeting reply, e.g. `220 mx1.example.test ESMTP mxlab` (default) or
-    /// `421 4.3.2 Service not available` (then the server closes after sending it) or a 5xx
-    /// (then it answers 503 to everything but QUIT until QUIT). Sent verbatim; `\n` separates
-    /// the lines of a multi-line greeting (write the `220-` continuation markers yourself).
-    pub greeting: String,
-}
-
-impl ListenerBehaviour {
-    /// A well-behaved server: `220 <hostname> ESMTP mxlab`.
-    pub fn normal(hostname: &str) -> Self {
-        Self {
-            greeting: format!("220 {hostname} ESMTP mxlab"),
-        }
-    }
-}
 
 /// A listening socket with its family's behaviour.
 ///
@@ -115,6 +106,9 @@ pub struct StoredMessage {
     pub content: Vec<u8>,
     /// Hex SHA-256 of `content`.
     pub digest: String,
+    /// The TLS protocol and cipher suite if the message came over STARTTLS, e.g.
+    /// `TLSv1.3 TLS13_AES_256_GCM_SHA384`; `None` for plain text.
+    pub tls: Option<String>,
 }
 
 /// Shared counter so session ids are unique across all servers of a run. Clones share it.
@@ -147,6 +141,19 @@ pub enum MxError {
         #[source]
         source: std::io::Error,
     },
+    /// A listener wants TLS but no [`Authority`] was given, or its certificate could not be
+    /// made.
+    #[error("{host}: cannot set up TLS ({mode}) for the {family} listener: {reason}")]
+    Tls {
+        /// The server's short name.
+        host: String,
+        /// The listener's family.
+        family: Family,
+        /// The listener's TLS mode.
+        mode: TlsMode,
+        /// What went wrong.
+        reason: String,
+    },
 }
 
 /// What every session of one listener needs.
@@ -154,7 +161,9 @@ struct Shared {
     host: String,
     hostname: String,
     family: Family,
-    behaviour: ListenerBehaviour,
+    behaviour: Arc<ListenerBehaviour>,
+    /// The rustls configuration for STARTTLS (`None` when the mode presents no certificate).
+    tls: Option<Arc<rustls::ServerConfig>>,
     limits: Limits,
     local: SocketAddr,
     log: EventLog,
@@ -180,12 +189,12 @@ pub struct RunningMx {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// Starts serving every listener with the default [`Limits`]. `host` is the short name used in
-/// events (`mx1`, `collector`), `hostname` the FQDN used in replies.
+/// Starts serving every listener with the default [`Limits`] and no TLS. `host` is the short
+/// name used in events (`mx1`, `collector`), `hostname` the FQDN used in replies.
 ///
 /// Must be called inside a Tokio runtime. A listener that cannot be served (practically only
-/// when the runtime cannot register the socket) is skipped, with a `Harness` event saying so;
-/// use [`try_start`] to get the error instead.
+/// when the runtime cannot register the socket, or when it wants TLS: use [`start_with`]) is
+/// skipped, with a `Harness` event saying so; use [`try_start`] to get the error instead.
 pub fn start(
     host: &str,
     hostname: &str,
@@ -193,10 +202,10 @@ pub fn start(
     log: EventLog,
     ids: SessionIds,
 ) -> RunningMx {
-    start_with_limits(host, hostname, listeners, log, ids, Limits::default())
+    start_with(host, hostname, listeners, log, ids, Limits::default(), None)
 }
 
-/// [`start`] with explicit limits.
+/// [`start`] with explicit limits (and no TLS).
 pub fn start_with_limits(
     host: &str,
     hostname: &str,
@@ -205,9 +214,24 @@ pub fn start_with_limits(
     ids: SessionIds,
     limits: Limits,
 ) -> RunningMx {
+    start_with(host, hostname, listeners, log, ids, limits, None)
+}
+
+/// [`start`] with explicit limits and the run's TLS [`Authority`], which signs the
+/// certificates of listeners whose [`ListenerBehaviour::tls`] is not [`TlsMode::Off`]. A
+/// listener that wants TLS when `tls` is `None` is skipped (with a `Harness` event).
+pub fn start_with(
+    host: &str,
+    hostname: &str,
+    listeners: Vec<Listener>,
+    log: EventLog,
+    ids: SessionIds,
+    limits: Limits,
+    tls: Option<&Authority>,
+) -> RunningMx {
     let mut server = RunningMx::new(host);
     for listener in listeners {
-        if let Err(error) = server.serve(hostname, listener, &log, &ids, &limits) {
+        if let Err(error) = server.serve(hostname, listener, &log, &ids, &limits, tls) {
             tracing::error!("{error}");
             log.record(EventKind::Harness {
                 message: error.to_string(),
@@ -226,9 +250,22 @@ pub fn try_start(
     ids: SessionIds,
     limits: Limits,
 ) -> Result<RunningMx, MxError> {
+    try_start_with(host, hostname, listeners, log, ids, limits, None)
+}
+
+/// Like [`start_with`], but fails (serving nothing) if any listener cannot be served.
+pub fn try_start_with(
+    host: &str,
+    hostname: &str,
+    listeners: Vec<Listener>,
+    log: EventLog,
+    ids: SessionIds,
+    limits: Limits,
+    tls: Option<&Authority>,
+) -> Result<RunningMx, MxError> {
     let mut server = RunningMx::new(host);
     for listener in listeners {
-        server.serve(hostname, listener, &log, &ids, &limits)?;
+        server.serve(hostname, listener, &log, &ids, &limits, tls)?;
     }
     Ok(server)
 }
@@ -250,7 +287,22 @@ impl RunningMx {
         log: &EventLog,
         ids: &SessionIds,
         limits: &Limits,
+        authority: Option<&Authority>,
     ) -> Result<(), MxError> {
+        let mode = listener.behaviour.tls;
+        let tls_error = |reason: String| MxError::Tls {
+            host: self.host.clone(),
+            family: listener.family,
+            mode,
+            reason,
+        };
+        let tls = match (mode, authority) {
+            (TlsMode::Off | TlsMode::BrokenHandshake, _) => None,
+            (_, None) => return Err(tls_error("no certificate authority given".into())),
+            (_, Some(authority)) => authority
+                .server_config(hostname, mode)
+                .map_err(|e| tls_error(e.to_string()))?,
+        };
         let error = |source| MxError::Listener {
             host: self.host.clone(),
             family: listener.family,
@@ -263,7 +315,8 @@ impl RunningMx {
             host: self.host.clone(),
             hostname: hostname.to_string(),
             family: listener.family,
-            behaviour: listener.behaviour,
+            behaviour: Arc::new(listener.behaviour),
+            tls,
             limits: limits.clone(),
             local,
             log: log.clone(),

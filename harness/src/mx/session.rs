@@ -1,20 +1,27 @@
 //! The SMTP state machine of one session, free of I/O.
 //!
 //! Bytes go in ([`Session::input`]); [`Effect`]s come out in the order they happen: command
-//! lines to log, replies to send (and log), accepted messages, and the decision to close. The
-//! connection driver ([`super::conn`]) applies them. Keeping the machine pure makes its rules
-//! testable byte by byte and guarantees pipelined commands are answered one by one, in order.
+//! lines to log, replies to send (and log), accepted messages, the STARTTLS upgrade, and the
+//! decision to close. The connection driver ([`super::conn`]) applies them. Keeping the machine
+//! pure makes its rules testable byte by byte and guarantees pipelined commands are answered
+//! one by one, in order.
 //!
 //! Command lines are framed here ([`LineReader`], with the line-length limit) and each complete
 //! line is handed to `smtp_proto::Request::parse`, which knows the RFC 5321 grammar (paths,
 //! quoted local parts, ESMTP parameters). The transaction rules are ours: a RCPT is only
 //! accepted after a *successful* MAIL, so a pipelining client whose MAIL was refused cannot
 //! produce a phantom delivery.
+//!
+//! Scripted behaviour ([`StageRule`](super::StageRule)s) is applied after a command has passed
+//! the sequence and syntax checks: the rule's action replaces what the server would otherwise
+//! do at that stage.
 
 use std::borrow::Cow;
+use std::sync::Arc;
 
-use smtp_proto::{Error as ParseError, Request};
+use smtp_proto::{Error as ParseError, MailFrom, RcptTo, Request};
 
+use super::behaviour::{ListenerBehaviour, SmtpStage, StageAction};
 use super::data::{self, DataEnd, DataReader};
 use super::line::{Line, LineReader};
 use super::reply::Reply;
@@ -28,8 +35,13 @@ pub(crate) enum Effect {
     Command(String),
     /// Send (and log) a reply.
     Reply(Reply),
+    /// Send (and log) a reply, trickled at this many bytes per second.
+    Trickle(Reply, u32),
     /// Store (and log) an accepted message. Always precedes its `250` reply.
     Accepted(Accepted),
+    /// Once the replies so far are sent, run the TLS handshake, then call
+    /// [`Session::tls_started`]. Input up to then is discarded (RFC 3207 §4.2).
+    StartTls,
     /// Close the connection once the replies so far are sent; the reason is for the log.
     Close(String),
 }
@@ -58,8 +70,22 @@ enum Mode {
     Command,
     /// Message content after `354`.
     Data(DataReader),
+    /// A rule stalled the session at this stage: lines are logged, never answered.
+    Stalled(SmtpStage),
+    /// STARTTLS was accepted: input until the handshake is discarded (counted here).
+    TlsPending(usize),
     /// Nothing: the session is over, further input is ignored.
     Closed,
+}
+
+/// What a stage's rule leaves for the command handler to do.
+enum Staged {
+    /// Nothing: the rule stalled or closed the session.
+    Done,
+    /// Send this scripted reply (and apply what its code means).
+    Scripted(Reply),
+    /// Behave normally, trickling the replies at this rate if it is `Some`.
+    Normal(Option<u32>),
 }
 
 /// One SMTP session's state.
@@ -67,6 +93,7 @@ enum Mode {
 pub(crate) struct Session {
     id: SessionId,
     hostname: String,
+    behaviour: Arc<ListenerBehaviour>,
     limits: Limits,
     mode: Mode,
     lines: LineReader,
@@ -74,6 +101,8 @@ pub(crate) struct Session {
     refusing: bool,
     /// Whether HELO or EHLO succeeded.
     greeted: bool,
+    /// Whether the session runs over TLS.
+    tls: bool,
     /// The reverse path of the transaction in progress, set only by a *successful* MAIL.
     from: Option<String>,
     /// Accepted recipients of the transaction in progress.
@@ -82,35 +111,102 @@ pub(crate) struct Session {
     accepted: u32,
 }
 
+/// Whether a reply is 2xx (positive completion).
+fn positive(reply: &Reply) -> bool {
+    reply.code().is_some_and(|c| (200..300).contains(&c))
+}
+
+/// Turns the replies in `effects[mark..]` into trickled ones if `pace` is set.
+fn pace_since(effects: &mut [Effect], mark: usize, pace: Option<u32>) {
+    let Some(rate) = pace else { return };
+    for effect in &mut effects[mark..] {
+        if let Effect::Reply(reply) = effect {
+            *effect = Effect::Trickle(reply.clone(), rate);
+        }
+    }
+}
+
+/// `text` without a leading enhanced status code (`2.1.0 `), if it has one.
+fn strip_enhanced(text: &str) -> &str {
+    let Some((code, rest)) = text.split_once(' ') else {
+        return text;
+    };
+    let parts: Vec<&str> = code.split('.').collect();
+    let numeric = |p: &&str| !p.is_empty() && p.len() <= 3 && p.bytes().all(|b| b.is_ascii_digit());
+    if parts.len() == 3 && parts.iter().all(numeric) {
+        rest
+    } else {
+        text
+    }
+}
+
+/// The wire length of one reply line with `text`: `250-` + text + CRLF.
+fn wire_len(text: &str) -> usize {
+    text.len() + 6
+}
+
+/// Shortest padding line: `250-X-MXLAB-PAD-` CRLF.
+const PAD_MIN: usize = 18;
+/// Longest padding line on the wire.
+const PAD_MAX: usize = 80;
+
+/// Padding lines bringing a reply of `have` wire bytes to at least `want` (less than
+/// [`PAD_MIN`] more).
+fn padding(have: usize, want: usize) -> Vec<String> {
+    let mut remaining = want.saturating_sub(have);
+    let mut lines = Vec::new();
+    while remaining > 0 {
+        let wire = if remaining <= PAD_MAX {
+            remaining.max(PAD_MIN)
+        } else if remaining - PAD_MAX < PAD_MIN {
+            remaining - PAD_MIN
+        } else {
+            PAD_MAX
+        };
+        lines.push(format!("X-MXLAB-PAD-{}", "x".repeat(wire - PAD_MIN)));
+        remaining = remaining.saturating_sub(wire);
+    }
+    lines
+}
+
 impl Session {
-    /// Starts a session: the greeting goes out (and, for a 4xx greeting, the close).
+    /// Starts a session: the greeting goes out (and, for a 4xx greeting, the close), unless a
+    /// greeting rule stalls or disconnects.
     pub(crate) fn start(
         id: SessionId,
         hostname: &str,
-        greeting: &str,
+        behaviour: Arc<ListenerBehaviour>,
         limits: Limits,
         effects: &mut Vec<Effect>,
     ) -> Self {
-        let greeting = Reply::verbatim(greeting);
-        let code = greeting.code();
-        effects.push(Effect::Reply(greeting));
         let mut session = Self {
             id,
             hostname: hostname.to_string(),
             lines: LineReader::new(limits.max_line),
+            behaviour,
             limits,
             mode: Mode::Command,
             refusing: false,
             greeted: false,
+            tls: false,
             from: None,
             to: Vec::new(),
             accepted: 0,
         };
+        let mark = effects.len();
+        let (greeting, pace) = match session.rule(SmtpStage::Greeting, None, effects) {
+            Staged::Done => return session,
+            Staged::Scripted(reply) => (reply, None),
+            Staged::Normal(pace) => (Reply::verbatim(&session.behaviour.greeting), pace),
+        };
+        let code = greeting.code();
+        effects.push(Effect::Reply(greeting));
         match code.map(|c| c / 100) {
             Some(4) => session.close(format!("greeting {}", code.unwrap_or(0)), effects),
             Some(5) => session.refusing = true,
             _ => {}
         }
+        pace_since(effects, mark, pace);
         session
     }
 
@@ -124,17 +220,36 @@ impl Session {
         matches!(self.mode, Mode::Closed)
     }
 
-    /// The reply for an idle timeout, and the close.
+    /// The TLS handshake after STARTTLS succeeded: the session starts afresh (RFC 3207 §4.2:
+    /// the client must EHLO again; no transaction). Returns how many bytes the client sent
+    /// between STARTTLS and the handshake (discarded).
+    pub(crate) fn tls_started(&mut self) -> usize {
+        let discarded = match self.mode {
+            Mode::TlsPending(n) => n,
+            _ => 0,
+        };
+        self.mode = Mode::Command;
+        self.lines = LineReader::new(self.limits.max_line);
+        self.greeted = false;
+        self.tls = true;
+        self.reset_transaction();
+        discarded
+    }
+
+    /// The reply for an idle timeout, and the close. A stalled session closes silently.
     pub(crate) fn timeout(&mut self, effects: &mut Vec<Effect>) {
-        if self.is_closed() {
-            return;
+        match self.mode {
+            Mode::Closed => {}
+            Mode::Stalled(stage) => self.close(format!("timeout (stalled at {stage})"), effects),
+            _ => {
+                self.reply(
+                    effects,
+                    421,
+                    format!("4.4.2 {} Error: timeout exceeded", self.hostname),
+                );
+                self.close("timeout".to_string(), effects);
+            }
         }
-        self.reply(
-            effects,
-            421,
-            format!("4.4.2 {} Error: timeout exceeded", self.hostname),
-        );
-        self.close("timeout".to_string(), effects);
     }
 
     /// Consumes everything the client sent, producing effects.
@@ -142,6 +257,10 @@ impl Session {
         while !bytes.is_empty() {
             match &mut self.mode {
                 Mode::Closed => return,
+                Mode::TlsPending(discarded) => {
+                    *discarded += bytes.len();
+                    return;
+                }
                 Mode::Data(reader) => {
                     let (used, end) = reader.push(bytes);
                     bytes = &bytes[used..];
@@ -150,7 +269,7 @@ impl Session {
                         self.end_of_data(end, effects);
                     }
                 }
-                Mode::Command => {
+                Mode::Command | Mode::Stalled(_) => {
                     let (used, line) = self.lines.push(bytes);
                     bytes = &bytes[used..];
                     if let Some(line) = line {
@@ -166,13 +285,46 @@ impl Session {
         effects.push(Effect::Close(reason));
     }
 
+    /// A reply of the server's own; without its enhanced code if ENHANCEDSTATUSCODES is off.
     fn reply(&self, effects: &mut Vec<Effect>, code: u16, text: impl AsRef<str>) {
+        let text = text.as_ref();
+        let text = if self.behaviour.extensions.enhancedstatuscodes {
+            text
+        } else {
+            strip_enhanced(text)
+        };
         effects.push(Effect::Reply(Reply::line(code, text)));
     }
 
     fn reset_transaction(&mut self) {
         self.from = None;
         self.to.clear();
+    }
+
+    /// Applies the rule for `stage`, if any: stalls and disconnects happen here; a scripted
+    /// reply or the normal behaviour (possibly slow) is left to the caller.
+    fn rule(
+        &mut self,
+        stage: SmtpStage,
+        recipient: Option<&str>,
+        effects: &mut Vec<Effect>,
+    ) -> Staged {
+        let behaviour = self.behaviour.clone();
+        match behaviour.action(stage, recipient) {
+            None => Staged::Normal(None),
+            Some(StageAction::Slow { bytes_per_second }) => {
+                Staged::Normal(Some((*bytes_per_second).max(1)))
+            }
+            Some(StageAction::Reply(text)) => Staged::Scripted(Reply::verbatim(text)),
+            Some(StageAction::Stall) => {
+                self.mode = Mode::Stalled(stage);
+                Staged::Done
+            }
+            Some(StageAction::Disconnect) => {
+                self.close(format!("scripted disconnect at {stage}"), effects);
+                Staged::Done
+            }
+        }
     }
 
     fn line(&mut self, line: Line, effects: &mut Vec<Effect>) {
@@ -182,16 +334,82 @@ impl Session {
                     "{}... [line too long: {len} bytes]",
                     String::from_utf8_lossy(&prefix)
                 )));
-                self.reply(effects, 500, "5.5.2 Error: line too long");
+                if !matches!(self.mode, Mode::Stalled(_)) {
+                    self.reply(effects, 500, "5.5.2 Error: line too long");
+                }
             }
             Line::Complete(line) => {
                 effects.push(Effect::Command(String::from_utf8_lossy(&line).into_owned()));
+                if matches!(self.mode, Mode::Stalled(_)) {
+                    return;
+                }
                 let mut wire = line;
                 wire.extend_from_slice(b"\r\n");
                 let request = Request::parse(&mut wire.iter());
                 self.command(request, effects);
             }
         }
+    }
+
+    /// The EHLO reply: hostname, padding, then the enabled extensions.
+    fn ehlo_reply(&self) -> Reply {
+        let ext = &self.behaviour.extensions;
+        let size = format!("SIZE {}", self.limits.max_message);
+        let starttls = self.behaviour.offers_starttls() && !self.tls;
+        let keywords: Vec<&str> = [
+            (ext.pipelining, "PIPELINING"),
+            (ext.eightbitmime, "8BITMIME"),
+            (ext.size, size.as_str()),
+            (starttls, "STARTTLS"),
+            (ext.enhancedstatuscodes, "ENHANCEDSTATUSCODES"),
+            (ext.dsn, "DSN"),
+            (ext.smtputf8, "SMTPUTF8"),
+        ]
+        .into_iter()
+        .filter_map(|(on, keyword)| on.then_some(keyword))
+        .collect();
+        let pad = match self.behaviour.ehlo_pad_to {
+            Some(want) => {
+                let have =
+                    wire_len(&self.hostname) + keywords.iter().map(|k| wire_len(k)).sum::<usize>();
+                padding(have, want)
+            }
+            None => Vec::new(),
+        };
+        let texts: Vec<&str> = std::iter::once(self.hostname.as_str())
+            .chain(pad.iter().map(String::as_str))
+            .chain(keywords)
+            .collect();
+        Reply::new(250, &texts)
+    }
+
+    /// A MAIL parameter this server does not offer (its extension is off), if any.
+    fn unsupported_mail_parameter(&self, from: &MailFrom<Cow<'_, str>>) -> Option<&'static str> {
+        let ext = &self.behaviour.extensions;
+        if !ext.eightbitmime && from.flags & smtp_proto::MAIL_BODY_8BITMIME != 0 {
+            Some("BODY=8BITMIME")
+        } else if !ext.size && from.size > 0 {
+            Some("SIZE")
+        } else if !ext.smtputf8 && from.flags & smtp_proto::MAIL_SMTPUTF8 != 0 {
+            Some("SMTPUTF8")
+        } else if !ext.dsn
+            && (from.flags & (smtp_proto::MAIL_RET_FULL | smtp_proto::MAIL_RET_HDRS) != 0
+                || from.env_id.is_some())
+        {
+            Some("RET/ENVID")
+        } else {
+            None
+        }
+    }
+
+    /// A RCPT parameter this server does not offer, if any.
+    fn unsupported_rcpt_parameter(&self, to: &RcptTo<Cow<'_, str>>) -> Option<&'static str> {
+        let notify = smtp_proto::RCPT_NOTIFY_SUCCESS
+            | smtp_proto::RCPT_NOTIFY_FAILURE
+            | smtp_proto::RCPT_NOTIFY_DELAY
+            | smtp_proto::RCPT_NOTIFY_NEVER;
+        let dsn = to.flags & notify != 0 || to.orcpt.is_some();
+        (!self.behaviour.extensions.dsn && dsn).then_some("NOTIFY/ORCPT")
     }
 
     fn command(
@@ -212,38 +430,50 @@ impl Session {
             Ok(request) => request,
             Err(error) => return self.parse_error(error, effects),
         };
+        let mark = effects.len();
         match request {
-            Request::Ehlo { .. } => {
-                self.greeted = true;
-                self.reset_transaction();
-                let size = format!("SIZE {}", self.limits.max_message);
-                effects.push(Effect::Reply(Reply::new(
-                    250,
-                    &[
-                        &self.hostname,
-                        "PIPELINING",
-                        "8BITMIME",
-                        &size,
-                        "ENHANCEDSTATUSCODES",
-                        "SMTPUTF8",
-                    ],
-                )));
-            }
-            Request::Helo { .. } => {
-                self.greeted = true;
-                self.reset_transaction();
-                self.reply(effects, 250, &self.hostname);
-            }
+            Request::Ehlo { .. } => match self.rule(SmtpStage::Ehlo, None, effects) {
+                Staged::Done => {}
+                Staged::Scripted(reply) => self.greeted_by(reply, effects),
+                Staged::Normal(pace) => {
+                    self.greeted_by(self.ehlo_reply(), effects);
+                    pace_since(effects, mark, pace);
+                }
+            },
+            Request::Helo { .. } => match self.rule(SmtpStage::Helo, None, effects) {
+                Staged::Done => {}
+                Staged::Scripted(reply) => self.greeted_by(reply, effects),
+                Staged::Normal(pace) => {
+                    self.greeted_by(Reply::line(250, &self.hostname), effects);
+                    pace_since(effects, mark, pace);
+                }
+            },
             Request::Mail { from } => {
                 if !self.greeted {
                     self.reply(effects, 503, "5.5.1 Error: send HELO/EHLO first");
                 } else if self.from.is_some() {
                     self.reply(effects, 503, "5.5.1 Error: nested MAIL command");
-                } else if from.size > self.limits.max_message {
-                    self.reply(effects, 552, "5.3.4 Message size exceeds fixed limit");
+                } else if let Some(param) = self.unsupported_mail_parameter(&from) {
+                    self.reply(effects, 555, format!("5.5.4 Unsupported parameter {param}"));
                 } else {
-                    self.from = Some(from.address.into_owned());
-                    self.reply(effects, 250, "2.1.0 Ok");
+                    match self.rule(SmtpStage::Mail, None, effects) {
+                        Staged::Done => {}
+                        Staged::Scripted(reply) => {
+                            if positive(&reply) {
+                                self.from = Some(from.address.into_owned());
+                            }
+                            effects.push(Effect::Reply(reply));
+                        }
+                        Staged::Normal(pace) => {
+                            if from.size > self.limits.max_message {
+                                self.reply(effects, 552, "5.3.4 Message size exceeds fixed limit");
+                            } else {
+                                self.from = Some(from.address.into_owned());
+                                self.reply(effects, 250, "2.1.0 Ok");
+                            }
+                            pace_since(effects, mark, pace);
+                        }
+                    }
                 }
             }
             Request::Rcpt { to } => {
@@ -251,11 +481,27 @@ impl Session {
                     self.reply(effects, 503, "5.5.1 Error: need MAIL command");
                 } else if to.address.is_empty() {
                     self.reply(effects, 501, "5.1.3 Bad recipient address syntax");
-                } else if self.to.len() >= self.limits.max_recipients {
-                    self.reply(effects, 452, "4.5.3 Error: too many recipients");
+                } else if let Some(param) = self.unsupported_rcpt_parameter(&to) {
+                    self.reply(effects, 555, format!("5.5.4 Unsupported parameter {param}"));
                 } else {
-                    self.to.push(to.address.into_owned());
-                    self.reply(effects, 250, "2.1.5 Ok");
+                    match self.rule(SmtpStage::Rcpt, Some(&to.address), effects) {
+                        Staged::Done => {}
+                        Staged::Scripted(reply) => {
+                            if positive(&reply) {
+                                self.to.push(to.address.into_owned());
+                            }
+                            effects.push(Effect::Reply(reply));
+                        }
+                        Staged::Normal(pace) => {
+                            if self.to.len() >= self.limits.max_recipients {
+                                self.reply(effects, 452, "4.5.3 Error: too many recipients");
+                            } else {
+                                self.to.push(to.address.into_owned());
+                                self.reply(effects, 250, "2.1.5 Ok");
+                            }
+                            pace_since(effects, mark, pace);
+                        }
+                    }
                 }
             }
             Request::Data => {
@@ -264,8 +510,44 @@ impl Session {
                 } else if self.to.is_empty() {
                     self.reply(effects, 503, "5.5.1 Error: need RCPT command");
                 } else {
-                    self.reply(effects, 354, "End data with <CR><LF>.<CR><LF>");
-                    self.mode = Mode::Data(DataReader::new(self.limits.max_message));
+                    match self.rule(SmtpStage::Data, None, effects) {
+                        Staged::Done => {}
+                        Staged::Scripted(reply) => {
+                            let go = reply.code().is_some_and(|c| (300..400).contains(&c));
+                            effects.push(Effect::Reply(reply));
+                            if go {
+                                self.mode = Mode::Data(DataReader::new(self.limits.max_message));
+                            }
+                        }
+                        Staged::Normal(pace) => {
+                            self.reply(effects, 354, "End data with <CR><LF>.<CR><LF>");
+                            self.mode = Mode::Data(DataReader::new(self.limits.max_message));
+                            pace_since(effects, mark, pace);
+                        }
+                    }
+                }
+            }
+            Request::StartTls if self.behaviour.offers_starttls() => {
+                if self.tls {
+                    self.reply(effects, 503, "5.5.1 Error: TLS already active");
+                } else if self.from.is_some() {
+                    self.reply(effects, 503, "5.5.1 Error: MAIL transaction in progress");
+                } else {
+                    match self.rule(SmtpStage::StartTls, None, effects) {
+                        Staged::Done => {}
+                        Staged::Scripted(reply) => {
+                            let go = positive(&reply);
+                            effects.push(Effect::Reply(reply));
+                            if go {
+                                self.start_tls(effects);
+                            }
+                        }
+                        Staged::Normal(pace) => {
+                            self.reply(effects, 220, "2.0.0 Ready to start TLS");
+                            pace_since(effects, mark, pace);
+                            self.start_tls(effects);
+                        }
+                    }
                 }
             }
             Request::Rset => {
@@ -278,10 +560,18 @@ impl Session {
                 252,
                 "2.0.0 Cannot VRFY user; try RCPT to attempt delivery",
             ),
-            Request::Quit => {
-                self.reply(effects, 221, "2.0.0 Bye");
-                self.close("quit".to_string(), effects);
-            }
+            Request::Quit => match self.rule(SmtpStage::Quit, None, effects) {
+                Staged::Done => {}
+                Staged::Scripted(reply) => {
+                    effects.push(Effect::Reply(reply));
+                    self.close("quit".to_string(), effects);
+                }
+                Staged::Normal(pace) => {
+                    self.reply(effects, 221, "2.0.0 Bye");
+                    pace_since(effects, mark, pace);
+                    self.close("quit".to_string(), effects);
+                }
+            },
             // Known to the grammar but not offered by this server (not in the EHLO list).
             Request::Lhlo { .. }
             | Request::Bdat { .. }
@@ -293,6 +583,20 @@ impl Session {
             | Request::Burl { .. }
             | Request::StartTls => self.reply(effects, 502, "5.5.1 Error: command not implemented"),
         }
+    }
+
+    /// Sends the reply to HELO/EHLO; a 2xx one greets (and resets the transaction).
+    fn greeted_by(&mut self, reply: Reply, effects: &mut Vec<Effect>) {
+        if positive(&reply) {
+            self.greeted = true;
+            self.reset_transaction();
+        }
+        effects.push(Effect::Reply(reply));
+    }
+
+    fn start_tls(&mut self, effects: &mut Vec<Effect>) {
+        effects.push(Effect::StartTls);
+        self.mode = Mode::TlsPending(0);
     }
 
     fn parse_error(&mut self, error: ParseError, effects: &mut Vec<Effect>) {
@@ -324,6 +628,27 @@ impl Session {
     fn end_of_data(&mut self, end: DataEnd, effects: &mut Vec<Effect>) {
         let from = self.from.take().unwrap_or_default();
         let to = std::mem::take(&mut self.to);
+        let mark = effects.len();
+        let pace = match self.rule(SmtpStage::EndOfData, None, effects) {
+            Staged::Done => return,
+            Staged::Scripted(reply) => {
+                if let (true, DataEnd::Complete { content, digest }) = (positive(&reply), end) {
+                    self.accepted += 1;
+                    let queue_id = format!("mxlab-{}-{}", self.id, self.accepted);
+                    effects.push(Effect::Accepted(Accepted {
+                        from,
+                        to,
+                        digest,
+                        message_id: data::message_id(&content),
+                        content,
+                        queue_id,
+                    }));
+                }
+                effects.push(Effect::Reply(reply));
+                return;
+            }
+            Staged::Normal(pace) => pace,
+        };
         match end {
             DataEnd::TooBig { .. } => {
                 self.reply(effects, 552, "5.3.4 Error: message file too big");
@@ -343,11 +668,14 @@ impl Session {
                 self.reply(effects, 250, reply);
             }
         }
+        pace_since(effects, mark, pace);
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::super::behaviour::{Extensions, StageRule};
+    use super::super::tls::TlsMode;
     use super::*;
 
     fn limits() -> Limits {
@@ -359,9 +687,28 @@ mod tests {
     }
 
     fn start(greeting: &str) -> (Session, Vec<Effect>) {
+        let mut behaviour = ListenerBehaviour::normal("mx1.example.test");
+        behaviour.greeting = greeting.to_string();
+        start_with(behaviour)
+    }
+
+    fn start_with(behaviour: ListenerBehaviour) -> (Session, Vec<Effect>) {
         let mut effects = Vec::new();
-        let session = Session::start(7, "mx1.example.test", greeting, limits(), &mut effects);
+        let session = Session::start(
+            7,
+            "mx1.example.test",
+            Arc::new(behaviour),
+            limits(),
+            &mut effects,
+        );
         (session, effects)
+    }
+
+    fn with_rules(rules: Vec<StageRule>) -> ListenerBehaviour {
+        ListenerBehaviour {
+            rules,
+            ..ListenerBehaviour::normal("mx1.example.test")
+        }
     }
 
     /// Feeds `input` and returns the reply texts (first line of each) it produced.
@@ -371,7 +718,9 @@ mod tests {
         effects
             .iter()
             .filter_map(|e| match e {
-                Effect::Reply(r) => Some(r.log_text().lines().last().unwrap_or("").to_string()),
+                Effect::Reply(r) | Effect::Trickle(r, _) => {
+                    Some(r.log_text().lines().last().unwrap_or("").to_string())
+                }
                 _ => None,
             })
             .collect()
@@ -420,6 +769,7 @@ mod tests {
                 Effect::Reply(r) => r.log_text(),
                 Effect::Command(c) => format!("C: {c}"),
                 Effect::Close(r) => format!("close {r}"),
+                other => format!("{other:?}"),
             })
             .collect();
         assert_eq!(
@@ -583,5 +933,327 @@ mod tests {
                 s.input(&chunk, &mut effects);
             }
         }
+    }
+
+    fn reply_texts(effects: &[Effect]) -> Vec<String> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Reply(r) | Effect::Trickle(r, _) => Some(r.log_text()),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn accepted(effects: &[Effect]) -> Vec<&Accepted> {
+        effects
+            .iter()
+            .filter_map(|e| match e {
+                Effect::Accepted(a) => Some(a),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn reply(stage: SmtpStage, text: &str) -> StageRule {
+        StageRule::new(stage, StageAction::Reply(text.to_string()))
+    }
+
+    #[test]
+    fn a_scripted_rcpt_reply_can_hit_one_recipient_only() {
+        let (mut s, _) = start_with(with_rules(vec![StageRule::for_recipient(
+            "Temp@D.test",
+            StageAction::Reply("451 4.7.1 Try again later".into()),
+        )]));
+        let mut effects = Vec::new();
+        s.input(
+            b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<temp@d.test>\r\nRCPT TO:<ok@d.test>\r\nDATA\r\nx\r\n.\r\n",
+            &mut effects,
+        );
+        let texts = reply_texts(&effects);
+        assert_eq!(texts[2], "451 4.7.1 Try again later");
+        assert_eq!(texts[3], "250 2.1.5 Ok");
+        assert_eq!(accepted(&effects)[0].to, vec!["ok@d.test".to_string()]);
+    }
+
+    #[test]
+    fn a_scripted_mail_rejection_makes_rcpt_a_bad_sequence() {
+        let (mut s, _) = start_with(with_rules(vec![reply(
+            SmtpStage::Mail,
+            "550 5.7.1 Sender refused",
+        )]));
+        assert_eq!(
+            codes(
+                &mut s,
+                b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n"
+            ),
+            vec![250, 550, 503, 503]
+        );
+    }
+
+    #[test]
+    fn a_refused_data_keeps_the_transaction_and_a_refused_end_of_data_stores_nothing() {
+        let (mut s, _) = start_with(with_rules(vec![reply(
+            SmtpStage::Data,
+            "451 4.3.0 Not now",
+        )]));
+        assert_eq!(
+            codes(&mut s, b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nMAIL FROM:<a@b>\r\nRCPT TO:<e@d>\r\n"),
+            vec![250, 250, 250, 451, 503, 250]
+        );
+
+        let (mut s, _) = start_with(with_rules(vec![reply(
+            SmtpStage::EndOfData,
+            "554 5.7.1 Content rejected\n",
+        )]));
+        let mut effects = Vec::new();
+        s.input(
+            b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nx\r\n.\r\nRCPT TO:<c@d>\r\n",
+            &mut effects,
+        );
+        assert!(accepted(&effects).is_empty());
+        let texts = reply_texts(&effects);
+        assert_eq!(texts[4], "554 5.7.1 Content rejected\n");
+        assert_eq!(&texts[5][..3], "503");
+
+        // A scripted 2xx at end of data does store.
+        let (mut s, _) = start_with(with_rules(vec![reply(SmtpStage::EndOfData, "250 fine")]));
+        let mut effects = Vec::new();
+        s.input(
+            b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nx\r\n.\r\n",
+            &mut effects,
+        );
+        assert_eq!(accepted(&effects).len(), 1);
+        assert_eq!(reply_texts(&effects).last().unwrap(), "250 fine");
+    }
+
+    #[test]
+    fn stalls_say_nothing_and_time_out_silently() {
+        let (mut s, _) = start_with(with_rules(vec![StageRule::new(
+            SmtpStage::Rcpt,
+            StageAction::Stall,
+        )]));
+        let mut effects = Vec::new();
+        s.input(
+            b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nQUIT\r\n",
+            &mut effects,
+        );
+        assert_eq!(reply_texts(&effects).len(), 2);
+        assert!(matches!(effects.last(), Some(Effect::Command(c)) if c == "QUIT"));
+        assert!(!s.is_closed());
+        let mut effects = Vec::new();
+        s.timeout(&mut effects);
+        assert_eq!(
+            effects,
+            vec![Effect::Close("timeout (stalled at RCPT)".into())]
+        );
+
+        let (s, effects) = start_with(with_rules(vec![StageRule::new(
+            SmtpStage::Greeting,
+            StageAction::Stall,
+        )]));
+        assert!(effects.is_empty() && !s.is_closed());
+    }
+
+    #[test]
+    fn disconnects_close_without_a_reply() {
+        let (mut s, _) = start_with(with_rules(vec![StageRule::new(
+            SmtpStage::Mail,
+            StageAction::Disconnect,
+        )]));
+        let mut effects = Vec::new();
+        s.input(
+            b"EHLO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n",
+            &mut effects,
+        );
+        assert_eq!(reply_texts(&effects).len(), 1);
+        assert_eq!(
+            effects.last(),
+            Some(&Effect::Close("scripted disconnect at MAIL".into()))
+        );
+        assert!(s.is_closed());
+
+        let (s, effects) = start_with(with_rules(vec![StageRule::new(
+            SmtpStage::EndOfData,
+            StageAction::Disconnect,
+        )]));
+        drop(effects);
+        let mut s = s;
+        let mut effects = Vec::new();
+        s.input(
+            b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nx\r\n.\r\n",
+            &mut effects,
+        );
+        assert!(accepted(&effects).is_empty());
+        assert!(s.is_closed());
+    }
+
+    #[test]
+    fn slow_replies_are_trickled_normal_replies() {
+        let (mut s, greeting) = start_with(with_rules(vec![
+            StageRule::new(
+                SmtpStage::Greeting,
+                StageAction::Slow {
+                    bytes_per_second: 0,
+                },
+            ),
+            StageRule::new(
+                SmtpStage::Quit,
+                StageAction::Slow {
+                    bytes_per_second: 50,
+                },
+            ),
+        ]));
+        assert_eq!(
+            greeting,
+            vec![Effect::Trickle(
+                Reply::verbatim("220 mx1.example.test ESMTP mxlab"),
+                1
+            )]
+        );
+        let mut effects = Vec::new();
+        s.input(b"QUIT\r\n", &mut effects);
+        assert_eq!(
+            effects[1],
+            Effect::Trickle(Reply::line(221, "2.0.0 Bye"), 50)
+        );
+        assert_eq!(effects[2], Effect::Close("quit".into()));
+    }
+
+    #[test]
+    fn extensions_can_be_switched_off() {
+        let behaviour = ListenerBehaviour {
+            extensions: Extensions {
+                pipelining: false,
+                eightbitmime: false,
+                size: false,
+                starttls: true,
+                enhancedstatuscodes: false,
+                dsn: false,
+                smtputf8: false,
+            },
+            ..ListenerBehaviour::normal("mx1.example.test")
+        };
+        let (mut s, _) = start_with(behaviour);
+        let mut effects = Vec::new();
+        s.input(b"EHLO c\r\n", &mut effects);
+        assert_eq!(reply_texts(&effects), vec!["250 mx1.example.test"]);
+        assert_eq!(
+            replies(
+                &mut s,
+                b"MAIL FROM:<a@b> BODY=8BITMIME\r\nMAIL FROM:<a@b> SIZE=5\r\nMAIL FROM:<a@b> SMTPUTF8\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d> NOTIFY=NEVER\r\n"
+            ),
+            vec![
+                "555 Unsupported parameter BODY=8BITMIME",
+                "555 Unsupported parameter SIZE",
+                "555 Unsupported parameter SMTPUTF8",
+                "250 Ok",
+                "555 Unsupported parameter NOTIFY/ORCPT",
+            ]
+        );
+
+        let behaviour = ListenerBehaviour {
+            extensions: Extensions {
+                dsn: true,
+                ..Extensions::default()
+            },
+            tls: TlsMode::Valid,
+            ..ListenerBehaviour::normal("mx1.example.test")
+        };
+        let (mut s, _) = start_with(behaviour);
+        let mut effects = Vec::new();
+        s.input(
+            b"EHLO c\r\nMAIL FROM:<a@b> RET=HDRS ENVID=x\r\nRCPT TO:<c@d> NOTIFY=NEVER\r\n",
+            &mut effects,
+        );
+        assert_eq!(
+            reply_texts(&effects),
+            vec![
+                "250-mx1.example.test\n250-PIPELINING\n250-8BITMIME\n250-SIZE 100\n250-STARTTLS\n\
+                 250-ENHANCEDSTATUSCODES\n250-DSN\n250 SMTPUTF8",
+                "250 2.1.0 Ok",
+                "250 2.1.5 Ok"
+            ]
+        );
+    }
+
+    #[test]
+    fn the_ehlo_reply_can_be_padded() {
+        let base = 105;
+        for want in [0, 100, 150, 151, 168, 169, 170, 300, 1000, 4096, 10_000] {
+            let (mut s, _) = start_with(ListenerBehaviour {
+                ehlo_pad_to: Some(want),
+                ..ListenerBehaviour::normal("mx1.example.test")
+            });
+            let mut effects = Vec::new();
+            s.input(b"EHLO c\r\n", &mut effects);
+            let Effect::Reply(reply) = &effects[1] else {
+                panic!("{effects:?}")
+            };
+            let mut wire = Vec::new();
+            reply.write_to(&mut wire);
+            assert!(
+                wire.len() >= want && wire.len() < want.max(base) + PAD_MIN,
+                "{want}: {}",
+                wire.len()
+            );
+            assert!(reply.log_text().lines().all(|l| l.len() + 2 <= PAD_MAX));
+            assert!(reply.log_text().ends_with("250 SMTPUTF8"));
+            if want <= base {
+                assert_eq!(wire.len(), base);
+            }
+        }
+    }
+
+    #[test]
+    fn starttls_restarts_the_session_and_discards_pipelined_input() {
+        let (mut s, _) = start_with(ListenerBehaviour {
+            tls: TlsMode::Valid,
+            ..ListenerBehaviour::normal("mx1.example.test")
+        });
+        let mut effects = Vec::new();
+        s.input(
+            b"EHLO c\r\nMAIL FROM:<a@b>\r\nSTARTTLS\r\nRSET\r\nSTARTTLS\r\nMAIL FROM:<evil@b>\r\n",
+            &mut effects,
+        );
+        let tail: Vec<&Effect> = effects.iter().skip(4).collect();
+        assert!(reply_texts(&effects)[2].starts_with("503 5.5.1 Error: MAIL transaction"));
+        assert_eq!(
+            tail[tail.len() - 2..],
+            [
+                &Effect::Reply(Reply::line(220, "2.0.0 Ready to start TLS")),
+                &Effect::StartTls
+            ]
+        );
+        assert_eq!(s.tls_started(), b"MAIL FROM:<evil@b>\r\n".len());
+        // The client must EHLO again, and STARTTLS is no longer offered.
+        assert_eq!(codes(&mut s, b"MAIL FROM:<a@b>\r\n"), vec![503]);
+        let mut effects = Vec::new();
+        s.input(b"EHLO c\r\nSTARTTLS\r\n", &mut effects);
+        assert!(!reply_texts(&effects)[0].contains("STARTTLS"));
+        assert_eq!(
+            reply_texts(&effects)[1],
+            "503 5.5.1 Error: TLS already active"
+        );
+
+        // A scripted refusal keeps the session in plain text.
+        let (mut s, _) = start_with(ListenerBehaviour {
+            tls: TlsMode::Valid,
+            rules: vec![reply(SmtpStage::StartTls, "454 4.7.0 TLS not available")],
+            ..ListenerBehaviour::normal("mx1.example.test")
+        });
+        assert_eq!(
+            codes(&mut s, b"EHLO c\r\nSTARTTLS\r\nNOOP\r\n"),
+            vec![250, 454, 250]
+        );
+    }
+
+    #[test]
+    fn enhanced_codes_are_recognised() {
+        assert_eq!(strip_enhanced("2.1.0 Ok"), "Ok");
+        assert_eq!(strip_enhanced("4.4.2 mx Error"), "mx Error");
+        assert_eq!(strip_enhanced("mx1.example.test"), "mx1.example.test");
+        assert_eq!(strip_enhanced("1.2 x"), "1.2 x");
+        assert_eq!(strip_enhanced("Ok"), "Ok");
     }
 }

@@ -161,7 +161,9 @@ impl Authority {
         let issuer = &self.inner.issuer;
         let chain = match mode {
             TlsMode::Off | TlsMode::BrokenHandshake => return Ok(None),
-            TlsMode::Valid => vec![leaf_params(vec![hostname.to_string()])?.signed_by(&key, issuer)?],
+            TlsMode::Valid => {
+                vec![leaf_params(vec![hostname.to_string()])?.signed_by(&key, issuer)?]
+            }
             TlsMode::WrongName => {
                 vec![leaf_params(vec![WRONG_NAME.to_string()])?.signed_by(&key, issuer)?]
             }
@@ -185,7 +187,8 @@ impl Authority {
                 let names: Vec<String> = std::iter::once(hostname.to_string())
                     .chain((1..=OVERSIZED_SANS).map(|i| format!("alt{i:03}.{hostname}")))
                     .collect();
-                let leaf = leaf_params(names)?.signed_by(&key, parent.as_ref().unwrap_or(issuer))?;
+                let leaf =
+                    leaf_params(names)?.signed_by(&key, parent.as_ref().unwrap_or(issuer))?;
                 intermediates.reverse();
                 std::iter::once(leaf).chain(intermediates).collect()
             }
@@ -206,12 +209,11 @@ impl Authority {
         let Some((chain, key)) = self.chain(hostname, mode)? else {
             return Ok(None);
         };
-        let config = ServerConfig::builder_with_provider(Arc::new(
-            rustls::crypto::ring::default_provider(),
-        ))
-        .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
-        .with_no_client_auth()
-        .with_single_cert(chain, key)?;
+        let config =
+            ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
+                .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])?
+                .with_no_client_auth()
+                .with_single_cert(chain, key)?;
         Ok(Some(Arc::new(config)))
     }
 }
