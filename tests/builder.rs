@@ -27,6 +27,13 @@ async fn an_mx_that_resets_ipv6_connections_makes_postfix_use_ipv4() {
         .within(Duration::from_secs(5))
         .build()
         .expect("a valid scenario");
-    let report = lab::run(&scenario, &SutKind::Postfix).await.expect("the lab runs");
-    assert_eq!(report.verdict.status, Status::Pass, "{}", console::render(&report, true));
+    let report = lab::run(&scenario, &SutKind::Postfix)
+        .await
+        .expect("the lab runs");
+    assert_eq!(
+        report.verdict.status,
+        Status::Pass,
+        "{}",
+        console::render(&report, true)
+    );
 }

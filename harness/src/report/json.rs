@@ -63,7 +63,8 @@ mod tests {
 
     #[test]
     fn the_schema_holds_verdict_failures_and_events() {
-        let value: serde_json::Value = serde_json::from_str(&render(&[sample(Status::Fail)])).unwrap();
+        let value: serde_json::Value =
+            serde_json::from_str(&render(&[sample(Status::Fail)])).unwrap();
         assert_eq!(value["schema"], "mxlab-report/1");
         let run = &value["runs"][0];
         assert_eq!(run["scenario"], "smtp/x");

@@ -60,9 +60,20 @@ mod tests {
         let mut pass = sample(Status::Pass);
         pass.scenario = "baseline/y".into();
         let xml = render(&[sample(Status::Fail), pass]);
-        assert!(xml.contains("<testsuite name=\"postfix\" tests=\"2\""), "{xml}");
-        assert!(xml.contains("<testcase name=\"smtp::x\" classname=\"mxlab.postfix\""), "{xml}");
-        assert!(xml.contains("<failure message=\"expected via = &quot;ipv6&quot;: accepted over ipv4 by mx1\""), "{xml}");
+        assert!(
+            xml.contains("<testsuite name=\"postfix\" tests=\"2\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains("<testcase name=\"smtp::x\" classname=\"mxlab.postfix\""),
+            "{xml}"
+        );
+        assert!(
+            xml.contains(
+                "<failure message=\"expected via = &quot;ipv6&quot;: accepted over ipv4 by mx1\""
+            ),
+            "{xml}"
+        );
         assert!(xml.contains("timeline:"), "{xml}");
         assert!(xml.contains("<testcase name=\"baseline::y\""), "{xml}");
     }

@@ -93,13 +93,18 @@ fn axes(runs: &[RunReport]) -> (Vec<&str>, Vec<&str>) {
 }
 
 fn cell<'r>(runs: &'r [RunReport], scenario: &str, sut: &str) -> Option<&'r RunReport> {
-    runs.iter().find(|run| run.scenario == scenario && run.sut == sut)
+    runs.iter()
+        .find(|run| run.scenario == scenario && run.sut == sut)
 }
 
 /// The matrix as a Markdown table; notes follow the table, numbered.
 pub fn markdown(runs: &[RunReport]) -> String {
     let (scenarios, suts) = axes(runs);
-    let mut out = format!("| scenario | {} |\n|---|{}\n", suts.join(" | "), "---|".repeat(suts.len()));
+    let mut out = format!(
+        "| scenario | {} |\n|---|{}\n",
+        suts.join(" | "),
+        "---|".repeat(suts.len())
+    );
     let mut notes = Vec::new();
     for scenario in &scenarios {
         let _ = write!(out, "| {scenario} |");
@@ -214,9 +219,18 @@ mod tests {
     #[test]
     fn markdown_has_a_row_per_scenario_and_a_column_per_sut() {
         let text = markdown(&runs());
-        assert!(text.starts_with("| scenario | postfix | exim |\n|---|---|---|\n"), "{text}");
-        assert!(text.contains("| smtp/x | PASS ipv4 0.30s | FAIL [1] |"), "{text}");
-        assert!(text.contains("1. expected via = \"ipv6\": accepted over ipv4 by mx1"), "{text}");
+        assert!(
+            text.starts_with("| scenario | postfix | exim |\n|---|---|---|\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| smtp/x | PASS ipv4 0.30s | FAIL [1] |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("1. expected via = \"ipv6\": accepted over ipv4 by mx1"),
+            "{text}"
+        );
     }
 
     #[test]
@@ -224,6 +238,8 @@ mod tests {
         let page = html(&runs());
         assert!(page.contains("<tr><th scope=\"row\">smtp/x</th><td class=\"pass\">PASS ipv4 0.30s</td><td class=\"fail\">FAIL"), "{page}");
         assert!(page.contains("expected via = &quot;ipv6&quot;"), "{page}");
-        assert!(!page.contains("http://") && !page.contains("https://") && !page.contains("<script"));
+        assert!(
+            !page.contains("http://") && !page.contains("https://") && !page.contains("<script")
+        );
     }
 }
