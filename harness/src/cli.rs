@@ -66,8 +66,9 @@ struct MatrixArgs {
 struct RunArgs {
     /// Scenario files or directories (searched recursively for *.toml); default: ./scenarios
     paths: Vec<PathBuf>,
-    /// The MTAs to test, comma-separated; every scenario runs against each.
-    #[arg(long, value_delimiter = ',', default_value = "postfix")]
+    /// The MTAs to test, comma-separated; every scenario runs against each. Default: postfix,
+    /// or the built-in reference sender where Postfix is not installed.
+    #[arg(long, value_delimiter = ',')]
     sut: Vec<SutKind>,
     /// Print the timeline of every run, not only of failed ones.
     #[arg(long)]
@@ -130,6 +131,20 @@ async fn execute(
     }
 }
 
+/// The SUTs to run: those given, or Postfix, or the reference sender where Postfix is missing.
+fn chosen_suts(given: Vec<SutKind>) -> Vec<SutKind> {
+    if !given.is_empty() {
+        return given;
+    }
+    match SutKind::Postfix.check_installed() {
+        Ok(()) => vec![SutKind::Postfix],
+        Err(err) => {
+            eprintln!("note: {err}; running the built-in reference sender instead");
+            vec!["reference".parse().expect("the reference sender is built in")]
+        }
+    }
+}
+
 /// Loads the scenarios and checks the SUTs; `Err` is the exit status for bad input.
 fn prepare(paths: Vec<PathBuf>, suts: &[SutKind]) -> Result<(Vec<Scenario>, bool), ExitCode> {
     let Some((scenarios, bad_input)) = load_scenarios(paths) else {
@@ -170,7 +185,8 @@ fn exit_status(runs: &[lab::RunReport], bad_input: bool) -> ExitCode {
     }
 }
 
-async fn run(args: RunArgs) -> ExitCode {
+async fn run(mut args: RunArgs) -> ExitCode {
+    args.sut = chosen_suts(std::mem::take(&mut args.sut));
     let (scenarios, bad_input) = match prepare(args.paths, &args.sut) {
         Ok(prepared) => prepared,
         Err(status) => return status,

@@ -93,7 +93,7 @@ impl Lab {
                 resolv_conf: &resolv_conf,
                 hostname: SUT_HOSTNAME,
                 work_dir: &sut_dir,
-                settings: plan.sut_settings.get(sut.name()).unwrap_or(&no_settings),
+                settings: plan.sut_settings.get(sut.settings_key()).unwrap_or(&no_settings),
                 log,
             })
             .await?;

@@ -3,23 +3,43 @@
 use std::fmt;
 use std::str::FromStr;
 
-use super::{Postfix, RunningSut, SutContext, SutError};
+use super::reference::{bug_names, Bugs};
+use super::{Exim, Opensmtpd, Postfix, RunningSut, SutContext, SutError};
 
 /// A system under test mxlab can drive.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum SutKind {
     /// Postfix, run as a private throwaway instance.
     Postfix,
+    /// The built-in reference sender, correct (`reference`) or with planted bugs
+    /// (`reference:BUG`); runs in-process, needs nothing installed.
+    Reference(Bugs),
+    /// Exim 4 (Debian's exim4-daemon-light, unpacked), run as a private throwaway instance.
+    Exim,
+    /// OpenSMTPD (Debian's package, unpacked), run as a private throwaway instance.
+    Opensmtpd,
 }
 
 impl SutKind {
     /// Every built-in SUT, as accepted on the command line.
-    pub const BUILT_IN: &'static [&'static str] = &["postfix"];
+    pub const BUILT_IN: &'static [&'static str] = &["postfix", "exim", "opensmtpd", "reference"];
 
     /// The name used in reports, test names and `[sut.NAME]` sections.
     pub fn name(&self) -> &str {
         match self {
             SutKind::Postfix => "postfix",
+            SutKind::Reference(bugs) => bugs.sut_name(),
+            SutKind::Exim => "exim",
+            SutKind::Opensmtpd => "opensmtpd",
+        }
+    }
+
+    /// The name of the scenario section with raw settings for this SUT (`[sut.NAME]`): the
+    /// reference sender's bug variants read `[sut.reference]` too.
+    pub fn settings_key(&self) -> &str {
+        match self {
+            SutKind::Reference(_) => "reference",
+            other => other.name(),
         }
     }
 
@@ -27,6 +47,9 @@ impl SutKind {
     pub fn check_installed(&self) -> Result<(), SutError> {
         match self {
             SutKind::Postfix => super::postfix::check_installed(),
+            SutKind::Reference(_) => Ok(()),
+            SutKind::Exim => super::exim::check_installed(),
+            SutKind::Opensmtpd => super::opensmtpd::check_installed(),
         }
     }
 
@@ -34,6 +57,9 @@ impl SutKind {
     pub async fn start(&self, ctx: SutContext<'_>) -> Result<Box<dyn RunningSut>, SutError> {
         match self {
             SutKind::Postfix => Ok(Box::new(Postfix::start(ctx).await?)),
+            SutKind::Reference(bugs) => Ok(Box::new(super::Reference::start(ctx, *bugs).await?)),
+            SutKind::Exim => Ok(Box::new(Exim::start(ctx).await?)),
+            SutKind::Opensmtpd => Ok(Box::new(Opensmtpd::start(ctx).await?)),
         }
     }
 }
@@ -46,7 +72,11 @@ impl fmt::Display for SutKind {
 
 /// A SUT name on the command line that mxlab does not know.
 #[derive(Debug, thiserror::Error)]
-#[error("unknown system under test {given:?}; known: {}", SutKind::BUILT_IN.join(", "))]
+#[error(
+    "unknown system under test {given:?}; known: {}, reference:BUG (BUG: {})",
+    SutKind::BUILT_IN.join(", "),
+    bug_names()
+)]
 pub struct UnknownSut {
     given: String,
 }
@@ -57,6 +87,15 @@ impl FromStr for SutKind {
     fn from_str(text: &str) -> Result<Self, Self::Err> {
         match text {
             "postfix" => Ok(SutKind::Postfix),
+            "reference" => Ok(SutKind::Reference(Bugs::NONE)),
+            bugged if bugged.starts_with("reference:") => bugged["reference:".len()..]
+                .parse()
+                .map(SutKind::Reference)
+                .map_err(|_| UnknownSut {
+                    given: bugged.to_string(),
+                }),
+            "exim" => Ok(SutKind::Exim),
+            "opensmtpd" => Ok(SutKind::Opensmtpd),
             other => Err(UnknownSut {
                 given: other.to_string(),
             }),
@@ -76,7 +115,35 @@ mod tests {
         let err = "sendmail".parse::<SutKind>().unwrap_err().to_string();
         assert_eq!(
             err,
-            "unknown system under test \"sendmail\"; known: postfix"
+            format!(
+                "unknown system under test \"sendmail\"; known: postfix, exim, opensmtpd, reference, reference:BUG (BUG: {})",
+                bug_names()
+            )
         );
+    }
+
+    #[test]
+    fn the_reference_sender_takes_one_bug_and_lists_them_when_wrong() {
+        use crate::sut::reference::Bug;
+        for bug in Bug::ALL {
+            let kind: SutKind = bug.sut_name().parse().unwrap();
+            assert_eq!(kind, SutKind::Reference(Bugs::only(bug)));
+            assert_eq!(kind.name(), bug.sut_name());
+        }
+        assert_eq!(
+            "reference".parse::<SutKind>().unwrap(),
+            SutKind::Reference(Bugs::NONE)
+        );
+        for wrong in [
+            "reference:",
+            "reference:never-ipv5",
+            "reference:never-ipv4+",
+        ] {
+            let err = wrong.parse::<SutKind>().unwrap_err().to_string();
+            assert!(
+                err.contains("never-ipv4, never-ipv6, first-address-only"),
+                "{err}"
+            );
+        }
     }
 }

@@ -12,13 +12,20 @@ use std::time::Duration;
 
 use crate::events::EventLog;
 
+mod common;
+pub mod exim;
 mod kind;
 mod logtail;
+pub mod opensmtpd;
 pub mod postfix;
+pub mod reference;
 mod smtp;
 
+pub use exim::{Exim, RunningExim};
 pub use kind::{SutKind, UnknownSut};
+pub use opensmtpd::{Opensmtpd, RunningOpensmtpd};
 pub use postfix::{Postfix, RunningPostfix};
+pub use reference::{Reference, RunningReference};
 
 /// A system under test that is up and ready for mail. Every driver implements it; the lab
 /// drives them all the same way.

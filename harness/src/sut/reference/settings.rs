@@ -56,12 +56,7 @@ impl Settings {
                 }
                 "connect_timeout" => settings.connect_timeout = duration(value).map_err(bad)?,
                 "reply_timeout" => settings.reply_timeout = duration(value).map_err(bad)?,
-                _ => {
-                    return Err(bad(format!(
-                        "unknown setting; known: {}",
-                        KNOWN.join(", ")
-                    )))
-                }
+                _ => return Err(bad(format!("unknown setting; known: {}", KNOWN.join(", ")))),
             }
         }
         Ok(settings)
