@@ -8,6 +8,7 @@ use futures::StreamExt;
 
 use crate::lab;
 use crate::report::console;
+use crate::report::progress::Progress;
 use crate::scenario::{self, Scenario};
 use crate::sut::SutKind;
 use crate::verdict::Status;
@@ -107,27 +108,35 @@ async fn execute(
 ) -> Option<Vec<lab::RunReport>> {
     let runs = scenarios
         .iter()
-        .flat_map(|scenario| suts.iter().map(move |sut| (scenario, sut)));
+        .flat_map(|scenario| suts.iter().map(move |sut| (scenario, sut)))
+        .enumerate();
+    let progress = Progress::new(scenarios.len() * suts.len());
+    // Printed as they finish; the reports keep the order of scenarios × SUTs.
     let mut reports = futures::stream::iter(runs)
-        .map(|(scenario, sut)| async move { (scenario, sut, lab::run(scenario, sut).await) })
-        .buffered(jobs.into());
+        .map(|(index, (scenario, sut))| async move {
+            (index, scenario, sut, lab::run(scenario, sut).await)
+        })
+        .buffer_unordered(jobs.into());
     let mut finished = Vec::new();
     loop {
         let next = tokio::select! {
             next = reports.next() => next,
             signal = interrupted() => {
                 drop(reports);
+                progress.done();
                 eprintln!("interrupted by {signal}: every lab torn down");
                 return None;
             }
         };
-        let Some((scenario, sut, report)) = next else {
-            return Some(finished);
+        let Some((index, scenario, sut, report)) = next else {
+            progress.done();
+            finished.sort_by_key(|(index, _)| *index);
+            return Some(finished.into_iter().map(|(_, report)| report).collect());
         };
         let report =
             report.unwrap_or_else(|err| lab::RunReport::harness_error(scenario, sut, &err));
-        print!("{}", console::render(&report, timeline));
-        finished.push(report);
+        progress.finished(&console::render(&report, timeline));
+        finished.push((index, report));
     }
 }
 

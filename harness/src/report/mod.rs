@@ -4,6 +4,7 @@ pub mod console;
 pub mod json;
 pub mod junit;
 pub mod matrix;
+pub mod progress;
 
 #[cfg(test)]
 pub(crate) mod tests {
