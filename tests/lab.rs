@@ -146,16 +146,22 @@ impl Drop for KillOnDrop {
     }
 }
 
-#[test]
-fn a_run_killed_with_sigkill_leaves_nothing_after_gc() {
-    if !can_run("a_run_killed_with_sigkill_leaves_nothing_after_gc") {
-        return;
-    }
-    let temp = tempfile::tempdir().unwrap();
-    let scenario = temp.path().join("stuck.toml");
-    std::fs::write(
-        &scenario,
-        r#"
+/// A `mxlab run` of a scenario whose message stays queued for a minute, once Postfix has met
+/// the MX; with its work directory and the inodes of its network namespaces.
+struct StuckRun {
+    child: KillOnDrop,
+    work_dir: PathBuf,
+    namespaces: BTreeSet<String>,
+    _scenario_dir: tempfile::TempDir,
+}
+
+impl StuckRun {
+    fn start() -> StuckRun {
+        let temp = tempfile::tempdir().unwrap();
+        let scenario = temp.path().join("stuck.toml");
+        std::fs::write(
+            &scenario,
+            r#"
 description = "every MX address answers 421, so the message stays queued"
 [[mx]]
 name = "mx1"
@@ -169,51 +175,91 @@ to = ["bob@example.test"]
 outcome = "deferred"
 within = "60s"
 "#,
-    )
-    .unwrap();
-    let mut child = KillOnDrop(
-        Command::new(env!("CARGO_BIN_EXE_mxlab"))
-            .args(["run", scenario.to_str().unwrap()])
-            .stdout(Stdio::null())
-            .stderr(Stdio::null())
-            .spawn()
-            .unwrap(),
-    );
-    let pid = child.0.id();
-
-    // Wait until the run is up: its work directory names it as owner and Postfix has tried.
-    let deadline = Instant::now() + Duration::from_secs(20);
-    let work_dir = loop {
-        assert!(Instant::now() < deadline, "the run did not come up");
-        let found = std::fs::read_dir(std::env::temp_dir())
-            .unwrap()
-            .flatten()
-            .find(|e| {
-                std::fs::read_to_string(e.path().join("owner"))
-                    .is_ok_and(|owner| owner.split_whitespace().next() == Some(&pid.to_string()))
-            });
-        if let Some(entry) = found {
-            let log = std::fs::read_to_string(entry.path().join("postfix/log/maillog"));
-            if log.is_ok_and(|log| log.contains("421 4.3.2 go away")) {
-                break entry.path();
+        )
+        .unwrap();
+        let child = KillOnDrop(
+            Command::new(env!("CARGO_BIN_EXE_mxlab"))
+                .args(["run", "--sut", "postfix", scenario.to_str().unwrap()])
+                .stdout(Stdio::null())
+                .stderr(Stdio::null())
+                .spawn()
+                .unwrap(),
+        );
+        let pid = child.0.id();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        let work_dir = loop {
+            assert!(Instant::now() < deadline, "the run did not come up");
+            let found = std::fs::read_dir(std::env::temp_dir())
+                .unwrap()
+                .flatten()
+                .find(|e| {
+                    std::fs::read_to_string(e.path().join("owner")).is_ok_and(|owner| {
+                        owner.split_whitespace().next() == Some(&pid.to_string())
+                    })
+                });
+            if let Some(entry) = found {
+                let log = std::fs::read_to_string(entry.path().join("postfix/log/maillog"));
+                if log.is_ok_and(|log| log.contains("421 4.3.2 go away")) {
+                    break entry.path();
+                }
             }
+            std::thread::sleep(Duration::from_millis(50));
+        };
+        let namespaces: BTreeSet<String> =
+            std::fs::read_to_string(work_dir.join("namespaces"))
+                .unwrap()
+                .split_whitespace()
+                .map(|inode| format!("net:[{inode}]"))
+                .collect();
+        assert_eq!(namespaces.len(), 5, "router + sut, dns, bounces, mx1");
+        assert!(
+            !live_members(&namespaces).is_empty(),
+            "Postfix runs in the SUT namespace"
+        );
+        StuckRun {
+            child,
+            work_dir,
+            namespaces,
+            _scenario_dir: temp,
         }
-        std::thread::sleep(Duration::from_millis(50));
-    };
-    let namespaces: BTreeSet<String> = std::fs::read_to_string(work_dir.join("namespaces"))
-        .unwrap()
-        .split_whitespace()
-        .map(|inode| format!("net:[{inode}]"))
-        .collect();
-    assert_eq!(namespaces.len(), 5, "router + sut, dns, bounces, mx1");
-    assert!(
-        !live_members(&namespaces).is_empty(),
-        "Postfix runs in the SUT namespace"
-    );
+    }
 
-    child.0.kill().unwrap();
-    child.0.wait().unwrap();
+    /// Sends `signal` and returns the exit code, if any.
+    fn end_with(&mut self, signal: nix::sys::signal::Signal) -> Option<i32> {
+        let pid = nix::unistd::Pid::from_raw(self.child.0.id() as i32);
+        nix::sys::signal::kill(pid, signal).unwrap();
+        self.child.0.wait().unwrap().code()
+    }
 
+    /// Within a few seconds no process is left in the run's namespaces and the namespaces are
+    /// gone.
+    fn assert_nothing_left(&self) {
+        let deadline = Instant::now() + Duration::from_secs(5);
+        loop {
+            let members = live_members(&self.namespaces);
+            let still_there: Vec<_> = live_namespaces()
+                .intersection(&self.namespaces)
+                .cloned()
+                .collect();
+            if members.is_empty() && still_there.is_empty() {
+                return;
+            }
+            assert!(
+                Instant::now() < deadline,
+                "left behind: processes {members:?}, namespaces {still_there:?}"
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+#[test]
+fn a_run_killed_with_sigkill_leaves_nothing_after_gc() {
+    if !can_run("a_run_killed_with_sigkill_leaves_nothing_after_gc") {
+        return;
+    }
+    let mut run = StuckRun::start();
+    run.end_with(nix::sys::signal::Signal::SIGKILL);
     let output = Command::new(env!("CARGO_BIN_EXE_mxlab"))
         .arg("gc")
         .output()
@@ -221,26 +267,25 @@ within = "60s"
     assert!(output.status.success());
     let stdout = String::from_utf8_lossy(&output.stdout);
     assert!(
-        stdout.contains(&format!("removed {}", work_dir.display())),
+        stdout.contains(&format!("removed {}", run.work_dir.display())),
         "{stdout}"
     );
-    assert!(!work_dir.exists());
+    assert!(!run.work_dir.exists());
+    run.assert_nothing_left();
+}
 
-    // Processes die with the harness; namespaces go with their last process.
-    let deadline = Instant::now() + Duration::from_secs(5);
-    loop {
-        let members = live_members(&namespaces);
-        let still_there: Vec<_> = live_namespaces()
-            .intersection(&namespaces)
-            .cloned()
-            .collect();
-        if members.is_empty() && still_there.is_empty() {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "left behind: processes {members:?}, namespaces {still_there:?}"
-        );
-        std::thread::sleep(Duration::from_millis(50));
+#[test]
+fn sigint_and_sigterm_tear_the_run_down_by_themselves() {
+    if !can_run("sigint_and_sigterm_tear_the_run_down_by_themselves") {
+        return;
+    }
+    for signal in [
+        nix::sys::signal::Signal::SIGINT,
+        nix::sys::signal::Signal::SIGTERM,
+    ] {
+        let mut run = StuckRun::start();
+        assert_eq!(run.end_with(signal), Some(130), "{signal}");
+        assert!(!run.work_dir.exists(), "{signal}: the work directory is removed");
+        run.assert_nothing_left();
     }
 }
