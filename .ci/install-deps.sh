@@ -17,3 +17,72 @@ if [ "${#need[@]}" -gt 0 ]; then
   apt-get update -qq
   apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
+
+# Exim 4.96 and OpenSMTPD 6.8 next to Postfix. Their Debian packages conflict with postfix
+# (mail-transport-agent), so they are downloaded and unpacked (no maintainer scripts run) under
+# /opt/mxlab/{exim,opensmtpd}; mxlab runs them as private instances (harness/src/sut/exim.rs,
+# opensmtpd.rs).
+MXLAB_OPT=/opt/mxlab
+need=()
+for pkg in libgnutls-dane0 libidn12 libevent-2.1-7 libpcre2-8-0 libnsl2 libpam0g libdb5.3 util-linux; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+unpack() { # unpack PACKAGE DIR: apt-get download + dpkg-deb -x, once per package version
+  local pkg=$1 dir=$2 version
+  version=$(apt-cache policy "$pkg" | awk '/Candidate:/ {print $2}')
+  if [ -z "$version" ] || [ "$version" = "(none)" ]; then
+    apt-get update -qq
+    version=$(apt-cache policy "$pkg" | awk '/Candidate:/ {print $2}')
+  fi
+  if [ "$(cat "$dir/.mxlab-$pkg" 2>/dev/null)" = "$version" ]; then
+    return 0
+  fi
+  local tmp
+  tmp=$(mktemp -d)
+  chmod 755 "$tmp"
+  if getent passwd _apt >/dev/null; then chown _apt "$tmp"; fi
+  (cd "$tmp" && apt-get download -q "$pkg=$version" >/dev/null)
+  mkdir -p "$dir"
+  dpkg-deb -x "$tmp"/"${pkg}"_*.deb "$dir"
+  rm -rf "$tmp"
+  echo "$version" > "$dir/.mxlab-$pkg"
+}
+mkdir -p "$MXLAB_OPT"
+chmod 755 "$MXLAB_OPT"
+unpack exim4-daemon-light "$MXLAB_OPT/exim"
+unpack opensmtpd "$MXLAB_OPT/opensmtpd"
+
+# Exim: the Debian-exim user, and the instance directory. Exim trusts `-C FILE` in the
+# daemon's re-execs (which run as Debian-exim) only for paths listed in the compiled-in
+# /etc/exim4/trusted_configs. Each run's generated config lives in its own work directory, so
+# the driver bind-mounts that work directory, inside the MTA's private mount namespace, over one
+# fixed, root-owned, empty placeholder directory, /opt/mxlab/exim/instance; its exim.conf is the
+# one path listed here, once. (No per-run entries, no rebuilt Exim, no -C restriction relaxed.)
+install -d -m 750 /var/spool/exim4
+getent passwd Debian-exim >/dev/null ||
+  adduser --system --group --no-create-home --disabled-login --home /var/spool/exim4 \
+    --force-badname Debian-exim >/dev/null
+install -d -m 755 -o root -g root /etc/exim4 "$MXLAB_OPT/exim/instance"
+touch /etc/exim4/trusted_configs
+chown root:root /etc/exim4/trusted_configs
+chmod 644 /etc/exim4/trusted_configs
+grep -qxF "$MXLAB_OPT/exim/instance/exim.conf" /etc/exim4/trusted_configs ||
+  echo "$MXLAB_OPT/exim/instance/exim.conf" >> /etc/exim4/trusted_configs
+
+# OpenSMTPD: its users and compiled-in directories (private directories are bind-mounted over
+# /var/spool/smtpd and /run per instance by the driver).
+install -d -m 755 -o root -g root /var/lib/opensmtpd/empty
+getent group opensmtpq >/dev/null || addgroup --system opensmtpq >/dev/null
+getent passwd opensmtpd >/dev/null ||
+  adduser --system --group --no-create-home --disabled-login --home /var/lib/opensmtpd/empty \
+    opensmtpd >/dev/null
+getent passwd opensmtpq >/dev/null ||
+  adduser --system --ingroup opensmtpq --no-create-home --disabled-login \
+    --home /var/lib/opensmtpd/empty opensmtpq >/dev/null
+install -d -m 711 -o root -g root /var/spool/smtpd
+chgrp opensmtpq "$MXLAB_OPT/opensmtpd/usr/sbin/smtpctl"
+chmod 2755 "$MXLAB_OPT/opensmtpd/usr/sbin/smtpctl"

@@ -1,0 +1,425 @@
+//! The Exim driver: a private, throwaway Exim 4 instance inside the SUT namespace.
+//!
+//! Exim is Debian's `exim4-daemon-light`, unpacked (not installed: it conflicts with Postfix)
+//! under `/opt/mxlab/exim` by `.ci/install-deps.sh`. Layout under the work directory (see
+//! [`config::Layout`]): `exim.conf` (generated), `spool/` (fresh per run, so no retry hints
+//! carry over), `log/mainlog` and `log/paniclog`, and `exim.out` (the daemon's standard output
+//! and error). The work directory is bind-mounted over [`config::INSTANCE_DIR`] in the
+//! instance's private mount namespace, which is why every path Exim sees is an
+//! `/opt/mxlab/exim/instance/...` path (see the [`config`] module for why).
+//!
+//! The daemon, `exim -C /opt/mxlab/exim/instance/exim.conf -bdf -q1s`, runs in the foreground
+//! in a PID namespace of its own, so stopping that namespace ends every delivery process too.
+
+use std::os::fd::AsFd;
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use std::process::Stdio;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use crate::events::{EventKind, EventLog, QueueEntry};
+use crate::sut::common::{
+    self, connect_in, listen_address, InstanceNamespaces, NotReady, LISTEN_ADDRESS,
+};
+use crate::sut::logtail::{last_lines, LogTail};
+use crate::sut::{smtp, OutgoingMessage, RunningSut, SutContext, SutError};
+
+pub mod config;
+#[cfg(test)]
+mod live_tests;
+mod queue;
+
+pub use config::{Layout, EXIM, INSTANCE_DIR, TRUSTED_CONFIGS};
+
+/// The name used in messages.
+pub(crate) const SUT: &str = "Exim";
+/// The shell that makes the bind mount before it execs Exim.
+const SH: &str = "/bin/sh";
+/// util-linux `mount`.
+const MOUNT: &str = "/bin/mount";
+/// The user Exim runs as (Debian's build).
+const EXIM_USER: &str = "Debian-exim";
+/// How long Exim may take to answer on its listener.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long the daemon gets to exit after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How long `kick` waits for `exim -qff` to fail before leaving it to run in the background.
+const KICK_PATIENCE: Duration = Duration::from_millis(300);
+/// How long `exim -bp` may take.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Lines of log quoted in start-up errors.
+const TAIL_LINES: usize = 25;
+
+/// Starts Exim; see [`Exim::start`].
+pub struct Exim;
+
+impl Exim {
+    /// Checks that Exim is installed; writes `exim.conf` (see [`config::exim_conf`]; the
+    /// scenario's `[sut.exim]` settings override main-section options, or router/transport
+    /// options as `dnslookup.OPTION` / `remote_smtp.OPTION`) and an empty spool into the work
+    /// directory; starts `exim -bdf -q1s` in the SUT namespace with the lab's resolv.conf, in a
+    /// PID namespace of its own, after bind-mounting the work directory over
+    /// [`INSTANCE_DIR`]; and waits (at most about 10 s) until the listener answers 220.
+    ///
+    /// Main-log lines are recorded as [`EventKind::SutLog`] from the start. A failure to start
+    /// quotes the end of the main and panic logs and of the daemon's standard error (where
+    /// Exim reports configuration errors).
+    pub async fn start(ctx: SutContext<'_>) -> Result<RunningExim, SutError> {
+        let begun = Instant::now();
+        check_installed()?;
+        let layout = Layout::new(ctx.work_dir);
+        prepare(&layout, ctx.hostname, ctx.settings)?;
+
+        let out = std::fs::File::create(&layout.stderr)
+            .map_err(|e| io_error(&format!("create {}", layout.stderr.display()), e))?;
+        let out2 = out
+            .try_clone()
+            .map_err(|e| io_error("duplicate a file descriptor", e))?;
+        let config_inside = layout.config_inside();
+        let mut command = std::process::Command::new(SH);
+        command
+            .arg("-c")
+            .arg(r#""$1" --bind -- "$2" "$3" && exec "$4" -C "$5" -bdf -q1s"#)
+            .arg("sh")
+            .arg(MOUNT)
+            .arg(&layout.work_dir)
+            .arg(INSTANCE_DIR)
+            .arg(EXIM)
+            .arg(&config_inside)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(out2);
+        let tail = LogTail::start(layout.mainlog.clone(), ctx.log.clone());
+        let options = netns::SpawnOptions {
+            resolv_conf: Some(ctx.resolv_conf.to_path_buf()),
+            own_pid_namespace: true,
+        };
+        let process =
+            netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {
+                sut: SUT,
+                action: format!("start `{EXIM} -C {} -bdf -q1s`", config_inside.display()),
+                detail: e.to_string(),
+            })?;
+        let namespaces = InstanceNamespaces::of(SUT, ctx.namespace.fd(), &process)?;
+        let mut running = RunningExim {
+            layout,
+            namespaces,
+            log: ctx.log,
+            process,
+            tail,
+            startup: Duration::ZERO,
+            kicks: Mutex::new(Vec::new()),
+        };
+        match running.wait_ready(begun).await {
+            Ok(()) => {
+                running.startup = begun.elapsed();
+                tracing::info!(
+                    seconds = running.startup.as_secs_f64(),
+                    "Exim is listening on {LISTEN_ADDRESS}"
+                );
+                Ok(running)
+            }
+            Err(e) => {
+                let _ = running.stop().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A running Exim instance. Dropping it kills every Exim process (prefer
+/// [`RunningExim::stop`], which also records the last log lines).
+pub struct RunningExim {
+    layout: Layout,
+    namespaces: InstanceNamespaces,
+    log: EventLog,
+    process: netns::Process,
+    tail: LogTail,
+    startup: Duration,
+    /// `exim -qff` runs started by [`RunningExim::kick`] that were still going.
+    kicks: Mutex<Vec<tokio::process::Child>>,
+}
+
+#[async_trait::async_trait]
+impl RunningSut for RunningExim {
+    async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
+        RunningExim::inject(self, message).await
+    }
+
+    async fn kick(&self) -> Result<(), SutError> {
+        RunningExim::kick(self).await
+    }
+
+    async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
+        RunningExim::queue(self).await
+    }
+
+    async fn stop(self: Box<Self>) -> Result<(), SutError> {
+        RunningExim::stop(*self).await
+    }
+}
+
+impl RunningExim {
+    /// Injects `message` over SMTP to [`LISTEN_ADDRESS`] inside the SUT namespace and returns
+    /// the reply to the end of DATA. Records [`EventKind::MessageInjected`]. Any refusal
+    /// (non-2xx reply) is an error naming the step.
+    pub async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
+        let fail = |detail: String| SutError::Inject {
+            sut: SUT,
+            from: message.from.clone(),
+            to: message.to.join(", "),
+            detail,
+        };
+        let stream = connect_in(self.namespaces.net.as_fd(), listen_address())
+            .map_err(|e| fail(format!("connecting to {LISTEN_ADDRESS}: {e}")))?;
+        let reply = smtp::send(stream, message).await.map_err(fail)?;
+        self.log.record(EventKind::MessageInjected {
+            from: message.from.clone(),
+            to: message.to.clone(),
+            reply: reply.clone(),
+        });
+        Ok(reply)
+    }
+
+    /// Asks Exim to retry deferred mail now: starts `exim -qff` (a forced queue run that
+    /// ignores retry times and thaws frozen messages) in the instance's network, mount and PID
+    /// namespaces. Returns once it has exited, or after a short wait while it is still
+    /// delivering (like `postqueue -f`, it does not wait for the deliveries); a quick failure
+    /// is an error quoting Exim.
+    pub async fn kick(&self) -> Result<(), SutError> {
+        let command_line = self.exim_command_line("-qff");
+        let fail = |status: String, output: String| SutError::Command {
+            sut: SUT,
+            command: command_line.clone(),
+            status,
+            output,
+        };
+        let out_path = self.layout.work_dir.join("kick.out");
+        let out = std::fs::File::options()
+            .create(true)
+            .append(true)
+            .open(&out_path)
+            .map_err(|e| io_error(&format!("open {}", out_path.display()), e))?;
+        let before = std::fs::metadata(&out_path).map_or(0, |m| m.len());
+        let mut command = self.exim("-qff");
+        command
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(out)
+            .kill_on_drop(true);
+        self.namespaces.enter(&mut command, true);
+        let mut child = command
+            .spawn()
+            .map_err(|e| fail(format!("cannot run: {e}"), String::new()))?;
+        match tokio::time::timeout(KICK_PATIENCE, child.wait()).await {
+            Ok(Ok(status)) if status.success() => Ok(()),
+            Ok(Ok(status)) => {
+                let text = std::fs::read(&out_path).unwrap_or_default();
+                let text = String::from_utf8_lossy(&text[(before as usize).min(text.len())..]);
+                Err(fail(status.to_string(), text.trim().to_string()))
+            }
+            Ok(Err(e)) => Err(fail(format!("cannot wait: {e}"), String::new())),
+            Err(_still_running) => {
+                let mut kicks = self.kicks.lock().unwrap_or_else(|e| e.into_inner());
+                kicks.retain_mut(|c| matches!(c.try_wait(), Ok(None)));
+                kicks.push(child);
+                Ok(())
+            }
+        }
+    }
+
+    /// The messages still queued (`exim -bp`), each with its pending recipients and the last
+    /// error from its message log (`spool/msglog/ID`). Records them as an
+    /// [`EventKind::SutQueue`] event. Works after [`stop`](Self::stop) too.
+    pub async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
+        let mut command = self.exim("-bp");
+        self.namespaces.enter(&mut command, false);
+        let output =
+            common::run_tool(SUT, command, self.exim_command_line("-bp"), TOOL_TIMEOUT).await?;
+        let listed = queue::parse_listing(&output).map_err(|detail| SutError::Parse {
+            sut: SUT,
+            command: self.exim_command_line("-bp"),
+            detail,
+        })?;
+        let entries: Vec<QueueEntry> = listed
+            .iter()
+            .map(|message| {
+                let msglog = std::fs::read(self.layout.spool.join("msglog").join(&message.id))
+                    .ok()
+                    .map(|bytes| String::from_utf8_lossy(&bytes).into_owned());
+                queue::entry(message, msglog.as_deref())
+            })
+            .collect();
+        self.log.record(EventKind::SutQueue {
+            entries: entries.clone(),
+        });
+        Ok(entries)
+    }
+
+    /// Stops every Exim process (SIGTERM, which the PID namespace's init forwards to all of
+    /// them, then SIGKILL after a grace period) and any `exim -qff` still running, and records
+    /// the log lines not yet recorded, the panic log and the daemon's standard error.
+    pub async fn stop(self) -> Result<(), SutError> {
+        let RunningExim {
+            layout,
+            mut process,
+            tail,
+            log,
+            kicks,
+            ..
+        } = self;
+        let begun = Instant::now();
+        let stopped = process
+            .stop(STOP_GRACE)
+            .await
+            .map_err(|e| SutError::Namespace {
+                sut: SUT,
+                action: "stop the Exim PID namespace".into(),
+                detail: e.to_string(),
+            });
+        let kicks = kicks.into_inner().unwrap_or_else(|e| e.into_inner());
+        for mut kick in kicks {
+            let _ = kick.start_kill();
+            let _ = kick.wait().await;
+        }
+        tracing::info!(seconds = begun.elapsed().as_secs_f64(), "Exim stopped");
+        tail.finish().await;
+        for (path, prefix) in [
+            (&layout.paniclog, "exim paniclog"),
+            (&layout.stderr, "exim -bdf"),
+            (&layout.work_dir.join("kick.out"), "exim -qff"),
+        ] {
+            for line in last_lines(path, usize::MAX) {
+                log.record(EventKind::SutLog {
+                    line: format!("{prefix}: {line}"),
+                });
+            }
+        }
+        stopped
+    }
+
+    /// How long [`Exim::start`] took until the listener answered 220.
+    pub fn startup_time(&self) -> Duration {
+        self.startup
+    }
+
+    /// The host PID of the process that holds Exim's PID namespace (its
+    /// `/proc/PID/ns/pid_for_children` is that namespace).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Where this instance keeps its files.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Polls the listener until it greets, the process exits, or the time is up.
+    async fn wait_ready(&mut self, begun: Instant) -> Result<(), SutError> {
+        let ns = self.namespaces.net.as_fd();
+        match common::wait_for_greeting(&mut self.process, ns, begun, READY_TIMEOUT).await {
+            Ok(()) => Ok(()),
+            Err(NotReady::Exited(status)) => Err(SutError::Exited {
+                sut: SUT,
+                status: status.to_string(),
+                log_tail: self.log_tail(),
+            }),
+            Err(NotReady::TimedOut { waited, detail }) => Err(SutError::NotReady {
+                sut: SUT,
+                address: LISTEN_ADDRESS.into(),
+                waited,
+                detail,
+                log_tail: self.log_tail(),
+            }),
+            Err(NotReady::Watch(detail)) => Err(SutError::Namespace {
+                sut: SUT,
+                action: "watch `exim -bdf`".into(),
+                detail,
+            }),
+        }
+    }
+
+    /// The end of the main and panic logs and of the daemon's output, for error messages.
+    fn log_tail(&self) -> String {
+        let mut lines = last_lines(&self.layout.mainlog, TAIL_LINES);
+        lines.extend(
+            last_lines(&self.layout.paniclog, TAIL_LINES)
+                .into_iter()
+                .map(|l| format!("exim paniclog: {l}")),
+        );
+        lines.extend(
+            last_lines(&self.layout.stderr, TAIL_LINES)
+                .into_iter()
+                .map(|l| format!("exim -bdf: {l}")),
+        );
+        if lines.is_empty() {
+            format!(
+                "(nothing in {}, {} or {})",
+                self.layout.mainlog.display(),
+                self.layout.paniclog.display(),
+                self.layout.stderr.display()
+            )
+        } else {
+            lines.join("\n")
+        }
+    }
+
+    /// `exim -C CONFIG FLAG` (to be run inside the instance's mount namespace).
+    fn exim(&self, flag: &str) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(EXIM);
+        command.arg("-C").arg(self.layout.config_inside()).arg(flag);
+        command
+    }
+
+    fn exim_command_line(&self, flag: &str) -> String {
+        format!("{EXIM} -C {} {flag}", self.layout.config_inside().display())
+    }
+}
+
+fn io_error(action: &str, source: std::io::Error) -> SutError {
+    common::io_error(SUT, action, source)
+}
+
+/// Checks that the unpacked Exim, its instance directory, its `trusted_configs` entry and its
+/// user are present.
+pub fn check_installed() -> Result<(), SutError> {
+    common::require_files(SUT, &[EXIM, INSTANCE_DIR, TRUSTED_CONFIGS, SH, MOUNT])?;
+    let trusted = Layout::new(Path::new("/")).config_inside();
+    let listed = std::fs::read_to_string(TRUSTED_CONFIGS)
+        .map_err(|e| io_error(&format!("read {TRUSTED_CONFIGS}"), e))?;
+    if !listed.lines().any(|l| Path::new(l.trim()) == trusted) {
+        return Err(common::not_installed(
+            SUT,
+            &format!("line {} in {TRUSTED_CONFIGS}", trusted.display()),
+        ));
+    }
+    exim_user().map(drop)
+}
+
+fn exim_user() -> Result<nix::unistd::User, SutError> {
+    nix::unistd::User::from_name(EXIM_USER)
+        .ok()
+        .flatten()
+        .ok_or_else(|| common::not_installed(SUT, &format!("user {EXIM_USER:?}")))
+}
+
+/// Writes the configuration and makes the directories, with the owners Exim insists on.
+fn prepare(
+    layout: &Layout,
+    hostname: &str,
+    settings: &std::collections::BTreeMap<String, String>,
+) -> Result<(), SutError> {
+    let text = config::exim_conf(layout, hostname, settings)?;
+    let user = exim_user()?;
+    // The work directory becomes INSTANCE_DIR; Exim's unprivileged processes must cross it.
+    common::make_traversable(SUT, &layout.work_dir)?;
+    common::make_dir(SUT, &layout.spool, Some(user.uid), Some(user.gid), 0o750)?;
+    common::make_dir(SUT, &layout.log_dir, Some(user.uid), Some(user.gid), 0o750)?;
+    // Exim refuses a configuration that is not root's or is writable by others.
+    std::fs::write(&layout.config, text)
+        .map_err(|e| io_error(&format!("write {}", layout.config.display()), e))?;
+    std::fs::set_permissions(&layout.config, std::fs::Permissions::from_mode(0o644))
+        .map_err(|e| io_error(&format!("chmod 644 {}", layout.config.display()), e))?;
+    Ok(())
+}

@@ -1,0 +1,353 @@
+//! The OpenSMTPD driver: a private, throwaway OpenSMTPD instance inside the SUT namespace.
+//!
+//! OpenSMTPD is Debian's `opensmtpd`, unpacked (not installed: it conflicts with Postfix) under
+//! `/opt/mxlab/opensmtpd` by `.ci/install-deps.sh`. Layout under the work directory (see
+//! [`config::Layout`]): `smtpd.conf` (generated), `spool/` and `run/` (bind-mounted over the
+//! compiled-in `/var/spool/smtpd` and `/run` in the instance's private mount namespace) and
+//! `log/smtpd.log` (standard error of `smtpd -d`, OpenSMTPD's whole log: there is no syslog).
+//!
+//! `smtpd -d` runs in the foreground in a PID namespace of its own, so stopping that namespace
+//! ends every OpenSMTPD process. OpenSMTPD has no retry-interval setting (it retries after
+//! 400·n² s); the lab's kick (`smtpctl schedule all`) is what makes it retry promptly.
+
+use std::os::fd::AsFd;
+use std::process::Stdio;
+use std::time::{Duration, Instant};
+
+use crate::events::{EventKind, EventLog, QueueEntry};
+use crate::sut::common::{
+    self, connect_in, listen_address, InstanceNamespaces, NotReady, LISTEN_ADDRESS,
+};
+use crate::sut::logtail::{last_lines, LogTail};
+use crate::sut::{smtp, OutgoingMessage, RunningSut, SutContext, SutError};
+
+pub mod config;
+#[cfg(test)]
+mod live_tests;
+mod queue;
+
+pub use config::{Layout, SMTPCTL, SMTPD};
+
+/// The name used in messages.
+pub(crate) const SUT: &str = "OpenSMTPD";
+/// The shell that makes the bind mounts before it execs smtpd.
+const SH: &str = "/bin/sh";
+/// util-linux `mount`.
+const MOUNT: &str = "/bin/mount";
+/// The users and group OpenSMTPD's processes run as.
+const USERS: [&str; 2] = ["opensmtpd", "opensmtpq"];
+/// How long OpenSMTPD may take to answer on its listener.
+const READY_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long smtpd gets to exit after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(2);
+/// How long `smtpctl` may take.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
+/// Lines of log quoted in start-up errors.
+const TAIL_LINES: usize = 25;
+
+/// Starts OpenSMTPD; see [`Opensmtpd::start`].
+pub struct Opensmtpd;
+
+impl Opensmtpd {
+    /// Checks that OpenSMTPD is installed; writes `smtpd.conf` (see [`config::smtpd_conf`];
+    /// the scenario's `[sut.opensmtpd]` settings replace or add whole lines) and fresh spool
+    /// and run directories into the work directory; starts `smtpd -d -f smtpd.conf` in the
+    /// SUT namespace with the lab's resolv.conf, in a PID namespace of its own, after
+    /// bind-mounting those directories over `/var/spool/smtpd` and `/run` in its private mount
+    /// namespace; and waits (at most about 10 s) until the listener answers 220.
+    ///
+    /// Log lines are recorded as [`EventKind::SutLog`] from the start. A failure to start
+    /// quotes the end of the log, where smtpd reports configuration errors.
+    pub async fn start(ctx: SutContext<'_>) -> Result<RunningOpensmtpd, SutError> {
+        let begun = Instant::now();
+        check_installed()?;
+        let layout = Layout::new(ctx.work_dir);
+        prepare(&layout, ctx.hostname, ctx.settings)?;
+
+        let out = std::fs::File::create(&layout.log)
+            .map_err(|e| io_error(&format!("create {}", layout.log.display()), e))?;
+        let out2 = out
+            .try_clone()
+            .map_err(|e| io_error("duplicate a file descriptor", e))?;
+        // /run is covered last; the lab's resolv.conf is bound once more in case
+        // /etc/resolv.conf is a symbolic link into /run on this machine.
+        let mut command = std::process::Command::new(SH);
+        command
+            .arg("-c")
+            .arg(concat!(
+                r#""$1" --bind -- "$2" "$3" && "$1" --bind -- "$4" "$5" && "#,
+                r#""$1" --bind -- "$6" /etc/resolv.conf && exec "$7" -d -f "$8""#
+            ))
+            .arg("sh")
+            .arg(MOUNT)
+            .arg(&layout.spool)
+            .arg(config::SPOOL_TARGET)
+            .arg(&layout.run)
+            .arg(config::RUN_TARGET)
+            .arg(ctx.resolv_conf)
+            .arg(SMTPD)
+            .arg(&layout.config)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(out2);
+        let tail = LogTail::start(layout.log.clone(), ctx.log.clone());
+        let options = netns::SpawnOptions {
+            resolv_conf: Some(ctx.resolv_conf.to_path_buf()),
+            own_pid_namespace: true,
+        };
+        let process =
+            netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {
+                sut: SUT,
+                action: format!("start `{SMTPD} -d -f {}`", layout.config.display()),
+                detail: e.to_string(),
+            })?;
+        let namespaces = InstanceNamespaces::of(SUT, ctx.namespace.fd(), &process)?;
+        let mut running = RunningOpensmtpd {
+            layout,
+            namespaces,
+            log: ctx.log,
+            process,
+            tail,
+            startup: Duration::ZERO,
+        };
+        match running.wait_ready(begun).await {
+            Ok(()) => {
+                running.startup = begun.elapsed();
+                tracing::info!(
+                    seconds = running.startup.as_secs_f64(),
+                    "OpenSMTPD is listening on {LISTEN_ADDRESS}"
+                );
+                Ok(running)
+            }
+            Err(e) => {
+                let _ = running.stop().await;
+                Err(e)
+            }
+        }
+    }
+}
+
+/// A running OpenSMTPD instance. Dropping it kills every OpenSMTPD process (prefer
+/// [`RunningOpensmtpd::stop`], which also records the last log lines).
+pub struct RunningOpensmtpd {
+    layout: Layout,
+    namespaces: InstanceNamespaces,
+    log: EventLog,
+    process: netns::Process,
+    tail: LogTail,
+    startup: Duration,
+}
+
+#[async_trait::async_trait]
+impl RunningSut for RunningOpensmtpd {
+    async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
+        RunningOpensmtpd::inject(self, message).await
+    }
+
+    async fn kick(&self) -> Result<(), SutError> {
+        RunningOpensmtpd::kick(self).await
+    }
+
+    async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
+        RunningOpensmtpd::queue(self).await
+    }
+
+    async fn stop(self: Box<Self>) -> Result<(), SutError> {
+        RunningOpensmtpd::stop(*self).await
+    }
+}
+
+impl RunningOpensmtpd {
+    /// Injects `message` over SMTP to [`LISTEN_ADDRESS`] inside the SUT namespace and returns
+    /// the reply to the end of DATA. Records [`EventKind::MessageInjected`]. Any refusal
+    /// (non-2xx reply) is an error naming the step.
+    pub async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
+        let fail = |detail: String| SutError::Inject {
+            sut: SUT,
+            from: message.from.clone(),
+            to: message.to.join(", "),
+            detail,
+        };
+        let stream = connect_in(self.namespaces.net.as_fd(), listen_address())
+            .map_err(|e| fail(format!("connecting to {LISTEN_ADDRESS}: {e}")))?;
+        let reply = smtp::send(stream, message).await.map_err(fail)?;
+        self.log.record(EventKind::MessageInjected {
+            from: message.from.clone(),
+            to: message.to.clone(),
+            reply: reply.clone(),
+        });
+        Ok(reply)
+    }
+
+    /// Asks OpenSMTPD to retry deferred mail now (`smtpctl schedule all`, over the control
+    /// socket in the instance's `/run`).
+    pub async fn kick(&self) -> Result<(), SutError> {
+        self.smtpctl(&["schedule", "all"]).await.map(drop)
+    }
+
+    /// The messages still queued (`smtpctl show queue`), each with its recipients and last
+    /// error. Records them as an [`EventKind::SutQueue`] event. Works after
+    /// [`stop`](Self::stop) too (smtpctl then reads the spool directly).
+    pub async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
+        let args = ["show", "queue"];
+        let output = self.smtpctl(&args).await?;
+        let entries = queue::parse(&output).map_err(|detail| SutError::Parse {
+            sut: SUT,
+            command: smtpctl_command_line(&args),
+            detail,
+        })?;
+        self.log.record(EventKind::SutQueue {
+            entries: entries.clone(),
+        });
+        Ok(entries)
+    }
+
+    /// Stops every OpenSMTPD process (SIGTERM, which the PID namespace's init forwards to all
+    /// of them, then SIGKILL after a grace period) and records the log lines not yet recorded.
+    pub async fn stop(self) -> Result<(), SutError> {
+        let RunningOpensmtpd {
+            mut process, tail, ..
+        } = self;
+        let begun = Instant::now();
+        let stopped = process
+            .stop(STOP_GRACE)
+            .await
+            .map_err(|e| SutError::Namespace {
+                sut: SUT,
+                action: "stop the OpenSMTPD PID namespace".into(),
+                detail: e.to_string(),
+            });
+        tracing::info!(seconds = begun.elapsed().as_secs_f64(), "OpenSMTPD stopped");
+        tail.finish().await;
+        stopped
+    }
+
+    /// How long [`Opensmtpd::start`] took until the listener answered 220.
+    pub fn startup_time(&self) -> Duration {
+        self.startup
+    }
+
+    /// The host PID of the process that holds OpenSMTPD's PID namespace (its
+    /// `/proc/PID/ns/pid_for_children` is that namespace).
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Where this instance keeps its files.
+    pub fn layout(&self) -> &Layout {
+        &self.layout
+    }
+
+    /// Polls the listener until it greets, the process exits, or the time is up.
+    async fn wait_ready(&mut self, begun: Instant) -> Result<(), SutError> {
+        let ns = self.namespaces.net.as_fd();
+        match common::wait_for_greeting(&mut self.process, ns, begun, READY_TIMEOUT).await {
+            Ok(()) => Ok(()),
+            Err(NotReady::Exited(status)) => Err(SutError::Exited {
+                sut: SUT,
+                status: status.to_string(),
+                log_tail: self.log_tail(),
+            }),
+            Err(NotReady::TimedOut { waited, detail }) => Err(SutError::NotReady {
+                sut: SUT,
+                address: LISTEN_ADDRESS.into(),
+                waited,
+                detail,
+                log_tail: self.log_tail(),
+            }),
+            Err(NotReady::Watch(detail)) => Err(SutError::Namespace {
+                sut: SUT,
+                action: "watch `smtpd -d`".into(),
+                detail,
+            }),
+        }
+    }
+
+    /// The end of smtpd's log, for error messages.
+    fn log_tail(&self) -> String {
+        let lines = last_lines(&self.layout.log, TAIL_LINES);
+        if lines.is_empty() {
+            format!("(nothing in {})", self.layout.log.display())
+        } else {
+            lines.join("\n")
+        }
+    }
+
+    /// Runs `smtpctl ARGS` in the instance's namespaces (it finds the control socket and the
+    /// spool at their compiled-in paths) and returns its standard output.
+    async fn smtpctl(&self, args: &[&str]) -> Result<String, SutError> {
+        let mut command = tokio::process::Command::new(SMTPCTL);
+        command.args(args);
+        self.namespaces.enter(&mut command, false);
+        common::run_tool(SUT, command, smtpctl_command_line(args), TOOL_TIMEOUT).await
+    }
+}
+
+fn smtpctl_command_line(args: &[&str]) -> String {
+    format!("{SMTPCTL} {}", args.join(" "))
+}
+
+fn io_error(action: &str, source: std::io::Error) -> SutError {
+    common::io_error(SUT, action, source)
+}
+
+/// Checks that the unpacked OpenSMTPD, its compiled-in directories and its users are present.
+pub fn check_installed() -> Result<(), SutError> {
+    common::require_files(
+        SUT,
+        &[
+            SMTPD,
+            SMTPCTL,
+            config::SPOOL_TARGET,
+            config::EMPTY_DIR,
+            SH,
+            MOUNT,
+        ],
+    )?;
+    for user in USERS {
+        if nix::unistd::User::from_name(user).ok().flatten().is_none() {
+            return Err(common::not_installed(SUT, &format!("user {user:?}")));
+        }
+    }
+    Ok(())
+}
+
+/// Writes the configuration and makes the directories with the modes smtpd insists on.
+fn prepare(
+    layout: &Layout,
+    hostname: &str,
+    settings: &std::collections::BTreeMap<String, String>,
+) -> Result<(), SutError> {
+    let text = config::smtpd_conf(hostname, settings)?;
+    let root = Some(nix::unistd::Uid::from_raw(0));
+    let root_group = Some(nix::unistd::Gid::from_raw(0));
+    common::make_traversable(SUT, &layout.work_dir)?;
+    common::make_dir(SUT, &layout.spool, root, root_group, 0o711)?;
+    // The queue directories as smtpd makes them (`ckdir` checks owner and mode); made here so
+    // the queue process's first purge run does not race their creation ("purge_task: opendir:
+    // No such file or directory").
+    let queue_user = nix::unistd::User::from_name("opensmtpq")
+        .ok()
+        .flatten()
+        .ok_or_else(|| common::not_installed(SUT, "user \"opensmtpq\""))?;
+    for name in ["incoming", "purge", "queue", "temporary"] {
+        common::make_dir(
+            SUT,
+            &layout.spool.join(name),
+            Some(queue_user.uid),
+            root_group,
+            0o700,
+        )?;
+    }
+    common::make_dir(
+        SUT,
+        &layout.spool.join("offline"),
+        root,
+        Some(queue_user.gid),
+        0o770,
+    )?;
+    common::make_dir(SUT, &layout.run, root, root_group, 0o755)?;
+    common::make_dir(SUT, &layout.log_dir, root, root_group, 0o755)?;
+    std::fs::write(&layout.config, text)
+        .map_err(|e| io_error(&format!("write {}", layout.config.display()), e))
+}

@@ -1,0 +1,163 @@
+//! OpenSMTPD's private configuration: the work directory layout and `smtpd.conf`.
+//!
+//! OpenSMTPD's spool (`/var/spool/smtpd`) and control socket (`/run/smtpd.sock`) paths are
+//! compiled in, so the driver bind-mounts private directories of the work directory over both
+//! inside the instance's own mount namespace; one instance per mount namespace.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use super::SUT;
+use crate::sut::SutError;
+
+/// The unpacked `smtpd` (from Debian's `opensmtpd`).
+pub const SMTPD: &str = "/opt/mxlab/opensmtpd/usr/sbin/smtpd";
+/// The unpacked `smtpctl`.
+pub const SMTPCTL: &str = "/opt/mxlab/opensmtpd/usr/sbin/smtpctl";
+/// The compiled-in spool directory (a placeholder outside the instance's mount namespace).
+pub const SPOOL_TARGET: &str = "/var/spool/smtpd";
+/// The directory holding the compiled-in control socket path (`/var/run` is `/run`).
+pub const RUN_TARGET: &str = "/run";
+/// The compiled-in chroot directory of OpenSMTPD's unprivileged processes.
+pub const EMPTY_DIR: &str = "/var/lib/opensmtpd/empty";
+/// The port of the injection listener (on 127.0.0.1).
+pub const LISTEN_PORT: u16 = 2525;
+
+/// Where one instance keeps its files, all under the work directory.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Layout {
+    /// The work directory.
+    pub work_dir: PathBuf,
+    /// The generated `smtpd.conf`.
+    pub config: PathBuf,
+    /// Bind-mounted over [`SPOOL_TARGET`] (root, mode 0711; smtpd makes the queue below).
+    pub spool: PathBuf,
+    /// Bind-mounted over [`RUN_TARGET`]: `smtpd.sock` and `smtpd.pid` land here.
+    pub run: PathBuf,
+    /// The log directory.
+    pub log_dir: PathBuf,
+    /// Standard error of `smtpd -d`: OpenSMTPD's whole log.
+    pub log: PathBuf,
+}
+
+impl Layout {
+    /// The layout under `work_dir`.
+    pub fn new(work_dir: &Path) -> Self {
+        let log_dir = work_dir.join("log");
+        Self {
+            work_dir: work_dir.to_path_buf(),
+            config: work_dir.join("smtpd.conf"),
+            spool: work_dir.join("spool"),
+            run: work_dir.join("run"),
+            log: log_dir.join("smtpd.log"),
+            log_dir,
+        }
+    }
+}
+
+/// Renders `smtpd.conf`. The scenario's settings are whole `smtpd.conf` lines keyed by their
+/// first words: a key equal to the first word(s) of a default line (`queue`, `bounce`,
+/// `listen`, `action`, `match`) replaces that line, as `KEY VALUE`; any other key adds the
+/// line `KEY VALUE` before the `action` (smtpd.conf wants options before rules).
+pub fn smtpd_conf(hostname: &str, settings: &BTreeMap<String, String>) -> Result<String, SutError> {
+    if hostname.is_empty()
+        || !hostname
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
+    {
+        return Err(bad("hostname", format!("{hostname:?} is not a host name")));
+    }
+    let mut lines: Vec<(String, String)> = vec![
+        ("queue".into(), "ttl 1h".into()),
+        // Every forced retry counts; a long interval keeps bogus delay DSNs away.
+        ("bounce".into(), "warn-interval 30d".into()),
+        (
+            "listen".into(),
+            format!("on 127.0.0.1 port {LISTEN_PORT} hostname {hostname}"),
+        ),
+    ];
+    let rules: Vec<(String, String)> = vec![
+        ("action".into(), format!("\"out\" relay helo {hostname}")),
+        ("match".into(), "from local for any action \"out\"".into()),
+    ];
+    let mut rules = rules;
+    for (key, value) in settings {
+        if key.trim().is_empty() || key.contains(['\n', '\r', '#']) {
+            return Err(bad(
+                key,
+                "the key must be the first word(s) of a smtpd.conf line".into(),
+            ));
+        }
+        if value.contains(['\n', '\r']) {
+            return Err(bad(key, "the value must be one line".into()));
+        }
+        if let Some(line) = lines
+            .iter_mut()
+            .chain(rules.iter_mut())
+            .find(|(k, _)| k == key)
+        {
+            line.1 = value.clone();
+        } else {
+            lines.push((key.clone(), value.clone()));
+        }
+    }
+    let mut text = String::from("# Written by mxlab for one throwaway run.\n");
+    for (key, value) in lines.iter().chain(rules.iter()) {
+        text.push_str(&format!("{key} {value}\n"));
+    }
+    Ok(text)
+}
+
+fn bad(key: &str, reason: String) -> SutError {
+    SutError::BadSetting {
+        sut: SUT,
+        key: key.to_string(),
+        reason,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_default_configuration() {
+        assert_eq!(
+            smtpd_conf("sut.sender.test", &BTreeMap::new()).unwrap(),
+            "# Written by mxlab for one throwaway run.\n\
+             queue ttl 1h\n\
+             bounce warn-interval 30d\n\
+             listen on 127.0.0.1 port 2525 hostname sut.sender.test\n\
+             action \"out\" relay helo sut.sender.test\n\
+             match from local for any action \"out\"\n"
+        );
+    }
+
+    #[test]
+    fn settings_replace_or_add_lines_before_the_rules() {
+        let settings = BTreeMap::from([
+            ("queue".to_string(), "ttl 2h".to_string()),
+            ("smtp".to_string(), "max-message-size 10M".to_string()),
+            (
+                "action".to_string(),
+                "\"out\" relay helo sut.sender.test srs".to_string(),
+            ),
+        ]);
+        let text = smtpd_conf("sut.sender.test", &settings).unwrap();
+        assert!(text.contains("queue ttl 2h\n"), "{text}");
+        assert!(
+            text.contains("hostname sut.sender.test\nsmtp max-message-size 10M\naction \"out\" relay helo sut.sender.test srs\n"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn bad_input_is_refused() {
+        let settings = BTreeMap::from([("x".to_string(), "a\nb".to_string())]);
+        assert!(matches!(
+            smtpd_conf("sut.sender.test", &settings),
+            Err(SutError::BadSetting { .. })
+        ));
+        assert!(smtpd_conf("bad host", &BTreeMap::new()).is_err());
+    }
+}

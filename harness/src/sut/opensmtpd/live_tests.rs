@@ -1,0 +1,221 @@
+//! Tests against the real OpenSMTPD in a real namespace. Each skips, saying why, unless it
+//! runs as root on a machine where `.ci/install-deps.sh` unpacked OpenSMTPD.
+
+use std::collections::BTreeMap;
+use std::path::PathBuf;
+use std::time::{Duration, Instant};
+
+use super::*;
+use crate::events::{Event, EventKind, EventLog};
+use crate::sut::common::{processes_in, processes_in_pid_namespace_of};
+use crate::sut::{OutgoingMessage, SutContext, SutError};
+
+/// Why the live tests cannot run here, if they cannot.
+fn skip_reason() -> Option<String> {
+    if !nix::unistd::Uid::effective().is_root() {
+        return Some("not root (namespaces and OpenSMTPD need root)".into());
+    }
+    check_installed().err().map(|e| e.to_string())
+}
+
+macro_rules! skip_unless_live {
+    () => {
+        if let Some(reason) = skip_reason() {
+            eprintln!("skipped: {reason}");
+            return;
+        }
+    };
+}
+
+/// A namespace with only loopback, a resolv.conf pointing at 127.0.0.1 (nothing listens
+/// there, so every lookup fails at once) and a work directory inside a private (0700) one.
+struct Bench {
+    namespace: netns::Namespace,
+    dir: tempfile::TempDir,
+    resolv_conf: PathBuf,
+    work_dir: PathBuf,
+    log: EventLog,
+}
+
+impl Bench {
+    fn new(label: &str) -> Bench {
+        let namespace = netns::Namespace::create(label).expect("create a network namespace");
+        let dir = tempfile::tempdir().unwrap();
+        let resolv_conf = dir.path().join("resolv.conf");
+        std::fs::write(
+            &resolv_conf,
+            "nameserver 127.0.0.1\noptions attempts:1 timeout:2\n",
+        )
+        .unwrap();
+        let work_dir = dir.path().join("opensmtpd");
+        std::fs::create_dir(&work_dir).unwrap();
+        Bench {
+            namespace,
+            dir,
+            resolv_conf,
+            work_dir,
+            log: EventLog::new(),
+        }
+    }
+
+    async fn start(
+        &self,
+        settings: &BTreeMap<String, String>,
+    ) -> Result<RunningOpensmtpd, SutError> {
+        Opensmtpd::start(SutContext {
+            namespace: &self.namespace,
+            resolv_conf: &self.resolv_conf,
+            hostname: "sut.sender.test",
+            work_dir: &self.work_dir,
+            settings,
+            log: self.log.clone(),
+        })
+        .await
+    }
+}
+
+fn log_lines(events: &[Event]) -> Vec<&str> {
+    events
+        .iter()
+        .filter_map(|e| match &e.kind {
+            EventKind::SutLog { line } => Some(line.as_str()),
+            _ => None,
+        })
+        .collect()
+}
+
+fn tempfails(events: &[Event]) -> usize {
+    log_lines(events)
+        .iter()
+        .filter(|l| l.contains("to=<bob@example.test>") && l.contains("result=\"TempFail\""))
+        .count()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn starts_defers_without_dns_kicks_and_stops_every_process() {
+    skip_unless_live!();
+    let bench = Bench::new("mxlab-test-opensmtpd-live");
+    let settings = BTreeMap::from([("queue".to_string(), "ttl 2h".to_string())]);
+    let smtpd = bench.start(&settings).await.expect("OpenSMTPD starts");
+    println!(
+        "OpenSMTPD answered 220 after {:.3} s",
+        smtpd.startup_time().as_secs_f64()
+    );
+    assert!(smtpd.startup_time() < Duration::from_secs(3));
+    let conf = std::fs::read_to_string(&smtpd.layout().config).unwrap();
+    assert!(conf.contains("queue ttl 2h\n"), "{conf}");
+    // The instance's spool is the private one, not the machine's.
+    assert!(smtpd.layout().spool.join("queue").is_dir());
+
+    let (pid_namespace, members) = processes_in_pid_namespace_of(smtpd.pid());
+    println!("processes in OpenSMTPD's PID namespace {pid_namespace:?}: {members:?}");
+    assert!(members.len() >= 6, "smtpd and its five helpers expected");
+
+    let message = OutgoingMessage {
+        from: "alice@sender.test".into(),
+        to: vec!["bob@example.test".into()],
+        content: b"From: alice@sender.test\r\nTo: bob@example.test\r\nSubject: test\r\n\r\n.leading dot\r\nbody\r\n".to_vec(),
+    };
+    let reply = smtpd.inject(&message).await.expect("injection");
+    assert!(reply.starts_with("250 "), "{reply}");
+
+    let deferred = bench
+        .log
+        .wait_until(Duration::from_secs(10), |events| tempfails(events) > 0)
+        .await;
+    assert!(
+        deferred,
+        "no deferral logged: {:#?}",
+        log_lines(&bench.log.snapshot())
+    );
+
+    let queue = smtpd.queue().await.expect("smtpctl show queue");
+    assert_eq!(queue.len(), 1, "{queue:?}");
+    assert_eq!(queue[0].recipients, ["bob@example.test"]);
+    let reason = queue[0].reason.clone().unwrap_or_default();
+    assert!(reason.contains("MX lookup"), "{reason}");
+    println!("queued {}: {reason}", queue[0].id);
+
+    // The next retry would come after 400 s; the kick makes it happen now.
+    let before = tempfails(&bench.log.snapshot());
+    let kicked = Instant::now();
+    smtpd.kick().await.expect("smtpctl schedule all");
+    let retried = bench
+        .log
+        .wait_until(Duration::from_secs(5), |events| tempfails(events) > before)
+        .await;
+    assert!(retried, "no retry after the kick");
+    println!(
+        "kick: retried within {:.3} s",
+        kicked.elapsed().as_secs_f64()
+    );
+
+    let begun = Instant::now();
+    smtpd.stop().await.expect("stop");
+    println!(
+        "OpenSMTPD stopped in {:.3} s",
+        begun.elapsed().as_secs_f64()
+    );
+    let left = processes_in(&pid_namespace);
+    assert!(left.is_empty(), "OpenSMTPD processes left behind: {left:?}");
+
+    let events = bench.log.snapshot();
+    for event in &events {
+        println!("{event}");
+    }
+    let lines = log_lines(&events);
+    assert!(lines.iter().any(|l| l.contains("starting")), "{lines:#?}");
+    assert!(events
+        .iter()
+        .any(|e| matches!(&e.kind, EventKind::MessageInjected { reply: r, .. } if *r == reply)));
+    assert!(events
+        .iter()
+        .any(|e| matches!(&e.kind, EventKind::SutQueue { entries } if entries.len() == 1)));
+    drop(bench.dir);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_refused_start_quotes_opensmtpd() {
+    skip_unless_live!();
+    let bench = Bench::new("mxlab-test-opensmtpd-bad");
+    let settings = BTreeMap::from([("bogus".to_string(), "directive".to_string())]);
+    let begun = Instant::now();
+    let err = match bench.start(&settings).await {
+        Ok(smtpd) => {
+            smtpd.stop().await.unwrap();
+            panic!("OpenSMTPD started with a bogus directive");
+        }
+        Err(err) => err,
+    };
+    println!(
+        "refused after {:.3} s: {err}",
+        begun.elapsed().as_secs_f64()
+    );
+    let text = err.to_string();
+    assert!(text.starts_with("OpenSMTPD exited"), "{text}");
+    assert!(
+        text.contains("syntax error"),
+        "the error quotes OpenSMTPD's complaint: {text}"
+    );
+    assert!(begun.elapsed() < Duration::from_secs(5));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn dropping_the_handle_kills_every_process() {
+    skip_unless_live!();
+    let bench = Bench::new("mxlab-test-opensmtpd-drop");
+    let smtpd = bench
+        .start(&BTreeMap::new())
+        .await
+        .expect("OpenSMTPD starts");
+    let (pid_namespace, members) = processes_in_pid_namespace_of(smtpd.pid());
+    assert!(!members.is_empty());
+    let begun = Instant::now();
+    drop(smtpd);
+    let mut left = processes_in(&pid_namespace);
+    while !left.is_empty() && begun.elapsed() < Duration::from_secs(2) {
+        std::thread::sleep(Duration::from_millis(5));
+        left = processes_in(&pid_namespace);
+    }
+    assert!(left.is_empty(), "OpenSMTPD processes left behind: {left:?}");
+}
