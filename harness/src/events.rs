@@ -154,6 +154,17 @@ pub enum EventKind {
         /// The `Diagnostic-Code:` field, e.g. `smtp; 550 5.1.1 no such user`.
         diagnostic: Option<String>,
     },
+    /// A receiving-side policy of a fake MX decided (greylisting, PTR or SPF check, rate
+    /// limit); recorded just before the reply it leads to.
+    Policy {
+        /// The host the server belongs to.
+        host: String,
+        /// Session id.
+        session: SessionId,
+        /// The decision, e.g. `greylist 2001:db8::/64 <alice@sender.test>
+        /// <bob@example.test>: first seen, 451 for 5s`.
+        detail: String,
+    },
     /// A harness-level note, e.g. that the run hit its time limit.
     Harness {
         /// What happened.
@@ -247,22 +258,37 @@ impl EventLog {
             .clone()
     }
 
-    /// Waits until `done` holds for the events so far, or `timeout` passes.
-    /// Returns whether `done` held.
+    /// Waits until `done` holds for the events so far, or `timeout` passes. Returns whether
+    /// `done` held.
     pub async fn wait_until(&self, timeout: Duration, done: impl Fn(&[Event]) -> bool) -> bool {
+        self.wait_for(timeout, |events, _| done(events)).await
+    }
+
+    /// Like [`wait_until`](Self::wait_until), but `done` also gets the time elapsed and is
+    /// checked at least every [`RECHECK`](Self::RECHECK) even without new events.
+    pub async fn wait_for(
+        &self,
+        timeout: Duration,
+        done: impl Fn(&[Event], Duration) -> bool,
+    ) -> bool {
         let deadline = tokio::time::Instant::now() + timeout;
         loop {
             let changed = self.inner.changed.notified();
             tokio::pin!(changed);
             changed.as_mut().enable();
-            if done(&self.snapshot()) {
+            if done(&self.snapshot(), self.elapsed()) {
                 return true;
             }
-            if tokio::time::timeout_at(deadline, changed).await.is_err() {
-                return done(&self.snapshot());
+            let next = deadline.min(tokio::time::Instant::now() + Self::RECHECK);
+            let _ = tokio::time::timeout_at(next, changed).await;
+            if tokio::time::Instant::now() >= deadline {
+                return done(&self.snapshot(), self.elapsed());
             }
         }
     }
+
+    /// How often [`wait_until`](Self::wait_until) looks again without a new event.
+    pub const RECHECK: Duration = Duration::from_millis(100);
 }
 
 impl fmt::Display for EventKind {
@@ -373,6 +399,11 @@ impl fmt::Display for EventKind {
                 status.as_deref().unwrap_or("?"),
                 diagnostic.as_deref().unwrap_or("no diagnostic")
             ),
+            EventKind::Policy {
+                host,
+                session,
+                detail,
+            } => write!(f, "smtp  {host}#{session} policy {detail}"),
             EventKind::Harness { message } => write!(f, "mxlab {message}"),
         }
     }
@@ -419,6 +450,18 @@ mod tests {
             })
             .await;
         assert!(seen);
+    }
+
+    #[tokio::test]
+    async fn wait_until_rechecks_time_based_conditions_without_new_events() {
+        let log = EventLog::new();
+        let seen = log
+            .wait_for(Duration::from_secs(5), |_, elapsed| {
+                elapsed >= Duration::from_millis(250)
+            })
+            .await;
+        assert!(seen);
+        assert!(log.elapsed() < Duration::from_secs(1));
     }
 
     #[tokio::test]

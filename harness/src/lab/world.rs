@@ -65,12 +65,37 @@ impl Lab {
             None
         };
         let mut mx_servers = Vec::new();
+        // Greylist triplets and connection counts are shared by every server of the run; the
+        // policy DNS of a host asks the scenario DNS from inside that host's namespace.
+        let policy_state = mx::PolicyState::new();
+        let dns_servers: Vec<SocketAddr> = dns_host
+            .addresses()
+            .into_iter()
+            .map(|ip| SocketAddr::new(ip, 53))
+            .collect();
         for host in plan
             .hosts
             .iter()
             .filter(|h| matches!(h.role, Role::Mx | Role::Collector))
         {
             let listeners = bind_smtp(host, &topology)?;
+            let needs_dns = host
+                .smtp
+                .values()
+                .any(|b| b.policies.iter().any(mx::Policy::needs_dns));
+            let policy_dns = if needs_dns {
+                let namespace = namespace(&topology, &host.name);
+                Some(
+                    mx::PolicyDns::in_namespace(namespace, dns_servers.clone()).map_err(
+                        |source| mx::MxError::PolicyResolver {
+                            host: host.name.clone(),
+                            source,
+                        },
+                    )?,
+                )
+            } else {
+                None
+            };
             mx_servers.push(mx::try_start_with(
                 &host.name,
                 &host.fqdn,
@@ -79,6 +104,7 @@ impl Lab {
                 ids.clone(),
                 mx::Limits::default(),
                 authority.as_ref(),
+                &mx::PolicyContext::new(policy_state.clone(), policy_dns),
             )?);
         }
 
@@ -93,7 +119,10 @@ impl Lab {
                 resolv_conf: &resolv_conf,
                 hostname: SUT_HOSTNAME,
                 work_dir: &sut_dir,
-                settings: plan.sut_settings.get(sut.settings_key()).unwrap_or(&no_settings),
+                settings: plan
+                    .sut_settings
+                    .get(sut.settings_key())
+                    .unwrap_or(&no_settings),
                 log,
             })
             .await?;

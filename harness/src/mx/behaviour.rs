@@ -3,6 +3,7 @@
 
 use std::fmt;
 
+use super::policy::Policy;
 use super::tls::TlsMode;
 
 /// A point in the SMTP conversation at which a [`StageRule`] can act.
@@ -172,11 +173,15 @@ pub struct ListenerBehaviour {
     pub ehlo_pad_to: Option<usize>,
     /// STARTTLS and the certificate offered.
     pub tls: TlsMode,
+    /// Receiving-side policies (greylisting, PTR and SPF checks, rate limits), checked in
+    /// order at the stages where they act; scripted [`rules`](Self::rules) that reply, stall
+    /// or disconnect take precedence. See [`super::policy`].
+    pub policies: Vec<Policy>,
 }
 
 impl ListenerBehaviour {
     /// A well-behaved server: `220 <hostname> ESMTP mxlab`, no rules, default extensions, no
-    /// padding, no TLS.
+    /// padding, no TLS, no policies.
     pub fn normal(hostname: &str) -> Self {
         Self {
             greeting: format!("220 {hostname} ESMTP mxlab"),
@@ -184,6 +189,7 @@ impl ListenerBehaviour {
             extensions: Extensions::default(),
             ehlo_pad_to: None,
             tls: TlsMode::Off,
+            policies: Vec::new(),
         }
     }
 

@@ -20,6 +20,7 @@ use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
+use super::policy::Gate;
 use super::reply::Reply;
 use super::session::{Effect, Session};
 use super::{stopped, Shared, StoredMessage, TlsMode};
@@ -142,7 +143,7 @@ pub(crate) async fn serve(
     let mut stream = Stream::Plain(stream);
 
     let ending = tokio::select! {
-        ending = converse(&mut stream, id, &shared) => ending,
+        ending = converse(&mut stream, client, id, &shared) => ending,
         _ = stopped(&mut shutdown) => Ending::now("server shutdown"),
     };
     shared.log.record(EventKind::SmtpClosed {
@@ -202,16 +203,34 @@ async fn write_out(stream: &mut Stream, out: &mut Output, timeout: Duration) -> 
 }
 
 /// The SMTP conversation proper.
-async fn converse(stream: &mut Stream, id: SessionId, shared: &Shared) -> Ending {
+async fn converse(
+    stream: &mut Stream,
+    client: SocketAddr,
+    id: SessionId,
+    shared: &Shared,
+) -> Ending {
     let limits = shared.limits.clone();
     let mut effects = Vec::new();
     let mut out = Output::default();
     let mut tls: Option<String> = None;
-    let mut session = Session::start(
+    let mut gate = Gate::open(
+        &shared.behaviour.policies,
+        client.ip(),
+        &shared.hostname,
+        &shared.policy.state,
+    );
+    if let Some(gate) = &mut gate {
+        gate.connect();
+        if let Some(lookup) = gate.greeting_lookup() {
+            gate.store(shared.policy.resolve(lookup).await);
+        }
+    }
+    let mut session = Session::start_gated(
         id,
         &shared.hostname,
         shared.behaviour.clone(),
         limits.clone(),
+        gate,
         &mut effects,
     );
     let mut next = apply(shared, id, &tls, &mut effects, &mut out);
@@ -244,6 +263,12 @@ async fn converse(stream: &mut Stream, id: SessionId, shared: &Shared) -> Ending
             Err(_) => session.timeout(&mut effects),
         }
         next = apply(shared, id, &tls, &mut effects, &mut out);
+        // A policy waiting for DNS: look it up, then let the session go on.
+        while let Some(lookup) = session.pending_lookup() {
+            let answer = shared.policy.resolve(lookup).await;
+            session.resume(answer, &mut effects);
+            next = apply(shared, id, &tls, &mut effects, &mut out);
+        }
         debug_assert_eq!(matches!(next, Next::Close(_)), session.is_closed());
     }
 }
@@ -395,6 +420,11 @@ fn apply(
                     message_id: message.message_id,
                 });
             }
+            Effect::Policy(detail) => shared.log.record(EventKind::Policy {
+                host: shared.host.clone(),
+                session: id,
+                detail,
+            }),
             Effect::StartTls => next = Next::StartTls,
             Effect::Close(reason) => next = Next::Close(reason),
         }

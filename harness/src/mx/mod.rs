@@ -10,7 +10,8 @@
 //! types ([`ListenerBehaviour`], [`StageRule`], ...); [`tls`] the per-run certificate
 //! authority; `conn` drives one connection (and the STARTTLS handshake); `session` is the
 //! I/O-free SMTP state machine; `line` frames command lines; `data` reads the DATA phase;
-//! `reply` formats replies.
+//! `reply` formats replies; [`policy`] holds the receiving-side policies (greylisting, PTR and
+//! SPF checks, rate limits).
 //!
 //! SMTP behaviour, per RFC 5321: EHLO (PIPELINING, 8BITMIME, SIZE, STARTTLS when TLS is
 //! configured, ENHANCEDSTATUSCODES, DSN when enabled, SMTPUTF8: see [`Extensions`]), HELO,
@@ -24,14 +25,20 @@ mod behaviour;
 mod conn;
 mod data;
 mod line;
+pub mod policy;
 mod reply;
 mod session;
 pub mod tls;
 
 #[cfg(test)]
+mod fuzz;
+#[cfg(test)]
+mod snapshots;
+#[cfg(test)]
 mod tests;
 
 pub use behaviour::{Extensions, ListenerBehaviour, SmtpStage, StageAction, StageRule};
+pub use policy::{GreylistKey, Policy, PolicyContext, PolicyDns, PolicyState};
 pub use tls::{Authority, TlsError, TlsMode};
 
 use std::net::SocketAddr;
@@ -154,6 +161,26 @@ pub enum MxError {
         /// What went wrong.
         reason: String,
     },
+    /// The policy DNS worker of a host could not be started ([`PolicyDns::in_namespace`]).
+    #[error("{host}: cannot start the policy DNS resolver: {source}")]
+    PolicyResolver {
+        /// The server's short name.
+        host: String,
+        /// The underlying error.
+        #[source]
+        source: std::io::Error,
+    },
+    /// A listener has policies that need DNS ([`Policy::needs_dns`]) but the
+    /// [`PolicyContext`] has no [`PolicyDns`].
+    #[error("{host}: the {family} listener's policy {policy} needs DNS, but no policy resolver was given")]
+    PolicyDns {
+        /// The server's short name.
+        host: String,
+        /// The listener's family.
+        family: Family,
+        /// The policy.
+        policy: String,
+    },
 }
 
 /// What every session of one listener needs.
@@ -165,6 +192,8 @@ struct Shared {
     /// The rustls configuration for STARTTLS (`None` when the mode presents no certificate).
     tls: Option<Arc<rustls::ServerConfig>>,
     limits: Limits,
+    /// Shared policy state and the policy DNS.
+    policy: PolicyContext,
     local: SocketAddr,
     log: EventLog,
     messages: Arc<Mutex<Vec<StoredMessage>>>,
@@ -202,7 +231,16 @@ pub fn start(
     log: EventLog,
     ids: SessionIds,
 ) -> RunningMx {
-    start_with(host, hostname, listeners, log, ids, Limits::default(), None)
+    start_with(
+        host,
+        hostname,
+        listeners,
+        log,
+        ids,
+        Limits::default(),
+        None,
+        &PolicyContext::default(),
+    )
 }
 
 /// [`start`] with explicit limits (and no TLS).
@@ -214,12 +252,27 @@ pub fn start_with_limits(
     ids: SessionIds,
     limits: Limits,
 ) -> RunningMx {
-    start_with(host, hostname, listeners, log, ids, limits, None)
+    start_with(
+        host,
+        hostname,
+        listeners,
+        log,
+        ids,
+        limits,
+        None,
+        &PolicyContext::default(),
+    )
 }
 
 /// [`start`] with explicit limits and the run's TLS [`Authority`], which signs the
 /// certificates of listeners whose [`ListenerBehaviour::tls`] is not [`TlsMode::Off`]. A
 /// listener that wants TLS when `tls` is `None` is skipped (with a `Harness` event).
+///
+/// `policy` carries the run's shared [`PolicyState`] (create one per run and give every
+/// server a clone) and this host's [`PolicyDns`] for listeners whose
+/// [`ListenerBehaviour::policies`] look things up; a listener whose policies need DNS when
+/// `policy.dns` is `None` is skipped too.
+#[allow(clippy::too_many_arguments)] // the plain variants above cover the simple cases
 pub fn start_with(
     host: &str,
     hostname: &str,
@@ -228,10 +281,11 @@ pub fn start_with(
     ids: SessionIds,
     limits: Limits,
     tls: Option<&Authority>,
+    policy: &PolicyContext,
 ) -> RunningMx {
     let mut server = RunningMx::new(host);
     for listener in listeners {
-        if let Err(error) = server.serve(hostname, listener, &log, &ids, &limits, tls) {
+        if let Err(error) = server.serve(hostname, listener, &log, &ids, &limits, tls, policy) {
             tracing::error!("{error}");
             log.record(EventKind::Harness {
                 message: error.to_string(),
@@ -250,10 +304,20 @@ pub fn try_start(
     ids: SessionIds,
     limits: Limits,
 ) -> Result<RunningMx, MxError> {
-    try_start_with(host, hostname, listeners, log, ids, limits, None)
+    try_start_with(
+        host,
+        hostname,
+        listeners,
+        log,
+        ids,
+        limits,
+        None,
+        &PolicyContext::default(),
+    )
 }
 
 /// Like [`start_with`], but fails (serving nothing) if any listener cannot be served.
+#[allow(clippy::too_many_arguments)] // the plain variants above cover the simple cases
 pub fn try_start_with(
     host: &str,
     hostname: &str,
@@ -262,10 +326,11 @@ pub fn try_start_with(
     ids: SessionIds,
     limits: Limits,
     tls: Option<&Authority>,
+    policy: &PolicyContext,
 ) -> Result<RunningMx, MxError> {
     let mut server = RunningMx::new(host);
     for listener in listeners {
-        server.serve(hostname, listener, &log, &ids, &limits, tls)?;
+        server.serve(hostname, listener, &log, &ids, &limits, tls, policy)?;
     }
     Ok(server)
 }
@@ -280,6 +345,7 @@ impl RunningMx {
         }
     }
 
+    #[allow(clippy::too_many_arguments)]
     fn serve(
         &mut self,
         hostname: &str,
@@ -288,7 +354,17 @@ impl RunningMx {
         ids: &SessionIds,
         limits: &Limits,
         authority: Option<&Authority>,
+        policy: &PolicyContext,
     ) -> Result<(), MxError> {
+        if policy.dns.is_none() {
+            if let Some(needy) = listener.behaviour.policies.iter().find(|p| p.needs_dns()) {
+                return Err(MxError::PolicyDns {
+                    host: self.host.clone(),
+                    family: listener.family,
+                    policy: needy.to_string(),
+                });
+            }
+        }
         let mode = listener.behaviour.tls;
         let tls_error = |reason: String| MxError::Tls {
             host: self.host.clone(),
@@ -318,6 +394,7 @@ impl RunningMx {
             behaviour: Arc::new(listener.behaviour),
             tls,
             limits: limits.clone(),
+            policy: policy.clone(),
             local,
             log: log.clone(),
             messages: self.messages.clone(),

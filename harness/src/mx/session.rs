@@ -24,6 +24,7 @@ use smtp_proto::{Error as ParseError, MailFrom, RcptTo, Request};
 use super::behaviour::{ListenerBehaviour, SmtpStage, StageAction};
 use super::data::{self, DataEnd, DataReader};
 use super::line::{Line, LineReader};
+use super::policy::{Answer, Gate, Lookup, Verdict};
 use super::reply::Reply;
 use super::Limits;
 use crate::events::SessionId;
@@ -44,6 +45,8 @@ pub(crate) enum Effect {
     StartTls,
     /// Close the connection once the replies so far are sent; the reason is for the log.
     Close(String),
+    /// Log a policy decision (see [`super::policy`]); it precedes the reply it leads to.
+    Policy(String),
 }
 
 /// A message accepted at the end of DATA.
@@ -74,6 +77,13 @@ enum Mode {
     Stalled(SmtpStage),
     /// STARTTLS was accepted: input until the handshake is discarded (counted here).
     TlsPending(usize),
+    /// A policy needs `lookup` answered ([`Session::resume`]) before `line` can be decided;
+    /// input meanwhile is `held`.
+    Waiting {
+        lookup: Lookup,
+        line: Vec<u8>,
+        held: Vec<u8>,
+    },
     /// Nothing: the session is over, further input is ignored.
     Closed,
 }
@@ -109,6 +119,14 @@ pub(crate) struct Session {
     to: Vec<String>,
     /// Messages accepted so far in this session.
     accepted: u32,
+    /// The listener's policies for this connection, if it has any.
+    gate: Option<Gate>,
+    /// The last HELO/EHLO name (for SPF).
+    helo: String,
+    /// The sender of the MAIL command being decided (for policies).
+    mail_candidate: Option<String>,
+    /// The command line being decided (kept only with policies, to decide it again).
+    last_line: Vec<u8>,
 }
 
 /// Whether a reply is 2xx (positive completion).
@@ -172,11 +190,25 @@ fn padding(have: usize, want: usize) -> Vec<String> {
 impl Session {
     /// Starts a session: the greeting goes out (and, for a 4xx greeting, the close), unless a
     /// greeting rule stalls or disconnects.
+    #[cfg_attr(not(test), allow(dead_code))] // the server uses `start_gated`
     pub(crate) fn start(
         id: SessionId,
         hostname: &str,
         behaviour: Arc<ListenerBehaviour>,
         limits: Limits,
+        effects: &mut Vec<Effect>,
+    ) -> Self {
+        Self::start_gated(id, hostname, behaviour, limits, None, effects)
+    }
+
+    /// [`Session::start`] with the connection's policies. A lookup needed at the greeting
+    /// must already be answered ([`Gate::greeting_lookup`]).
+    pub(crate) fn start_gated(
+        id: SessionId,
+        hostname: &str,
+        behaviour: Arc<ListenerBehaviour>,
+        limits: Limits,
+        gate: Option<Gate>,
         effects: &mut Vec<Effect>,
     ) -> Self {
         let mut session = Self {
@@ -192,6 +224,10 @@ impl Session {
             from: None,
             to: Vec::new(),
             accepted: 0,
+            gate,
+            helo: String::new(),
+            mail_candidate: None,
+            last_line: Vec::new(),
         };
         let mark = effects.len();
         let (greeting, pace) = match session.rule(SmtpStage::Greeting, None, effects) {
@@ -261,6 +297,10 @@ impl Session {
                     *discarded += bytes.len();
                     return;
                 }
+                Mode::Waiting { held, .. } => {
+                    held.extend_from_slice(bytes);
+                    return;
+                }
                 Mode::Data(reader) => {
                     let (used, end) = reader.push(bytes);
                     bytes = &bytes[used..];
@@ -310,7 +350,13 @@ impl Session {
         effects: &mut Vec<Effect>,
     ) -> Staged {
         let behaviour = self.behaviour.clone();
-        match behaviour.action(stage, recipient) {
+        let action = behaviour.action(stage, recipient);
+        if let None | Some(StageAction::Slow { .. }) = action {
+            if let Some(staged) = self.policy(stage, recipient, effects) {
+                return staged;
+            }
+        }
+        match action {
             None => Staged::Normal(None),
             Some(StageAction::Slow { bytes_per_second }) => {
                 Staged::Normal(Some((*bytes_per_second).max(1)))
@@ -325,6 +371,68 @@ impl Session {
                 Staged::Done
             }
         }
+    }
+
+    /// Asks the policies about a command at `stage`; `None` lets the stage go on normally.
+    fn policy(
+        &mut self,
+        stage: SmtpStage,
+        recipient: Option<&str>,
+        effects: &mut Vec<Effect>,
+    ) -> Option<Staged> {
+        let gate = self.gate.as_mut()?;
+        let sender = match stage {
+            SmtpStage::Mail => self.mail_candidate.as_deref(),
+            _ => self.from.as_deref(),
+        };
+        let mut notes = Vec::new();
+        let verdict = gate.decide(stage, &self.helo, sender, recipient, &mut notes);
+        effects.extend(notes.into_iter().map(Effect::Policy));
+        match verdict {
+            Verdict::Pass => None,
+            Verdict::Reply(text) => Some(Staged::Scripted(Reply::verbatim(&text))),
+            Verdict::Wait(lookup) => {
+                self.mode = Mode::Waiting {
+                    lookup,
+                    line: std::mem::take(&mut self.last_line),
+                    held: Vec::new(),
+                };
+                Some(Staged::Done)
+            }
+        }
+    }
+
+    /// The lookup a policy waits for, if any: answer it with [`Session::resume`].
+    pub(crate) fn pending_lookup(&self) -> Option<Lookup> {
+        match &self.mode {
+            Mode::Waiting { lookup, .. } => Some(lookup.clone()),
+            _ => None,
+        }
+    }
+
+    /// Takes the answer to [`Session::pending_lookup`], decides the waiting command again and
+    /// goes on with the input held meanwhile.
+    pub(crate) fn resume(&mut self, answer: Answer, effects: &mut Vec<Effect>) {
+        let Mode::Waiting { line, held, .. } = std::mem::replace(&mut self.mode, Mode::Command)
+        else {
+            return;
+        };
+        if let Some(gate) = self.gate.as_mut() {
+            gate.store(answer);
+        }
+        self.run(line, effects);
+        self.input(&held, effects);
+    }
+
+    /// Parses and carries out one complete command line (without CRLF).
+    fn run(&mut self, line: Vec<u8>, effects: &mut Vec<Effect>) {
+        if self.gate.is_some() {
+            self.last_line.clone_from(&line);
+        }
+        let mut wire = line;
+        wire.extend_from_slice(b"\r\n");
+        let request = Request::parse(&mut wire.iter());
+        self.command(request, effects);
     }
 
     fn line(&mut self, line: Line, effects: &mut Vec<Effect>) {
@@ -343,10 +451,7 @@ impl Session {
                 if matches!(self.mode, Mode::Stalled(_)) {
                     return;
                 }
-                let mut wire = line;
-                wire.extend_from_slice(b"\r\n");
-                let request = Request::parse(&mut wire.iter());
-                self.command(request, effects);
+                self.run(line, effects);
             }
         }
     }
@@ -432,7 +537,7 @@ impl Session {
         };
         let mark = effects.len();
         match request {
-            Request::Ehlo { .. } => match self.rule(SmtpStage::Ehlo, None, effects) {
+            Request::Ehlo { host } => match self.greeting_rule(SmtpStage::Ehlo, &host, effects) {
                 Staged::Done => {}
                 Staged::Scripted(reply) => self.greeted_by(reply, effects),
                 Staged::Normal(pace) => {
@@ -440,7 +545,7 @@ impl Session {
                     pace_since(effects, mark, pace);
                 }
             },
-            Request::Helo { .. } => match self.rule(SmtpStage::Helo, None, effects) {
+            Request::Helo { host } => match self.greeting_rule(SmtpStage::Helo, &host, effects) {
                 Staged::Done => {}
                 Staged::Scripted(reply) => self.greeted_by(reply, effects),
                 Staged::Normal(pace) => {
@@ -456,6 +561,7 @@ impl Session {
                 } else if let Some(param) = self.unsupported_mail_parameter(&from) {
                     self.reply(effects, 555, format!("5.5.4 Unsupported parameter {param}"));
                 } else {
+                    self.mail_candidate = Some(from.address.to_string());
                     match self.rule(SmtpStage::Mail, None, effects) {
                         Staged::Done => {}
                         Staged::Scripted(reply) => {
@@ -583,6 +689,12 @@ impl Session {
             | Request::Burl { .. }
             | Request::StartTls => self.reply(effects, 502, "5.5.1 Error: command not implemented"),
         }
+    }
+
+    /// [`Session::rule`] for HELO/EHLO, noting the name given.
+    fn greeting_rule(&mut self, stage: SmtpStage, host: &str, effects: &mut Vec<Effect>) -> Staged {
+        self.helo = host.to_string();
+        self.rule(stage, None, effects)
     }
 
     /// Sends the reply to HELO/EHLO; a 2xx one greets (and resets the transaction).

@@ -650,6 +650,7 @@ fn server_with(
         SessionIds::new(),
         limits,
         tls,
+        &PolicyContext::default(),
     )
     .unwrap();
     (mx, local, log)
@@ -1299,6 +1300,7 @@ async fn a_tls_listener_without_an_authority_is_an_error() {
         SessionIds::new(),
         Limits::default(),
         None,
+        &PolicyContext::default(),
     )
     .expect_err("no authority");
     assert!(
