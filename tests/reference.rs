@@ -94,7 +94,8 @@ async fn the_correct_reference_sender_passes_every_scenario() {
             report.wall.as_secs_f64(),
             report.verdict.summary
         );
-        if report.verdict.status != Status::Pass {
+        // A declared xfail (e.g. no STARTTLS in the reference sender) is not a failure.
+        if !matches!(report.verdict.status, Status::Pass | Status::Xfail) {
             failed.push(report);
         }
     }

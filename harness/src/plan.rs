@@ -9,10 +9,12 @@ use netns::{HostSpec, LinkAddresses, TopologySpec};
 
 use crate::dns::{reverse_name, DnsFault, DnsFaultAction, Record, RecordData, Zone};
 use crate::family::Family;
-use crate::mx::{ListenerBehaviour, SmtpStage as MxStage, StageAction, StageRule, TlsMode};
+use crate::mx::{
+    GreylistKey, ListenerBehaviour, Policy, SmtpStage as MxStage, StageAction, StageRule, TlsMode,
+};
 use crate::scenario::{
-    DnsAnswer, Extension, Fault, NetFault, PtrFault, Scenario, SmtpAction, SmtpFault, SmtpStage,
-    StartTls, SENDER_DOMAIN,
+    ClientKey, DnsAnswer, Extension, Fault, NetFault, PolicySpec, PtrFault, Scenario, SmtpAction,
+    SmtpFault, SmtpStage, StartTls, SENDER_DOMAIN,
 };
 use crate::sut::OutgoingMessage;
 
@@ -202,14 +204,49 @@ fn apply_faults(scenario: &Scenario, host: &mut HostPlan) {
         .iter()
         .filter(|f| f.on.get_ref() == &host.name)
     {
-        let Some(smtp) = &fault.smtp else { continue };
-        let smtp = smtp.get_ref();
         for (family, behaviour) in host.smtp.iter_mut() {
             if fault.family.as_ref().is_some_and(|f| f.get_ref() != family) {
                 continue;
             }
-            apply_smtp_fault(smtp, behaviour);
+            if let Some(smtp) = &fault.smtp {
+                apply_smtp_fault(smtp.get_ref(), behaviour);
+            }
+            if let Some(policy) = &fault.policy {
+                behaviour.policies.push(policy_of(policy.get_ref()));
+            }
         }
+    }
+}
+
+/// The fake MX's policy for a scenario's `policy = …`.
+fn policy_of(spec: &PolicySpec) -> Policy {
+    let key = |key: &ClientKey| match key {
+        ClientKey::Ip => GreylistKey::Ip,
+        ClientKey::Prefix64 => GreylistKey::Prefix64,
+    };
+    let require_ptr = |ipv6_only| match Policy::require_ptr() {
+        Policy::RequirePtr { stage, reply, .. } => Policy::RequirePtr {
+            ipv6_only,
+            stage,
+            reply,
+        },
+        other => other,
+    };
+    match spec {
+        PolicySpec::Greylist { key: k, period } => Policy::Greylist {
+            key: key(k),
+            period: period.0,
+        },
+        PolicySpec::RequirePtr => require_ptr(true),
+        PolicySpec::RequirePtrAll => require_ptr(false),
+        PolicySpec::RequireSpf => Policy::RequireSpf {
+            reject_softfail: false,
+        },
+        PolicySpec::Rate { limit, per, key: k } => Policy::Rate {
+            limit: *limit,
+            per: per.0,
+            key: key(k),
+        },
     }
 }
 

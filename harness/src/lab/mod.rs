@@ -135,7 +135,7 @@ pub async fn run(scenario: &Scenario, sut: &SutKind) -> Result<RunReport, LabErr
     };
     let (running_sut, log) = (&lab.sut, &log);
     let finished = tokio::select! {
-        finished = log.wait_until(deadline, |events| finish::all_settled(events, &plan)) => finished,
+        finished = log.wait_for(deadline, |events, now| finish::all_settled(events, &plan, now)) => finished,
         failed = faults.drive(&lab.topology, start, || async {
             // A healed fault: have the SUT retry now rather than on its own schedule.
             if let Err(err) = running_sut.kick().await {

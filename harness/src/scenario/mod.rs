@@ -19,7 +19,8 @@ pub use duration::HumanDuration;
 pub use error::ScenarioError;
 pub use load::{find_scenarios, load, parse};
 pub use model::{
-    DnsAnswer, DnsFaultSpec, DsnExpect, Expect, Extension, Fault, MessageSpec, MxSpec, NetFault,
-    Outcome, PtrFault, Scenario, SmtpAction, SmtpFault, SmtpStage, StartTls, Window,
+    ClientKey, DnsAnswer, DnsFaultSpec, DsnExpect, Expect, Extension, Fault, MessageSpec, MxSpec,
+    NetFault, Outcome, PolicySpec, PtrFault, Scenario, SmtpAction, SmtpFault, SmtpStage, StartTls,
+    Window,
 };
 pub use validate::{zone_origins, MAX_MX_HOSTS, SENDER_DOMAIN};

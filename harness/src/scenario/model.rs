@@ -90,6 +90,9 @@ pub struct Fault {
     /// Broken reverse DNS for the host's addresses.
     #[serde(default)]
     pub ptr: Option<Spanned<PtrFault>>,
+    /// A receiving-side policy of the fake MX (greylisting, PTR or SPF checks, rate limits).
+    #[serde(default)]
+    pub policy: Option<Spanned<PolicySpec>>,
     /// A network-level fault on the path to the host.
     #[serde(default)]
     pub net: Option<Spanned<NetFault>>,
@@ -137,6 +140,51 @@ pub enum DnsAnswer {
     Truncate,
     /// The right answer, late.
     Delay(HumanDuration),
+}
+
+/// A policy the fake MX enforces, as the scenario writes it.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case", deny_unknown_fields)]
+pub enum PolicySpec {
+    /// `{ greylist = { key = "ip" | "prefix64", for = "5s" } }`: 451 for a new triplet until
+    /// `for` has passed.
+    Greylist {
+        /// What identifies the client.
+        #[serde(default)]
+        key: ClientKey,
+        /// How long a new triplet is refused.
+        #[serde(rename = "for")]
+        period: HumanDuration,
+    },
+    /// `"require-ptr"`: IPv6 clients without forward-confirmed reverse DNS get Gmail's
+    /// 550 5.7.25 at RCPT. (`"require-ptr-all"`: IPv4 clients too.)
+    RequirePtr,
+    /// Like `require-ptr`, for both families.
+    RequirePtrAll,
+    /// `"require-spf"`: SPF fail gets 550 5.7.23 at MAIL.
+    RequireSpf,
+    /// `{ rate = { limit = 2, per = "10s", key = "prefix64" } }`: 421 above `limit`
+    /// connections within `per` from one client key.
+    Rate {
+        /// Connections allowed within `per`.
+        limit: u32,
+        /// The window.
+        per: HumanDuration,
+        /// What identifies the client.
+        #[serde(default)]
+        key: ClientKey,
+    },
+}
+
+/// How a policy tells clients apart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum ClientKey {
+    /// The exact address.
+    #[default]
+    Ip,
+    /// The IPv6 /64 (IPv4 /24) the address is in.
+    Prefix64,
 }
 
 /// Broken reverse DNS.

@@ -5,7 +5,7 @@ use std::collections::BTreeSet;
 
 use toml::Spanned;
 
-use super::{DnsFaultSpec, Fault, NetFault, Scenario, SmtpFault, SmtpStage, Window};
+use super::{DnsFaultSpec, Fault, NetFault, PolicySpec, Scenario, SmtpFault, SmtpStage, Window};
 use crate::family::Family;
 
 /// Host names the topology uses itself.
@@ -133,6 +133,7 @@ enum Kind {
     Net(NetFault),
     Dns,
     Ptr,
+    Policy,
 }
 
 fn kind_of(fault: &Fault) -> Result<Kind, Problem> {
@@ -141,6 +142,7 @@ fn kind_of(fault: &Fault) -> Result<Kind, Problem> {
         fault.net.as_ref().map(|net| Kind::Net(*net.get_ref())),
         fault.dns.as_ref().map(|_| Kind::Dns),
         fault.ptr.as_ref().map(|_| Kind::Ptr),
+        fault.policy.as_ref().map(|_| Kind::Policy),
     ]
     .into_iter()
     .flatten()
@@ -149,7 +151,7 @@ fn kind_of(fault: &Fault) -> Result<Kind, Problem> {
         [kind] => Ok(*kind),
         _ => Err(problem(
             &fault.on,
-            "a [[fault]] needs exactly one of `smtp = {...}`, `net = ...`, `dns = {...}` or `ptr = ...`".into(),
+            "a [[fault]] needs exactly one of `smtp = {...}`, `net = ...`, `dns = {...}`, `ptr = ...` or `policy = ...`".into(),
         )),
     }
 }
@@ -183,7 +185,15 @@ fn validate_faults(scenario: &Scenario) -> Result<(), Problem> {
         if let Some(dns) = &fault.dns {
             validate_dns_fault(scenario, dns.get_ref())?;
         }
-        if matches!(kind, Kind::Smtp | Kind::Ptr) {
+        if let Some(policy) = &fault.policy {
+            if let PolicySpec::Rate { limit: 0, .. } = policy.get_ref() {
+                return Err(problem(
+                    policy,
+                    "rate limit = 0 refuses every connection: give 1 or more".into(),
+                ));
+            }
+        }
+        if matches!(kind, Kind::Smtp | Kind::Ptr | Kind::Policy) {
             let timed = fault
                 .window
                 .as_ref()
@@ -192,7 +202,7 @@ fn validate_faults(scenario: &Scenario) -> Result<(), Problem> {
             if let Some(span) = timed {
                 return Err(Problem {
                     offset: span.start,
-                    message: "`window` and `first` apply to net and dns faults; smtp and ptr faults are always active".into(),
+                    message: "`window` and `first` apply to net and dns faults; smtp, ptr and policy faults are always active".into(),
                 });
             }
         }
@@ -625,7 +635,7 @@ outcome = "delivered"
     fn ptr_faults_are_static() {
         let message = error_with("[[fault]]\non = \"sut\"\nptr = \"missing\"\nfirst = 1");
         assert!(
-            message.contains("smtp and ptr faults are always active"),
+            message.contains("smtp, ptr and policy faults are always active"),
             "{message}"
         );
         let text =
@@ -713,6 +723,29 @@ outcome = "delivered"
         assert!(!is_smtp_reply("550-5.7.25 first\n451 4.0.0 last"));
         assert!(is_smtp_reply("421"));
         assert!(!is_smtp_reply("42"));
+    }
+
+    #[test]
+    fn policies_parse_and_bad_ones_are_named() {
+        for policy in [
+            "\"require-ptr\"",
+            "\"require-spf\"",
+            "{ greylist = { key = \"prefix64\", for = \"5s\" } }",
+            "{ rate = { limit = 2, per = \"10s\" } }",
+        ] {
+            let text = format!("{BASE}\n[[fault]]\non = \"mx1\"\npolicy = {policy}");
+            assert!(parse(Path::new("s.toml"), &text).is_ok(), "{policy}");
+        }
+        let message = error_with("[[fault]]\non = \"mx1\"\npolicy = \"require-dkim\"");
+        assert!(
+            message.contains("require-ptr") && message.contains("greylist"),
+            "{message}"
+        );
+        let message =
+            error_with("[[fault]]\non = \"mx1\"\npolicy = { rate = { limit = 0, per = \"1s\" } }");
+        assert!(message.contains("rate limit = 0"), "{message}");
+        let message = error_with("[[fault]]\non = \"sut\"\npolicy = \"require-ptr\"");
+        assert!(message.contains("cannot be on the SUT"), "{message}");
     }
 
     #[test]

@@ -91,6 +91,7 @@ pub struct SessionOutcome {
 }
 
 /// A step failed before the recipients were settled.
+#[derive(Debug)]
 enum Stop {
     /// Move on to the next address (connection trouble, 4xx/5xx greeting, 4xx EHLO or MAIL).
     NextAddress(Failure),
@@ -141,6 +142,7 @@ pub async fn deliver(
         peer: &peer,
         log,
         broken: false,
+        ipv6: address.is_ipv6(),
     };
     let mut settled = Vec::new();
     let stop = session.transaction(envelope, &mut settled).await;
@@ -173,6 +175,8 @@ struct Session<'a, S> {
     log: &'a Logger,
     /// The connection failed or timed out: no QUIT.
     broken: bool,
+    /// The session runs over IPv6.
+    ipv6: bool,
 }
 
 impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
@@ -245,12 +249,26 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         reply.code >= 500 || (self.config.bugs.has(Bug::TempfailAsPermanent) && reply.code >= 400)
     }
 
+    /// A 5xx policy refusal (enhanced code 5.7.x, e.g. Gmail's 5.7.25 "no PTR") over IPv6:
+    /// worth trying over IPv4 before bouncing (draft-martin-smtp-ipv6-to-ipv4-fallback).
+    fn ipv6_policy_refusal(&self, reply: &Reply) -> bool {
+        self.ipv6 && reply.code >= 500 && reply.text.get(4..8) == Some("5.7.")
+    }
+
+    /// A recipient refusal that sends the recipient on to the next address instead of
+    /// settling it: a 4xx (RFC 5321 §5.1: try the remaining addresses), or an IPv6 policy
+    /// refusal; not under the `4xx-as-5xx` bug.
+    fn moves_on(&self, reply: &Reply) -> bool {
+        !self.config.bugs.has(Bug::TempfailAsPermanent)
+            && ((400..500).contains(&reply.code) || self.ipv6_policy_refusal(reply))
+    }
+
     /// A negative reply before any recipient: bounce everything if permanent (for `MAIL`,
     /// or anything under the `4xx-as-5xx` bug), else the next address.
     fn refused(&self, reply: &Reply, stage: &str, bounce_on_5xx: bool) -> Stop {
         let failure = self.failure(flat(reply), true, stage);
         let bug = self.config.bugs.has(Bug::TempfailAsPermanent) && reply.code < 500;
-        if bug || (bounce_on_5xx && reply.code >= 500) {
+        if bug || (bounce_on_5xx && reply.code >= 500 && !self.ipv6_policy_refusal(reply)) {
             Stop::All(RcptResult::Bounced(failure))
         } else {
             Stop::NextAddress(failure)
@@ -283,6 +301,8 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             return Err(self.refused(&reply, &mail, true));
         }
         let mut accepted = Vec::new();
+        // Recipients refused for now go on to the next address, for this reason.
+        let mut moved_on: Option<Failure> = None;
         for rcpt in envelope.recipients {
             let line = format!("RCPT TO:<{rcpt}>");
             let reply = self.command(&line).await?;
@@ -291,6 +311,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
                 continue;
             }
             let failure = self.failure(flat(&reply), true, &line);
+            if self.moves_on(&reply) {
+                moved_on.get_or_insert(failure);
+                continue;
+            }
             let result = if self.permanent(&reply) {
                 RcptResult::Bounced(failure)
             } else {
@@ -298,8 +322,10 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             };
             settled.push((rcpt.clone(), result));
         }
+        let next_address =
+            |moved_on: Option<Failure>| moved_on.map_or(Ok(()), |f| Err(Stop::NextAddress(f)));
         if accepted.is_empty() {
-            return Ok(());
+            return next_address(moved_on);
         }
         let mut settle_accepted = |result: RcptResult| {
             for rcpt in &accepted {
@@ -314,7 +340,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             } else {
                 RcptResult::Deferred(failure)
             });
-            return Ok(());
+            return next_address(moved_on);
         }
         self.write(&data_payload(envelope.content), "the message content")
             .await?;
@@ -327,7 +353,7 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
         } else {
             RcptResult::Deferred(failure)
         });
-        Ok(())
+        next_address(moved_on)
     }
 
     /// Says QUIT and waits briefly for the reply; failures change nothing.
@@ -386,6 +412,7 @@ mod tests {
             peer: "mx1.example.test[192.0.2.26]",
             log: &log,
             broken: false,
+            ipv6: false,
         };
         let mut settled = Vec::new();
         let envelope = Envelope {
@@ -504,12 +531,15 @@ mod tests {
             Bugs::NONE,
         )
         .await;
-        assert!(stop.is_none());
+        // The 450 recipient goes on to the next address; the others are settled here.
+        assert!(
+            matches!(&stop, Some(Stop::NextAddress(f)) if f.reply == "450 4.2.1 try later"),
+            "{stop:?}"
+        );
         assert_eq!(
             kinds(&settled),
             [
                 "a@x bounced 550 5.1.1 no such user",
-                "b@x deferred 450 4.2.1 try later",
                 "c@x deferred 452 4.3.1 full"
             ]
         );
