@@ -205,12 +205,11 @@ within = "60s"
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        let namespaces: BTreeSet<String> =
-            std::fs::read_to_string(work_dir.join("namespaces"))
-                .unwrap()
-                .split_whitespace()
-                .map(|inode| format!("net:[{inode}]"))
-                .collect();
+        let namespaces: BTreeSet<String> = std::fs::read_to_string(work_dir.join("namespaces"))
+            .unwrap()
+            .split_whitespace()
+            .map(|inode| format!("net:[{inode}]"))
+            .collect();
         assert_eq!(namespaces.len(), 5, "router + sut, dns, bounces, mx1");
         assert!(
             !live_members(&namespaces).is_empty(),
@@ -285,7 +284,10 @@ fn sigint_and_sigterm_tear_the_run_down_by_themselves() {
     ] {
         let mut run = StuckRun::start();
         assert_eq!(run.end_with(signal), Some(130), "{signal}");
-        assert!(!run.work_dir.exists(), "{signal}: the work directory is removed");
+        assert!(
+            !run.work_dir.exists(),
+            "{signal}: the work directory is removed"
+        );
         run.assert_nothing_left();
     }
 }

@@ -149,7 +149,9 @@ fn chosen_suts(given: Vec<SutKind>) -> Vec<SutKind> {
         Ok(()) => vec![SutKind::Postfix],
         Err(err) => {
             eprintln!("note: {err}; running the built-in reference sender instead");
-            vec!["reference".parse().expect("the reference sender is built in")]
+            vec!["reference"
+                .parse()
+                .expect("the reference sender is built in")]
         }
     }
 }

@@ -22,8 +22,10 @@ impl Progress {
         let bar = wanted.then(|| {
             let bar = ProgressBar::new(total as u64);
             bar.set_style(
-                ProgressStyle::with_template("{spinner} {pos}/{len} runs [{elapsed_precise}] {msg}")
-                    .expect("a valid template"),
+                ProgressStyle::with_template(
+                    "{spinner} {pos}/{len} runs [{elapsed_precise}] {msg}",
+                )
+                .expect("a valid template"),
             );
             bar.enable_steady_tick(Duration::from_millis(200));
             bar
