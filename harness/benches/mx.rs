@@ -1,0 +1,435 @@
+//! Messages per second accepted by one fake MX server, next to Postfix's `smtp-sink` under the
+//! same load.
+//!
+//! `cargo bench -p mxlab --bench mx [-- OPTIONS]` runs Postfix's `smtp-source` (the load) with
+//! the same settings against three servers, each on its own 127.0.0.1 port, in turn, for a few
+//! rounds (the machine may be busy with other work; the median is reported):
+//!
+//! 1. `smtp-sink` (a child process, killed by its PID at the end), which throws messages away;
+//! 2. mxlab's server (`mx::try_start`) with a fresh event log; its events and messages are
+//!    dropped after the run. The server has no switch that turns recording off, so this is the
+//!    normal server: the cost of recording alone is *estimated* below, by replaying the
+//!    recorded events of one session into a fresh [`EventLog`];
+//! 3. mxlab's server as in a real run: events and messages kept to the end, then read back
+//!    (`EventLog::snapshot`, `RunningMx::messages`) as a report would.
+//!
+//! It prints messages per second for each (median over the rounds), the ratios, the resident
+//! memory of this process before and right after the first mxlab run (what the server and its
+//! log hold for the stored messages) and its peak (`VmHWM`); the load generator and
+//! `smtp-sink` are other processes. It skips (successfully) if `smtp-source` or `smtp-sink` is missing
+//! (`apt-get install -y postfix`).
+//!
+//! Options (after `--`):
+//!
+//! * `--messages N`: `smtp-source -m` (default 20000)
+//! * `--sessions N`: `smtp-source -s`, sessions in parallel (default 50)
+//! * `--size N`: `smtp-source -l`, payload bytes per message (default 1024)
+//! * `--reuse`: `smtp-source -d`, many messages per connection (default: one per connection)
+//! * `--threads N`: tokio worker threads for mxlab (default 2, what `mxlab` gets on 2 cores)
+//! * `--rounds N`: how many times to measure each server (default 3)
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{bail, Context, Result};
+use mxlab::events::{EventKind, EventLog};
+use mxlab::family::Family;
+use mxlab::mx::{self, Limits, Listener, ListenerBehaviour, SessionIds};
+
+const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
+
+/// Command-line settings.
+struct Options {
+    messages: u32,
+    sessions: u32,
+    size: u32,
+    reuse: bool,
+    threads: usize,
+    rounds: u32,
+}
+
+impl Options {
+    fn parse() -> Result<Self> {
+        let mut options = Self {
+            messages: 20_000,
+            sessions: 50,
+            size: 1024,
+            reuse: false,
+            threads: 2,
+            rounds: 3,
+        };
+        let mut args = std::env::args().skip(1);
+        while let Some(arg) = args.next() {
+            let mut value = || {
+                args.next()
+                    .with_context(|| format!("{arg} needs a value"))
+                    .and_then(|value| {
+                        value
+                            .parse::<u32>()
+                            .with_context(|| format!("{arg} {value}: not a number"))
+                    })
+            };
+            match arg.as_str() {
+                // `cargo bench` passes `--bench`; a filter may follow it.
+                "--bench" => {}
+                "--messages" => options.messages = value()?.max(1),
+                "--sessions" => options.sessions = value()?.max(1),
+                "--size" => options.size = value()?,
+                "--reuse" => options.reuse = true,
+                "--threads" => options.threads = usize::try_from(value()?)?.max(1),
+                "--rounds" => options.rounds = value()?.max(1),
+                other if !other.starts_with('-') => {} // a bench name filter
+                other => bail!(
+                    "unknown option {other}; known: --messages, --sessions, --size, --reuse, \
+                     --threads, --rounds"
+                ),
+            }
+        }
+        Ok(options)
+    }
+
+    /// The `smtp-source` arguments shared by all runs (the address goes last).
+    fn source_args(&self) -> Vec<String> {
+        let mut args = vec![
+            "-s".to_string(),
+            self.sessions.to_string(),
+            "-m".to_string(),
+            self.messages.to_string(),
+            "-l".to_string(),
+            self.size.to_string(),
+            "-M".to_string(),
+            "client.sender.test".to_string(),
+            "-f".to_string(),
+            "alice@sender.test".to_string(),
+            "-t".to_string(),
+            "bob@example.test".to_string(),
+        ];
+        if self.reuse {
+            args.push("-d".to_string());
+        }
+        args
+    }
+}
+
+fn main() -> ExitCode {
+    match run() {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(error) => {
+            eprintln!("mx bench failed: {error:#}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// One load run's result.
+struct Measurement {
+    rate: f64,
+}
+
+fn run() -> Result<()> {
+    let options = Options::parse()?;
+    let (Some(source), Some(sink)) = (find_program("smtp-source"), find_program("smtp-sink"))
+    else {
+        println!(
+            "mx bench skipped: smtp-source and smtp-sink are needed (apt-get install -y postfix)"
+        );
+        return Ok(());
+    };
+    let settings = options.source_args();
+    println!(
+        "smtp-source {} ADDRESS (same load for every server; {} round(s), each (i), (ii), (iii); \
+         mxlab on {} worker thread(s))",
+        settings.join(" "),
+        options.rounds,
+        options.threads
+    );
+    let n = u64::from(options.messages);
+
+    // smtp-sink, as a child process for all rounds.
+    let sink_addr = SocketAddr::new(LOCALHOST, free_port()?);
+    let mut sink_command = Command::new(&sink);
+    // As root, smtp-sink must drop privileges (-u).
+    if nix::unistd::geteuid().is_root() {
+        sink_command.args(["-u", "postfix"]);
+    }
+    let child = sink_command
+        .args(["-m", "1024"])
+        .arg(sink_addr.to_string())
+        .arg("1024")
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .with_context(|| format!("starting {}", sink.display()))?;
+    let sink_child = ChildGuard(Some(child));
+    wait_for_listener(sink_addr)?;
+
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(options.threads)
+        .enable_all()
+        .build()?;
+    let baseline = memory()?;
+    let mut first_load = None;
+    let mut first_read_back = None;
+    let (mut sinks, mut fresh, mut kept) = (Vec::new(), Vec::new(), Vec::new());
+    let mut one_session = Vec::new();
+    let mut event_count = 0;
+    for round in 1..=options.rounds {
+        println!("\n== round {round}");
+        // (i) smtp-sink.
+        print!("(i)   smtp-sink on {sink_addr}: ");
+        sinks.push(load(&source, &settings, sink_addr)?);
+
+        // (ii) mxlab, its state dropped after the run.
+        let (addr, server, log) = start_mx(&runtime)?;
+        print!("(ii)  mxlab on {addr}, state dropped after the run: ");
+        fresh.push(load(&source, &settings, addr)?);
+        if first_load.is_none() {
+            first_load = Some(memory()?);
+        }
+        check_count("(ii)", server.messages().len(), n)?;
+        runtime.block_on(server.shutdown());
+        drop(log);
+
+        // (iii) mxlab as in a real run: everything kept, then read back.
+        let (addr, server, log) = start_mx(&runtime)?;
+        print!("(iii) mxlab on {addr}, everything kept and read back: ");
+        kept.push(load(&source, &settings, addr)?);
+        let messages = server.messages();
+        let events = log.snapshot();
+        check_count("(iii)", messages.len(), n)?;
+        if first_read_back.is_none() {
+            first_read_back = Some(memory()?);
+            one_session = session_events(&events);
+            event_count = events.len();
+        }
+        runtime.block_on(server.shutdown());
+    }
+    sink_child.stop();
+    runtime.shutdown_timeout(Duration::from_secs(2));
+    let end = memory()?;
+
+    // What recording alone costs: the events of one session, recorded again n times.
+    let replay = EventLog::new();
+    let start = Instant::now();
+    for _ in 0..n {
+        for kind in &one_session {
+            replay.record(kind.clone());
+        }
+    }
+    let record_seconds = start.elapsed().as_secs_f64();
+    drop(replay);
+
+    let (sink_rate, fresh_rate, kept_rate) = (median(&sinks), median(&fresh), median(&kept));
+    println!(
+        "\n== Summary: median of {} round(s), {n} messages of {} payload bytes each",
+        options.rounds, options.size
+    );
+    let line = |name: &str, rate: f64, all: &[Measurement]| {
+        let each: Vec<String> = all.iter().map(|m| format!("{:.0}", m.rate)).collect();
+        println!("{name:<42} {rate:>7.0} msgs/s  (rounds: {})", each.join(", "));
+    };
+    line("(i)   smtp-sink:", sink_rate, &sinks);
+    line("(ii)  mxlab, state dropped after the run:", fresh_rate, &fresh);
+    line("(iii) mxlab, as in a real run:", kept_rate, &kept);
+    println!(
+        "ratios: (ii)/(i) {:.3}, (iii)/(i) {:.3}, (iii)/(ii) {:.3}",
+        fresh_rate / sink_rate,
+        kept_rate / sink_rate,
+        kept_rate / fresh_rate
+    );
+    let per_message = event_count as f64 / n as f64;
+    println!(
+        "recording: {per_message:.1} events per message; recording them again into a fresh log \
+         takes {:.2} µs per message, {:.1}% of a message's time at the (iii) rate (one thread, \
+         no contention: roughly what a 'recording off' switch would save)",
+        record_seconds * 1e6 / n as f64,
+        100.0 * record_seconds / n as f64 * kept_rate
+    );
+    let (first_load, first_read_back) = (
+        first_load.context("no round ran")?,
+        first_read_back.context("no round ran")?,
+    );
+    let held = first_load.rss_kib.saturating_sub(baseline.rss_kib);
+    println!(
+        "memory of this process: VmRSS {} MiB before the first mxlab run, {} MiB right after it \
+         (the server and its log holding {n} messages and {event_count} events), {} MiB after \
+         (iii) read everything back (copies); VmHWM {} MiB at the end",
+        baseline.rss_kib / 1024,
+        first_load.rss_kib / 1024,
+        first_read_back.rss_kib / 1024,
+        end.hwm_kib / 1024,
+    );
+    println!(
+        "  => {:.1} KiB resident per stored message ({:.0} MiB per 20000 messages of {} payload \
+         bytes)",
+        held as f64 / n as f64,
+        held as f64 / n as f64 * 20_000.0 / 1024.0,
+        options.size
+    );
+    Ok(())
+}
+
+/// The median rate of `runs`.
+fn median(runs: &[Measurement]) -> f64 {
+    let mut rates: Vec<f64> = runs.iter().map(|m| m.rate).collect();
+    rates.sort_by(f64::total_cmp);
+    rates.get(rates.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// Starts a normal mxlab server on a free 127.0.0.1 port; returns its address, the server and
+/// its log.
+fn start_mx(runtime: &tokio::runtime::Runtime) -> Result<(SocketAddr, mx::RunningMx, EventLog)> {
+    let socket = TcpListener::bind((LOCALHOST, 0)).context("binding mxlab's port")?;
+    let addr = socket.local_addr()?;
+    let log = EventLog::new();
+    let listener = Listener {
+        socket,
+        family: Family::Ipv4,
+        behaviour: ListenerBehaviour::normal("mx1.example.test"),
+    };
+    let server = runtime.block_on(async {
+        mx::try_start(
+            "mx1",
+            "mx1.example.test",
+            vec![listener],
+            log.clone(),
+            SessionIds::new(),
+            Limits::default(),
+        )
+    })?;
+    Ok((addr, server, log))
+}
+
+/// The events of the first session in `events`, for replaying.
+fn session_events(events: &[mxlab::events::Event]) -> Vec<EventKind> {
+    let session = |kind: &EventKind| match kind {
+        EventKind::SmtpConnected { session, .. }
+        | EventKind::SmtpCommand { session, .. }
+        | EventKind::SmtpReply { session, .. }
+        | EventKind::MessageAccepted { session, .. }
+        | EventKind::SmtpClosed { session, .. } => Some(*session),
+        _ => None,
+    };
+    let first = events.iter().find_map(|e| session(&e.kind));
+    events
+        .iter()
+        .filter(|e| first.is_some() && session(&e.kind) == first)
+        .map(|e| e.kind.clone())
+        .collect()
+}
+
+fn check_count(run: &str, stored: usize, want: u64) -> Result<()> {
+    if stored as u64 != want {
+        bail!("{run}: the server stored {stored} messages, smtp-source sent {want}");
+    }
+    Ok(())
+}
+
+/// Runs `smtp-source` against `server`; returns the time it took and the rate.
+fn load(source: &Path, settings: &[String], server: SocketAddr) -> Result<Measurement> {
+    let messages: f64 = settings
+        .iter()
+        .position(|a| a == "-m")
+        .and_then(|i| settings.get(i + 1))
+        .and_then(|m| m.parse().ok())
+        .context("-m in the settings")?;
+    let start = Instant::now();
+    let output = Command::new(source)
+        .args(settings)
+        .arg(server.to_string())
+        .stdin(Stdio::null())
+        .output()
+        .with_context(|| format!("running {}", source.display()))?;
+    let seconds = start.elapsed().as_secs_f64();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    if !output.status.success() || !stderr.trim().is_empty() {
+        bail!(
+            "smtp-source against {server}: {} {}",
+            output.status,
+            stderr.lines().take(10).collect::<Vec<_>>().join("\n")
+        );
+    }
+    let rate = messages / seconds;
+    println!("{messages} messages in {seconds:.2} s: {rate:.0} msgs/s");
+    let _ = std::io::Write::flush(&mut std::io::stdout());
+    Ok(Measurement { rate })
+}
+
+/// Resident memory of this process, from `/proc/self/status`.
+struct Memory {
+    rss_kib: u64,
+    hwm_kib: u64,
+}
+
+fn memory() -> Result<Memory> {
+    let status = std::fs::read_to_string("/proc/self/status")?;
+    let field = |name: &str| -> Result<u64> {
+        status
+            .lines()
+            .find_map(|line| line.strip_prefix(name))
+            .and_then(|rest| rest.trim().trim_end_matches("kB").trim().parse().ok())
+            .with_context(|| format!("{name} in /proc/self/status"))
+    };
+    Ok(Memory {
+        rss_kib: field("VmRSS:")?,
+        hwm_kib: field("VmHWM:")?,
+    })
+}
+
+/// Kills the child (by its PID) when stopped or dropped, and reaps it.
+struct ChildGuard(Option<Child>);
+
+impl ChildGuard {
+    fn stop(mut self) {
+        self.kill();
+    }
+
+    fn kill(&mut self) {
+        if let Some(mut child) = self.0.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+            let mut stderr = String::new();
+            if let Some(mut pipe) = child.stderr.take() {
+                let _ = std::io::Read::read_to_string(&mut pipe, &mut stderr);
+            }
+            if !stderr.trim().is_empty() {
+                println!("smtp-sink said: {}", stderr.trim());
+            }
+        }
+    }
+}
+
+impl Drop for ChildGuard {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// A program on `PATH` or in the sbin directories (Postfix's tools live in `/usr/sbin`).
+fn find_program(name: &str) -> Option<PathBuf> {
+    let path = std::env::var_os("PATH").unwrap_or_default();
+    std::env::split_paths(&path)
+        .chain(["/usr/sbin", "/sbin", "/usr/local/sbin"].map(PathBuf::from))
+        .map(|dir| dir.join(name))
+        .find(|candidate| candidate.is_file())
+}
+
+/// A loopback TCP port free right now.
+fn free_port() -> Result<u16> {
+    Ok(TcpListener::bind((LOCALHOST, 0))?.local_addr()?.port())
+}
+
+/// Waits up to 10 s until something accepts connections on `addr`.
+fn wait_for_listener(addr: SocketAddr) -> Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while Instant::now() < deadline {
+        if TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok() {
+            return Ok(());
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    bail!("nothing listens on {addr} after 10 s")
+}
