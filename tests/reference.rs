@@ -216,6 +216,7 @@ async fn every_socket_is_made_inside_the_sut_namespace() {
             work_dir: work.path(),
             settings: &settings,
             log: log.clone(),
+            ca_file: None,
         },
         Bugs::NONE,
     )

@@ -56,9 +56,10 @@ impl Lab {
 
         let syn_watch = watch_syns(plan, &topology, log.clone())?;
         let ids = SessionIds::default();
+        let ca_file = work_dir.path().join("ca.pem");
         let authority = if plan.needs_tls() {
             let authority = mx::Authority::new().map_err(LabError::Tls)?;
-            std::fs::write(work_dir.path().join("ca.pem"), authority.ca_pem())
+            std::fs::write(&ca_file, authority.ca_pem())
                 .map_err(LabError::WorkDir)?;
             Some(authority)
         } else {
@@ -116,6 +117,7 @@ impl Lab {
         let sut = sut
             .start(SutContext {
                 namespace: namespace(&topology, "sut"),
+                ca_file: authority.as_ref().map(|_| ca_file.as_path()),
                 resolv_conf: &resolv_conf,
                 hostname: SUT_HOSTNAME,
                 work_dir: &sut_dir,

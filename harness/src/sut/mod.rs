@@ -71,6 +71,9 @@ pub struct SutContext<'a> {
     pub settings: &'a BTreeMap<String, String>,
     /// The run's event log.
     pub log: EventLog,
+    /// The PEM certificate of the run's CA when a fake MX offers STARTTLS, so an MTA that
+    /// verifies certificates can trust it.
+    pub ca_file: Option<&'a Path>,
 }
 
 /// Why a driver could not start, drive or stop the system under test.

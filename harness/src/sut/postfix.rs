@@ -65,7 +65,15 @@ impl Postfix {
         let begun = Instant::now();
         check_installed()?;
         let layout = Layout::new(ctx.work_dir);
-        prepare(ctx.work_dir, &layout, ctx.hostname, ctx.settings)?;
+        // The run's CA, for `smtp_tls_security_level = verify` scenarios; scenario settings
+        // still override it.
+        let mut settings = ctx.settings.clone();
+        if let Some(ca_file) = ctx.ca_file {
+            settings
+                .entry("smtp_tls_CAfile".to_string())
+                .or_insert_with(|| ca_file.display().to_string());
+        }
+        prepare(ctx.work_dir, &layout, ctx.hostname, &settings)?;
         let ns_fd = ctx
             .namespace
             .fd()

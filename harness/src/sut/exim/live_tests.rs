@@ -67,6 +67,7 @@ impl Bench {
             work_dir: &self.work_dir,
             settings,
             log: self.log.clone(),
+            ca_file: None,
         })
         .await
     }
