@@ -59,8 +59,7 @@ impl Lab {
         let ca_file = work_dir.path().join("ca.pem");
         let authority = if plan.needs_tls() {
             let authority = mx::Authority::new().map_err(LabError::Tls)?;
-            std::fs::write(&ca_file, authority.ca_pem())
-                .map_err(LabError::WorkDir)?;
+            std::fs::write(&ca_file, authority.ca_pem()).map_err(LabError::WorkDir)?;
             Some(authority)
         } else {
             None
