@@ -125,7 +125,10 @@ fn main() -> ExitCode {
 
 /// One load run's result.
 struct Measurement {
+    /// Messages per second.
     rate: f64,
+    /// CPU time the server spent per message, in microseconds.
+    cpu_us: f64,
 }
 
 fn run() -> Result<()> {
@@ -163,6 +166,7 @@ fn run() -> Result<()> {
         .stderr(Stdio::piped())
         .spawn()
         .with_context(|| format!("starting {}", sink.display()))?;
+    let sink_pid = child.id().to_string();
     let sink_child = ChildGuard(Some(child));
     wait_for_listener(sink_addr)?;
 
@@ -180,12 +184,12 @@ fn run() -> Result<()> {
         println!("\n== round {round}");
         // (i) smtp-sink.
         print!("(i)   smtp-sink on {sink_addr}: ");
-        sinks.push(load(&source, &settings, sink_addr)?);
+        sinks.push(load(&source, &settings, sink_addr, &sink_pid)?);
 
         // (ii) mxlab, its state dropped after the run.
         let (addr, server, log) = start_mx(&runtime)?;
         print!("(ii)  mxlab on {addr}, state dropped after the run: ");
-        fresh.push(load(&source, &settings, addr)?);
+        fresh.push(load(&source, &settings, addr, "self")?);
         if first_load.is_none() {
             first_load = Some(memory()?);
         }
@@ -196,7 +200,7 @@ fn run() -> Result<()> {
         // (iii) mxlab as in a real run: everything kept, then read back.
         let (addr, server, log) = start_mx(&runtime)?;
         print!("(iii) mxlab on {addr}, everything kept and read back: ");
-        kept.push(load(&source, &settings, addr)?);
+        kept.push(load(&source, &settings, addr, "self")?);
         let messages = server.messages();
         let events = log.snapshot();
         check_count("(iii)", messages.len(), n)?;
@@ -211,13 +215,12 @@ fn run() -> Result<()> {
     runtime.shutdown_timeout(Duration::from_secs(2));
     let end = memory()?;
 
-    // What recording alone costs: the events of one session, recorded again n times.
+    // What recording alone costs: as many events as run (iii) recorded (those of its first
+    // session, over and over), recorded again.
     let replay = EventLog::new();
     let start = Instant::now();
-    for _ in 0..n {
-        for kind in &one_session {
-            replay.record(kind.clone());
-        }
+    for kind in one_session.iter().cycle().take(event_count) {
+        replay.record(kind.clone());
     }
     let record_seconds = start.elapsed().as_secs_f64();
     drop(replay);
@@ -229,10 +232,20 @@ fn run() -> Result<()> {
     );
     let line = |name: &str, rate: f64, all: &[Measurement]| {
         let each: Vec<String> = all.iter().map(|m| format!("{:.0}", m.rate)).collect();
-        println!("{name:<42} {rate:>7.0} msgs/s  (rounds: {})", each.join(", "));
+        let mut cpu: Vec<f64> = all.iter().map(|m| m.cpu_us).collect();
+        cpu.sort_by(f64::total_cmp);
+        println!(
+            "{name:<42} {rate:>7.0} msgs/s  (rounds: {}); server CPU {:.0} µs/msg (median)",
+            each.join(", "),
+            cpu[cpu.len() / 2]
+        );
     };
     line("(i)   smtp-sink:", sink_rate, &sinks);
-    line("(ii)  mxlab, state dropped after the run:", fresh_rate, &fresh);
+    line(
+        "(ii)  mxlab, state dropped after the run:",
+        fresh_rate,
+        &fresh,
+    );
     line("(iii) mxlab, as in a real run:", kept_rate, &kept);
     println!(
         "ratios: (ii)/(i) {:.3}, (iii)/(i) {:.3}, (iii)/(ii) {:.3}",
@@ -328,14 +341,16 @@ fn check_count(run: &str, stored: usize, want: u64) -> Result<()> {
     Ok(())
 }
 
-/// Runs `smtp-source` against `server`; returns the time it took and the rate.
-fn load(source: &Path, settings: &[String], server: SocketAddr) -> Result<Measurement> {
+/// Runs `smtp-source` against `server`, whose CPU time is that of process `pid` (`self` for
+/// this one); returns the rate and the CPU time per message.
+fn load(source: &Path, settings: &[String], server: SocketAddr, pid: &str) -> Result<Measurement> {
     let messages: f64 = settings
         .iter()
         .position(|a| a == "-m")
         .and_then(|i| settings.get(i + 1))
         .and_then(|m| m.parse().ok())
         .context("-m in the settings")?;
+    let cpu_before = cpu_ticks(pid)?;
     let start = Instant::now();
     let output = Command::new(source)
         .args(settings)
@@ -344,6 +359,7 @@ fn load(source: &Path, settings: &[String], server: SocketAddr) -> Result<Measur
         .output()
         .with_context(|| format!("running {}", source.display()))?;
     let seconds = start.elapsed().as_secs_f64();
+    let cpu_us = (cpu_ticks(pid)? - cpu_before) as f64 * 1e6 / TICKS_PER_SECOND / messages;
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() || !stderr.trim().is_empty() {
         bail!(
@@ -353,9 +369,29 @@ fn load(source: &Path, settings: &[String], server: SocketAddr) -> Result<Measur
         );
     }
     let rate = messages / seconds;
-    println!("{messages} messages in {seconds:.2} s: {rate:.0} msgs/s");
+    println!(
+        "{messages} messages in {seconds:.2} s: {rate:.0} msgs/s, server CPU {cpu_us:.0} µs/msg"
+    );
     let _ = std::io::Write::flush(&mut std::io::stdout());
-    Ok(Measurement { rate })
+    Ok(Measurement { rate, cpu_us })
+}
+
+/// The unit of the CPU times in `/proc/PID/stat` (`USER_HZ`, 100 on Linux).
+const TICKS_PER_SECOND: f64 = 100.0;
+
+/// User plus system CPU time of process `pid` (all its threads) so far, in ticks.
+fn cpu_ticks(pid: &str) -> Result<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat"))?;
+    // After the command name in parentheses: state is field 3, utime 14 and stime 15.
+    let rest = stat.rsplit_once(')').context("malformed stat")?.1;
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    let field = |i: usize| -> Result<u64> {
+        fields
+            .get(i)
+            .and_then(|f| f.parse().ok())
+            .with_context(|| format!("field {} of /proc/{pid}/stat", i + 3))
+    };
+    Ok(field(11)? + field(12)?)
 }
 
 /// Resident memory of this process, from `/proc/self/status`.

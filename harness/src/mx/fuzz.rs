@@ -109,8 +109,12 @@ fn steps_from_log(events: &[Event], id: SessionId) -> Result<Vec<Step>, TestCase
             EventKind::SmtpClosed {
                 session, reason, ..
             } if *session == id => Step::Closed(reason.clone()),
-            EventKind::SmtpTls { session, detail, .. } if *session == id => {
-                return Err(TestCaseError::fail(format!("TLS event without TLS: {detail}")));
+            EventKind::SmtpTls {
+                session, detail, ..
+            } if *session == id => {
+                return Err(TestCaseError::fail(format!(
+                    "TLS event without TLS: {detail}"
+                )));
             }
             _ => continue,
         };
@@ -121,7 +125,13 @@ fn steps_from_log(events: &[Event], id: SessionId) -> Result<Vec<Step>, TestCase
         .iter()
         .filter(|s| matches!(s, Step::Closed(_)))
         .count();
-    prop_assert_eq!(closed, 1, "SmtpClosed events of session {}: {:?}", id, steps);
+    prop_assert_eq!(
+        closed,
+        1,
+        "SmtpClosed events of session {}: {:?}",
+        id,
+        steps
+    );
     prop_assert!(
         matches!(steps.last(), Some(Step::Closed(_))),
         "SmtpClosed is not last: {steps:?}"
@@ -136,9 +146,7 @@ fn steps_from_effects(effects: &[Effect]) -> Vec<Step> {
         .iter()
         .filter_map(|effect| match effect {
             Effect::Command(line) => Some(Step::Command(line.clone())),
-            Effect::Reply(reply) | Effect::Trickle(reply, _) => {
-                Some(Step::Reply(reply.log_text()))
-            }
+            Effect::Reply(reply) | Effect::Trickle(reply, _) => Some(Step::Reply(reply.log_text())),
             Effect::Accepted(accepted) => Some(Step::Accepted {
                 recipients: accepted.to.len(),
                 size: accepted.content.len(),
@@ -207,7 +215,10 @@ fn wire_replies(wire: &[u8]) -> Result<Vec<String>, TestCaseError> {
             current.clear();
         }
     }
-    prop_assert!(current.is_empty(), "unfinished reply on the wire: {current:?}");
+    prop_assert!(
+        current.is_empty(),
+        "unfinished reply on the wire: {current:?}"
+    );
     for reply in &replies {
         reply_code(reply)?;
     }
@@ -625,7 +636,9 @@ impl Command {
         match self {
             Command::Ehlo(host) => line(format!("EHLO {host}").as_bytes(), out),
             Command::Helo(host) => line(format!("helo {host}").as_bytes(), out),
-            Command::Mail(path, params) => line(format!("MAIL FROM:{path}{params}").as_bytes(), out),
+            Command::Mail(path, params) => {
+                line(format!("MAIL FROM:{path}{params}").as_bytes(), out)
+            }
             Command::Rcpt(path, params) => line(format!("RCPT TO:{path}{params}").as_bytes(), out),
             Command::Data(lines) => {
                 line(b"DATA", out);
@@ -840,7 +853,10 @@ async fn fresh_transaction(addr: SocketAddr) -> Result<(), TestCaseError> {
         (b"MAIL FROM:<alice@sender.test>\r\n", "250 2.1.0"),
         (b"RCPT TO:<bob@example.test>\r\n", "250 2.1.5"),
         (b"DATA\r\n", "354 "),
-        (b"Subject: after the fuzz\r\n\r\nstill alive\r\n.\r\n", "250 2.0.0 Ok: queued"),
+        (
+            b"Subject: after the fuzz\r\n\r\nstill alive\r\n.\r\n",
+            "250 2.0.0 Ok: queued",
+        ),
         (b"QUIT\r\n", "221 "),
     ];
     for (send, want) in steps {
@@ -850,7 +866,11 @@ async fn fresh_transaction(addr: SocketAddr) -> Result<(), TestCaseError> {
             .await
             .map_err(|e| TestCaseError::fail(format!("write: {e}")))?;
         let reply = read_reply(&mut stream).await?;
-        prop_assert!(reply.starts_with(want), "{:?} got {reply:?}", String::from_utf8_lossy(send));
+        prop_assert!(
+            reply.starts_with(want),
+            "{:?} got {reply:?}",
+            String::from_utf8_lossy(send)
+        );
     }
     let mut rest = Vec::new();
     let _ = stream.read_to_end(&mut rest).await;

@@ -110,7 +110,10 @@ async fn transcript(log: &EventLog) -> String {
             .iter()
             .any(|e| matches!(e.kind, EventKind::SmtpClosed { .. }))
     };
-    assert!(log.wait_until(WAIT, closed).await, "the session never closed");
+    assert!(
+        log.wait_until(WAIT, closed).await,
+        "the session never closed"
+    );
     log.snapshot()
         .iter()
         .filter(|e| {
@@ -137,7 +140,8 @@ fn pin(name: &str, transcript: &str) {
     settings.bind(|| insta::assert_snapshot!(name, transcript));
 }
 
-const MESSAGE: &str = "Message-ID: <s1@sender.test>\r\nSubject: snapshot\r\n\r\n..a stuffed dot\r\nbye\r\n.\r\n";
+const MESSAGE: &str =
+    "Message-ID: <s1@sender.test>\r\nSubject: snapshot\r\n\r\n..a stuffed dot\r\nbye\r\n.\r\n";
 
 #[tokio::test]
 async fn plain_delivery() {
@@ -202,8 +206,14 @@ async fn one_of_two_recipients_rejected() {
     c.reply().await;
     c.say("EHLO client.sender.test").await;
     c.say("MAIL FROM:<alice@sender.test>").await;
-    assert!(c.say("RCPT TO:<nobody@example.test>").await.starts_with("550 "));
-    assert!(c.say("RCPT TO:<bob@example.test>").await.starts_with("250 "));
+    assert!(c
+        .say("RCPT TO:<nobody@example.test>")
+        .await
+        .starts_with("550 "));
+    assert!(c
+        .say("RCPT TO:<bob@example.test>")
+        .await
+        .starts_with("250 "));
     c.say("DATA").await;
     c.send(MESSAGE.as_bytes()).await;
     assert!(c.reply().await.starts_with("250 "));
