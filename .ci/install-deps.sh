@@ -86,3 +86,23 @@ getent passwd opensmtpq >/dev/null ||
 install -d -m 711 -o root -g root /var/spool/smtpd
 chgrp opensmtpq "$MXLAB_OPT/opensmtpd/usr/sbin/smtpctl"
 chmod 2755 "$MXLAB_OPT/opensmtpd/usr/sbin/smtpctl"
+
+# Haraka 3 (Node.js, from npm) for the driver file drivers/haraka.toml: installed under
+# /opt/mxlab/haraka, a version pinned, once. Needs Node.js >= 20 and npm (installed from Debian
+# if missing; Debian 12's nodejs is 18, too old: then install Node 20 yourself and rerun).
+HARAKA_VERSION=3.3.4
+HARAKA_DIR="$MXLAB_OPT/haraka"
+if [ "$(cat "$HARAKA_DIR/.mxlab-haraka" 2>/dev/null)" != "$HARAKA_VERSION" ] ||
+  [ ! -e "$HARAKA_DIR/lib/node_modules/Haraka/bin/haraka" ]; then
+  if ! command -v node >/dev/null || ! command -v npm >/dev/null; then
+    apt-get update -qq
+    apt-get install -y -qq --no-install-recommends nodejs npm
+  fi
+  node_major=$(node -p 'process.versions.node.split(".")[0]')
+  if [ "$node_major" -lt 20 ]; then
+    echo "install-deps: Haraka $HARAKA_VERSION needs Node.js >= 20 (found $(node --version)); skipping Haraka" >&2
+  else
+    npm install -g --prefix "$HARAKA_DIR" --no-fund --no-audit --loglevel=error "Haraka@$HARAKA_VERSION"
+    echo "$HARAKA_VERSION" > "$HARAKA_DIR/.mxlab-haraka"
+  fi
+fi

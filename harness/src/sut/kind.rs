@@ -2,9 +2,10 @@
 
 use std::fmt;
 use std::str::FromStr;
+use std::sync::Arc;
 
 use super::reference::{bug_names, Bugs};
-use super::{Exim, Opensmtpd, Postfix, RunningSut, SutContext, SutError};
+use super::{DriverError, DriverFile, Exim, Opensmtpd, Postfix, RunningSut, SutContext, SutError};
 
 /// A system under test mxlab can drive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -18,6 +19,9 @@ pub enum SutKind {
     Exim,
     /// OpenSMTPD (Debian's package, unpacked), run as a private throwaway instance.
     Opensmtpd,
+    /// Any MTA described by a driver file (`--sut path/to/driver.toml`); see
+    /// [`crate::sut::driver`]. Named by the file's `name`.
+    Driver(Arc<DriverFile>),
 }
 
 impl SutKind {
@@ -31,6 +35,7 @@ impl SutKind {
             SutKind::Reference(bugs) => bugs.sut_name(),
             SutKind::Exim => "exim",
             SutKind::Opensmtpd => "opensmtpd",
+            SutKind::Driver(driver) => &driver.name,
         }
     }
 
@@ -50,6 +55,7 @@ impl SutKind {
             SutKind::Reference(_) => Ok(()),
             SutKind::Exim => super::exim::check_installed(),
             SutKind::Opensmtpd => super::opensmtpd::check_installed(),
+            SutKind::Driver(driver) => driver.check_installed(),
         }
     }
 
@@ -60,6 +66,9 @@ impl SutKind {
             SutKind::Reference(bugs) => Ok(Box::new(super::Reference::start(ctx, *bugs).await?)),
             SutKind::Exim => Ok(Box::new(Exim::start(ctx).await?)),
             SutKind::Opensmtpd => Ok(Box::new(Opensmtpd::start(ctx).await?)),
+            SutKind::Driver(driver) => Ok(Box::new(
+                super::RunningDriver::start(driver.clone(), ctx).await?,
+            )),
         }
     }
 }
@@ -70,15 +79,23 @@ impl fmt::Display for SutKind {
     }
 }
 
-/// A SUT name on the command line that mxlab does not know.
+/// A SUT name on the command line that mxlab does not know, or a driver file it cannot use.
 #[derive(Debug, thiserror::Error)]
-#[error(
-    "unknown system under test {given:?}; known: {}, reference:BUG (BUG: {})",
-    SutKind::BUILT_IN.join(", "),
-    bug_names()
-)]
-pub struct UnknownSut {
-    given: String,
+pub enum UnknownSut {
+    /// Neither a built-in SUT nor a `.toml` driver file.
+    #[error(
+        "unknown system under test {given:?}; known: {}, reference:BUG (BUG: {}), or a driver \
+         file PATH.toml",
+        SutKind::BUILT_IN.join(", "),
+        bug_names()
+    )]
+    Name {
+        /// What was given.
+        given: String,
+    },
+    /// A driver file (a value ending in `.toml`) that cannot be read or is invalid.
+    #[error(transparent)]
+    Driver(#[from] DriverError),
 }
 
 impl FromStr for SutKind {
@@ -91,12 +108,15 @@ impl FromStr for SutKind {
             bugged if bugged.starts_with("reference:") => bugged["reference:".len()..]
                 .parse()
                 .map(SutKind::Reference)
-                .map_err(|_| UnknownSut {
+                .map_err(|_| UnknownSut::Name {
                     given: bugged.to_string(),
                 }),
             "exim" => Ok(SutKind::Exim),
             "opensmtpd" => Ok(SutKind::Opensmtpd),
-            other => Err(UnknownSut {
+            path if path.ends_with(".toml") => Ok(SutKind::Driver(Arc::new(DriverFile::load(
+                std::path::Path::new(path),
+            )?))),
+            other => Err(UnknownSut::Name {
                 given: other.to_string(),
             }),
         }
@@ -116,7 +136,7 @@ mod tests {
         assert_eq!(
             err,
             format!(
-                "unknown system under test \"sendmail\"; known: postfix, exim, opensmtpd, reference, reference:BUG (BUG: {})",
+                "unknown system under test \"sendmail\"; known: postfix, exim, opensmtpd, reference, reference:BUG (BUG: {}), or a driver file PATH.toml",
                 bug_names()
             )
         );

@@ -13,6 +13,7 @@ use std::time::Duration;
 use crate::events::EventLog;
 
 mod common;
+pub mod driver;
 pub mod exim;
 mod kind;
 mod logtail;
@@ -21,6 +22,7 @@ pub mod postfix;
 pub mod reference;
 mod smtp;
 
+pub use driver::{DriverError, DriverFile, RunningDriver};
 pub use exim::{Exim, RunningExim};
 pub use kind::{SutKind, UnknownSut};
 pub use opensmtpd::{Opensmtpd, RunningOpensmtpd};

@@ -1,0 +1,402 @@
+//! Starting and driving an MTA described by a driver file.
+
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, BorrowedFd};
+use std::path::PathBuf;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use tokio::io::AsyncWriteExt;
+
+use super::template::{self, Vars};
+use super::{queue, DriverFile, Inject, Ready};
+use crate::events::{EventKind, EventLog, QueueEntry};
+use crate::sut::common::{self, connect_in, InstanceNamespaces, LISTEN_ADDRESS};
+use crate::sut::logtail::{last_lines, LogTail};
+use crate::sut::{smtp, OutgoingMessage, RunningSut, SutContext, SutError};
+
+/// The file in the work directory that gets `start`'s standard output and error.
+pub(super) const START_OUTPUT: &str = "mxlab-start.out";
+/// Pause between readiness probes.
+const PROBE_INTERVAL: Duration = Duration::from_millis(50);
+/// How long one step command may take.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How long `start` gets to exit after the `stop` step, and after SIGTERM before SIGKILL.
+const STOP_GRACE: Duration = Duration::from_secs(5);
+/// Lines of log quoted in start-up errors.
+const TAIL_LINES: usize = 25;
+
+/// A running MTA described by a driver file. Dropping it kills every process of the instance
+/// (prefer [`RunningDriver::stop`], which also records the last log lines).
+pub struct RunningDriver {
+    driver: Arc<DriverFile>,
+    vars: Vars,
+    work_dir: PathBuf,
+    namespaces: InstanceNamespaces,
+    log: EventLog,
+    process: netns::Process,
+    tails: Vec<LogTail>,
+}
+
+impl RunningDriver {
+    /// Checks the `check` paths, renders the `[[config]]` files into the work directory, runs
+    /// `start` in the SUT namespace (own PID namespace, the lab's resolv.conf) with its output
+    /// going to `mxlab-start.out` in the work directory, and waits for `ready`.
+    pub async fn start(
+        driver: Arc<DriverFile>,
+        ctx: SutContext<'_>,
+    ) -> Result<RunningDriver, SutError> {
+        let begun = Instant::now();
+        let sut = driver.label;
+        driver.check_installed()?;
+        common::make_traversable(sut, ctx.work_dir)?;
+        let vars = Vars {
+            hostname: ctx.hostname.to_string(),
+            work_dir: ctx.work_dir.display().to_string(),
+            listen: LISTEN_ADDRESS.to_string(),
+            resolv_conf: ctx.resolv_conf.display().to_string(),
+            settings: ctx.settings.clone(),
+            message: None,
+        };
+        for file in &driver.config {
+            let target = ctx.work_dir.join(&file.path);
+            let text = template::render(&file.template, &vars)
+                .map_err(|reason| bad_template(sut, &format!("config {:?}", file.path), reason))?;
+            if let Some(parent) = target.parent() {
+                std::fs::create_dir_all(parent).map_err(|e| {
+                    common::io_error(sut, &format!("create {}", parent.display()), e)
+                })?;
+            }
+            std::fs::write(&target, text)
+                .map_err(|e| common::io_error(sut, &format!("write {}", target.display()), e))?;
+        }
+        let argv = render_argv(sut, "start", &driver.start, &vars)?;
+        let output_path = ctx.work_dir.join(START_OUTPUT);
+        let out = std::fs::File::create(&output_path)
+            .map_err(|e| common::io_error(sut, &format!("create {}", output_path.display()), e))?;
+        let out2 = out
+            .try_clone()
+            .map_err(|e| common::io_error(sut, "duplicate a file descriptor", e))?;
+        let mut command = std::process::Command::new(&argv[0]);
+        command
+            .args(&argv[1..])
+            .current_dir(ctx.work_dir)
+            .stdin(Stdio::null())
+            .stdout(out)
+            .stderr(out2);
+        let mut tails = vec![LogTail::start(output_path, ctx.log.clone())];
+        if let Some(log) = &driver.log {
+            tails.push(LogTail::start(ctx.work_dir.join(log), ctx.log.clone()));
+        }
+        let options = netns::SpawnOptions {
+            resolv_conf: Some(ctx.resolv_conf.to_path_buf()),
+            own_pid_namespace: true,
+        };
+        let process =
+            netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {
+                sut,
+                action: format!("start `{}`", argv.join(" ")),
+                detail: e.to_string(),
+            })?;
+        let namespaces = InstanceNamespaces::of(sut, ctx.namespace.fd(), &process)?;
+        let mut running = RunningDriver {
+            driver,
+            vars,
+            work_dir: ctx.work_dir.to_path_buf(),
+            namespaces,
+            log: ctx.log,
+            process,
+            tails,
+        };
+        match running.wait_ready(begun).await {
+            Ok(()) => {
+                tracing::info!(seconds = begun.elapsed().as_secs_f64(), "{sut} is ready");
+                Ok(running)
+            }
+            Err(e) => {
+                let _ = running.stop().await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Hands `message` to the MTA: SMTP to the listen address, or the `inject` command with
+    /// the message on standard input (its trimmed standard output is the reply). Records
+    /// [`EventKind::MessageInjected`].
+    pub async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
+        let sut = self.driver.label;
+        let fail = |detail: String| SutError::Inject {
+            sut,
+            from: message.from.clone(),
+            to: message.to.join(", "),
+            detail,
+        };
+        let reply = match &self.driver.inject {
+            Inject::Smtp => {
+                let stream = connect_in(self.namespaces.net.as_fd(), common::listen_address())
+                    .map_err(|e| fail(format!("connecting to {LISTEN_ADDRESS}: {e}")))?;
+                smtp::send(stream, message).await.map_err(fail)?
+            }
+            Inject::Command(argv) => {
+                let mut vars = self.vars.clone();
+                vars.message = Some((message.from.clone(), message.to.clone()));
+                let argv = render_argv(sut, "inject", argv, &vars)?;
+                let content = String::from_utf8_lossy(&message.content).replace("\r\n", "\n");
+                self.pipe_into(&argv, content.into_bytes())
+                    .await
+                    .map_err(fail)?
+            }
+        };
+        self.log.record(EventKind::MessageInjected {
+            from: message.from.clone(),
+            to: message.to.clone(),
+            reply: reply.clone(),
+        });
+        Ok(reply)
+    }
+
+    /// Runs the `kick` step; does nothing if the driver has none.
+    pub async fn kick(&self) -> Result<(), SutError> {
+        match &self.driver.kick {
+            Some(argv) => self.run_step("kick", argv).await.map(drop),
+            None => Ok(()),
+        }
+    }
+
+    /// Runs the `queue` step and parses its output (see the [module docs](super)); without a
+    /// `queue` step the queue is reported empty. Records [`EventKind::SutQueue`].
+    pub async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
+        let entries = match &self.driver.queue {
+            Some(argv) => queue::parse(&self.run_step("queue", argv).await?),
+            None => Vec::new(),
+        };
+        self.log.record(EventKind::SutQueue {
+            entries: entries.clone(),
+        });
+        Ok(entries)
+    }
+
+    /// Runs the `stop` step if there is one and gives `start` up to 5 s to exit; then ends the
+    /// instance's PID namespace (SIGTERM, SIGKILL after 5 s) and records the log lines not yet
+    /// recorded. A failing `stop` step is reported after everything was stopped.
+    pub async fn stop(self) -> Result<(), SutError> {
+        let sut = self.driver.label;
+        let step = match &self.driver.stop {
+            Some(argv) => Some(self.run_step("stop", argv).await.map(drop)),
+            None => None,
+        };
+        let RunningDriver {
+            mut process, tails, ..
+        } = self;
+        if matches!(step, Some(Ok(()))) {
+            let waited = Instant::now();
+            while waited.elapsed() < STOP_GRACE && matches!(process.try_exit_status(), Ok(None)) {
+                tokio::time::sleep(PROBE_INTERVAL).await;
+            }
+        }
+        let stopped = process
+            .stop(STOP_GRACE)
+            .await
+            .map_err(|e| SutError::Namespace {
+                sut,
+                action: "stop the instance's PID namespace".into(),
+                detail: e.to_string(),
+            });
+        for tail in tails {
+            tail.finish().await;
+        }
+        step.unwrap_or(Ok(())).and(stopped)
+    }
+
+    /// The host PID of the process that holds the instance's PID namespace.
+    pub fn pid(&self) -> u32 {
+        self.process.pid()
+    }
+
+    /// Waits until `ready` succeeds, `start` exits, or `ready_timeout` has passed.
+    async fn wait_ready(&mut self, begun: Instant) -> Result<(), SutError> {
+        let sut = self.driver.label;
+        let (address, what) = match &self.driver.ready {
+            Ready::Smtp(template) => {
+                let text = template::render(template, &self.vars)
+                    .map_err(|reason| bad_template(sut, "ready", reason))?;
+                let address: SocketAddr = text.parse().map_err(|_| SutError::BadSetting {
+                    sut,
+                    key: "ready".into(),
+                    reason: format!("{text:?} is not an address like \"127.0.0.1:2525\""),
+                })?;
+                (Some(address), text)
+            }
+            Ready::Command(argv) => (None, render_argv(sut, "ready", argv, &self.vars)?.join(" ")),
+        };
+        loop {
+            match self.process.try_exit_status() {
+                Ok(Some(status)) => {
+                    return Err(SutError::Exited {
+                        sut,
+                        status: status.to_string(),
+                        log_tail: self.log_tail(),
+                    })
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    return Err(SutError::Namespace {
+                        sut,
+                        action: "watch `start`".into(),
+                        detail: e.to_string(),
+                    })
+                }
+            }
+            let detail = match (address, &self.driver.ready) {
+                (Some(address), _) => probe(self.namespaces.net.as_fd(), address).await,
+                (None, Ready::Command(argv)) => self
+                    .run_step("ready", argv)
+                    .await
+                    .map(drop)
+                    .map_err(|e| e.to_string()),
+                (None, Ready::Smtp(_)) => unreachable!("SMTP readiness has an address"),
+            };
+            let detail = match detail {
+                Ok(()) => return Ok(()),
+                Err(detail) => detail,
+            };
+            if begun.elapsed() >= self.driver.ready_timeout {
+                return Err(SutError::NotReady {
+                    sut,
+                    address: what,
+                    waited: begun.elapsed(),
+                    detail,
+                    log_tail: self.log_tail(),
+                });
+            }
+            tokio::time::sleep(PROBE_INTERVAL).await;
+        }
+    }
+
+    /// The end of `start`'s output and of the `log` file, for error messages.
+    fn log_tail(&self) -> String {
+        let mut files = vec![self.work_dir.join(START_OUTPUT)];
+        if let Some(log) = &self.driver.log {
+            files.push(self.work_dir.join(log));
+        }
+        let mut text = Vec::new();
+        for file in files {
+            let lines = last_lines(&file, TAIL_LINES);
+            if lines.is_empty() {
+                text.push(format!("(nothing in {})", file.display()));
+            } else {
+                text.extend(lines);
+            }
+        }
+        text.join("\n")
+    }
+
+    /// A step's command, ready to run inside the instance's network and mount namespaces.
+    fn command(&self, argv: &[String]) -> tokio::process::Command {
+        let mut command = tokio::process::Command::new(&argv[0]);
+        command.args(&argv[1..]).current_dir(&self.work_dir);
+        self.namespaces.enter(&mut command, false);
+        command
+    }
+
+    /// Renders and runs a step; returns its standard output.
+    async fn run_step(&self, step: &str, argv: &[String]) -> Result<String, SutError> {
+        let sut = self.driver.label;
+        let argv = render_argv(sut, step, argv, &self.vars)?;
+        common::run_tool(sut, self.command(&argv), argv.join(" "), TOOL_TIMEOUT).await
+    }
+
+    /// Runs `argv` with `input` on its standard input; its trimmed standard output (or a note
+    /// that it printed nothing) on success.
+    async fn pipe_into(&self, argv: &[String], input: Vec<u8>) -> Result<String, String> {
+        let line = argv.join(" ");
+        let mut command = self.command(argv);
+        command
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true);
+        let mut child = command
+            .spawn()
+            .map_err(|e| format!("cannot run `{line}`: {e}"))?;
+        let mut stdin = child.stdin.take().expect("stdin is piped");
+        let writer = tokio::spawn(async move {
+            let written = stdin.write_all(&input).await;
+            drop(stdin);
+            written
+        });
+        let output = tokio::time::timeout(TOOL_TIMEOUT, child.wait_with_output())
+            .await
+            .map_err(|_| format!("`{line}` did not exit within {} s", TOOL_TIMEOUT.as_secs()))?
+            .map_err(|e| format!("`{line}`: {e}"))?;
+        let _ = writer.await;
+        let stdout = String::from_utf8_lossy(&output.stdout).trim().to_string();
+        if !output.status.success() {
+            let stderr = String::from_utf8_lossy(&output.stderr);
+            return Err(format!(
+                "`{line}` failed ({}): {}{stdout}",
+                output.status,
+                stderr.trim()
+            ));
+        }
+        Ok(if stdout.is_empty() {
+            format!("`{}` exited 0", argv[0])
+        } else {
+            stdout
+        })
+    }
+}
+
+#[async_trait::async_trait]
+impl RunningSut for RunningDriver {
+    async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
+        RunningDriver::inject(self, message).await
+    }
+
+    async fn kick(&self) -> Result<(), SutError> {
+        RunningDriver::kick(self).await
+    }
+
+    async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
+        RunningDriver::queue(self).await
+    }
+
+    async fn stop(self: Box<Self>) -> Result<(), SutError> {
+        RunningDriver::stop(*self).await
+    }
+}
+
+/// One readiness probe: a 220 greeting from `address` inside `ns` within 2 s.
+async fn probe(ns: BorrowedFd<'_>, address: SocketAddr) -> Result<(), String> {
+    let stream = connect_in(ns, address).map_err(|e| format!("connect: {e}"))?;
+    let mut stream = tokio::io::BufReader::new(stream);
+    let greeting = tokio::time::timeout(Duration::from_secs(2), smtp::read_reply(&mut stream))
+        .await
+        .map_err(|_| "no greeting within 2 s".to_string())??;
+    if greeting.code != 220 {
+        return Err(format!("greeting was {:?}", greeting.text));
+    }
+    let _ = stream.get_mut().write_all(b"QUIT\r\n").await;
+    let _ = stream.get_mut().shutdown().await;
+    Ok(())
+}
+
+/// Renders a step's command.
+fn render_argv(
+    sut: &'static str,
+    step: &str,
+    argv: &[String],
+    vars: &Vars,
+) -> Result<Vec<String>, SutError> {
+    template::render_argv(argv, vars).map_err(|reason| bad_template(sut, step, reason))
+}
+
+/// A template that cannot be rendered with this scenario's settings.
+fn bad_template(sut: &'static str, what: &str, reason: String) -> SutError {
+    SutError::BadSetting {
+        sut,
+        key: what.to_string(),
+        reason,
+    }
+}
