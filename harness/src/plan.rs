@@ -10,7 +10,8 @@ use netns::{HostSpec, LinkAddresses, TopologySpec};
 use crate::dns::{reverse_name, DnsFault, DnsFaultAction, Record, RecordData, Zone};
 use crate::family::Family;
 use crate::mx::{
-    GreylistKey, ListenerBehaviour, Policy, SmtpStage as MxStage, StageAction, StageRule, TlsMode,
+    Activation, GreylistKey, ListenerBehaviour, Policy, SmtpStage as MxStage, StageAction,
+    StageRule, TlsMode,
 };
 use crate::scenario::{
     ClientKey, DnsAnswer, Extension, Fault, NetFault, PolicySpec, PtrFault, Scenario, SmtpAction,
@@ -209,7 +210,13 @@ fn apply_faults(scenario: &Scenario, host: &mut HostPlan) {
                 continue;
             }
             if let Some(smtp) = &fault.smtp {
-                apply_smtp_fault(smtp.get_ref(), behaviour);
+                let schedule = schedule_of(fault);
+                let when = Activation {
+                    from: schedule.from,
+                    until: schedule.until,
+                    first: fault.first.as_ref().map(|first| *first.get_ref()),
+                };
+                apply_smtp_fault(smtp.get_ref(), when, behaviour);
             }
             if let Some(policy) = &fault.policy {
                 behaviour.policies.push(policy_of(policy.get_ref()));
@@ -251,7 +258,7 @@ fn policy_of(spec: &PolicySpec) -> Policy {
 }
 
 /// Turns one scenario `smtp = {…}` fault into the fake MX's behaviour.
-fn apply_smtp_fault(fault: &SmtpFault, behaviour: &mut ListenerBehaviour) {
+fn apply_smtp_fault(fault: &SmtpFault, when: Activation, behaviour: &mut ListenerBehaviour) {
     let action = match (&fault.reply, fault.action) {
         (Some(reply), _) => Some(StageAction::Reply(reply.get_ref().clone())),
         (None, Some(SmtpAction::Stall)) => Some(StageAction::Stall),
@@ -277,6 +284,7 @@ fn apply_smtp_fault(fault: &SmtpFault, behaviour: &mut ListenerBehaviour) {
             stage,
             action,
             recipient: fault.recipient.clone(),
+            when,
         });
     }
     for extension in &fault.disable {
@@ -696,7 +704,8 @@ outcome = "delivered"
             [StageRule {
                 stage: MxStage::Greeting,
                 action: StageAction::Reply("421 4.3.2 Service not available".into()),
-                recipient: None
+                recipient: None,
+                when: Activation::ALWAYS,
             }]
         );
         assert!(mx1.smtp[&Family::Ipv4].rules.is_empty());

@@ -11,6 +11,7 @@
 
 mod filter;
 mod parse;
+pub mod pcap;
 #[cfg(test)]
 mod tests;
 
@@ -41,7 +42,8 @@ pub struct Syn {
     pub retransmission: u32,
 }
 
-/// Why a SYN watch could not be started.
+/// Why a SYN watch or a pcap recording could not be started (or, for [`pcap::PcapRecorder::stop`],
+/// finished).
 #[derive(Debug, thiserror::Error)]
 pub enum CaptureError {
     /// [`watch_syns`] was called outside a tokio runtime.
@@ -77,6 +79,20 @@ pub enum CaptureError {
         #[source]
         source: io::Error,
     },
+    /// A pcap recording's file could not be written (or its helpers set up).
+    #[error("pcap file {}: {action}: {source}", path.display())]
+    Pcap {
+        /// The file being written.
+        path: std::path::PathBuf,
+        /// What failed, e.g. "writing a packet".
+        action: &'static str,
+        /// The OS error.
+        #[source]
+        source: io::Error,
+    },
+    /// The pcap recording's thread could not be started.
+    #[error("starting the pcap capture thread: {0}")]
+    Thread(#[source] io::Error),
     /// The socket could not be registered with tokio's reactor.
     #[error("registering the packet socket for {interface} with tokio: {source}")]
     Register {

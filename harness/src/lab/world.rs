@@ -104,7 +104,7 @@ impl Lab {
                 ids.clone(),
                 mx::Limits::default(),
                 authority.as_ref(),
-                &mx::PolicyContext::new(policy_state.clone(), policy_dns),
+                &mx::PolicyContext::new(policy_state.clone(), policy_dns).with_clock(clock.clone()),
             )?);
         }
 

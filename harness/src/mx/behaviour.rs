@@ -2,6 +2,7 @@
 //! advertises, EHLO padding, and TLS.
 
 use std::fmt;
+use std::time::Duration;
 
 use super::policy::Policy;
 use super::tls::TlsMode;
@@ -80,6 +81,37 @@ pub struct StageRule {
     /// For [`SmtpStage::Rcpt`] only: act only on RCPTs for this address (compared without
     /// regard to case). `None` acts on every RCPT. Ignored at other stages.
     pub recipient: Option<String>,
+    /// Which sessions the rule applies to.
+    pub when: Activation,
+}
+
+/// Which sessions of a listener a rule applies to: those that start inside a time window on
+/// the scenario clock, and only the first N of the listener's sessions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Activation {
+    /// Sessions starting before this are not affected.
+    pub from: Duration,
+    /// Sessions starting at or after this are not affected; `None`: no end.
+    pub until: Option<Duration>,
+    /// Only the listener's first N sessions; `None`: all.
+    pub first: Option<u32>,
+}
+
+impl Activation {
+    /// Every session.
+    pub const ALWAYS: Activation = Activation {
+        from: Duration::ZERO,
+        until: None,
+        first: None,
+    };
+
+    /// Whether the listener's `ordinal`-th session (from 1), starting at `elapsed` on the
+    /// scenario clock, is affected.
+    pub fn covers(&self, ordinal: u32, elapsed: Duration) -> bool {
+        elapsed >= self.from
+            && self.until.is_none_or(|until| elapsed < until)
+            && self.first.is_none_or(|first| ordinal <= first)
+    }
 }
 
 impl StageRule {
@@ -89,6 +121,7 @@ impl StageRule {
             stage,
             action,
             recipient: None,
+            when: Activation::ALWAYS,
         }
     }
 
@@ -98,6 +131,7 @@ impl StageRule {
             stage: SmtpStage::Rcpt,
             action,
             recipient: Some(recipient.to_string()),
+            when: Activation::ALWAYS,
         }
     }
 
@@ -193,6 +227,27 @@ impl ListenerBehaviour {
         }
     }
 
+    /// The behaviour for one session: the listener's `ordinal`-th (from 1), starting at
+    /// `elapsed` on the scenario clock; rules that do not cover it are left out.
+    pub fn for_session(&self, ordinal: u32, elapsed: Duration) -> ListenerBehaviour {
+        ListenerBehaviour {
+            rules: self
+                .rules
+                .iter()
+                .filter(|rule| rule.when.covers(ordinal, elapsed))
+                .cloned()
+                .collect(),
+            ..self.clone()
+        }
+    }
+
+    /// Whether some rule applies to some sessions only.
+    pub fn has_timed_rules(&self) -> bool {
+        self.rules
+            .iter()
+            .any(|rule| rule.when != Activation::ALWAYS)
+    }
+
     /// The action of the first rule matching `stage` (and `recipient`, at RCPT).
     pub(crate) fn action(&self, stage: SmtpStage, recipient: Option<&str>) -> Option<&StageAction> {
         self.rules
@@ -204,5 +259,41 @@ impl ListenerBehaviour {
     /// Whether STARTTLS is advertised and accepted.
     pub(crate) fn offers_starttls(&self) -> bool {
         self.extensions.starttls && self.tls != TlsMode::Off
+    }
+}
+
+#[cfg(test)]
+mod activation_tests {
+    use super::*;
+
+    #[test]
+    fn activation_covers_a_window_and_the_first_sessions() {
+        let when = Activation {
+            from: Duration::from_secs(2),
+            until: Some(Duration::from_secs(5)),
+            first: Some(2),
+        };
+        assert!(!when.covers(1, Duration::from_secs(1)));
+        assert!(when.covers(1, Duration::from_secs(2)));
+        assert!(when.covers(2, Duration::from_secs(4)));
+        assert!(!when.covers(3, Duration::from_secs(4)));
+        assert!(!when.covers(1, Duration::from_secs(5)));
+        assert!(Activation::ALWAYS.covers(1000, Duration::from_secs(1000)));
+    }
+
+    #[test]
+    fn a_session_gets_only_the_rules_that_cover_it() {
+        let mut behaviour = ListenerBehaviour::normal("mx1.example.test");
+        let mut first_only = StageRule::new(SmtpStage::Greeting, StageAction::Disconnect);
+        first_only.when.first = Some(1);
+        behaviour.rules.push(first_only);
+        behaviour
+            .rules
+            .push(StageRule::new(SmtpStage::Quit, StageAction::Disconnect));
+        assert!(behaviour.has_timed_rules());
+        assert_eq!(behaviour.for_session(1, Duration::ZERO).rules.len(), 2);
+        let later = behaviour.for_session(2, Duration::ZERO);
+        assert_eq!(later.rules.len(), 1);
+        assert_eq!(later.rules[0].stage, SmtpStage::Quit);
     }
 }

@@ -225,10 +225,23 @@ async fn converse(
             gate.store(shared.policy.resolve(lookup).await);
         }
     }
+    let ordinal = shared
+        .sessions
+        .fetch_add(1, std::sync::atomic::Ordering::Relaxed)
+        + 1;
+    let behaviour = if shared.behaviour.has_timed_rules() {
+        Arc::new(
+            shared
+                .behaviour
+                .for_session(ordinal, shared.policy.clock.elapsed()),
+        )
+    } else {
+        shared.behaviour.clone()
+    };
     let mut session = Session::start_gated(
         id,
         &shared.hostname,
-        shared.behaviour.clone(),
+        behaviour,
         limits.clone(),
         gate,
         &mut effects,

@@ -37,7 +37,7 @@ mod snapshots;
 #[cfg(test)]
 mod tests;
 
-pub use behaviour::{Extensions, ListenerBehaviour, SmtpStage, StageAction, StageRule};
+pub use behaviour::{Activation, Extensions, ListenerBehaviour, SmtpStage, StageAction, StageRule};
 pub use policy::{GreylistKey, Policy, PolicyContext, PolicyDns, PolicyState};
 pub use tls::{Authority, TlsError, TlsMode};
 
@@ -189,6 +189,8 @@ struct Shared {
     hostname: String,
     family: Family,
     behaviour: Arc<ListenerBehaviour>,
+    /// Sessions started on this listener so far (for rules that cover the first N).
+    sessions: Arc<std::sync::atomic::AtomicU32>,
     /// The rustls configuration for STARTTLS (`None` when the mode presents no certificate).
     tls: Option<Arc<rustls::ServerConfig>>,
     limits: Limits,
@@ -392,6 +394,7 @@ impl RunningMx {
             hostname: hostname.to_string(),
             family: listener.family,
             behaviour: Arc::new(listener.behaviour),
+            sessions: Default::default(),
             tls,
             limits: limits.clone(),
             policy: policy.clone(),

@@ -193,7 +193,7 @@ fn validate_faults(scenario: &Scenario) -> Result<(), Problem> {
                 ));
             }
         }
-        if matches!(kind, Kind::Smtp | Kind::Ptr | Kind::Policy) {
+        if matches!(kind, Kind::Ptr | Kind::Policy) {
             let timed = fault
                 .window
                 .as_ref()
@@ -202,7 +202,7 @@ fn validate_faults(scenario: &Scenario) -> Result<(), Problem> {
             if let Some(span) = timed {
                 return Err(Problem {
                     offset: span.start,
-                    message: "`window` and `first` apply to net and dns faults; smtp, ptr and policy faults are always active".into(),
+                    message: "`window` and `first` apply to net, dns and smtp faults; ptr and policy faults are always active".into(),
                 });
             }
         }
@@ -635,7 +635,7 @@ outcome = "delivered"
     fn ptr_faults_are_static() {
         let message = error_with("[[fault]]\non = \"sut\"\nptr = \"missing\"\nfirst = 1");
         assert!(
-            message.contains("smtp, ptr and policy faults are always active"),
+            message.contains("ptr and policy faults are always active"),
             "{message}"
         );
         let text =

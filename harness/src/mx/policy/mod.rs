@@ -225,12 +225,23 @@ pub struct PolicyContext {
     pub state: PolicyState,
     /// The scenario DNS, asked from inside the server's network namespace.
     pub dns: Option<PolicyDns>,
+    /// The scenario clock, for rules active in a time window only.
+    pub clock: crate::clock::ScenarioClock,
 }
 
 impl PolicyContext {
     /// A context with `state` and `dns`.
     pub fn new(state: PolicyState, dns: Option<PolicyDns>) -> Self {
-        Self { state, dns }
+        Self {
+            state,
+            dns,
+            clock: crate::clock::ScenarioClock::new(),
+        }
+    }
+
+    /// The same context with the run's scenario clock.
+    pub fn with_clock(self, clock: crate::clock::ScenarioClock) -> Self {
+        Self { clock, ..self }
     }
 
     /// Answers `lookup` (never fails: DNS trouble, a missing resolver or a timeout of
