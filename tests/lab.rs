@@ -291,3 +291,33 @@ fn sigint_and_sigterm_tear_the_run_down_by_themselves() {
         run.assert_nothing_left();
     }
 }
+
+#[test]
+fn pcap_writes_a_readable_capture_per_run() {
+    if !can_run("pcap_writes_a_readable_capture_per_run") {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_mxlab"))
+        .args(["run", "--sut", "postfix", "--pcap"])
+        .arg(dir.path())
+        .arg(scenario_dir().join("smtp/v6-greeting-421.toml"))
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stdout)
+    );
+    let file = dir.path().join("smtp_v6-greeting-421.postfix.pcap");
+    let mut reader = pcap_file::pcap::PcapReader::new(std::fs::File::open(&file).unwrap()).unwrap();
+    let mut packets = 0;
+    let mut smtp_421 = false;
+    while let Some(packet) = reader.next_packet() {
+        let packet = packet.unwrap();
+        packets += 1;
+        smtp_421 |= packet.data.windows(4).any(|w| w == b"421 ");
+    }
+    assert!(packets > 20, "only {packets} packets");
+    assert!(smtp_421, "the 421 greeting is on the wire");
+}

@@ -83,6 +83,9 @@ struct RunArgs {
     /// Also write a JUnit XML report (one test case per scenario × SUT) to this file.
     #[arg(long, value_name = "FILE")]
     junit: Option<PathBuf>,
+    /// Capture every packet on the router's links into DIR, one pcap file per run.
+    #[arg(long, value_name = "DIR")]
+    pcap: Option<PathBuf>,
 }
 
 impl Cli {
@@ -105,6 +108,7 @@ async fn execute(
     suts: &[SutKind],
     jobs: u16,
     timeline: bool,
+    options: &lab::RunOptions,
 ) -> Option<Vec<lab::RunReport>> {
     let runs = scenarios
         .iter()
@@ -114,7 +118,12 @@ async fn execute(
     // Printed as they finish; the reports keep the order of scenarios × SUTs.
     let mut reports = futures::stream::iter(runs)
         .map(|(index, (scenario, sut))| async move {
-            (index, scenario, sut, lab::run(scenario, sut).await)
+            (
+                index,
+                scenario,
+                sut,
+                lab::run_with(scenario, sut, options).await,
+            )
         })
         .buffer_unordered(jobs.into());
     let mut finished = Vec::new();
@@ -202,7 +211,17 @@ async fn run(mut args: RunArgs) -> ExitCode {
         Ok(prepared) => prepared,
         Err(status) => return status,
     };
-    let Some(finished) = execute(&scenarios, &args.sut, args.jobs, args.timeline).await else {
+    if let Some(dir) = &args.pcap {
+        if let Err(err) = std::fs::create_dir_all(dir) {
+            eprintln!("error: cannot create {}: {err}", dir.display());
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    let options = lab::RunOptions {
+        pcap_dir: args.pcap.clone(),
+    };
+    let Some(finished) = execute(&scenarios, &args.sut, args.jobs, args.timeline, &options).await
+    else {
         return ExitCode::from(EXIT_INTERRUPTED);
     };
     let reports = [
@@ -227,7 +246,8 @@ async fn matrix(args: MatrixArgs) -> ExitCode {
         Ok(prepared) => prepared,
         Err(status) => return status,
     };
-    let Some(finished) = execute(&scenarios, &args.sut, args.jobs, false).await else {
+    let options = lab::RunOptions::default();
+    let Some(finished) = execute(&scenarios, &args.sut, args.jobs, false, &options).await else {
         return ExitCode::from(EXIT_INTERRUPTED);
     };
     let table = crate::report::matrix::markdown(&finished);

@@ -102,6 +102,23 @@ const LATE_GRACE: Duration = Duration::from_secs(5);
 
 /// Runs one scenario against one SUT and judges it.
 pub async fn run(scenario: &Scenario, sut: &SutKind) -> Result<RunReport, LabError> {
+    run_with(scenario, sut, &RunOptions::default()).await
+}
+
+/// Extras for a run.
+#[derive(Debug, Clone, Default)]
+pub struct RunOptions {
+    /// Write a pcap file of every packet on the router's links into this directory, named
+    /// after the scenario and the SUT (`smtp_v6-greeting-421.postfix.pcap`).
+    pub pcap_dir: Option<std::path::PathBuf>,
+}
+
+/// Like [`run`], with extras.
+pub async fn run_with(
+    scenario: &Scenario,
+    sut: &SutKind,
+    options: &RunOptions,
+) -> Result<RunReport, LabError> {
     let started = Instant::now();
     sut.check_installed()?;
     let plan = Plan::new(scenario);
@@ -110,7 +127,14 @@ pub async fn run(scenario: &Scenario, sut: &SutKind) -> Result<RunReport, LabErr
 
     let topology_started = Instant::now();
     let clock = ScenarioClock::new();
-    let lab = Lab::up(&plan, &prefix, &clock, log.clone(), sut).await?;
+    let pcap = options.pcap_dir.as_ref().map(|dir| {
+        dir.join(format!(
+            "{}.{}.pcap",
+            scenario.name.replace('/', "_"),
+            sut.name().replace(['/', ':'], "_")
+        ))
+    });
+    let lab = Lab::up(&plan, &prefix, &clock, log.clone(), sut, pcap.as_deref()).await?;
     let topology_up = lab.topology_up;
     log.record(EventKind::Harness {
         message: format!(

@@ -21,6 +21,7 @@ pub struct Lab {
     // live in, then the work directory.
     pub sut: Box<dyn RunningSut>,
     syn_watch: SynWatch,
+    recorder: Option<capture::pcap::PcapRecorder>,
     mx_servers: Vec<RunningMx>,
     dns: RunningDns,
     pub topology: netns::Topology,
@@ -35,6 +36,7 @@ impl Lab {
         clock: &ScenarioClock,
         log: EventLog,
         sut: &SutKind,
+        pcap: Option<&std::path::Path>,
     ) -> Result<Lab, LabError> {
         let work_dir = tempfile::Builder::new()
             .prefix(&format!("{prefix}-"))
@@ -55,6 +57,18 @@ impl Lab {
         let dns = start_dns(plan, dns_host, &topology, clock.clone(), log.clone())?;
 
         let syn_watch = watch_syns(plan, &topology, log.clone())?;
+        let recorder = match pcap {
+            Some(path) => {
+                let interfaces: Vec<String> = plan
+                    .hosts
+                    .iter()
+                    .filter_map(|host| topology.router_interface(&host.name))
+                    .map(str::to_string)
+                    .collect();
+                Some(capture::pcap::record(topology.router(), &interfaces, path)?)
+            }
+            None => None,
+        };
         let ids = SessionIds::default();
         let ca_file = work_dir.path().join("ca.pem");
         let authority = if plan.needs_tls() {
@@ -130,6 +144,7 @@ impl Lab {
         Ok(Lab {
             sut,
             syn_watch,
+            recorder,
             mx_servers,
             dns,
             topology,
@@ -143,6 +158,7 @@ impl Lab {
         let Lab {
             sut,
             syn_watch,
+            recorder,
             mx_servers,
             dns,
             topology,
@@ -151,6 +167,17 @@ impl Lab {
         } = self;
         let stopped = sut.stop().await;
         syn_watch.stop().await;
+        if let Some(recorder) = recorder {
+            let path = recorder.path().to_path_buf();
+            match recorder.stop() {
+                Ok(stats) => log.record(EventKind::Harness {
+                    message: format!("{} packets written to {}", stats.packets, path.display()),
+                }),
+                Err(err) => log.record(EventKind::Harness {
+                    message: format!("pcap {}: {err}", path.display()),
+                }),
+            }
+        }
         for server in mx_servers {
             if server.host() == COLLECTOR {
                 for message in server.messages() {
