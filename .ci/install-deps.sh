@@ -10,7 +10,7 @@ fi
 echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 echo "postfix postfix/mailname string sut.sender.test" | debconf-set-selections
 need=()
-for pkg in postfix nftables iproute2 dnsutils; do
+for pkg in postfix nftables iproute2 dnsutils swaks; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then

@@ -321,3 +321,36 @@ fn pcap_writes_a_readable_capture_per_run() {
     assert!(packets > 20, "only {packets} packets");
     assert!(smtp_421, "the 421 greeting is on the wire");
 }
+
+#[test]
+fn explore_opens_a_shell_in_the_sut_namespace_and_cleans_up() {
+    if !can_run("explore_opens_a_shell_in_the_sut_namespace_and_cleans_up") {
+        return;
+    }
+    let mut child = Command::new(env!("CARGO_BIN_EXE_mxlab"))
+        .args(["explore", "--sut", "postfix", "--shell", "/bin/sh"])
+        .arg(scenario_dir().join("baseline/dual-stack.toml"))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"cat /etc/resolv.conf; ip -o addr show dev mxlab0; exit 7\n")
+        .unwrap();
+    let output = child.wait_with_output().unwrap();
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert_eq!(output.status.code(), Some(7), "{stdout}");
+    assert!(
+        stdout.contains("nameserver 192.0.2.10"),
+        "the scenario's resolver: {stdout}"
+    );
+    assert!(
+        stdout.contains("inet 192.0.2.2/29"),
+        "the SUT's own address: {stdout}"
+    );
+    assert!(stdout.contains("torn down"), "{stdout}");
+}

@@ -34,6 +34,18 @@ enum Command {
     Run(RunArgs),
     /// Run scenarios × SUTs and write the compatibility matrix as Markdown and HTML.
     Matrix(MatrixArgs),
+    /// Build a scenario's world, start the SUT, and open a shell in the SUT's namespace (dig
+    /// and swaks work against the scenario's DNS and MX); exiting the shell tears it down.
+    Explore {
+        /// The scenario file.
+        scenario: PathBuf,
+        /// The MTA to start.
+        #[arg(long, default_value = "postfix")]
+        sut: SutKind,
+        /// The shell to run.
+        #[arg(long, default_value = "/bin/bash")]
+        shell: String,
+    },
     /// List scenarios with their tags and descriptions.
     List {
         /// Scenario files or directories; default: ./scenarios
@@ -95,6 +107,11 @@ impl Cli {
             Command::Run(args) => run(args).await,
             Command::Matrix(args) => matrix(args).await,
             Command::List { paths, tag } => list(paths, &tag),
+            Command::Explore {
+                scenario,
+                sut,
+                shell,
+            } => explore(&scenario, &sut, &shell).await,
             Command::Doctor => doctor(),
             Command::Gc => gc(),
         }
@@ -339,6 +356,27 @@ fn list(paths: Vec<PathBuf>, tags: &[String]) -> ExitCode {
         ExitCode::from(EXIT_USAGE)
     } else {
         ExitCode::SUCCESS
+    }
+}
+
+async fn explore(path: &std::path::Path, sut: &SutKind, shell: &str) -> ExitCode {
+    let scenario = match scenario::load(path) {
+        Ok(scenario) => scenario,
+        Err(err) => {
+            eprintln!("error: {err}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    };
+    if let Err(err) = preflight(sut) {
+        eprintln!("error: {err}");
+        return ExitCode::from(EXIT_USAGE);
+    }
+    match lab::explore(&scenario, sut, shell).await {
+        Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(EXIT_USAGE)
+        }
     }
 }
 

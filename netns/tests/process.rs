@@ -161,10 +161,9 @@ fn resolv_conf_is_private_to_the_child() {
         "# mxlab test {}\nnameserver 192.0.2.53\noptions attempts:1 timeout:2\n",
         std::process::id()
     );
-    let path = std::env::temp_dir().join(format!(
-        "mxlab-netns-test-{}-resolv.conf",
-        std::process::id()
-    ));
+    // A temp dir removes the file even if an assertion below fails.
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("resolv.conf");
     std::fs::write(&path, &ours).unwrap();
     let host_before = std::fs::read("/etc/resolv.conf").unwrap();
 
@@ -197,7 +196,6 @@ fn resolv_conf_is_private_to_the_child() {
         // The host's file is untouched, both while the child lives and after.
         assert_eq!(std::fs::read("/etc/resolv.conf").unwrap(), host_before);
     }
-    std::fs::remove_file(&path).unwrap();
     assert_eq!(std::fs::read("/etc/resolv.conf").unwrap(), host_before);
 
     let err = netns::spawn(

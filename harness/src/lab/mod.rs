@@ -82,6 +82,45 @@ pub struct RunReport {
     pub teardown: Duration,
 }
 
+/// Builds the scenario's world, starts the SUT, puts the faults that start at once in force,
+/// and runs an interactive shell in the SUT's network namespace (with the scenario's
+/// resolv.conf), for reproducing a problem by hand. Everything is torn down when the shell
+/// exits; returns the shell's exit code.
+pub async fn explore(scenario: &Scenario, sut: &SutKind, shell: &str) -> Result<i32, LabError> {
+    sut.check_installed()?;
+    let plan = Plan::new(scenario);
+    let prefix = format!("mxlab-{}", run_id());
+    let log = EventLog::new();
+    let clock = ScenarioClock::new();
+    let lab = Lab::up(&plan, &prefix, &clock, log.clone(), sut, None).await?;
+    let mut faults = FaultTimeline::new(&plan.net_faults, log.clone());
+    faults.catch_up(&lab.topology, Duration::ZERO).await?;
+    clock.start();
+    println!("{}", world::describe(&plan, sut));
+    let namespace = lab.topology.host("sut").expect("the plan has a sut host");
+    let mut shell = netns::spawn(
+        namespace,
+        std::process::Command::new(shell),
+        netns::SpawnOptions {
+            resolv_conf: Some(lab.resolv_conf.clone()),
+            own_pid_namespace: false,
+        },
+    )?;
+    // Ctrl-C belongs to the shell; the harness must outlive it to tear everything down.
+    let _ignore_interrupts =
+        tokio::signal::unix::signal(tokio::signal::unix::SignalKind::interrupt());
+    let code = loop {
+        if let Some(status) = shell.try_exit_status()? {
+            break status.code().unwrap_or(1);
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    };
+    drop(shell);
+    lab.down(&log).await?;
+    println!("lab {prefix} torn down");
+    Ok(code)
+}
+
 impl RunReport {
     /// The report of a run the harness could not complete: status error, the reason as summary.
     pub fn harness_error(scenario: &Scenario, sut: &SutKind, error: &LabError) -> RunReport {

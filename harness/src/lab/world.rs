@@ -27,6 +27,8 @@ pub struct Lab {
     pub topology: netns::Topology,
     _work_dir: tempfile::TempDir,
     pub topology_up: Duration,
+    /// The resolv.conf the SUT sees.
+    pub resolv_conf: std::path::PathBuf,
 }
 
 impl Lab {
@@ -142,6 +144,7 @@ impl Lab {
             })
             .await?;
         Ok(Lab {
+            resolv_conf,
             sut,
             syn_watch,
             recorder,
@@ -297,4 +300,28 @@ fn watch_syns(
         });
     })?;
     Ok(watch)
+}
+
+/// What a person exploring the world needs to know: hosts, addresses, how to send mail.
+pub fn describe(plan: &Plan, sut: &SutKind) -> String {
+    let listener = match sut {
+        SutKind::Reference(_) => "the built-in reference sender takes no SMTP".to_string(),
+        _ => format!("{sut} listens on {}", crate::sut::LISTEN_ADDRESS),
+    };
+    let mut text = format!("mxlab explore: a shell in the SUT's namespace ({listener}).\n");
+    for host in &plan.hosts {
+        let addresses: Vec<String> = host.addresses().iter().map(ToString::to_string).collect();
+        text.push_str(&format!(
+            "  {:<9} {:<22} {}\n",
+            host.name,
+            host.fqdn,
+            addresses.join(", ")
+        ));
+    }
+    text.push_str(&format!(
+        "try: dig MX example.test   |   swaks --server {} --from alice@sender.test --to bob@example.test\n\
+         exit the shell to tear everything down.",
+        crate::sut::LISTEN_ADDRESS
+    ));
+    text
 }

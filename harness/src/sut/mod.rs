@@ -22,6 +22,7 @@ pub mod postfix;
 pub mod reference;
 mod smtp;
 
+pub(crate) use common::LISTEN_ADDRESS;
 pub use driver::{DriverError, DriverFile, RunningDriver};
 pub use exim::{Exim, RunningExim};
 pub use kind::{SutKind, UnknownSut};
