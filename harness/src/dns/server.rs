@@ -1,21 +1,10 @@
 //! Starting and stopping the DNS server on sockets the caller has bound.
 
-use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
-use std::sync::Arc;
+use std::net::{SocketAddr, TcpListener, UdpSocket};
 use std::time::Duration;
 
-use hickory_proto::op::{Header, HeaderCounts, MessageType, Metadata, OpCode, ResponseCode};
-use hickory_proto::rr::Record as HickoryRecord;
-use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, BinEncodable, BinEncoder};
-use hickory_server::net::runtime::{Time, TokioTime};
-use hickory_server::net::xfer::Protocol;
-use hickory_server::net::NetError;
-use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
-use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder, Queries};
 use hickory_server::Server;
-use tokio::sync::watch;
-use tokio::task::JoinSet;
-use tracing::{debug, error, warn};
+use tracing::warn;
 
 use super::error::DnsError;
 use super::faults::{DnsFault, FaultSet};
@@ -116,33 +105,15 @@ impl DnsServer {
             tcp_addrs.extend(addr);
         }
 
-        let handler = Arc::new(self.handler);
-        let mut server = Server::new(SharedHandler(handler.clone()));
-        let (stop_udp, shutdown) = watch::channel(false);
-        // UDP is served here rather than by hickory's `Server`, which spawns a task per
-        // datagram and sends each answer through a channel to the socket's task: each receive
-        // loop answers its datagrams itself, one after the other (the zones are in memory; a
-        // delayed answer is sent from a task of its own). One loop per runtime worker.
-        let loops = tokio::runtime::Handle::current()
-            .metrics()
-            .num_workers()
-            .max(1);
-        let mut udp_tasks = JoinSet::new();
+        let mut server = Server::new(self.handler);
         for socket in udp_sockets {
-            let socket = Arc::new(socket);
-            for _ in 0..loops {
-                udp_tasks.spawn(serve_udp(socket.clone(), handler.clone(), shutdown.clone()));
-            }
+            server.register_socket(socket);
         }
-        let has_tcp = !tcp_listeners.is_empty();
         for listener in tcp_listeners {
             server.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
         }
         Ok(RunningDns {
             server,
-            udp_tasks,
-            stop_udp,
-            has_tcp,
             udp_addrs,
             tcp_addrs,
         })
@@ -158,10 +129,7 @@ fn describe(kind: &str, addr: Option<SocketAddr>) -> String {
 
 /// A DNS server that is answering queries. Stops on [`shutdown`](Self::shutdown) or drop.
 pub struct RunningDns {
-    server: Server<SharedHandler>,
-    udp_tasks: JoinSet<()>,
-    stop_udp: watch::Sender<bool>,
-    has_tcp: bool,
+    server: Server<QueryHandler>,
     udp_addrs: Vec<SocketAddr>,
     tcp_addrs: Vec<SocketAddr>,
 }
@@ -179,12 +147,8 @@ impl RunningDns {
 
     /// Stops accepting queries and waits until every socket is closed.
     pub async fn shutdown(mut self) {
-        self.stop_udp.send_replace(true);
-        while self.udp_tasks.join_next().await.is_some() {}
-        if self.has_tcp {
-            if let Err(error) = self.server.shutdown_gracefully().await {
-                warn!(%error, "DNS server stopped with an error");
-            }
+        if let Err(error) = self.server.shutdown_gracefully().await {
+            warn!(%error, "DNS server stopped with an error");
         }
     }
 }
@@ -193,142 +157,5 @@ impl Drop for RunningDns {
     /// Stops the server; its tasks end (and close their sockets) shortly after.
     fn drop(&mut self) {
         self.server.shutdown_token().cancel();
-        self.stop_udp.send_replace(true);
-        // The UDP loops end on the cancellation; detach them rather than abort them.
-        self.udp_tasks.detach_all();
-    }
-}
-
-/// The [`QueryHandler`], shared by hickory's `Server` (TCP) and the UDP loops.
-struct SharedHandler(Arc<QueryHandler>);
-
-#[async_trait::async_trait]
-impl RequestHandler for SharedHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
-        &self,
-        request: &Request,
-        response_handle: R,
-    ) -> ResponseInfo {
-        self.0
-            .handle_request::<R, T>(request, response_handle)
-            .await
-    }
-}
-
-/// Receives queries on `socket` and answers them until `shutdown`, doing what hickory's
-/// `Server` does for UDP: datagrams shorter than a header, responses, and those from an
-/// address that cannot be answered are dropped; a malformed query gets FORMERR.
-async fn serve_udp(
-    socket: Arc<tokio::net::UdpSocket>,
-    handler: Arc<QueryHandler>,
-    mut shutdown: watch::Receiver<bool>,
-) {
-    let mut buffer = vec![0; 4096];
-    loop {
-        let received = tokio::select! {
-            received = socket.recv_from(&mut buffer) => received,
-            _ = shutdown.wait_for(|stop| *stop) => break,
-        };
-        let (len, src) = match received {
-            Ok(received) => received,
-            Err(error) => {
-                warn!(%error, "error receiving on a DNS UDP socket");
-                continue;
-            }
-        };
-        if !answerable(src) {
-            debug!(%src, "cannot answer a DNS query from this address");
-            continue;
-        }
-        let bytes = &buffer[..len];
-        let mut decoder = BinDecoder::new(bytes);
-        let Ok(header) = Header::read(&mut decoder) else {
-            continue;
-        };
-        let responder = UdpResponder {
-            socket: socket.clone(),
-            dst: src,
-        };
-        let request = match Request::from_bytes(bytes.to_vec(), src, Protocol::Udp) {
-            Ok(request) => request,
-            Err(error) => {
-                debug!(%error, %src, "malformed DNS query");
-                let queries =
-                    Queries::read(&mut BinDecoder::new(&[]), 0).expect("no queries to read");
-                let response = MessageResponseBuilder::new(&queries, None)
-                    .error_msg(&header.metadata, ResponseCode::FormErr);
-                if let Err(error) = responder.clone().send_response(response).await {
-                    warn!(%error, "failed to return FORMERR to client");
-                }
-                continue;
-            }
-        };
-        if request.metadata.message_type == MessageType::Response {
-            continue;
-        }
-        handler
-            .handle_request::<_, TokioTime>(&request, responder)
-            .await;
-    }
-}
-
-/// Whether a response can be sent to `src` (as hickory checks): not port 0, not an
-/// unspecified or broadcast address.
-fn answerable(src: SocketAddr) -> bool {
-    src.port() != 0
-        && match src.ip() {
-            IpAddr::V4(ip) => !ip.is_unspecified() && !ip.is_broadcast(),
-            IpAddr::V6(ip) => !ip.is_unspecified(),
-        }
-}
-
-/// Sends a response to one UDP client, encoded as hickory's `ResponseHandle` does: at most
-/// the EDNS payload size (512 bytes without EDNS), truncated (TC) beyond it.
-#[derive(Clone)]
-struct UdpResponder {
-    socket: Arc<tokio::net::UdpSocket>,
-    dst: SocketAddr,
-}
-
-#[async_trait::async_trait]
-impl ResponseHandler for UdpResponder {
-    async fn send_response<'a>(
-        &mut self,
-        response: MessageResponse<
-            '_,
-            'a,
-            impl Iterator<Item = &'a HickoryRecord> + Send + 'a,
-            impl Iterator<Item = &'a HickoryRecord> + Send + 'a,
-            impl Iterator<Item = &'a HickoryRecord> + Send + 'a,
-            impl Iterator<Item = &'a HickoryRecord> + Send + 'a,
-        >,
-    ) -> Result<ResponseInfo, NetError> {
-        let id = response.metadata().id;
-        let max_size = match response.edns() {
-            Some(edns) => edns.max_payload(),
-            None => 512,
-        };
-        let mut bytes = Vec::with_capacity(512);
-        let mut encoder = BinEncoder::new(&mut bytes);
-        encoder.set_max_size(max_size);
-        let info = match response.destructive_emit(&mut encoder) {
-            Ok(info) => info,
-            Err(err) => {
-                error!(error = %err, "error encoding message");
-                bytes.clear();
-                let mut encoder = BinEncoder::new(&mut bytes);
-                encoder.set_max_size(512);
-                let mut metadata = Metadata::new(id, MessageType::Response, OpCode::Query);
-                metadata.response_code = ResponseCode::ServFail;
-                let header = Header {
-                    metadata,
-                    counts: HeaderCounts::default(),
-                };
-                header.emit(&mut encoder)?;
-                ResponseInfo::from(header)
-            }
-        };
-        self.socket.send_to(&bytes, self.dst).await?;
-        Ok(info)
     }
 }
