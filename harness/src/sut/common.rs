@@ -12,7 +12,8 @@ use std::time::{Duration, Instant};
 
 use tokio::io::AsyncWriteExt;
 
-use crate::sut::{smtp, SutError};
+use crate::events::{EventKind, EventLog};
+use crate::sut::{smtp, OutgoingMessage, SutError};
 
 /// The address every driver's injection listener binds inside the SUT namespace.
 pub(crate) const LISTEN_ADDRESS: &str = "127.0.0.1:2525";
@@ -43,6 +44,44 @@ pub(crate) fn connect_in(
     })?;
     stream.set_nonblocking(true)?;
     tokio::net::TcpStream::from_std(stream)
+}
+
+/// An injection failure of `sut` for `message`, with what went wrong.
+pub(crate) fn inject_error(
+    sut: &'static str,
+    message: &OutgoingMessage,
+    detail: String,
+) -> SutError {
+    SutError::Inject {
+        sut,
+        from: message.from.clone(),
+        to: message.to.join(", "),
+        detail,
+    }
+}
+
+/// Hands `message` to the SUT's SMTP listener at [`LISTEN_ADDRESS`] inside the network
+/// namespace `net` and returns the reply to the end of DATA; any refusal is an error naming
+/// the step.
+pub(crate) async fn send_over_smtp(
+    sut: &'static str,
+    net: BorrowedFd<'_>,
+    message: &OutgoingMessage,
+) -> Result<String, SutError> {
+    let stream = connect_in(net, listen_address())
+        .map_err(|e| inject_error(sut, message, format!("connecting to {LISTEN_ADDRESS}: {e}")))?;
+    smtp::send(stream, message)
+        .await
+        .map_err(|detail| inject_error(sut, message, detail))
+}
+
+/// Records that `message` was handed to the SUT, which replied `reply`.
+pub(crate) fn record_injection(log: &EventLog, message: &OutgoingMessage, reply: &str) {
+    log.record(EventKind::MessageInjected {
+        from: message.from.clone(),
+        to: message.to.clone(),
+        reply: reply.to_string(),
+    });
 }
 
 /// One readiness probe: connects to [`LISTEN_ADDRESS`] inside `ns`, expects a 220 greeting

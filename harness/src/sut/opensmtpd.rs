@@ -15,11 +15,9 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::events::{EventKind, EventLog, QueueEntry};
-use crate::sut::common::{
-    self, connect_in, listen_address, InstanceNamespaces, NotReady, LISTEN_ADDRESS,
-};
+use crate::sut::common::{self, InstanceNamespaces, NotReady, LISTEN_ADDRESS};
 use crate::sut::logtail::{last_lines, LogTail};
-use crate::sut::{smtp, OutgoingMessage, RunningSut, SutContext, SutError};
+use crate::sut::{OutgoingMessage, RunningSut, SutContext, SutError};
 
 pub mod config;
 #[cfg(test)]
@@ -162,20 +160,8 @@ impl RunningOpensmtpd {
     /// the reply to the end of DATA. Records [`EventKind::MessageInjected`]. Any refusal
     /// (non-2xx reply) is an error naming the step.
     pub async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
-        let fail = |detail: String| SutError::Inject {
-            sut: SUT,
-            from: message.from.clone(),
-            to: message.to.join(", "),
-            detail,
-        };
-        let stream = connect_in(self.namespaces.net.as_fd(), listen_address())
-            .map_err(|e| fail(format!("connecting to {LISTEN_ADDRESS}: {e}")))?;
-        let reply = smtp::send(stream, message).await.map_err(fail)?;
-        self.log.record(EventKind::MessageInjected {
-            from: message.from.clone(),
-            to: message.to.clone(),
-            reply: reply.clone(),
-        });
+        let reply = common::send_over_smtp(SUT, self.namespaces.net.as_fd(), message).await?;
+        common::record_injection(&self.log, message, &reply);
         Ok(reply)
     }
 

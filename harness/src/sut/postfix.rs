@@ -13,7 +13,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::events::{EventKind, EventLog, QueueEntry};
-use crate::sut::common::{connect_in, listen_address};
+use crate::sut::common::{self, connect_in, listen_address};
 use crate::sut::logtail::{last_lines, LogTail};
 use crate::sut::{smtp, OutgoingMessage, RunningSut, SutContext, SutError};
 
@@ -164,20 +164,8 @@ impl RunningPostfix {
     /// the reply to the end of DATA. Records [`EventKind::MessageInjected`]. Any refusal
     /// (non-2xx reply) is an error naming the step.
     pub async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
-        let fail = |detail: String| SutError::Inject {
-            sut: SUT,
-            from: message.from.clone(),
-            to: message.to.join(", "),
-            detail,
-        };
-        let stream = connect_in(self.ns_fd.as_fd(), listen_address())
-            .map_err(|e| fail(format!("connecting to {LISTEN_ADDRESS}: {e}")))?;
-        let reply = smtp::send(stream, message).await.map_err(fail)?;
-        self.log.record(EventKind::MessageInjected {
-            from: message.from.clone(),
-            to: message.to.clone(),
-            reply: reply.clone(),
-        });
+        let reply = common::send_over_smtp(SUT, self.ns_fd.as_fd(), message).await?;
+        common::record_injection(&self.log, message, &reply);
         Ok(reply)
     }
 

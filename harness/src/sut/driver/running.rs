@@ -126,17 +126,9 @@ impl RunningDriver {
     /// [`EventKind::MessageInjected`].
     pub async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
         let sut = self.driver.label;
-        let fail = |detail: String| SutError::Inject {
-            sut,
-            from: message.from.clone(),
-            to: message.to.join(", "),
-            detail,
-        };
         let reply = match &self.driver.inject {
             Inject::Smtp => {
-                let stream = connect_in(self.namespaces.net.as_fd(), common::listen_address())
-                    .map_err(|e| fail(format!("connecting to {LISTEN_ADDRESS}: {e}")))?;
-                smtp::send(stream, message).await.map_err(fail)?
+                common::send_over_smtp(sut, self.namespaces.net.as_fd(), message).await?
             }
             Inject::Command(argv) => {
                 let mut vars = self.vars.clone();
@@ -145,14 +137,10 @@ impl RunningDriver {
                 let content = String::from_utf8_lossy(&message.content).replace("\r\n", "\n");
                 self.pipe_into(&argv, content.into_bytes())
                     .await
-                    .map_err(fail)?
+                    .map_err(|detail| common::inject_error(sut, message, detail))?
             }
         };
-        self.log.record(EventKind::MessageInjected {
-            from: message.from.clone(),
-            to: message.to.clone(),
-            reply: reply.clone(),
-        });
+        common::record_injection(&self.log, message, &reply);
         Ok(reply)
     }
 
