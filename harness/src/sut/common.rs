@@ -118,6 +118,37 @@ pub(crate) enum NotReady {
     Watch(String),
 }
 
+impl NotReady {
+    /// The error `sut` reports for it; `command` names what was started (e.g. `smtpd -d`),
+    /// `log_tail` gives the end of the MTA's logs.
+    pub(crate) fn into_error(
+        self,
+        sut: &'static str,
+        command: &str,
+        log_tail: impl FnOnce() -> String,
+    ) -> SutError {
+        match self {
+            NotReady::Exited(status) => SutError::Exited {
+                sut,
+                status: status.to_string(),
+                log_tail: log_tail(),
+            },
+            NotReady::TimedOut { waited, detail } => SutError::NotReady {
+                sut,
+                address: LISTEN_ADDRESS.into(),
+                waited,
+                detail,
+                log_tail: log_tail(),
+            },
+            NotReady::Watch(detail) => SutError::Namespace {
+                sut,
+                action: format!("watch `{command}`"),
+                detail,
+            },
+        }
+    }
+}
+
 /// Probes [`LISTEN_ADDRESS`] inside `ns` until it greets with 220, `process` exits, or
 /// `timeout` has passed since `begun`.
 pub(crate) async fn wait_for_greeting(

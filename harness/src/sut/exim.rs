@@ -19,7 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::events::{EventKind, EventLog, QueueEntry};
-use crate::sut::common::{self, InstanceNamespaces, NotReady, LISTEN_ADDRESS};
+use crate::sut::common::{self, InstanceNamespaces, LISTEN_ADDRESS};
 use crate::sut::logtail::{last_lines, LogTail};
 use crate::sut::{OutgoingMessage, RunningSut, SutContext, SutError};
 
@@ -304,26 +304,9 @@ impl RunningExim {
     /// Polls the listener until it greets, the process exits, or the time is up.
     async fn wait_ready(&mut self, begun: Instant) -> Result<(), SutError> {
         let ns = self.namespaces.net.as_fd();
-        match common::wait_for_greeting(&mut self.process, ns, begun, READY_TIMEOUT).await {
-            Ok(()) => Ok(()),
-            Err(NotReady::Exited(status)) => Err(SutError::Exited {
-                sut: SUT,
-                status: status.to_string(),
-                log_tail: self.log_tail(),
-            }),
-            Err(NotReady::TimedOut { waited, detail }) => Err(SutError::NotReady {
-                sut: SUT,
-                address: LISTEN_ADDRESS.into(),
-                waited,
-                detail,
-                log_tail: self.log_tail(),
-            }),
-            Err(NotReady::Watch(detail)) => Err(SutError::Namespace {
-                sut: SUT,
-                action: "watch `exim -bdf`".into(),
-                detail,
-            }),
-        }
+        common::wait_for_greeting(&mut self.process, ns, begun, READY_TIMEOUT)
+            .await
+            .map_err(|not_ready| not_ready.into_error(SUT, "exim -bdf", || self.log_tail()))
     }
 
     /// The end of the main and panic logs and of the daemon's output, for error messages.

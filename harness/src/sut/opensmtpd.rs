@@ -15,7 +15,7 @@ use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::events::{EventKind, EventLog, QueueEntry};
-use crate::sut::common::{self, InstanceNamespaces, NotReady, LISTEN_ADDRESS};
+use crate::sut::common::{self, InstanceNamespaces, LISTEN_ADDRESS};
 use crate::sut::logtail::{last_lines, LogTail};
 use crate::sut::{OutgoingMessage, RunningSut, SutContext, SutError};
 
@@ -227,26 +227,9 @@ impl RunningOpensmtpd {
     /// Polls the listener until it greets, the process exits, or the time is up.
     async fn wait_ready(&mut self, begun: Instant) -> Result<(), SutError> {
         let ns = self.namespaces.net.as_fd();
-        match common::wait_for_greeting(&mut self.process, ns, begun, READY_TIMEOUT).await {
-            Ok(()) => Ok(()),
-            Err(NotReady::Exited(status)) => Err(SutError::Exited {
-                sut: SUT,
-                status: status.to_string(),
-                log_tail: self.log_tail(),
-            }),
-            Err(NotReady::TimedOut { waited, detail }) => Err(SutError::NotReady {
-                sut: SUT,
-                address: LISTEN_ADDRESS.into(),
-                waited,
-                detail,
-                log_tail: self.log_tail(),
-            }),
-            Err(NotReady::Watch(detail)) => Err(SutError::Namespace {
-                sut: SUT,
-                action: "watch `smtpd -d`".into(),
-                detail,
-            }),
-        }
+        common::wait_for_greeting(&mut self.process, ns, begun, READY_TIMEOUT)
+            .await
+            .map_err(|not_ready| not_ready.into_error(SUT, "smtpd -d", || self.log_tail()))
     }
 
     /// The end of smtpd's log, for error messages.

@@ -13,16 +13,16 @@ use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::events::{EventKind, EventLog, QueueEntry};
-use crate::sut::common::{self, connect_in, listen_address};
+use crate::sut::common::{self, NotReady, LISTEN_ADDRESS};
 use crate::sut::logtail::{last_lines, LogTail};
-use crate::sut::{smtp, OutgoingMessage, RunningSut, SutContext, SutError};
+use crate::sut::{OutgoingMessage, RunningSut, SutContext, SutError};
 
 pub mod config;
 #[cfg(test)]
 mod live_tests;
 mod queue;
 
-pub use config::{Layout, LISTEN_ADDRESS};
+pub use config::Layout;
 
 /// The name used in messages.
 pub(crate) const SUT: &str = "Postfix";
@@ -36,8 +36,6 @@ const STOCK_MASTER_CF: &str = "/etc/postfix/master.cf";
 const INSTALL_FIX: &str = "run .ci/install-deps.sh as root";
 /// How long Postfix may take to answer on its listener.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
-/// Pause between readiness probes.
-const PROBE_INTERVAL: Duration = Duration::from_millis(20);
 /// How long `master` gets to exit after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(2);
 /// How far the config files are back-dated: Postfix re-reads a main.cf younger than about
@@ -237,46 +235,22 @@ impl RunningPostfix {
 
     /// Polls the listener until it greets, the process exits, or the time is up.
     async fn wait_ready(&mut self, begun: Instant) -> Result<(), SutError> {
-        loop {
-            let exited = self
-                .process
-                .try_exit_status()
-                .map_err(|e| SutError::Namespace {
-                    sut: SUT,
-                    action: "watch `postfix start-fg`".into(),
-                    detail: e.to_string(),
-                })?;
-            if let Some(status) = exited {
+        let ns = self.ns_fd.as_fd();
+        match common::wait_for_greeting(&mut self.process, ns, begun, READY_TIMEOUT).await {
+            Ok(()) => Ok(()),
+            // Postfix prints fatal configuration errors only to a terminal: ask `postfix check`.
+            Err(NotReady::Exited(status)) => {
                 let mut log_tail = self.log_tail();
                 for line in diagnose(&self.layout.conf).await {
                     log_tail.push_str(&format!("\npostfix check: {line}"));
                 }
-                return Err(SutError::Exited {
+                Err(SutError::Exited {
                     sut: SUT,
                     status: status.to_string(),
                     log_tail,
-                });
+                })
             }
-            let detail = match connect_in(self.ns_fd.as_fd(), listen_address()) {
-                Ok(stream) => {
-                    match tokio::time::timeout(Duration::from_secs(2), smtp::probe(stream)).await {
-                        Ok(Ok(())) => return Ok(()),
-                        Ok(Err(e)) => e,
-                        Err(_) => "no greeting within 2 s".to_string(),
-                    }
-                }
-                Err(e) => format!("connect: {e}"),
-            };
-            if begun.elapsed() >= READY_TIMEOUT {
-                return Err(SutError::NotReady {
-                    sut: SUT,
-                    address: LISTEN_ADDRESS.into(),
-                    waited: begun.elapsed(),
-                    detail,
-                    log_tail: self.log_tail(),
-                });
-            }
-            tokio::time::sleep(PROBE_INTERVAL).await;
+            Err(other) => Err(other.into_error(SUT, "postfix start-fg", || self.log_tail())),
         }
     }
 

@@ -174,17 +174,6 @@ pub(crate) async fn send<S: AsyncRead + AsyncWrite + Unpin>(
     Ok(done.text)
 }
 
-/// Reads the greeting and says QUIT: a readiness probe that leaves a clean log line.
-pub(crate) async fn probe<S: AsyncRead + AsyncWrite + Unpin>(stream: S) -> Result<(), String> {
-    let mut stream = BufReader::new(stream);
-    let greeting = read_reply(&mut stream).await?;
-    if greeting.code != 220 {
-        return Err(format!("greeting was {:?}", greeting.text));
-    }
-    let _ = command(&mut stream, "QUIT", |_| true).await;
-    Ok(())
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

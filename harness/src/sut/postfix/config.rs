@@ -6,9 +6,6 @@ use std::path::{Path, PathBuf};
 use super::SUT;
 use crate::sut::SutError;
 
-/// The address the injection listener binds inside the SUT namespace.
-pub const LISTEN_ADDRESS: &str = "127.0.0.1:2525";
-
 /// Where one instance keeps its files, all under the work directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Layout {
@@ -276,6 +273,7 @@ fn service_line(fields: &[&str]) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::sut::LISTEN_ADDRESS;
 
     const STOCK: &str = "\
 # comment

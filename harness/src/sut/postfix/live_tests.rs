@@ -31,11 +31,6 @@ macro_rules! skip_unless_live {
     };
 }
 
-#[test]
-fn the_listener_constant_and_address_agree() {
-    assert_eq!(listen_address().to_string(), LISTEN_ADDRESS);
-}
-
 /// A namespace with only loopback, a resolv.conf pointing at 127.0.0.1 (nothing listens
 /// there, so every lookup fails at once) and a work directory.
 struct Bench {
