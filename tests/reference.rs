@@ -215,6 +215,7 @@ async fn every_socket_is_made_inside_the_sut_namespace() {
             hostname: "sut.sender.test",
             work_dir: work.path(),
             settings: &settings,
+            route: &Default::default(),
             log: log.clone(),
             ca_file: None,
         },

@@ -17,7 +17,7 @@ use crate::scenario::{
     ClientKey, DnsAnswer, Extension, Fault, NetFault, PolicySpec, PtrFault, Scenario, SmtpAction,
     SmtpFault, SmtpStage, StartTls, SENDER_DOMAIN,
 };
-use crate::sut::OutgoingMessage;
+use crate::sut::{OutgoingMessage, SutRoute};
 
 /// What part a host plays in the topology.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,6 +73,8 @@ pub struct Plan {
     pub messages: Vec<PlannedMessage>,
     /// Raw settings per system under test (`[sut.postfix]` ...), by SUT name.
     pub sut_settings: BTreeMap<String, BTreeMap<String, String>>,
+    /// The SUT's routing configuration from `[route]`.
+    pub route: SutRoute,
     /// Network faults, one per host and family.
     pub net_faults: Vec<NetFaultPlan>,
     /// Faults of the scenario DNS server.
@@ -111,7 +113,13 @@ impl Plan {
             let mut host = HostPlan {
                 name: mx.name.get_ref().clone(),
                 ipv4: families.contains(&Family::Ipv4).then(|| ipv4_link(index)),
-                ipv6: families.contains(&Family::Ipv6).then(|| ipv6_link(index)),
+                ipv6: families.contains(&Family::Ipv6).then(|| {
+                    if mx.ula {
+                        ula_link(index)
+                    } else {
+                        ipv6_link(index)
+                    }
+                }),
                 smtp: families
                     .iter()
                     .map(|f| (*f, ListenerBehaviour::normal(&fqdn)))
@@ -120,7 +128,7 @@ impl Plan {
                 role: Role::Mx,
                 extra_addresses: mx.extra_addresses.iter().map(|a| *a.get_ref()).collect(),
             };
-            apply_faults(scenario, &mut host);
+            apply_faults(scenario, &hosts[0], &mut host);
             hosts.push(host);
         }
         let zones = zones(scenario, &hosts);
@@ -128,7 +136,9 @@ impl Plan {
         let dns_faults = dns_faults(scenario, &hosts);
         let dns = &hosts[1];
         let resolv_conf = resolv_conf(dns);
+        let route = route(scenario, &hosts);
         Plan {
+            route,
             zones,
             resolv_conf,
             messages: messages(scenario),
@@ -199,7 +209,49 @@ fn ipv6_link(index: u16) -> LinkAddresses<Ipv6Addr> {
     }
 }
 
-fn apply_faults(scenario: &Scenario, host: &mut HostPlan) {
+/// Link `index` of a host with a unique local address gets fd00:db8:0:index::/64 (RFC 4193;
+/// global ID 00:0db8:0000).
+fn ula_link(index: u16) -> LinkAddresses<Ipv6Addr> {
+    LinkAddresses {
+        host: Ipv6Addr::new(0xfd00, 0xdb8, 0, index, 0, 0, 0, 2),
+        router: Ipv6Addr::new(0xfd00, 0xdb8, 0, index, 0, 0, 0, 1),
+        prefix_len: 64,
+    }
+}
+
+/// The SUT's routing configuration: the relay's name, the family restriction, the SUT's own
+/// addresses to bind to.
+fn route(scenario: &Scenario, hosts: &[HostPlan]) -> SutRoute {
+    let spec = &scenario.route;
+    let only = spec
+        .families
+        .as_ref()
+        .and_then(|families| match families.get_ref().as_slice() {
+            [family] => Some(*family),
+            _ => None,
+        });
+    let bind = spec.bind.as_ref().map_or_else(Vec::new, |families| {
+        hosts[0]
+            .addresses()
+            .into_iter()
+            .filter(|addr| families.get_ref().contains(&Family::of(*addr)))
+            .collect()
+    });
+    SutRoute {
+        relay: spec.relay.as_ref().map(|relay| {
+            hosts
+                .iter()
+                .find(|host| &host.name == relay.get_ref())
+                .expect("validation checked that the relay is a host")
+                .fqdn
+                .clone()
+        }),
+        only,
+        bind,
+    }
+}
+
+fn apply_faults(scenario: &Scenario, sut: &HostPlan, host: &mut HostPlan) {
     for fault in scenario
         .faults
         .iter()
@@ -219,14 +271,14 @@ fn apply_faults(scenario: &Scenario, host: &mut HostPlan) {
                 apply_smtp_fault(smtp.get_ref(), when, behaviour);
             }
             if let Some(policy) = &fault.policy {
-                behaviour.policies.push(policy_of(policy.get_ref()));
+                behaviour.policies.push(policy_of(policy.get_ref(), sut));
             }
         }
     }
 }
 
 /// The fake MX's policy for a scenario's `policy = …`.
-fn policy_of(spec: &PolicySpec) -> Policy {
+fn policy_of(spec: &PolicySpec, sut: &HostPlan) -> Policy {
     let key = |key: &ClientKey| match key {
         ClientKey::Ip => GreylistKey::Ip,
         ClientKey::Prefix64 => GreylistKey::Prefix64,
@@ -254,6 +306,16 @@ fn policy_of(spec: &PolicySpec) -> Policy {
             per: per.0,
             key: key(k),
         },
+        PolicySpec::Blocklist { ipv6_prefix } => {
+            let sut_v6 = sut.ipv6.expect("the SUT has IPv6").host;
+            let listed = ipnet::Ipv6Net::new(sut_v6, *ipv6_prefix)
+                .expect("validation checked the prefix length")
+                .trunc();
+            Policy::Blocklist {
+                listed: vec![listed.into()],
+                list: "bl.test".into(),
+            }
+        }
     }
 }
 
@@ -526,7 +588,12 @@ fn zones(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<Zone> {
         .collect::<Vec<_>>()
         .join(" ");
     zones.add(SENDER_DOMAIN, RecordData::Txt(format!("v=spf1 {spf} -all")));
-    for mx in &scenario.mxs {
+    let relay = scenario.route.relay.as_ref().map(|relay| relay.get_ref());
+    for mx in scenario
+        .mxs
+        .iter()
+        .filter(|mx| Some(mx.name.get_ref()) != relay)
+    {
         let fqdn = format!("{}.{}", mx.name.get_ref(), mx.domain.get_ref());
         let exchange = if mx.exchange_is_cname {
             let alias = format!("mail-{fqdn}");
@@ -876,5 +943,63 @@ outcome = "delivered"
         assert!(text.contains("Message-ID: <1.smtp.x@sender.test>\r\n"));
         assert!(planned.message.content.len() >= 2000);
         assert!(text.split("\r\n").all(|line| line.len() < 998));
+    }
+
+    #[test]
+    fn a_relay_gets_no_mx_record_and_becomes_the_sut_route() {
+        let plan = plan_with("[route]\nrelay = \"mx2\"\nfamilies = [\"ipv4\"]\nbind = [\"ipv6\"]");
+        assert_eq!(
+            plan.route,
+            SutRoute {
+                relay: Some("mx2.example.test".into()),
+                only: Some(Family::Ipv4),
+                bind: vec!["2001:db8::2".parse().unwrap()],
+            }
+        );
+        let mx_targets: Vec<&RecordData> = records_named(&plan, "example.test");
+        assert_eq!(
+            mx_targets,
+            [&RecordData::Mx {
+                preference: 10,
+                exchange: "mx1.example.test".into()
+            }]
+        );
+        assert_eq!(
+            records_named(&plan, "mx2.example.test"),
+            [&RecordData::A(Ipv4Addr::new(192, 0, 2, 34))]
+        );
+        let both = plan_with("[route]\nfamilies = [\"ipv4\", \"ipv6\"]");
+        assert_eq!(both.route, SutRoute::default());
+    }
+
+    #[test]
+    fn a_ula_host_gets_a_unique_local_address_with_its_ptr() {
+        let text = SCENARIO.replacen(
+            "domain = \"example.test\"",
+            "domain = \"example.test\"\nula = true",
+            1,
+        );
+        let plan = Plan::new(&parse(Path::new("x.toml"), &text).unwrap());
+        let ula: Ipv6Addr = "fd00:db8:0:3::2".parse().unwrap();
+        assert_eq!(plan.host("mx1").unwrap().ipv6.unwrap().host, ula);
+        assert!(records_named(&plan, "mx1.example.test").contains(&&RecordData::Aaaa(ula)));
+        assert_eq!(
+            records_named(&plan, &reverse_name(ula.into())),
+            [&RecordData::Ptr("mx1.example.test".into())]
+        );
+    }
+
+    #[test]
+    fn a_blocklist_lists_the_network_around_the_sut_ipv6_address() {
+        let plan =
+            plan_with("[[fault]]\non = \"mx1\"\npolicy = { blocklist = { ipv6-prefix = 48 } }");
+        let policies = &plan.host("mx1").unwrap().smtp[&Family::Ipv4].policies;
+        assert_eq!(
+            policies,
+            &[Policy::Blocklist {
+                listed: vec!["2001:db8::/48".parse().unwrap()],
+                list: "bl.test".into(),
+            }]
+        );
     }
 }

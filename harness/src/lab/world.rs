@@ -140,6 +140,7 @@ impl Lab {
                     .sut_settings
                     .get(sut.settings_key())
                     .unwrap_or(&no_settings),
+                route: &plan.route,
                 log,
             })
             .await?;

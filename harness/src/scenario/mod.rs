@@ -20,7 +20,7 @@ pub use error::ScenarioError;
 pub use load::{find_scenarios, load, parse};
 pub use model::{
     ClientKey, DnsAnswer, DnsFaultSpec, DsnExpect, Expect, Extension, Fault, MessageSpec, MxSpec,
-    NetFault, Outcome, PolicySpec, PtrFault, Scenario, SmtpAction, SmtpFault, SmtpStage, StartTls,
-    Window,
+    NetFault, Outcome, PolicySpec, PtrFault, RouteSpec, Scenario, SmtpAction, SmtpFault, SmtpStage,
+    StartTls, Window,
 };
 pub use validate::{zone_origins, MAX_MX_HOSTS, SENDER_DOMAIN};

@@ -29,6 +29,10 @@ pub struct Scenario {
     /// What is broken.
     #[serde(default, rename = "fault")]
     pub faults: Vec<Fault>,
+    /// How the SUT is configured to route outgoing mail (`[route]`); by the recipient
+    /// domain's MX records when absent.
+    #[serde(default)]
+    pub route: RouteSpec,
     /// Raw settings per system under test, e.g. `[sut.postfix]`, by SUT name.
     #[serde(default)]
     pub sut: BTreeMap<String, BTreeMap<String, String>>,
@@ -60,6 +64,29 @@ pub struct MxSpec {
     /// Publish the MX record's target as a CNAME (`mail-NAME.DOMAIN`) pointing at the host.
     #[serde(default)]
     pub exchange_is_cname: bool,
+    /// Give the host a unique local IPv6 address (`fd00:db8:…`, RFC 4193) instead of one from
+    /// 2001:db8::/32, as an internal relay has.
+    #[serde(default)]
+    pub ula: bool,
+}
+
+/// The SUT's own routing configuration (`[route]`): what an operator writes into the MTA's
+/// config rather than into DNS.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RouteSpec {
+    /// `relay = "smarthost"`: the SUT sends every message to this `[[mx]]` host, found by its
+    /// A/AAAA records (no MX lookup); the host gets no MX record of its own.
+    #[serde(default)]
+    pub relay: Option<Spanned<String>>,
+    /// `families = ["ipv4"]`: the SUT's delivery transport is restricted to these families
+    /// (Postfix: a transport with `-o inet_protocols=ipv4`).
+    #[serde(default)]
+    pub families: Option<Spanned<Vec<Family>>>,
+    /// `bind = ["ipv4"]`: the SUT binds outgoing connections of these families to its own
+    /// address explicitly (Postfix `smtp_bind_address`, OpenSMTPD `relay src`).
+    #[serde(default)]
+    pub bind: Option<Spanned<Vec<Family>>>,
 }
 
 fn default_preference() -> u16 {
@@ -173,6 +200,14 @@ pub enum PolicySpec {
         /// What identifies the client.
         #[serde(default)]
         key: ClientKey,
+    },
+    /// `{ blocklist = { ipv6-prefix = 64 } }`: the IPv6 network of this length around the
+    /// SUT's address is on a DNS blocklist (its IPv4 address is clean); listed clients get
+    /// `554 5.7.1` instead of the greeting.
+    Blocklist {
+        /// The listed network's prefix length, 1 to 128 (Spamhaus lists IPv6 by /64).
+        #[serde(rename = "ipv6-prefix")]
+        ipv6_prefix: u8,
     },
 }
 

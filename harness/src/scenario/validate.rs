@@ -57,6 +57,7 @@ pub fn validate(scenario: &Scenario) -> Result<(), Problem> {
         ));
     }
     validate_mxs(scenario)?;
+    validate_route(scenario)?;
     validate_faults(scenario)?;
     validate_messages(scenario)?;
     validate_expect(scenario)
@@ -116,6 +117,36 @@ fn validate_mxs(scenario: &Scenario) -> Result<(), Problem> {
             return Err(problem(
                 &mx.families,
                 "a host needs at least one family: \"ipv4\", \"ipv6\"".into(),
+            ));
+        }
+    }
+    Ok(())
+}
+
+fn validate_route(scenario: &Scenario) -> Result<(), Problem> {
+    let route = &scenario.route;
+    if let Some(relay) = &route.relay {
+        if !scenario
+            .mxs
+            .iter()
+            .any(|mx| mx.name.get_ref() == relay.get_ref())
+        {
+            return Err(problem(
+                relay,
+                format!(
+                    "route.relay names unknown host {:?}: declare it as an [[mx]]; hosts: {}",
+                    relay.get_ref(),
+                    mx_names(scenario)
+                ),
+            ));
+        }
+    }
+    for list in [&route.families, &route.bind].into_iter().flatten() {
+        if list.get_ref().is_empty() {
+            return Err(problem(
+                list,
+                "an empty family list: give \"ipv4\", \"ipv6\" or both, or leave the key out"
+                    .into(),
             ));
         }
     }
@@ -186,11 +217,20 @@ fn validate_faults(scenario: &Scenario) -> Result<(), Problem> {
             validate_dns_fault(scenario, dns.get_ref())?;
         }
         if let Some(policy) = &fault.policy {
-            if let PolicySpec::Rate { limit: 0, .. } = policy.get_ref() {
-                return Err(problem(
-                    policy,
-                    "rate limit = 0 refuses every connection: give 1 or more".into(),
-                ));
+            match policy.get_ref() {
+                PolicySpec::Rate { limit: 0, .. } => {
+                    return Err(problem(
+                        policy,
+                        "rate limit = 0 refuses every connection: give 1 or more".into(),
+                    ))
+                }
+                PolicySpec::Blocklist { ipv6_prefix } if !(1..=128).contains(ipv6_prefix) => {
+                    return Err(problem(
+                        policy,
+                        format!("blocklist ipv6-prefix = {ipv6_prefix} is not a prefix length: give 1 to 128, e.g. 64"),
+                    ))
+                }
+                _ => {}
             }
         }
         if matches!(kind, Kind::Ptr | Kind::Policy) {
@@ -794,5 +834,39 @@ outcome = "delivered"
             message.contains("expect.mx names unknown host \"mx2\""),
             "{message}"
         );
+    }
+
+    #[test]
+    fn route_relay_must_name_a_host() {
+        let message = error_with("[route]\nrelay = \"smart\"");
+        assert_eq!(
+            message,
+            "s.toml:16:9: route.relay names unknown host \"smart\": declare it as an [[mx]]; hosts: mx1"
+        );
+        assert!(parse(
+            Path::new("s.toml"),
+            &format!("{BASE}\n[route]\nrelay = \"mx1\"")
+        )
+        .is_ok());
+    }
+
+    #[test]
+    fn route_family_lists_must_not_be_empty() {
+        for key in ["families", "bind"] {
+            let message = error_with(&format!("[route]\n{key} = []"));
+            assert!(message.contains("an empty family list"), "{key}: {message}");
+        }
+        let message = error_with("[route]\nfamilies = [\"ipv5\"]");
+        assert!(message.contains("ipv5"), "{message}");
+    }
+
+    #[test]
+    fn a_blocklist_needs_a_prefix_length() {
+        let message =
+            error_with("[[fault]]\non = \"mx1\"\npolicy = { blocklist = { ipv6-prefix = 129 } }");
+        assert!(message.contains("give 1 to 128"), "{message}");
+        let message =
+            error_with("[[fault]]\non = \"mx1\"\npolicy = { blocklist = { prefix = 64 } }");
+        assert!(message.contains("ipv6-prefix"), "{message}");
     }
 }

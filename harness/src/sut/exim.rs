@@ -54,8 +54,9 @@ pub struct Exim;
 
 impl Exim {
     /// Checks that Exim is installed; writes `exim.conf` (see [`config::exim_conf`]; the
-    /// scenario's `[sut.exim]` settings override main-section options, or router/transport
-    /// options as `dnslookup.OPTION` / `remote_smtp.OPTION`) and an empty spool into the work
+    /// scenario's `[route]` and then its `[sut.exim]` settings override main-section options,
+    /// or router/transport options as `dnslookup.OPTION` / `remote_smtp.OPTION`; see
+    /// [`config::route_settings`]) and an empty spool into the work
     /// directory; starts `exim -bdf -q1s` in the SUT namespace with the lab's resolv.conf, in a
     /// PID namespace of its own, after bind-mounting the work directory over
     /// [`INSTANCE_DIR`]; and waits (at most about 10 s) until the listener answers 220.
@@ -67,7 +68,9 @@ impl Exim {
         let begun = Instant::now();
         check_installed()?;
         let layout = Layout::new(ctx.work_dir);
-        prepare(&layout, ctx.hostname, ctx.settings)?;
+        let mut settings = config::route_settings(ctx.route);
+        settings.extend(ctx.settings.clone());
+        prepare(&layout, ctx.hostname, &settings)?;
 
         let out = std::fs::File::create(&layout.stderr)
             .map_err(|e| io_error(&format!("create {}", layout.stderr.display()), e))?;

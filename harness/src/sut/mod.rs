@@ -11,6 +11,7 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crate::events::EventLog;
+use crate::family::Family;
 
 mod common;
 pub mod driver;
@@ -57,6 +58,30 @@ pub struct OutgoingMessage {
     pub content: Vec<u8>,
 }
 
+/// How the scenario configures the SUT's outgoing routing (`[route]`). The default routes by
+/// the recipient domain's MX records, over both families, letting the kernel pick the source
+/// address.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct SutRoute {
+    /// Send every message to this host (found by its A/AAAA records, no MX lookup), e.g.
+    /// `smarthost.isp.test`.
+    pub relay: Option<String>,
+    /// The only family the delivery transport may use; both when `None`.
+    pub only: Option<Family>,
+    /// The SUT's own addresses to bind outgoing connections to, at most one per family.
+    pub bind: Vec<std::net::IpAddr>,
+}
+
+impl SutRoute {
+    /// The address to bind connections of `family` to, if any.
+    pub fn bind_address(&self, family: Family) -> Option<std::net::IpAddr> {
+        self.bind
+            .iter()
+            .copied()
+            .find(|addr| Family::of(*addr) == family)
+    }
+}
+
 /// What a driver needs to start the system under test inside a lab.
 pub struct SutContext<'a> {
     /// The SUT's network namespace.
@@ -72,6 +97,8 @@ pub struct SutContext<'a> {
     /// Raw MTA settings from the scenario (for Postfix: `main.cf` parameters); applied last,
     /// so they override the driver's defaults.
     pub settings: &'a BTreeMap<String, String>,
+    /// The routing configuration from the scenario's `[route]`.
+    pub route: &'a SutRoute,
     /// The run's event log.
     pub log: EventLog,
     /// The PEM certificate of the run's CA when a fake MX offers STARTTLS, so an MTA that

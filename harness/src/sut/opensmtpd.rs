@@ -48,7 +48,8 @@ pub struct Opensmtpd;
 
 impl Opensmtpd {
     /// Checks that OpenSMTPD is installed; writes `smtpd.conf` (see [`config::smtpd_conf`];
-    /// the scenario's `[sut.opensmtpd]` settings replace or add whole lines) and fresh spool
+    /// the scenario's `[route]` (see [`config::route_settings`]) and then its
+    /// `[sut.opensmtpd]` settings replace or add whole lines) and fresh spool
     /// and run directories into the work directory; starts `smtpd -d -f smtpd.conf` in the
     /// SUT namespace with the lab's resolv.conf, in a PID namespace of its own, after
     /// bind-mounting those directories over `/var/spool/smtpd` and `/run` in its private mount
@@ -60,7 +61,17 @@ impl Opensmtpd {
         let begun = Instant::now();
         check_installed()?;
         let layout = Layout::new(ctx.work_dir);
-        prepare(&layout, ctx.hostname, ctx.settings)?;
+        if let Some(family) = ctx.route.only {
+            ctx.log.record(EventKind::Harness {
+                message: format!(
+                    "OpenSMTPD has no per-action address-family setting: [route] families = \
+                     [\"{family}\"] is not applied"
+                ),
+            });
+        }
+        let mut settings = config::route_settings(ctx.hostname, ctx.route);
+        settings.extend(ctx.settings.clone());
+        prepare(&layout, ctx.hostname, &settings)?;
 
         let out = std::fs::File::create(&layout.log)
             .map_err(|e| io_error(&format!("create {}", layout.log.display()), e))?;

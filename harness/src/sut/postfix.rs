@@ -63,15 +63,22 @@ impl Postfix {
         let begun = Instant::now();
         check_installed()?;
         let layout = Layout::new(ctx.work_dir);
-        // The run's CA, for `smtp_tls_security_level = verify` scenarios; scenario settings
-        // still override it.
-        let mut settings = ctx.settings.clone();
+        // The scenario's `[route]` and the run's CA (for `smtp_tls_security_level = verify`
+        // scenarios); the scenario's own settings still override both.
+        let mut settings = config::route_settings(ctx.route);
+        settings.extend(ctx.settings.clone());
         if let Some(ca_file) = ctx.ca_file {
             settings
                 .entry("smtp_tls_CAfile".to_string())
                 .or_insert_with(|| ca_file.display().to_string());
         }
-        prepare(ctx.work_dir, &layout, ctx.hostname, &settings)?;
+        prepare(
+            ctx.work_dir,
+            &layout,
+            ctx.hostname,
+            &settings,
+            ctx.route.only,
+        )?;
         let ns_fd = ctx
             .namespace
             .fd()
@@ -371,11 +378,15 @@ fn prepare(
     layout: &Layout,
     hostname: &str,
     settings: &std::collections::BTreeMap<String, String>,
+    only_family: Option<crate::family::Family>,
 ) -> Result<(), SutError> {
     let main_cf = config::main_cf(layout, hostname, settings)?;
     let stock = std::fs::read_to_string(STOCK_MASTER_CF)
         .map_err(|e| io_error(&format!("read {STOCK_MASTER_CF}"), e))?;
-    let master_cf = config::master_cf(&stock, LISTEN_ADDRESS);
+    let mut master_cf = config::master_cf(&stock, LISTEN_ADDRESS);
+    if let Some(family) = only_family {
+        master_cf.push_str(&config::family_transport(family));
+    }
     let not_installed = |what: &str| SutError::NotInstalled {
         sut: SUT,
         missing: PathBuf::from(what),

@@ -12,6 +12,7 @@
 //! - [`Policy::RequirePtr`] acts at its stage (RCPT by default).
 //! - [`Policy::RequireSpf`] acts at MAIL.
 //! - [`Policy::Greylist`] acts at RCPT, per recipient.
+//! - [`Policy::Blocklist`] replaces the greeting with `554 5.7.1` for a listed client.
 //!
 //! Scripted [`StageRule`](super::StageRule)s that reply, stall or disconnect take precedence:
 //! at such a stage the policies are not consulted (a `Slow` rule still lets them act). At one
@@ -28,6 +29,7 @@
 //!
 //! [`EventKind::Policy`]: crate::events::EventKind::Policy
 
+mod blocklist;
 mod greylist;
 mod ptr;
 mod rate;
@@ -133,6 +135,15 @@ pub enum Policy {
         /// What identifies the client.
         key: GreylistKey,
     },
+    /// `554 5.7.1` instead of the greeting (then close) for a client inside one of the
+    /// `listed` networks, as a site checking a DNS blocklist at connect does (Spamhaus lists
+    /// IPv6 by /64, so one listing covers every address of a sender's network).
+    Blocklist {
+        /// The listed networks.
+        listed: Vec<ipnet::IpNet>,
+        /// The blocklist's name for the reply, e.g. `bl.test`.
+        list: String,
+    },
 }
 
 impl Policy {
@@ -196,6 +207,10 @@ impl fmt::Display for Policy {
                 "rate {limit} per {} by {key}",
                 humantime::format_duration(*per)
             ),
+            Policy::Blocklist { listed, list } => {
+                let listed: Vec<String> = listed.iter().map(ToString::to_string).collect();
+                write!(f, "blocklist {list} ({})", listed.join(", "))
+            }
         }
     }
 }
@@ -501,6 +516,14 @@ impl Gate {
                     });
                 };
                 let (note, refusal) = outcome.decide(*reject_softfail);
+                notes.push(note);
+                refusal.map_or(Verdict::Pass, Verdict::Reply)
+            }
+            Policy::Blocklist { listed, list } => {
+                if stage != SmtpStage::Greeting {
+                    return Verdict::Pass;
+                }
+                let (note, refusal) = blocklist::check(listed, list, client);
                 notes.push(note);
                 refusal.map_or(Verdict::Pass, Verdict::Reply)
             }

@@ -14,7 +14,7 @@ use super::{queue, DriverFile, Inject, Ready};
 use crate::events::{EventKind, EventLog, QueueEntry};
 use crate::sut::common::{self, connect_in, InstanceNamespaces, LISTEN_ADDRESS};
 use crate::sut::logtail::{last_lines, LogTail};
-use crate::sut::{smtp, OutgoingMessage, RunningSut, SutContext, SutError};
+use crate::sut::{smtp, OutgoingMessage, RunningSut, SutContext, SutError, SutRoute};
 
 /// The file in the work directory that gets `start`'s standard output and error.
 pub(super) const START_OUTPUT: &str = "mxlab-start.out";
@@ -51,6 +51,14 @@ impl RunningDriver {
         let sut = driver.label;
         driver.check_installed()?;
         common::make_traversable(sut, ctx.work_dir)?;
+        if *ctx.route != SutRoute::default() {
+            ctx.log.record(EventKind::Harness {
+                message: format!(
+                    "driver files have no placeholders for [route]: {sut} runs without the \
+                     scenario's relay, family restriction and source addresses"
+                ),
+            });
+        }
         let vars = Vars {
             hostname: ctx.hostname.to_string(),
             work_dir: ctx.work_dir.display().to_string(),

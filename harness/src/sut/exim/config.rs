@@ -13,7 +13,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::SUT;
-use crate::sut::SutError;
+use crate::family::Family;
+use crate::sut::{SutError, SutRoute};
 
 /// The unpacked Exim binary (from Debian's `exim4-daemon-light`).
 pub const EXIM: &str = "/opt/mxlab/exim/usr/sbin/exim4";
@@ -141,7 +142,7 @@ fn entries(
         (
             Section::Router,
             "ignore_target_hosts",
-            "0.0.0.0 : 127.0.0.0/8",
+            &format!("<; {IGNORED_TARGETS}"),
         ),
         (Section::Router, "no_more", ""),
         (Section::Transport, "driver", "smtp"),
@@ -181,6 +182,41 @@ fn entries(
     }
     Ok(entries)
 }
+
+/// Settings (in the scenario's `[sut.exim]` key syntax) for the scenario's `[route]`: a relay
+/// turns the router into `manualroute` with `route_list = * HOST`; a family restriction
+/// ignores every target address of the other family (`ignore_target_hosts`); bind addresses
+/// become the transport's `interface` list (Exim binds only to the address of the
+/// connection's family). The driver applies them before the scenario's own settings.
+pub fn route_settings(route: &SutRoute) -> BTreeMap<String, String> {
+    let mut settings = BTreeMap::new();
+    let mut set = |key: &str, value: String| settings.insert(key.to_string(), value);
+    if let Some(relay) = &route.relay {
+        set(&format!("{ROUTER}.driver"), "manualroute".into());
+        set(&format!("{ROUTER}.route_list"), format!("* {relay}"));
+    }
+    if let Some(family) = route.only {
+        let other_family = match family {
+            Family::Ipv4 => "::/0",
+            Family::Ipv6 => "0.0.0.0/0",
+        };
+        set(
+            &format!("{ROUTER}.ignore_target_hosts"),
+            format!("<; {IGNORED_TARGETS} ; {other_family}"),
+        );
+    }
+    if !route.bind.is_empty() {
+        let addresses: Vec<String> = route.bind.iter().map(ToString::to_string).collect();
+        set(
+            &format!("{TRANSPORT}.interface"),
+            format!("<; {}", addresses.join(" ; ")),
+        );
+    }
+    settings
+}
+
+/// Target addresses the router always ignores (`;`-separated).
+const IGNORED_TARGETS: &str = "0.0.0.0 ; 127.0.0.0/8";
 
 /// Renders the whole configuration.
 pub fn exim_conf(
@@ -323,5 +359,34 @@ mod tests {
             );
         }
         assert!(exim_conf(&layout(), "bad host", &BTreeMap::new()).is_err());
+    }
+
+    #[test]
+    fn route_becomes_manualroute_ignored_targets_and_interface() {
+        let route = SutRoute {
+            relay: Some("smarthost.isp.test".into()),
+            only: Some(Family::Ipv4),
+            bind: vec!["192.0.2.2".parse().unwrap()],
+        };
+        let text = exim_conf(&layout(), "sut.sender.test", &route_settings(&route)).unwrap();
+        assert!(text.contains("  driver = manualroute\n"), "{text}");
+        assert!(
+            text.contains("  route_list = * smarthost.isp.test\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("  ignore_target_hosts = <; 0.0.0.0 ; 127.0.0.0/8 ; ::/0\n"),
+            "{text}"
+        );
+        assert!(text.contains("  interface = <; 192.0.2.2\n"), "{text}");
+        let v6_only = SutRoute {
+            only: Some(Family::Ipv6),
+            ..SutRoute::default()
+        };
+        assert_eq!(
+            route_settings(&v6_only)["dnslookup.ignore_target_hosts"],
+            "<; 0.0.0.0 ; 127.0.0.0/8 ; 0.0.0.0/0"
+        );
+        assert!(route_settings(&SutRoute::default()).is_empty());
     }
 }

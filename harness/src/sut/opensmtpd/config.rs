@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::SUT;
-use crate::sut::SutError;
+use crate::sut::{SutError, SutRoute};
 
 /// The unpacked `smtpd` (from Debian's `opensmtpd`).
 pub const SMTPD: &str = "/opt/mxlab/opensmtpd/usr/sbin/smtpd";
@@ -108,6 +108,35 @@ pub fn smtpd_conf(hostname: &str, settings: &BTreeMap<String, String>) -> Result
     Ok(text)
 }
 
+/// Settings (in the scenario's `[sut.opensmtpd]` line syntax) for the scenario's `[route]`: a
+/// relay becomes `host smtp://HOST` in the `action` line, bind addresses a `src <mxlab_src>`
+/// table. OpenSMTPD has no per-action address-family setting, so `route.only` is not
+/// expressed (the driver notes that in the event log). The driver applies them before the
+/// scenario's own settings.
+pub fn route_settings(hostname: &str, route: &SutRoute) -> BTreeMap<String, String> {
+    let mut settings = BTreeMap::new();
+    let mut action = String::from("\"out\" relay");
+    if let Some(relay) = &route.relay {
+        action.push_str(&format!(" host smtp://{relay}"));
+    }
+    if !route.bind.is_empty() {
+        let addresses: Vec<String> = route.bind.iter().map(ToString::to_string).collect();
+        settings.insert(
+            format!("table {SOURCE_TABLE}"),
+            format!("{{ {} }}", addresses.join(", ")),
+        );
+        action.push_str(&format!(" src <{SOURCE_TABLE}>"));
+    }
+    if route.relay.is_some() || !route.bind.is_empty() {
+        action.push_str(&format!(" helo {hostname}"));
+        settings.insert("action".to_string(), action);
+    }
+    settings
+}
+
+/// The table of source addresses for `[route] bind`.
+const SOURCE_TABLE: &str = "mxlab_src";
+
 fn bad(key: &str, reason: String) -> SutError {
     SutError::BadSetting {
         sut: SUT,
@@ -159,5 +188,27 @@ mod tests {
             Err(SutError::BadSetting { .. })
         ));
         assert!(smtpd_conf("bad host", &BTreeMap::new()).is_err());
+    }
+
+    #[test]
+    fn route_becomes_relay_host_and_source_table() {
+        let route = SutRoute {
+            relay: Some("smarthost.isp.test".into()),
+            only: None,
+            bind: vec!["192.0.2.2".parse().unwrap()],
+        };
+        let text = smtpd_conf(
+            "sut.sender.test",
+            &route_settings("sut.sender.test", &route),
+        )
+        .unwrap();
+        assert!(
+            text.contains(
+                "table mxlab_src { 192.0.2.2 }\n\
+                 action \"out\" relay host smtp://smarthost.isp.test src <mxlab_src> helo sut.sender.test\n"
+            ),
+            "{text}"
+        );
+        assert!(route_settings("sut.sender.test", &SutRoute::default()).is_empty());
     }
 }

@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::SUT;
-use crate::sut::SutError;
+use crate::family::Family;
+use crate::sut::{SutError, SutRoute};
 
 /// Where one instance keeps its files, all under the work directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -134,6 +135,44 @@ pub fn main_cf_entries(
         }
     }
     Ok(entries)
+}
+
+/// `main.cf` parameters for the scenario's `[route]`: `relayhost`, a `default_transport`
+/// restricted to one family (see [`family_transport`]) and `smtp_bind_address`(`6`). The
+/// driver applies them before the scenario's own settings.
+pub fn route_settings(route: &SutRoute) -> BTreeMap<String, String> {
+    let mut settings = BTreeMap::new();
+    if let Some(relay) = &route.relay {
+        settings.insert("relayhost".to_string(), format!("[{relay}]"));
+    }
+    if let Some(family) = route.only {
+        settings.insert(
+            "default_transport".to_string(),
+            family_transport_name(family),
+        );
+    }
+    for addr in &route.bind {
+        let key = match Family::of(*addr) {
+            Family::Ipv4 => "smtp_bind_address",
+            Family::Ipv6 => "smtp_bind_address6",
+        };
+        settings.insert(key.to_string(), addr.to_string());
+    }
+    settings
+}
+
+/// The name of the transport that delivers over `family` only, e.g. `smtp-ipv4`.
+fn family_transport_name(family: Family) -> String {
+    format!("smtp-{family}")
+}
+
+/// The `master.cf` entry of the transport that delivers over `family` only: Postfix's SMTP
+/// client with `-o inet_protocols=...`, the per-transport override of field bug 12.
+pub fn family_transport(family: Family) -> String {
+    let name = family_transport_name(family);
+    let mut text = service_line(&[&name, "unix", "-", "-", "n", "-", "-", "smtp"]);
+    text.push_str(&format!("  -o inet_protocols={family}\n"));
+    text
 }
 
 /// Renders `main.cf` from [`main_cf_entries`].
@@ -440,5 +479,24 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         let entries = main_cf_entries(&layout, "sut", &BTreeMap::new()).unwrap();
         assert_eq!(lookup(&entries, "mydomain"), None);
         assert_eq!(lookup(&entries, "myorigin"), Some("$myhostname"));
+    }
+
+    #[test]
+    fn route_becomes_relayhost_transport_and_bind_addresses() {
+        let route = SutRoute {
+            relay: Some("smarthost.isp.test".into()),
+            only: Some(Family::Ipv4),
+            bind: vec!["192.0.2.2".parse().unwrap(), "2001:db8::2".parse().unwrap()],
+        };
+        let settings = route_settings(&route);
+        assert_eq!(settings["relayhost"], "[smarthost.isp.test]");
+        assert_eq!(settings["default_transport"], "smtp-ipv4");
+        assert_eq!(settings["smtp_bind_address"], "192.0.2.2");
+        assert_eq!(settings["smtp_bind_address6"], "2001:db8::2");
+        assert!(route_settings(&SutRoute::default()).is_empty());
+        assert_eq!(
+            family_transport(Family::Ipv4),
+            "smtp-ipv4  unix    -       -       n       -       -       smtp\n  -o inet_protocols=ipv4\n"
+        );
     }
 }

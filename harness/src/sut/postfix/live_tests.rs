@@ -69,6 +69,7 @@ impl Bench {
             hostname: "sut.sender.test",
             work_dir: &self.work_dir,
             settings,
+            route: &Default::default(),
             log: self.log.clone(),
             ca_file: None,
         })

@@ -11,6 +11,7 @@ use super::route::{self, MxHost};
 use super::session::{self, Envelope, RcptResult, SessionConfig};
 use super::settings::Settings;
 use super::Logger;
+use crate::sut::SutRoute;
 
 /// The SMTP port.
 const SMTP_PORT: u16 = 25;
@@ -39,6 +40,8 @@ pub struct Deliverer {
     pub bugs: Bugs,
     /// The name for EHLO and the DSN's Reporting-MTA.
     pub hostname: String,
+    /// The routing configuration (`[route]`): relay, family restriction, source addresses.
+    pub route: SutRoute,
 }
 
 impl Deliverer {
@@ -69,7 +72,15 @@ impl Deliverer {
                 })
                 .collect::<Vec<_>>()
         };
-        let hosts = match self.resolver.mx(domain).await {
+        let lookup = match &self.route.relay {
+            Some(relay) => {
+                log.line(format!("{domain}: relaying through {relay} (no MX lookup)"));
+                Lookup::NoData
+            }
+            None => self.resolver.mx(domain).await,
+        };
+        let implicit = self.route.relay.as_deref().unwrap_or(domain);
+        let hosts = match lookup {
             Lookup::Found(records) if route::is_null_mx(&records) => {
                 let text = format!("{domain} has a null MX (RFC 7505): it accepts no mail");
                 log.line(&text);
@@ -88,11 +99,13 @@ impl Deliverer {
                 hosts
             }
             Lookup::NoData => {
-                log.line(format!(
-                    "{domain} has no MX record: trying its own addresses (RFC 5321 §5.1)"
-                ));
+                if self.route.relay.is_none() {
+                    log.line(format!(
+                        "{domain} has no MX record: trying its own addresses (RFC 5321 §5.1)"
+                    ));
+                }
                 vec![MxHost {
-                    name: domain.to_ascii_lowercase(),
+                    name: implicit.to_ascii_lowercase(),
                     preference: 0,
                 }]
             }
@@ -112,7 +125,10 @@ impl Deliverer {
         let mut dns_trouble = Vec::new();
         for host in hosts {
             let mut addresses = Vec::new();
-            for family in route::families(self.settings.address_preference, self.bugs) {
+            let families = route::families(self.settings.address_preference, self.bugs)
+                .into_iter()
+                .filter(|family| self.route.only.is_none_or(|only| only == *family));
+            for family in families {
                 match self.resolver.addresses(&host.name, family).await {
                     Lookup::Found(found) => {
                         log.line(format!(
@@ -165,6 +181,7 @@ impl Deliverer {
             connect_timeout: self.settings.connect_timeout,
             reply_timeout: self.settings.reply_timeout,
             bugs: self.bugs,
+            bind: &self.route.bind,
         };
         let mut pending: Vec<String> = envelope.recipients.to_vec();
         let mut results = Vec::new();

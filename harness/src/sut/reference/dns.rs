@@ -352,7 +352,7 @@ impl Resolver {
         let exchange = async {
             let mut stream = self
                 .net
-                .connect(server, self.conf.timeout)
+                .connect(server, None, self.conf.timeout)
                 .await
                 .map_err(|e| format!("TCP connect: {e}"))?;
             let query = query_bytes(id, name, record_type);

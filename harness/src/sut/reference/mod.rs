@@ -137,6 +137,7 @@ impl Reference {
                 settings,
                 bugs,
                 hostname: ctx.hostname.to_string(),
+                route: ctx.route.clone(),
             },
             log: log.clone(),
             queue: Mutex::new(Queue::default()),

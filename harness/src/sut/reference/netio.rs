@@ -8,7 +8,7 @@
 //! check makes that impossible rather than unlikely.
 
 use std::io;
-use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
@@ -110,9 +110,20 @@ impl NetIo {
         Ok(socket)
     }
 
-    /// Connects to `address` from a checked socket, giving up after `timeout`.
-    pub async fn connect(&self, address: SocketAddr, timeout: Duration) -> io::Result<TcpStream> {
+    /// Connects to `address` from a checked socket (bound to `source` first, if given),
+    /// giving up after `timeout`.
+    pub async fn connect(
+        &self,
+        address: SocketAddr,
+        source: Option<IpAddr>,
+        timeout: Duration,
+    ) -> io::Result<TcpStream> {
         let socket = self.tcp_socket(Family::of(address.ip()))?;
+        if let Some(source) = source {
+            socket.bind(SocketAddr::new(source, 0)).map_err(|e| {
+                io::Error::new(e.kind(), format!("cannot bind to source {source}: {e}"))
+            })?;
+        }
         match tokio::time::timeout(timeout, socket.connect(address)).await {
             Ok(result) => result,
             Err(_) => Err(io::Error::new(

@@ -8,6 +8,7 @@ use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
 use super::bugs::{Bug, Bugs};
 use super::netio::{seconds, NetIo};
 use super::Logger;
+use crate::family::Family;
 use crate::sut::smtp::{data_payload, read_reply, Reply};
 
 /// Message content is written in pieces of this size, each within the reply timeout.
@@ -39,6 +40,8 @@ pub struct SessionConfig<'a> {
     pub reply_timeout: Duration,
     /// Planted bugs.
     pub bugs: Bugs,
+    /// The source addresses to bind to (`[route] bind`), at most one per family.
+    pub bind: &'a [std::net::IpAddr],
 }
 
 /// A permanent or temporary failure the MX host reported or caused.
@@ -121,7 +124,16 @@ pub async fn deliver(
         from_remote: false,
         stage: stage.to_string(),
     };
-    let stream = match config.net.connect(address, config.connect_timeout).await {
+    let source = config
+        .bind
+        .iter()
+        .copied()
+        .find(|source| Family::of(*source) == Family::of(address.ip()));
+    let stream = match config
+        .net
+        .connect(address, source, config.connect_timeout)
+        .await
+    {
         Ok(stream) => stream,
         Err(e) => {
             let failure = local(format!("connect failed: {e}"), "connect");
@@ -403,6 +415,7 @@ mod tests {
             connect_timeout: Duration::from_secs(1),
             reply_timeout: Duration::from_secs(2),
             bugs,
+            bind: &[],
         };
         let log = Logger::new(EventLog::new(), "1: ".into());
         let mut session = Session {
