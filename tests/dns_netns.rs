@@ -239,8 +239,7 @@ impl World {
         ]);
         command.args(options);
         let begun = Instant::now();
-        let output =
-            tokio::task::block_in_place(|| netns::output(self.sut(), command).unwrap());
+        let output = tokio::task::block_in_place(|| netns::output(self.sut(), command).unwrap());
         let text = String::from_utf8_lossy(&output.stdout).into_owned();
         Reply::parse(&text, begun.elapsed())
     }
@@ -258,7 +257,9 @@ fn ready() -> bool {
         return false;
     }
     if Command::new("dig").arg("-v").output().is_err() {
-        eprintln!("skipping: dig is missing (apt-get install dnsutils, or bash .ci/install-deps.sh)");
+        eprintln!(
+            "skipping: dig is missing (apt-get install dnsutils, or bash .ci/install-deps.sh)"
+        );
         return false;
     }
     true
@@ -376,10 +377,7 @@ async fn each_fault_gives_exactly_the_promised_answer_from_the_sut_namespace() {
     let truncated = world
         .dig(Family::Ipv6, "truncate.faults.test", "AAAA", &["+ignore"])
         .await;
-    assert!(
-        truncated.flags.contains(&"tc".to_string()),
-        "{truncated:?}"
-    );
+    assert!(truncated.flags.contains(&"tc".to_string()), "{truncated:?}");
     assert!(truncated.answers.is_empty(), "{truncated:?}");
     let full = world
         .dig(Family::Ipv6, "truncate.faults.test", "AAAA", &["+tcp"])
