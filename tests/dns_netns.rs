@@ -212,13 +212,7 @@ impl World {
     }
 
     fn address(&self, host: &str, family: Family) -> IpAddr {
-        self.plan
-            .host(host)
-            .unwrap()
-            .addresses()
-            .into_iter()
-            .find(|a| Family::of(*a) == family)
-            .unwrap()
+        self.plan.host(host).unwrap().address(family).unwrap()
     }
 
     /// Runs `dig` in the SUT's namespace against the DNS host's address of `family`; `options`

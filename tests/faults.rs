@@ -210,13 +210,7 @@ impl Lab {
     }
 
     fn address(&self, host: &str, family: Family) -> IpAddr {
-        self.plan
-            .host(host)
-            .unwrap()
-            .addresses()
-            .into_iter()
-            .find(|a| Family::of(*a) == family)
-            .unwrap()
+        self.plan.host(host).unwrap().address(family).unwrap()
     }
 
     fn fault(&self, kind: NetFault, family: Family, first: Option<u32>) -> NetFaultPlan {

@@ -58,6 +58,14 @@ impl HostPlan {
         let v6 = self.ipv6.as_ref().map(|link| IpAddr::V6(link.host));
         v4.into_iter().chain(v6).collect()
     }
+
+    /// The host's own address of `family`, if it has that family.
+    pub fn address(&self, family: Family) -> Option<IpAddr> {
+        match family {
+            Family::Ipv4 => self.ipv4.as_ref().map(|link| IpAddr::V4(link.host)),
+            Family::Ipv6 => self.ipv6.as_ref().map(|link| IpAddr::V6(link.host)),
+        }
+    }
 }
 
 /// Everything needed to build and run a scenario's world.
@@ -231,10 +239,10 @@ fn route(scenario: &Scenario, hosts: &[HostPlan]) -> SutRoute {
             _ => None,
         });
     let bind = spec.bind.as_ref().map_or_else(Vec::new, |families| {
-        hosts[0]
-            .addresses()
-            .into_iter()
-            .filter(|addr| families.get_ref().contains(&Family::of(*addr)))
+        families
+            .get_ref()
+            .iter()
+            .filter_map(|family| hosts[0].address(*family))
             .collect()
     });
     SutRoute {
@@ -489,11 +497,7 @@ fn net_faults(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<NetFaultPlan> {
             {
                 continue;
             }
-            let sut_address = sut
-                .addresses()
-                .into_iter()
-                .find(|a| Family::of(*a) == family)
-                .expect("the SUT has both families");
+            let sut_address = sut.address(family).expect("the SUT has both families");
             planned.push(NetFaultPlan {
                 description: format!("{kind} on {} {family}", host.name),
                 kind,

@@ -72,16 +72,6 @@ pub struct SutRoute {
     pub bind: Vec<std::net::IpAddr>,
 }
 
-impl SutRoute {
-    /// The address to bind connections of `family` to, if any.
-    pub fn bind_address(&self, family: Family) -> Option<std::net::IpAddr> {
-        self.bind
-            .iter()
-            .copied()
-            .find(|addr| Family::of(*addr) == family)
-    }
-}
-
 /// What a driver needs to start the system under test inside a lab.
 pub struct SutContext<'a> {
     /// The SUT's network namespace.
