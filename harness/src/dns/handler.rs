@@ -2,21 +2,20 @@
 //! it, and records the query in the [`EventLog`].
 //!
 //! Every query passes through [`QueryHandler::handle_request`] in three steps: *resolve* (the
-//! catalog's answer is captured, not sent), *deliver* (send it to the client), *record* (one
-//! [`EventKind::DnsQuery`]). Per-query faults belong in the deliver step, [`deliver`]: it sees the
+//! catalog's answer is captured, not sent, and kept in the [`AnswerCache`] for the next query
+//! like it), *deliver* (send it to the client), *record* (one [`EventKind::DnsQuery`]). Per-query faults belong in the deliver step, [`deliver`]: it sees the
 //! client, the transport, the question and the catalog's full answer, and decides what (if
 //! anything) goes back on the wire and what the event says. Which fault applies is decided
 //! before, by the [`FaultSet`]; a timeout skips the deliver step, and a delay runs it (and the
 //! record step) later in a task of its own, so the event of a delayed query is recorded when
 //! its answer is sent.
 
-use std::fmt;
 use std::iter;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use hickory_proto::op::{Header, HeaderCounts, Message, Metadata, ResponseCode};
-use hickory_proto::rr::{Name, RData, Record as HickoryRecord, RecordType};
+use hickory_proto::rr::{Name, Record as HickoryRecord};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
@@ -25,13 +24,16 @@ use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseI
 use hickory_server::zone_handler::{Catalog, MessageResponse, MessageResponseBuilder};
 use tracing::{debug, warn};
 
+use super::cache::{Answer, AnswerCache};
 use super::faults::{AppliedFault, DnsFaultAction, FaultSet};
+use super::summary::{display_name, rcode_name, Summary};
 use crate::events::{EventKind, EventLog};
 
 /// Answers queries from a [`Catalog`], applies [`FaultSet`] faults, and records each query as an
 /// [`EventKind::DnsQuery`].
 pub struct QueryHandler {
     catalog: Catalog,
+    answers: AnswerCache,
     faults: FaultSet,
     log: EventLog,
 }
@@ -41,25 +43,32 @@ impl QueryHandler {
     pub fn new(catalog: Catalog, faults: FaultSet, log: EventLog) -> Self {
         Self {
             catalog,
+            answers: AnswerCache::default(),
             faults,
             log,
         }
     }
 
-    /// Runs the catalog on `request` and returns the response it would have sent.
-    async fn resolve<T: Time>(&self, request: &Request) -> Option<Message> {
+    /// The catalog's answer to `request`: kept from a query like it, or looked up (and kept).
+    async fn resolve<T: Time>(&self, request: &Request) -> Option<Arc<Answer>> {
+        if let Some(answer) = self.answers.get(request) {
+            return Some(answer);
+        }
         let capture = Capture::default();
         self.catalog
             .handle_request::<_, T>(request, capture.clone())
             .await;
         let bytes = capture.take()?;
-        match Message::from_vec(&bytes) {
-            Ok(message) => Some(message),
+        let message = match Message::from_vec(&bytes) {
+            Ok(message) => message,
             Err(error) => {
                 warn!(%error, "cannot re-read the catalog's response");
-                None
+                return None;
             }
-        }
+        };
+        let answer = Arc::new(Answer::new(request, message));
+        self.answers.insert(request, answer.clone());
+        Some(answer)
     }
 
     /// The fault to apply to `request`, if any.
@@ -97,7 +106,7 @@ impl RequestHandler for QueryHandler {
             ..
         }) = fault
         else {
-            let (info, summary) = deliver(request, answer, fault, response_handle).await;
+            let (info, summary) = deliver(request, answer.as_deref(), fault, response_handle).await;
             question.record(&self.log, summary);
             return info;
         };
@@ -105,7 +114,7 @@ impl RequestHandler for QueryHandler {
         // this one on a TCP connection wait for it.
         let info = match &answer {
             Some(answer) => ResponseInfo::from(Header {
-                metadata: answer.metadata,
+                metadata: answer.metadata_for(request),
                 counts: HeaderCounts::default(),
             }),
             None => unsent(request, ResponseCode::ServFail),
@@ -126,7 +135,7 @@ impl RequestHandler for QueryHandler {
         let log = self.log.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
-            let (_, summary) = deliver(&owned, answer, fault, response_handle).await;
+            let (_, summary) = deliver(&owned, answer.as_deref(), fault, response_handle).await;
             question.record(&log, summary);
         });
         info
@@ -167,7 +176,7 @@ impl Question {
 
     /// Records the query and what was done about it.
     fn record(self, log: &EventLog, answer: Summary) {
-        let answer = answer.to_string();
+        let answer = answer.into_text();
         debug!(client = %self.client, name = %self.name, record_type = %self.record_type, %answer, "dns query");
         log.record(EventKind::DnsQuery {
             client: self.client,
@@ -176,37 +185,6 @@ impl Question {
             record_type: self.record_type,
             answer,
         });
-    }
-}
-
-/// What was done about a query: `NOERROR 192.0.2.10` followed by notes in parentheses, such as
-/// `NOERROR (no records, fault nodata)` or `NOERROR (truncated, fault truncate)`.
-struct Summary {
-    text: String,
-    notes: Vec<String>,
-}
-
-impl Summary {
-    fn new(text: impl Into<String>) -> Self {
-        Self {
-            text: text.into(),
-            notes: Vec::new(),
-        }
-    }
-
-    fn note(mut self, note: impl Into<String>) -> Self {
-        self.notes.push(note.into());
-        self
-    }
-}
-
-impl fmt::Display for Summary {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.text)?;
-        if !self.notes.is_empty() {
-            write!(f, " ({})", self.notes.join(", "))?;
-        }
-        Ok(())
     }
 }
 
@@ -229,7 +207,7 @@ fn unsent(request: &Request, code: ResponseCode) -> ResponseInfo {
 /// its own.
 async fn deliver<R: ResponseHandler>(
     request: &Request,
-    answer: Option<Message>,
+    answer: Option<&Answer>,
     fault: Option<AppliedFault>,
     mut response_handle: R,
 ) -> (ResponseInfo, Summary) {
@@ -240,22 +218,22 @@ async fn deliver<R: ResponseHandler>(
         let summary = Summary::new("SERVFAIL").note("internal error");
         return finish(request, sent, summary);
     };
-    let builder = MessageResponseBuilder::new(&request.queries, answer.edns.as_ref());
+    let mut metadata = answer.metadata_for(request);
+    let Answer { message, summary } = answer;
+    let builder = MessageResponseBuilder::new(&request.queries, message.edns.as_ref());
     let Some(fault) = fault else {
-        let summary = summarize(&answer, request_type(request));
         let response = builder.build(
-            answer.metadata,
-            answer.answers.iter(),
-            answer.authorities.iter(),
+            metadata,
+            message.answers.iter(),
+            message.authorities.iter(),
             iter::empty(),
-            answer.additionals.iter(),
+            message.additionals.iter(),
         );
         let sent = response_handle.send_response(response).await;
-        return finish(request, sent, summary);
+        return finish(request, sent, summary.clone());
     };
 
     let note = format!("fault {}", fault.action);
-    let mut metadata = answer.metadata;
     let (summary, sent) = match fault.action {
         DnsFaultAction::ServFail | DnsFaultAction::Refused => {
             metadata.response_code = match fault.action {
@@ -293,13 +271,13 @@ async fn deliver<R: ResponseHandler>(
             (summary, response_handle.send_response(response).await)
         }
         DnsFaultAction::Delay(_) | DnsFaultAction::Timeout => {
-            let summary = summarize(&answer, request_type(request)).note(note);
+            let summary = summary.clone().note(note);
             let response = builder.build(
                 metadata,
-                answer.answers.iter(),
-                answer.authorities.iter(),
+                message.answers.iter(),
+                message.authorities.iter(),
                 iter::empty(),
-                answer.additionals.iter(),
+                message.additionals.iter(),
             );
             (summary, response_handle.send_response(response).await)
         }
@@ -311,97 +289,16 @@ async fn deliver<R: ResponseHandler>(
 fn finish(
     request: &Request,
     sent: Result<ResponseInfo, NetError>,
-    mut summary: Summary,
+    summary: Summary,
 ) -> (ResponseInfo, Summary) {
     match sent {
-        Ok(info) => {
-            if info.truncation {
-                summary.notes.insert(0, "truncated".to_string());
-            }
-            (info, summary)
-        }
+        Ok(info) if info.truncation => (info, summary.note_first("truncated")),
+        Ok(info) => (info, summary),
         Err(error) => {
             warn!(%error, "cannot send DNS response");
             let info = unsent(request, ResponseCode::ServFail);
             (info, summary.note(format!("not sent: {error}")))
         }
-    }
-}
-
-fn request_type(request: &Request) -> Option<RecordType> {
-    request
-        .request_info()
-        .ok()
-        .map(|info| info.query.query_type())
-}
-
-/// `NOERROR 192.0.2.10, 2001:db8::10`, `NOERROR (no records)`, `NXDOMAIN`, `REFUSED`.
-///
-/// Answers of another type than asked for (a CNAME leading to the answer) are prefixed with
-/// their type: `NOERROR CNAME mx1.example.test, 192.0.2.10`. More notes can be added.
-fn summarize(message: &Message, asked: Option<RecordType>) -> Summary {
-    let rcode = rcode_name(message.metadata.response_code);
-    if message.answers.is_empty() {
-        return match message.metadata.response_code {
-            ResponseCode::NoError => Summary::new(rcode).note("no records"),
-            _ => Summary::new(rcode),
-        };
-    }
-    let answers: Vec<String> = message
-        .answers
-        .iter()
-        .map(|record| {
-            let data = display_rdata(&record.data);
-            if Some(record.record_type()) == asked {
-                data
-            } else {
-                format!("{} {data}", record.record_type())
-            }
-        })
-        .collect();
-    Summary::new(format!("{rcode} {}", answers.join(", ")))
-}
-
-/// The conventional upper-case mnemonic (`NOERROR`, `NXDOMAIN`, ...).
-fn rcode_name(code: ResponseCode) -> String {
-    match code {
-        ResponseCode::NoError => "NOERROR".to_string(),
-        ResponseCode::FormErr => "FORMERR".to_string(),
-        ResponseCode::ServFail => "SERVFAIL".to_string(),
-        ResponseCode::NXDomain => "NXDOMAIN".to_string(),
-        ResponseCode::NotImp => "NOTIMP".to_string(),
-        ResponseCode::Refused => "REFUSED".to_string(),
-        ResponseCode::NotAuth => "NOTAUTH".to_string(),
-        ResponseCode::NotZone => "NOTZONE".to_string(),
-        other => format!("RCODE{}", u16::from(other)),
-    }
-}
-
-/// Record data as in a zone file, with names written without their trailing dot.
-fn display_rdata(data: &RData) -> String {
-    match data {
-        RData::A(addr) => addr.to_string(),
-        RData::AAAA(addr) => addr.to_string(),
-        RData::MX(mx) => format!("{} {}", mx.preference, display_name(&mx.exchange)),
-        RData::CNAME(target) => display_name(&target.0),
-        RData::PTR(target) => display_name(&target.0),
-        RData::NS(target) => display_name(&target.0),
-        RData::TXT(txt) => txt
-            .txt_data
-            .iter()
-            .map(|part| format!("{:?}", String::from_utf8_lossy(part)))
-            .collect::<Vec<_>>()
-            .join(" "),
-        other => other.to_string(),
-    }
-}
-
-/// `mx1.example.test` (no trailing dot); the root stays `.`.
-fn display_name(name: &Name) -> String {
-    let text = name.to_ascii();
-    match text.strip_suffix('.') {
-        Some(bare) if !bare.is_empty() => bare.to_string(),
-        _ => text,
     }
 }
 
@@ -441,57 +338,5 @@ impl ResponseHandler for Capture {
             .lock()
             .unwrap_or_else(|poisoned| poisoned.into_inner()) = Some(bytes);
         Ok(info)
-    }
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-    use hickory_proto::rr::rdata::{A, CNAME, MX, TXT};
-
-    fn record(name: &str, data: RData) -> HickoryRecord {
-        HickoryRecord::from_rdata(name.parse().unwrap(), 60, data)
-    }
-
-    #[test]
-    fn summaries_list_answers_without_trailing_dots() {
-        let mut message = Message::response(1, hickory_proto::op::OpCode::Query);
-        assert_eq!(
-            summarize(&message, Some(RecordType::A)).to_string(),
-            "NOERROR (no records)"
-        );
-        message.add_answer(record(
-            "www.example.test.",
-            RData::CNAME(CNAME("mx1.example.test.".parse().unwrap())),
-        ));
-        message.add_answer(record(
-            "mx1.example.test.",
-            RData::A(A("192.0.2.10".parse().unwrap())),
-        ));
-        assert_eq!(
-            summarize(&message, Some(RecordType::A)).to_string(),
-            "NOERROR CNAME mx1.example.test, 192.0.2.10"
-        );
-
-        let mut message = Message::response(1, hickory_proto::op::OpCode::Query);
-        message.add_answer(record(
-            "example.test.",
-            RData::MX(MX::new(10, "mx1.example.test.".parse().unwrap())),
-        ));
-        message.add_answer(record(
-            "example.test.",
-            RData::TXT(TXT::new(vec!["v=spf1 -all".into()])),
-        ));
-        assert_eq!(
-            summarize(&message, Some(RecordType::MX)).to_string(),
-            "NOERROR 10 mx1.example.test, TXT \"v=spf1 -all\""
-        );
-
-        message.answers.clear();
-        message.metadata.response_code = ResponseCode::NXDomain;
-        assert_eq!(
-            summarize(&message, Some(RecordType::MX)).to_string(),
-            "NXDOMAIN"
-        );
     }
 }

@@ -16,11 +16,13 @@
 //! REFUSED, NXDOMAIN or NODATA instead, answer late, truncate over UDP, or not answer at all.
 //! The event then names the fault: `SERVFAIL (fault servfail)`.
 
+mod cache;
 mod error;
 mod faults;
 mod handler;
 mod records;
 mod server;
+mod summary;
 mod zones;
 
 #[cfg(test)]

@@ -406,6 +406,49 @@ async fn answers_are_authoritative_and_queries_are_logged_lowercase() {
 }
 
 #[tokio::test]
+async fn repeated_queries_get_the_same_answer_with_their_own_id() {
+    let lab = Lab::start("127.0.0.1");
+    let mut responses = Vec::new();
+    for (id, name) in [
+        (1, "example.test."),
+        (2, "example.test."),
+        (3, "EXAMPLE.test."),
+    ] {
+        let query = query_message(id, name, RecordType::MX);
+        let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        socket
+            .send_to(&query.to_vec().unwrap(), lab.udp)
+            .await
+            .unwrap();
+        let mut buffer = vec![0; 4096];
+        let (len, _) = tokio::time::timeout(Duration::from_secs(3), socket.recv_from(&mut buffer))
+            .await
+            .expect("no response")
+            .unwrap();
+        let response = Message::from_vec(&buffer[..len]).unwrap();
+        assert_eq!(response.metadata.id, id);
+        assert_eq!(
+            response.queries[0].name().to_lowercase().to_ascii(),
+            "example.test."
+        );
+        responses.push(response);
+    }
+    for response in &responses[1..] {
+        assert_eq!(response.answers, responses[0].answers);
+        assert_eq!(response.additionals, responses[0].additionals);
+        assert_eq!(
+            response.metadata.response_code,
+            responses[0].metadata.response_code
+        );
+    }
+    let events = lab.events(3).await;
+    assert_eq!(
+        answers(&events),
+        ["NOERROR 10 mx1.example.test, 20 mx2.example.test"; 3]
+    );
+}
+
+#[tokio::test]
 async fn queries_over_tcp_are_answered_and_logged_as_tcp() {
     let lab = Lab::start("127.0.0.1");
     let lookup = lab
