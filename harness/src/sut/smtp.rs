@@ -169,8 +169,10 @@ pub(crate) async fn send<S: AsyncRead + AsyncWrite + Unpin>(
     if !done.is_positive_completion() {
         return Err(format!("end of DATA got {:?}", done.text));
     }
-    // The message is queued; a failing QUIT changes nothing.
-    let _ = command(&mut stream, "QUIT", |_| true).await;
+    // The message is queued: say QUIT and hang up without waiting for the 221, which Exim
+    // 4.96 holds back for 200 ms. A failing QUIT changes nothing.
+    let _ = stream.get_mut().write_all(b"QUIT\r\n").await;
+    let _ = stream.get_mut().shutdown().await;
     Ok(done.text)
 }
 
@@ -242,7 +244,6 @@ mod tests {
                 "250 ok\r\n",
                 "354 go\r\n",
                 "250 2.0.0 Ok: queued as ABC\r\n",
-                "221 bye\r\n",
             ],
             message(),
         )
