@@ -8,10 +8,14 @@
 //! asks the same few questions over and over.
 
 use std::collections::HashMap;
+use std::iter;
 use std::sync::{Arc, PoisonError, RwLock};
 
-use hickory_proto::op::{Message, Metadata, OpCode};
-use hickory_server::server::Request;
+use hickory_proto::op::{Header, HeaderCounts, Message, Metadata, OpCode};
+use hickory_proto::rr::Record;
+use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, DecodeError};
+use hickory_server::server::{Request, ResponseInfo};
+use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 
 use super::summary::Summary;
 
@@ -22,21 +26,37 @@ const CAPACITY: usize = 4096;
 /// The catalog's response to one query, and what a query event says about it.
 #[derive(Debug)]
 pub struct Answer {
-    /// The response, with the ID of the query it was first made for.
+    /// The response as the catalog encoded it (without a size limit), with the ID of the query
+    /// it was first made for.
+    wire: Vec<u8>,
+    /// Its section counts.
+    counts: HeaderCounts,
+    /// The same response, decoded.
     pub message: Message,
     /// The event text for it when no fault applies, e.g. `NOERROR 192.0.2.10`.
     pub summary: Summary,
 }
 
 impl Answer {
-    /// The answer `message` to `request`.
-    pub fn new(request: &Request, message: Message) -> Self {
+    /// The catalog's response `wire` to `request`.
+    ///
+    /// # Errors
+    ///
+    /// If `wire` is not a DNS message.
+    pub fn new(request: &Request, wire: Vec<u8>) -> Result<Self, DecodeError> {
+        let counts = Header::read(&mut BinDecoder::new(&wire))?.counts;
+        let message = Message::from_vec(&wire)?;
         let asked = request
             .request_info()
             .ok()
             .map(|info| info.query.query_type());
         let summary = Summary::of_response(&message, asked);
-        Self { message, summary }
+        Ok(Self {
+            wire,
+            counts,
+            message,
+            summary,
+        })
     }
 
     /// The response header for `request`, which may be a later query than the one the answer
@@ -45,6 +65,51 @@ impl Answer {
         let mut metadata = self.message.metadata;
         metadata.id = request.metadata.id;
         metadata
+    }
+
+    /// The response to `request` in hickory's form, to be encoded (and truncated) on sending.
+    pub fn response<'a>(
+        &'a self,
+        request: &'a Request,
+    ) -> MessageResponse<
+        'a,
+        'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+        impl Iterator<Item = &'a Record> + Send + 'a,
+    > {
+        MessageResponseBuilder::new(&request.queries, self.message.edns.as_ref()).build(
+            self.metadata_for(request),
+            self.message.answers.iter(),
+            self.message.authorities.iter(),
+            iter::empty(),
+            self.message.additionals.iter(),
+        )
+    }
+
+    /// The encoded response to `request` if it fits in `limit` bytes: the kept encoding with
+    /// `request`'s ID, and what was sent.
+    pub fn encoded_for(&self, request: &Request, limit: usize) -> Option<(Vec<u8>, ResponseInfo)> {
+        if self.wire.len() > limit {
+            return None;
+        }
+        let mut wire = self.wire.clone();
+        wire[..2].copy_from_slice(&request.metadata.id.to_be_bytes());
+        let info = ResponseInfo::from(Header {
+            metadata: self.metadata_for(request),
+            counts: self.counts,
+        });
+        Some((wire, info))
+    }
+
+    /// The largest response the client takes over UDP: its EDNS payload size, or 512 bytes
+    /// without EDNS (RFC 1035 section 4.2.1), as hickory encodes it.
+    pub fn udp_limit(&self) -> usize {
+        self.message
+            .edns
+            .as_ref()
+            .map_or(512, |edns| usize::from(edns.max_payload()))
     }
 }
 
@@ -101,7 +166,7 @@ mod tests {
 
     fn answer(request: &Request) -> Arc<Answer> {
         let message = Message::response(request.metadata.id, OpCode::Query);
-        Arc::new(Answer::new(request, message))
+        Arc::new(Answer::new(request, message.to_vec().unwrap()).unwrap())
     }
 
     #[test]
@@ -116,6 +181,19 @@ mod tests {
         assert!(cache
             .get(&request(3, "MX1.example.test.", OpCode::Query))
             .is_none());
+    }
+
+    #[test]
+    fn a_kept_encoding_is_sent_with_the_new_id_if_it_fits() {
+        let first = request(1, "example.test.", OpCode::Query);
+        let answer = answer(&first);
+        let again = request(2, "example.test.", OpCode::Query);
+        let (wire, info) = answer.encoded_for(&again, 512).unwrap();
+        assert_eq!(info.id, 2);
+        assert_eq!(Message::from_vec(&wire).unwrap().metadata.id, 2);
+        assert_eq!(wire[2..], answer.wire[2..]);
+        assert!(answer.encoded_for(&again, wire.len() - 1).is_none());
+        assert_eq!(answer.udp_limit(), 512);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use std::iter;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
-use hickory_proto::op::{Header, HeaderCounts, Message, Metadata, ResponseCode};
+use hickory_proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
 use hickory_proto::rr::{Name, Record as HickoryRecord};
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::runtime::Time;
@@ -26,6 +26,7 @@ use tracing::{debug, warn};
 
 use super::cache::{Answer, AnswerCache};
 use super::faults::{AppliedFault, DnsFaultAction, FaultSet};
+use super::respond::{Encoding, Respond};
 use super::summary::{display_name, rcode_name, Summary};
 use crate::events::{EventKind, EventLog};
 
@@ -58,15 +59,13 @@ impl QueryHandler {
         self.catalog
             .handle_request::<_, T>(request, capture.clone())
             .await;
-        let bytes = capture.take()?;
-        let message = match Message::from_vec(&bytes) {
-            Ok(message) => message,
+        let answer = match Answer::new(request, capture.take()?) {
+            Ok(answer) => Arc::new(answer),
             Err(error) => {
                 warn!(%error, "cannot re-read the catalog's response");
                 return None;
             }
         };
-        let answer = Arc::new(Answer::new(request, message));
         self.answers.insert(request, answer.clone());
         Some(answer)
     }
@@ -80,11 +79,9 @@ impl QueryHandler {
             request.protocol(),
         )
     }
-}
 
-#[async_trait::async_trait]
-impl RequestHandler for QueryHandler {
-    async fn handle_request<R: ResponseHandler, T: Time>(
+    /// Answers `request` through `response_handle` and records it.
+    pub async fn handle<R: Respond, T: Time>(
         &self,
         request: &Request,
         response_handle: R,
@@ -139,6 +136,19 @@ impl RequestHandler for QueryHandler {
             question.record(&log, summary);
         });
         info
+    }
+}
+
+/// hickory's server hands TCP queries to the handler here.
+#[async_trait::async_trait]
+impl RequestHandler for QueryHandler {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        self.handle::<_, T>(request, Encoding(response_handle))
+            .await
     }
 }
 
@@ -205,7 +215,7 @@ fn unsent(request: &Request, code: ResponseCode) -> ResponseInfo {
 /// This is the one place where per-query faults change what goes on the wire. Two actions are
 /// handled by the caller: a timeout sends nothing, and a delay calls this later from a task of
 /// its own.
-async fn deliver<R: ResponseHandler>(
+async fn deliver<R: Respond>(
     request: &Request,
     answer: Option<&Answer>,
     fault: Option<AppliedFault>,
@@ -218,20 +228,12 @@ async fn deliver<R: ResponseHandler>(
         let summary = Summary::new("SERVFAIL").note("internal error");
         return finish(request, sent, summary);
     };
-    let mut metadata = answer.metadata_for(request);
-    let Answer { message, summary } = answer;
-    let builder = MessageResponseBuilder::new(&request.queries, message.edns.as_ref());
     let Some(fault) = fault else {
-        let response = builder.build(
-            metadata,
-            message.answers.iter(),
-            message.authorities.iter(),
-            iter::empty(),
-            message.additionals.iter(),
-        );
-        let sent = response_handle.send_response(response).await;
-        return finish(request, sent, summary.clone());
+        let sent = response_handle.send_answer(request, answer).await;
+        return finish(request, sent, answer.summary.clone());
     };
+    let mut metadata = answer.metadata_for(request);
+    let builder = MessageResponseBuilder::new(&request.queries, answer.message.edns.as_ref());
 
     let note = format!("fault {}", fault.action);
     let (summary, sent) = match fault.action {
@@ -271,15 +273,8 @@ async fn deliver<R: ResponseHandler>(
             (summary, response_handle.send_response(response).await)
         }
         DnsFaultAction::Delay(_) | DnsFaultAction::Timeout => {
-            let summary = summary.clone().note(note);
-            let response = builder.build(
-                metadata,
-                message.answers.iter(),
-                message.authorities.iter(),
-                iter::empty(),
-                message.additionals.iter(),
-            );
-            (summary, response_handle.send_response(response).await)
+            let summary = answer.summary.clone().note(note);
+            (summary, response_handle.send_answer(request, answer).await)
         }
     };
     finish(request, sent, summary)

@@ -21,8 +21,10 @@ mod error;
 mod faults;
 mod handler;
 mod records;
+mod respond;
 mod server;
 mod summary;
+mod udp;
 mod zones;
 
 #[cfg(test)]

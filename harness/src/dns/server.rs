@@ -1,15 +1,21 @@
 //! Starting and stopping the DNS server on sockets the caller has bound.
 
 use std::net::{SocketAddr, TcpListener, UdpSocket};
+use std::sync::Arc;
 use std::time::Duration;
 
+use hickory_server::net::runtime::Time;
+use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::Server;
+use tokio::sync::watch;
+use tokio::task::JoinSet;
 use tracing::warn;
 
 use super::error::DnsError;
 use super::faults::{DnsFault, FaultSet};
 use super::handler::QueryHandler;
 use super::records::Zone;
+use super::udp;
 use super::zones::build_catalog;
 use crate::clock::ScenarioClock;
 use crate::events::EventLog;
@@ -69,6 +75,9 @@ impl DnsServer {
     /// namespace). Must be called from within a tokio runtime; the server runs on it until
     /// [`RunningDns::shutdown`] or until the [`RunningDns`] is dropped.
     ///
+    /// Each UDP socket is read by one loop per runtime worker, each answering its datagrams
+    /// in turn; TCP connections are served by hickory's server.
+    ///
     /// # Errors
     ///
     /// [`DnsError::NoRuntime`] outside a runtime, [`DnsError::NoSockets`] if both lists are
@@ -105,15 +114,30 @@ impl DnsServer {
             tcp_addrs.extend(addr);
         }
 
-        let mut server = Server::new(self.handler);
+        let handler = Arc::new(self.handler);
+        let (stop_udp, stop) = watch::channel(false);
+        let loops = tokio::runtime::Handle::current()
+            .metrics()
+            .num_workers()
+            .max(1);
+        let mut udp_tasks = JoinSet::new();
         for socket in udp_sockets {
-            server.register_socket(socket);
+            let socket = Arc::new(socket);
+            for _ in 0..loops {
+                udp_tasks.spawn(udp::serve(socket.clone(), handler.clone(), stop.clone()));
+            }
         }
-        for listener in tcp_listeners {
-            server.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
-        }
+        let tcp = (!tcp_listeners.is_empty()).then(|| {
+            let mut server = Server::new(Shared(handler));
+            for listener in tcp_listeners {
+                server.register_listener(listener, TCP_IDLE_TIMEOUT, TCP_RESPONSE_BUFFER);
+            }
+            server
+        });
         Ok(RunningDns {
-            server,
+            tcp,
+            udp_tasks,
+            stop_udp,
             udp_addrs,
             tcp_addrs,
         })
@@ -129,7 +153,10 @@ fn describe(kind: &str, addr: Option<SocketAddr>) -> String {
 
 /// A DNS server that is answering queries. Stops on [`shutdown`](Self::shutdown) or drop.
 pub struct RunningDns {
-    server: Server<QueryHandler>,
+    /// hickory's server for the TCP listeners, if there are any.
+    tcp: Option<Server<Shared>>,
+    udp_tasks: JoinSet<()>,
+    stop_udp: watch::Sender<bool>,
     udp_addrs: Vec<SocketAddr>,
     tcp_addrs: Vec<SocketAddr>,
 }
@@ -147,8 +174,12 @@ impl RunningDns {
 
     /// Stops accepting queries and waits until every socket is closed.
     pub async fn shutdown(mut self) {
-        if let Err(error) = self.server.shutdown_gracefully().await {
-            warn!(%error, "DNS server stopped with an error");
+        self.stop_udp.send_replace(true);
+        while self.udp_tasks.join_next().await.is_some() {}
+        if let Some(server) = &mut self.tcp {
+            if let Err(error) = server.shutdown_gracefully().await {
+                warn!(%error, "DNS server stopped with an error");
+            }
         }
     }
 }
@@ -156,6 +187,27 @@ impl RunningDns {
 impl Drop for RunningDns {
     /// Stops the server; its tasks end (and close their sockets) shortly after.
     fn drop(&mut self) {
-        self.server.shutdown_token().cancel();
+        self.stop_udp.send_replace(true);
+        // The UDP loops end on the signal; detach them rather than abort them mid-answer.
+        self.udp_tasks.detach_all();
+        if let Some(server) = &self.tcp {
+            server.shutdown_token().cancel();
+        }
+    }
+}
+
+/// The [`QueryHandler`], shared by hickory's server (TCP) and the UDP loops.
+struct Shared(Arc<QueryHandler>);
+
+#[async_trait::async_trait]
+impl RequestHandler for Shared {
+    async fn handle_request<R: ResponseHandler, T: Time>(
+        &self,
+        request: &Request,
+        response_handle: R,
+    ) -> ResponseInfo {
+        self.0
+            .handle_request::<R, T>(request, response_handle)
+            .await
     }
 }

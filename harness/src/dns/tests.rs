@@ -489,6 +489,52 @@ async fn large_udp_answers_without_edns_are_truncated() {
 }
 
 #[tokio::test]
+async fn large_udp_answers_fit_in_the_edns_payload_size() {
+    let lab = Lab::start("127.0.0.1");
+    for _ in 0..2 {
+        let response = raw_query(lab.udp, "big.example.test.", RecordType::A, true).await;
+        assert!(!response.metadata.truncation);
+        assert_eq!(response.answers.len(), 40);
+        // Without EDNS the same (kept) answer is truncated to 512 bytes.
+        let response = raw_query(lab.udp, "big.example.test.", RecordType::A, false).await;
+        assert!(response.metadata.truncation);
+    }
+    let events = lab.events(4).await;
+    let notes: Vec<bool> = answers(&events)
+        .iter()
+        .map(|answer| answer.ends_with("(truncated)"))
+        .collect();
+    assert_eq!(notes, [false, true, false, true]);
+}
+
+#[tokio::test]
+async fn malformed_udp_queries_get_formerr_and_responses_are_ignored() {
+    let lab = Lab::start("127.0.0.1");
+    let socket = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let mut response = query_message(4713, "example.test.", RecordType::MX);
+    response.metadata.message_type = hickory_proto::op::MessageType::Response;
+    let mut malformed = query_message(4714, "example.test.", RecordType::MX)
+        .to_vec()
+        .unwrap();
+    malformed.truncate(malformed.len() - 3);
+    for datagram in [&[0_u8; 5][..], &response.to_vec().unwrap(), &malformed] {
+        socket.send_to(datagram, lab.udp).await.unwrap();
+    }
+    let mut buffer = vec![0; 4096];
+    let (len, _) = tokio::time::timeout(Duration::from_secs(3), socket.recv_from(&mut buffer))
+        .await
+        .expect("no FORMERR")
+        .unwrap();
+    let answer = Message::from_vec(&buffer[..len]).unwrap();
+    assert_eq!(answer.metadata.id, 4714);
+    assert_eq!(answer.metadata.response_code, ResponseCode::FormErr);
+    // Nothing else comes back, and nothing is recorded.
+    let more = tokio::time::timeout(TIMEOUT_WAIT, socket.recv_from(&mut buffer)).await;
+    assert!(more.is_err(), "{more:?}");
+    assert!(lab.log.snapshot().is_empty());
+}
+
+#[tokio::test]
 async fn shutdown_closes_the_sockets() {
     let lab = Lab::start("127.0.0.1");
     let (udp, tcp) = (lab.udp, lab.tcp);
