@@ -1,14 +1,15 @@
 //! The request handler in front of hickory's [`Catalog`]: it asks the zones for an answer, sends
 //! it, and records the query in the [`EventLog`].
 //!
-//! Every query passes through [`QueryHandler::handle_request`] in three steps: *resolve* (the
-//! catalog's answer is captured, not sent, and kept in the [`AnswerCache`] for the next query
-//! like it), *deliver* (send it to the client), *record* (one [`EventKind::DnsQuery`]). Per-query faults belong in the deliver step, [`deliver`]: it sees the
-//! client, the transport, the question and the catalog's full answer, and decides what (if
-//! anything) goes back on the wire and what the event says. Which fault applies is decided
-//! before, by the [`FaultSet`]; a timeout skips the deliver step, and a delay runs it (and the
-//! record step) later in a task of its own, so the event of a delayed query is recorded when
-//! its answer is sent.
+//! Every query, from the UDP loops or from hickory's server (TCP), passes through
+//! [`QueryHandler::handle`] in three steps: *resolve* (the catalog's answer is captured, not
+//! sent, and kept in the [`AnswerCache`] for the next query like it), *deliver* (send it to the
+//! client), *record* (one [`EventKind::DnsQuery`]). Per-query faults belong in the deliver step,
+//! [`deliver`]: it sees the client, the transport, the question and the catalog's full answer,
+//! and decides what (if anything) goes back on the wire and what the event says. Which fault
+//! applies is decided before, by the [`FaultSet`]; a timeout skips the deliver step, and a delay
+//! runs it (and the record step) later in a task of its own, so the event of a delayed query is
+//! recorded when its answer is sent.
 
 use std::iter;
 use std::net::IpAddr;

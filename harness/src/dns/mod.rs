@@ -7,6 +7,9 @@
 //! without the asked type, REFUSED for names outside every zone, and CNAMEs chased within the
 //! zones as hickory does.
 //!
+//! The catalog's answer to each distinct query message is kept, so a repeated query is
+//! answered without looking it up again; over UDP it is sent as first encoded, with the new ID.
+//!
 //! Every query is recorded as one [`EventKind::DnsQuery`](crate::events::EventKind) with the
 //! client's address, the transport, the question and a summary of the answer such as
 //! `NOERROR 192.0.2.10, 2001:db8::10`.
