@@ -17,13 +17,13 @@ use hickory_proto::serialize::binary::{BinDecodable, BinDecoder, DecodeError};
 use hickory_server::server::{Request, ResponseInfo};
 use hickory_server::zone_handler::{MessageResponse, MessageResponseBuilder};
 
-use super::summary::Summary;
+use super::summary::{Asked, Summary};
 
 /// At most this many answers are kept; once full, further answers are not kept, so that
 /// queries that are all different (random names, EDNS cookies) cannot grow it without bound.
 const CAPACITY: usize = 4096;
 
-/// The catalog's response to one query, and what a query event says about it.
+/// The catalog's response to one query, and what a query event says about the query and it.
 #[derive(Debug)]
 pub struct Answer {
     /// The response as the catalog encoded it (without a size limit), with the ID of the query
@@ -33,6 +33,8 @@ pub struct Answer {
     counts: HeaderCounts,
     /// The same response, decoded.
     pub message: Message,
+    /// The question, as the event writes it.
+    pub asked: Asked,
     /// The event text for it when no fault applies, e.g. `NOERROR 192.0.2.10`.
     pub summary: Summary,
 }
@@ -55,6 +57,7 @@ impl Answer {
             wire,
             counts,
             message,
+            asked: Asked::of(request),
             summary,
         })
     }

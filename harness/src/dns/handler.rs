@@ -16,7 +16,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 
 use hickory_proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
-use hickory_proto::rr::{Name, Record as HickoryRecord};
+use hickory_proto::rr::Record as HickoryRecord;
 use hickory_proto::serialize::binary::BinEncoder;
 use hickory_server::net::runtime::Time;
 use hickory_server::net::xfer::Protocol;
@@ -28,7 +28,7 @@ use tracing::{debug, warn};
 use super::cache::{Answer, AnswerCache};
 use super::faults::{AppliedFault, DnsFaultAction, FaultSet};
 use super::respond::{Encoding, Respond};
-use super::summary::{display_name, rcode_name, Summary};
+use super::summary::{rcode_name, Asked, Summary};
 use crate::events::{EventKind, EventLog};
 
 /// Answers queries from a [`Catalog`], applies [`FaultSet`] faults, and records each query as an
@@ -87,7 +87,6 @@ impl QueryHandler {
         request: &Request,
         response_handle: R,
     ) -> ResponseInfo {
-        let question = Question::of(request);
         let fault = self.select_fault(request);
         if let Some(AppliedFault {
             action: DnsFaultAction::Timeout,
@@ -95,10 +94,11 @@ impl QueryHandler {
         }) = fault
         {
             let summary = Summary::new("no answer").note("fault timeout");
-            question.record(&self.log, summary);
+            Question::of(request, None).record(&self.log, summary);
             return unsent(request, ResponseCode::ServFail);
         }
         let answer = self.resolve::<T>(request).await;
+        let question = Question::of(request, answer.as_deref());
         let Some(AppliedFault {
             action: DnsFaultAction::Delay(delay),
             ..
@@ -157,43 +157,35 @@ impl RequestHandler for QueryHandler {
 struct Question {
     client: IpAddr,
     transport: String,
-    name: String,
-    record_type: String,
+    asked: Asked,
 }
 
 impl Question {
-    fn of(request: &Request) -> Self {
+    /// The question of `request`; its text is taken from `answer` if there is one.
+    fn of(request: &Request, answer: Option<&Answer>) -> Self {
         let transport = match request.protocol() {
             Protocol::Udp => "udp".to_string(),
             Protocol::Tcp => "tcp".to_string(),
             #[allow(unreachable_patterns)]
             other => other.to_string().to_lowercase(),
         };
-        let (name, record_type) = match request.request_info() {
-            Ok(info) => (
-                display_name(&Name::from(info.query.name())),
-                info.query.query_type().to_string(),
-            ),
-            // Not exactly one question: the catalog answers FORMERR.
-            Err(_) => (String::new(), String::new()),
-        };
         Self {
             client: request.src().ip().to_canonical(),
             transport,
-            name,
-            record_type,
+            asked: answer.map_or_else(|| Asked::of(request), |answer| answer.asked.clone()),
         }
     }
 
     /// Records the query and what was done about it.
     fn record(self, log: &EventLog, answer: Summary) {
         let answer = answer.into_text();
-        debug!(client = %self.client, name = %self.name, record_type = %self.record_type, %answer, "dns query");
+        let Asked { name, record_type } = self.asked;
+        debug!(client = %self.client, %name, %record_type, %answer, "dns query");
         log.record(EventKind::DnsQuery {
             client: self.client,
             transport: self.transport,
-            name: self.name,
-            record_type: self.record_type,
+            name,
+            record_type,
             answer,
         });
     }

@@ -1,10 +1,39 @@
-//! The text of a query's event: what was answered, e.g. `NOERROR 192.0.2.10, 2001:db8::10`, or
-//! what was done instead, e.g. `SERVFAIL (fault servfail)`.
+//! The text of a query's event: the question, e.g. `mx1.example.test` and `AAAA`, and what was
+//! answered, e.g. `NOERROR 192.0.2.10, 2001:db8::10`, or done instead, e.g.
+//! `SERVFAIL (fault servfail)`.
 
 use std::fmt;
 
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{Name, RData, RecordType};
+use hickory_server::server::Request;
+
+/// The question of a query as its event writes it: the name in lower case without the trailing
+/// dot, and the type's mnemonic; both empty if the query has not exactly one question.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Asked {
+    /// `mx1.example.test`.
+    pub name: String,
+    /// `AAAA`.
+    pub record_type: String,
+}
+
+impl Asked {
+    /// The question of `request`.
+    pub fn of(request: &Request) -> Self {
+        match request.request_info() {
+            Ok(info) => Self {
+                name: display_name(&Name::from(info.query.name())),
+                record_type: info.query.query_type().to_string(),
+            },
+            // Not exactly one question: the catalog answers FORMERR.
+            Err(_) => Self {
+                name: String::new(),
+                record_type: String::new(),
+            },
+        }
+    }
+}
 
 /// What was done about a query: `NOERROR 192.0.2.10` followed by notes in parentheses, such as
 /// `NOERROR (no records, fault nodata)` or `NOERROR (truncated, fault truncate)`.
@@ -117,7 +146,7 @@ fn display_rdata(data: &RData) -> String {
 }
 
 /// `mx1.example.test` (no trailing dot); the root stays `.`.
-pub fn display_name(name: &Name) -> String {
+fn display_name(name: &Name) -> String {
     let text = name.to_ascii();
     match text.strip_suffix('.') {
         Some(bare) if !bare.is_empty() => bare.to_string(),
