@@ -33,6 +33,10 @@ pub enum EventKind {
         record_type: String,
         /// The response code and answers, e.g. `NOERROR 2001:db8:0:3::2`.
         answer: String,
+        /// From receiving the query to sending the answer (or deciding to send none); JSON
+        /// `latency_seconds`.
+        #[serde(with = "duration_secs", rename = "latency_seconds")]
+        latency: Duration,
     },
     /// The SUT sent a TCP SYN towards a receiving host's SMTP port, seen on the router.
     TcpSyn {
@@ -300,9 +304,11 @@ impl fmt::Display for EventKind {
                 name,
                 record_type,
                 answer,
+                latency,
             } => write!(
                 f,
-                "dns   {client} {transport} {name} {record_type} -> {answer}"
+                "dns   {client} {transport} {name} {record_type} -> {answer} ({:.1} ms)",
+                latency.as_secs_f64() * 1000.0
             ),
             EventKind::TcpSyn {
                 host,

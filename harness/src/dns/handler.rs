@@ -14,6 +14,7 @@
 use std::iter;
 use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
+use std::time::Instant;
 
 use hickory_proto::op::{Header, HeaderCounts, Metadata, ResponseCode};
 use hickory_proto::rr::Record as HickoryRecord;
@@ -87,6 +88,7 @@ impl QueryHandler {
         request: &Request,
         response_handle: R,
     ) -> ResponseInfo {
+        let received = Instant::now();
         let fault = self.select_fault(request);
         if let Some(AppliedFault {
             action: DnsFaultAction::Timeout,
@@ -94,11 +96,11 @@ impl QueryHandler {
         }) = fault
         {
             let summary = Summary::new("no answer").note("fault timeout");
-            Question::of(request, None).record(&self.log, summary);
+            Question::of(request, None, received).record(&self.log, summary);
             return unsent(request, ResponseCode::ServFail);
         }
         let answer = self.resolve::<T>(request).await;
-        let question = Question::of(request, answer.as_deref());
+        let question = Question::of(request, answer.as_deref(), received);
         let Some(AppliedFault {
             action: DnsFaultAction::Delay(delay),
             ..
@@ -153,16 +155,18 @@ impl RequestHandler for QueryHandler {
     }
 }
 
-/// Who asked what, over which transport.
+/// Who asked what, over which transport, and when the query arrived.
 struct Question {
     client: IpAddr,
     transport: String,
     asked: Asked,
+    received: Instant,
 }
 
 impl Question {
-    /// The question of `request`; its text is taken from `answer` if there is one.
-    fn of(request: &Request, answer: Option<&Answer>) -> Self {
+    /// The question of `request`, received at `received`; its text is taken from `answer` if
+    /// there is one.
+    fn of(request: &Request, answer: Option<&Answer>, received: Instant) -> Self {
         let transport = match request.protocol() {
             Protocol::Udp => "udp".to_string(),
             Protocol::Tcp => "tcp".to_string(),
@@ -173,6 +177,7 @@ impl Question {
             client: request.src().ip().to_canonical(),
             transport,
             asked: answer.map_or_else(|| Asked::of(request), |answer| answer.asked.clone()),
+            received,
         }
     }
 
@@ -187,6 +192,7 @@ impl Question {
             name,
             record_type,
             answer,
+            latency: self.received.elapsed(),
         });
     }
 }

@@ -150,13 +150,14 @@ impl Lab {
     async fn assert_one_query(&self, transport: &str, name: &str, record_type: &str, answer: &str) {
         let events = self.events(1).await;
         assert_eq!(
-            events[0].kind,
+            without_latency(&events[0].kind),
             EventKind::DnsQuery {
                 client: self.udp.ip(),
                 transport: transport.into(),
                 name: name.into(),
                 record_type: record_type.into(),
                 answer: answer.into(),
+                latency: Duration::ZERO,
             }
         );
     }
@@ -251,13 +252,14 @@ async fn a_and_aaaa_lookups_return_every_address_over_ipv6() {
     ];
     for (event, (record_type, answer)) in events.iter().zip(expected) {
         assert_eq!(
-            event.kind,
+            without_latency(&event.kind),
             EventKind::DnsQuery {
                 client: "::1".parse().unwrap(),
                 transport: "udp".into(),
                 name: "mx1.example.test".into(),
                 record_type: record_type.into(),
                 answer: answer.into(),
+                latency: Duration::ZERO,
             }
         );
     }
@@ -645,6 +647,15 @@ fn has_soa(message: &Message) -> bool {
 }
 
 /// The answer texts of the events so far, in order.
+/// `kind` with a DNS query's latency set to zero, for comparing the rest exactly.
+fn without_latency(kind: &EventKind) -> EventKind {
+    let mut kind = kind.clone();
+    if let EventKind::DnsQuery { latency, .. } = &mut kind {
+        *latency = Duration::ZERO;
+    }
+    kind
+}
+
 fn answers(events: &[Event]) -> Vec<String> {
     events
         .iter()
@@ -848,6 +859,21 @@ async fn delay_fault_answers_late_without_holding_up_other_queries() {
             "NOERROR 2001:db8::10, 2001:db8::11 (fault delay 700ms)",
         ]
     );
+    // And carry the time from query to answer.
+    let latencies: Vec<Duration> = events
+        .iter()
+        .map(|event| match &event.kind {
+            EventKind::DnsQuery { latency, .. } => *latency,
+            other => panic!("unexpected event {other:?}"),
+        })
+        .collect();
+    for prompt in [latencies[0], latencies[2]] {
+        assert!(prompt < Duration::from_millis(200), "{latencies:?}");
+    }
+    for late in [latencies[1], latencies[3]] {
+        assert!(late >= delay, "{latencies:?}");
+        assert!(late < delay + Duration::from_millis(500), "{latencies:?}");
+    }
 }
 
 #[tokio::test]
