@@ -39,6 +39,10 @@ pub struct QueryHandler {
     answers: AnswerCache,
     faults: FaultSet,
     log: EventLog,
+    /// Held while an answer is sent and its query recorded, so that the log has queries in
+    /// causal order: a client's next query (which may be answered on another worker) cannot be
+    /// recorded before the query whose answer led to it.
+    send_order: Arc<tokio::sync::Mutex<()>>,
 }
 
 impl QueryHandler {
@@ -49,6 +53,7 @@ impl QueryHandler {
             answers: AnswerCache::default(),
             faults,
             log,
+            send_order: Arc::default(),
         }
     }
 
@@ -106,6 +111,7 @@ impl QueryHandler {
             ..
         }) = fault
         else {
+            let _in_order = self.send_order.lock().await;
             let (info, summary) = deliver(request, answer.as_deref(), fault, response_handle).await;
             question.record(&self.log, summary);
             return info;
@@ -133,8 +139,10 @@ impl QueryHandler {
             }
         };
         let log = self.log.clone();
+        let send_order = self.send_order.clone();
         tokio::spawn(async move {
             tokio::time::sleep(delay).await;
+            let _in_order = send_order.lock().await;
             let (_, summary) = deliver(&owned, answer.as_deref(), fault, response_handle).await;
             question.record(&log, summary);
         });
