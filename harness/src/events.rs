@@ -134,7 +134,8 @@ pub enum EventKind {
         /// The log line.
         line: String,
     },
-    /// The system under test's queue, as read at the end of the run.
+    /// The system under test's queue, as read once every message was accepted and at the end
+    /// of the run.
     SutQueue {
         /// Messages still queued, each with its last error if the MTA gives one.
         entries: Vec<QueueEntry>,

@@ -11,8 +11,9 @@ use crate::verdict::COLLECTOR;
 const SESSION_GRACE: Duration = Duration::from_secs(1);
 
 /// Every planned message was either accepted by a receiving MX or bounced to its sender, and
-/// that session has ended or stayed quiet for a moment (so a duplicate sent in the same session
-/// would have been seen).
+/// then no duplicate can follow: that session has ended, or stayed quiet for a moment (so a
+/// duplicate sent in the same session would have been seen), or the SUT has since reported an
+/// empty queue (an MTA that keeps its session open for reuse has nothing left to send).
 pub fn all_settled(events: &[Event], plan: &Plan, now: Duration) -> bool {
     plan.messages.iter().all(|planned| {
         events
@@ -21,10 +22,28 @@ pub fn all_settled(events: &[Event], plan: &Plan, now: Duration) -> bool {
     })
 }
 
+/// Every planned message was accepted by a receiving MX or bounced to its sender, whether or
+/// not its session has ended.
+pub fn all_accepted(events: &[Event], plan: &Plan) -> bool {
+    plan.messages
+        .iter()
+        .all(|planned| events.iter().any(|event| accepts(event, planned)))
+}
+
 fn settles(event: &Event, planned: &PlannedMessage, events: &[Event], now: Duration) -> bool {
+    let EventKind::MessageAccepted { session, .. } = &event.kind else {
+        return false;
+    };
+    let quiet = now.saturating_sub(event.at) >= SESSION_GRACE;
+    accepts(event, planned)
+        && (quiet || session_closed(events, *session) || queue_empty_after(events, event.at))
+}
+
+/// Whether `event` is `planned`'s acceptance by a receiving MX or its bounce's acceptance by
+/// the collector.
+fn accepts(event: &Event, planned: &PlannedMessage) -> bool {
     let EventKind::MessageAccepted {
         host,
-        session,
         from,
         to,
         message_id,
@@ -35,12 +54,127 @@ fn settles(event: &Event, planned: &PlannedMessage, events: &[Event], now: Durat
     };
     let delivered = host != COLLECTOR && message_id.as_deref() == Some(planned.message_id.as_str());
     let bounced = host == COLLECTOR && from.is_empty() && to.contains(&planned.message.from);
-    let quiet = now.saturating_sub(event.at) >= SESSION_GRACE;
-    (delivered || bounced) && (quiet || session_closed(events, *session))
+    delivered || bounced
+}
+
+fn queue_empty_after(events: &[Event], at: Duration) -> bool {
+    events.iter().any(|event| {
+        event.at >= at
+            && matches!(&event.kind, EventKind::SutQueue { entries } if entries.is_empty())
+    })
 }
 
 fn session_closed(events: &[Event], id: u64) -> bool {
     events
         .iter()
         .any(|event| matches!(&event.kind, EventKind::SmtpClosed { session, .. } if *session == id))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::events::QueueEntry;
+    use crate::family::Family;
+    use crate::scenario::parse;
+
+    const SCENARIO: &str = r#"
+description = "d"
+
+[[mx]]
+name = "mx1"
+domain = "example.test"
+
+[[message]]
+to = ["bob@example.test"]
+
+[expect]
+outcome = "delivered"
+"#;
+
+    fn plan() -> Plan {
+        Plan::new(&parse(Path::new("scenarios/x/y.toml"), SCENARIO).unwrap())
+    }
+
+    fn at(millis: u64, kind: EventKind) -> Event {
+        Event {
+            at: Duration::from_millis(millis),
+            kind,
+        }
+    }
+
+    /// mx1 accepts the planned message at 100 ms in session 1, which stays open.
+    fn accepted(plan: &Plan) -> Vec<Event> {
+        vec![at(
+            100,
+            EventKind::MessageAccepted {
+                host: "mx1".into(),
+                session: 1,
+                family: Family::Ipv6,
+                from: "alice@sender.test".into(),
+                to: vec!["bob@example.test".into()],
+                size: 100,
+                digest: "d".into(),
+                message_id: Some(plan.messages[0].message_id.clone()),
+            },
+        )]
+    }
+
+    fn queue(millis: u64, entries: Vec<QueueEntry>) -> Event {
+        at(millis, EventKind::SutQueue { entries })
+    }
+
+    #[test]
+    fn an_open_session_settles_after_the_grace_only() {
+        let plan = plan();
+        let events = accepted(&plan);
+        assert!(all_accepted(&events, &plan));
+        assert!(!all_settled(&events, &plan, Duration::from_millis(500)));
+        assert!(all_settled(&events, &plan, Duration::from_millis(1100)));
+    }
+
+    #[test]
+    fn a_closed_session_settles_at_once() {
+        let plan = plan();
+        let mut events = accepted(&plan);
+        events.push(at(
+            120,
+            EventKind::SmtpClosed {
+                host: "mx1".into(),
+                session: 1,
+                reason: "quit".into(),
+            },
+        ));
+        assert!(all_settled(&events, &plan, Duration::from_millis(130)));
+    }
+
+    #[test]
+    fn an_empty_queue_after_the_acceptance_settles_an_open_session() {
+        let plan = plan();
+        let now = Duration::from_millis(400);
+        let before = [queue(50, Vec::new())];
+        let still_queued = [queue(
+            300,
+            vec![QueueEntry {
+                id: "Q1".into(),
+                recipients: vec!["bob@example.test".into()],
+                reason: None,
+            }],
+        )];
+        let emptied = [queue(300, Vec::new())];
+        for (extra, settled) in [(&before, false), (&still_queued, false), (&emptied, true)] {
+            let mut events = accepted(&plan);
+            events.extend(extra.iter().cloned());
+            assert_eq!(all_settled(&events, &plan, now), settled, "{extra:?}");
+        }
+    }
+
+    #[test]
+    fn nothing_settles_before_an_acceptance() {
+        let plan = plan();
+        let events = [queue(300, Vec::new())];
+        assert!(!all_accepted(&events, &plan));
+        assert!(!all_settled(&events, &plan, Duration::from_secs(5)));
+    }
 }

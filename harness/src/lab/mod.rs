@@ -19,7 +19,7 @@ use crate::events::{Event, EventKind, EventLog};
 use crate::faults::FaultError;
 use crate::plan::Plan;
 use crate::scenario::{Outcome, Scenario};
-use crate::sut::{SutError, SutKind};
+use crate::sut::{RunningSut, SutError, SutKind};
 use crate::verdict::{self, Verdict};
 use schedule::FaultTimeline;
 use world::Lab;
@@ -199,6 +199,7 @@ pub async fn run_with(
     let (running_sut, log) = (&lab.sut, &log);
     let finished = tokio::select! {
         finished = log.wait_for(deadline, |events, now| finish::all_settled(events, &plan, now)) => finished,
+        () = ask_queue_once_accepted(running_sut.as_ref(), log, &plan, deadline) => unreachable!("it stays pending"),
         failed = faults.drive(&lab.topology, start, || async {
             // A healed fault: have the SUT retry now rather than on its own schedule.
             if let Err(err) = running_sut.kick().await {
@@ -237,6 +238,35 @@ pub async fn run_with(
 }
 
 /// A short id that keeps concurrent runs' names apart.
+/// How often the SUT's queue is asked for once every message is accepted.
+const QUEUE_RECHECK: Duration = Duration::from_millis(200);
+
+/// Once every message is accepted, asks the SUT for its queue every [`QUEUE_RECHECK`], so that
+/// a run whose MTA keeps its session open for reuse ends as soon as the queue is empty rather
+/// than after the session grace of [`finish::all_settled`]. Never completes.
+async fn ask_queue_once_accepted(
+    sut: &dyn RunningSut,
+    log: &EventLog,
+    plan: &Plan,
+    timeout: Duration,
+) {
+    if log
+        .wait_for(timeout, |events, _| finish::all_accepted(events, plan))
+        .await
+    {
+        loop {
+            if let Err(err) = sut.queue().await {
+                log.record(EventKind::Harness {
+                    message: format!("reading the queue failed: {err}"),
+                });
+                break;
+            }
+            tokio::time::sleep(QUEUE_RECHECK).await;
+        }
+    }
+    std::future::pending().await
+}
+
 fn run_id() -> String {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
