@@ -34,7 +34,7 @@ impl Cell {
                 .verdict
                 .summary
                 .rsplit_once("(known: ")
-                .map(|(_, reason)| reason.trim_end_matches(')').to_string()),
+                .map(|(_, reason)| reason.strip_suffix(')').unwrap_or(reason).to_string()),
             Status::Fail => run
                 .verdict
                 .failures
@@ -240,6 +240,18 @@ mod tests {
         assert!(page.contains("expected via = &quot;ipv6&quot;"), "{page}");
         assert!(
             !page.contains("http://") && !page.contains("https://") && !page.contains("<script")
+        );
+    }
+
+    #[test]
+    fn an_xfail_reason_keeps_its_own_closing_parenthesis() {
+        let mut known = sample(Status::Xfail);
+        known.verdict.summary =
+            "deferred (known: retries after 400 s (400·n² s, no setting))".into();
+        let cell = Cell::of(&known);
+        assert_eq!(
+            cell.note.as_deref(),
+            Some("retries after 400 s (400·n² s, no setting)")
         );
     }
 }
