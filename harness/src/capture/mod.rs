@@ -206,26 +206,8 @@ const LOOKUP: &str = "looking up the interface";
 /// carries the step that failed.
 fn open_socket(interface: &CString, port: u16) -> Result<OwnedFd, (&'static str, io::Error)> {
     let fail = |action: &'static str| Err((action, io::Error::last_os_error()));
-    // SAFETY: if_nametoindex reads a NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(interface.as_ptr()) };
-    if index == 0 {
-        return fail(LOOKUP);
-    }
-    // Protocol 0: nothing is queued until bind, which happens after the filter is attached, so
-    // no unfiltered packet ever reaches the queue.
-    // SAFETY: plain socket call; the descriptor is owned at once.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_DGRAM | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if raw < 0 {
-        return fail("creating an AF_PACKET socket");
-    }
-    // SAFETY: `raw` is a fresh descriptor nobody else owns.
-    let socket = unsafe { OwnedFd::from_raw_fd(raw) };
+    // Bound only after the filter is attached, so no unfiltered packet reaches the queue.
+    let (socket, index) = packet_socket(interface, libc::SOCK_DGRAM)?;
     let fd = socket.as_raw_fd();
 
     let mut program = filter::syn_filter(port);
@@ -242,7 +224,43 @@ fn open_socket(interface: &CString, port: u16) -> Result<OwnedFd, (&'static str,
     let one: libc::c_int = 1;
     // SAFETY: an int option.
     let _ = unsafe { setsockopt(fd, libc::SOL_PACKET, libc::PACKET_IGNORE_OUTGOING, &one) };
+    bind_packet_socket(&socket, index)?;
+    Ok(socket)
+}
 
+/// An unbound, non-blocking AF_PACKET socket of `kind` (`SOCK_DGRAM` or `SOCK_RAW`) for
+/// `interface` in the calling thread's namespace, with the interface's index. Protocol 0:
+/// nothing is queued until [`bind_packet_socket`].
+fn packet_socket(
+    interface: &CString,
+    kind: libc::c_int,
+) -> Result<(OwnedFd, libc::c_uint), (&'static str, io::Error)> {
+    // SAFETY: if_nametoindex reads a NUL-terminated string.
+    let index = unsafe { libc::if_nametoindex(interface.as_ptr()) };
+    if index == 0 {
+        return Err((LOOKUP, io::Error::last_os_error()));
+    }
+    // SAFETY: plain socket call; the descriptor is owned at once.
+    let raw = unsafe {
+        libc::socket(
+            libc::AF_PACKET,
+            kind | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
+            0,
+        )
+    };
+    if raw < 0 {
+        return Err(("creating an AF_PACKET socket", io::Error::last_os_error()));
+    }
+    // SAFETY: `raw` is a fresh descriptor nobody else owns.
+    Ok((unsafe { OwnedFd::from_raw_fd(raw) }, index))
+}
+
+/// Binds a packet socket to every protocol on the interface with `index`: packets start to
+/// queue from here on.
+fn bind_packet_socket(
+    socket: &OwnedFd,
+    index: libc::c_uint,
+) -> Result<(), (&'static str, io::Error)> {
     // SAFETY: all-zero is a valid sockaddr_ll.
     let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
     address.sll_family = libc::AF_PACKET as libc::c_ushort;
@@ -251,15 +269,18 @@ fn open_socket(interface: &CString, port: u16) -> Result<OwnedFd, (&'static str,
     // SAFETY: `address` is a sockaddr_ll of the size given.
     let bound = unsafe {
         libc::bind(
-            fd,
+            socket.as_raw_fd(),
             (&address as *const libc::sockaddr_ll).cast(),
             std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
         )
     };
     if bound < 0 {
-        return fail("binding the packet socket to the interface");
+        return Err((
+            "binding the packet socket to the interface",
+            io::Error::last_os_error(),
+        ));
     }
-    Ok(socket)
+    Ok(())
 }
 
 /// setsockopt with a typed value.

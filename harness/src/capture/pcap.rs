@@ -28,7 +28,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use pcap_file::pcap::{PcapHeader, PcapPacket, PcapWriter};
 use pcap_file::{DataLink, Endianness, PcapError, TsResolution};
 
-use super::{setsockopt, CaptureError, LOOKUP};
+use super::{bind_packet_socket, packet_socket, setsockopt, CaptureError, LOOKUP};
 
 /// Largest frame kept whole; longer ones (GSO super-packets on veth) are truncated to this and
 /// recorded with their real length.
@@ -248,25 +248,7 @@ fn into_io(e: PcapError) -> io::Error {
 /// nanosecond receive timestamps. The error carries the step that failed.
 fn open_socket(interface: &CString) -> Result<OwnedFd, (&'static str, io::Error)> {
     let fail = |action: &'static str| Err((action, io::Error::last_os_error()));
-    // SAFETY: if_nametoindex reads a NUL-terminated string.
-    let index = unsafe { libc::if_nametoindex(interface.as_ptr()) };
-    if index == 0 {
-        return fail(LOOKUP);
-    }
-    // Protocol 0: nothing is queued until bind.
-    // SAFETY: plain socket call; the descriptor is owned at once.
-    let raw = unsafe {
-        libc::socket(
-            libc::AF_PACKET,
-            libc::SOCK_RAW | libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC,
-            0,
-        )
-    };
-    if raw < 0 {
-        return fail("creating an AF_PACKET socket");
-    }
-    // SAFETY: `raw` is a fresh descriptor nobody else owns.
-    let socket = unsafe { OwnedFd::from_raw_fd(raw) };
+    let (socket, index) = packet_socket(interface, libc::SOCK_RAW)?;
     let fd = socket.as_raw_fd();
     let one: libc::c_int = 1;
     // SAFETY: an int option.
@@ -281,22 +263,7 @@ fn open_socket(interface: &CString) -> Result<OwnedFd, (&'static str, io::Error)
             let _ = setsockopt(fd, libc::SOL_SOCKET, libc::SO_RCVBUF, &RECEIVE_BUFFER);
         }
     }
-    // SAFETY: all-zero is a valid sockaddr_ll.
-    let mut address: libc::sockaddr_ll = unsafe { std::mem::zeroed() };
-    address.sll_family = libc::AF_PACKET as libc::c_ushort;
-    address.sll_protocol = (libc::ETH_P_ALL as u16).to_be();
-    address.sll_ifindex = index as libc::c_int;
-    // SAFETY: `address` is a sockaddr_ll of the size given.
-    let bound = unsafe {
-        libc::bind(
-            fd,
-            (&address as *const libc::sockaddr_ll).cast(),
-            std::mem::size_of::<libc::sockaddr_ll>() as libc::socklen_t,
-        )
-    };
-    if bound < 0 {
-        return fail("binding the packet socket to the interface");
-    }
+    bind_packet_socket(&socket, index)?;
     Ok(socket)
 }
 
