@@ -77,6 +77,8 @@ fn run(scenario: &str, sut: &str, (verdict, delivered): Outcome) -> RunReport {
         });
     }
     RunReport {
+        clock: mxlab::clock::ClockRate::REAL,
+        timeouts: mxlab::sut::Timeouts::Fast,
         scenario: scenario.into(),
         sut: sut.into(),
         verdict,

@@ -218,6 +218,7 @@ async fn every_socket_is_made_inside_the_sut_namespace() {
             route: &Default::default(),
             log: log.clone(),
             ca_file: None,
+            timing: mxlab::sut::Timing::FAST_REAL,
         },
         Bugs::NONE,
     )

@@ -6,11 +6,12 @@ use std::process::ExitCode;
 use clap::{Parser, Subcommand};
 use futures::StreamExt;
 
+use crate::clock::ClockRate;
 use crate::lab;
 use crate::report::console;
 use crate::report::progress::Progress;
 use crate::scenario::{self, Scenario};
-use crate::sut::SutKind;
+use crate::sut::{SutKind, Timeouts};
 use crate::verdict::Status;
 
 /// Exit status when a scenario failed.
@@ -45,6 +46,8 @@ enum Command {
         /// The shell to run.
         #[arg(long, default_value = "/bin/bash")]
         shell: String,
+        #[command(flatten)]
+        clock: ClockArgs,
     },
     /// List scenarios with their tags and descriptions.
     List {
@@ -60,6 +63,30 @@ enum Command {
     Gc,
 }
 
+/// The world clock and the SUT's timers, shared by `run`, `matrix` and `explore`.
+#[derive(Debug, Clone, Copy, clap::Args)]
+struct ClockArgs {
+    /// The world clock: `xN` runs the MTA's own timers N times faster (under libfaketime) and
+    /// scales the scenario's durations with them; `real` is the wall clock. Default: the
+    /// scenario's `clock`, else x100 (with --timeouts fast: real).
+    #[arg(long, value_name = "RATE")]
+    clock: Option<ClockRate>,
+    /// The MTA's timers: `stock` as shipped, or `fast` (mxlab's retuned short timers, for
+    /// MTAs that cannot be accelerated; the verdict then describes a retuned MTA).
+    #[arg(long, value_enum, default_value_t = Timeouts::Stock)]
+    timeouts: Timeouts,
+}
+
+impl ClockArgs {
+    fn run_options(self, pcap_dir: Option<PathBuf>) -> lab::RunOptions {
+        lab::RunOptions {
+            pcap_dir,
+            clock: self.clock,
+            timeouts: self.timeouts,
+        }
+    }
+}
+
 #[derive(Debug, clap::Args)]
 struct MatrixArgs {
     /// Scenario files or directories; default: ./scenarios
@@ -73,6 +100,8 @@ struct MatrixArgs {
     /// Directory for matrix.md and matrix.html.
     #[arg(long, default_value = "mxlab-matrix")]
     out: PathBuf,
+    #[command(flatten)]
+    clock: ClockArgs,
 }
 
 #[derive(Debug, clap::Args)]
@@ -98,6 +127,8 @@ struct RunArgs {
     /// Capture every packet on the router's links into DIR, one pcap file per run.
     #[arg(long, value_name = "DIR")]
     pcap: Option<PathBuf>,
+    #[command(flatten)]
+    clock: ClockArgs,
 }
 
 impl Cli {
@@ -111,7 +142,8 @@ impl Cli {
                 scenario,
                 sut,
                 shell,
-            } => explore(&scenario, &sut, &shell).await,
+                clock,
+            } => explore(&scenario, &sut, &shell, &clock.run_options(None)).await,
             Command::Doctor => doctor(),
             Command::Gc => gc(),
         }
@@ -159,8 +191,8 @@ async fn execute(
             finished.sort_by_key(|(index, _)| *index);
             return Some(finished.into_iter().map(|(_, report)| report).collect());
         };
-        let report =
-            report.unwrap_or_else(|err| lab::RunReport::harness_error(scenario, sut, &err));
+        let report = report
+            .unwrap_or_else(|err| lab::RunReport::harness_error(scenario, sut, options, &err));
         progress.finished(&console::render(&report, timeline));
         finished.push((index, report));
     }
@@ -234,9 +266,7 @@ async fn run(mut args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     }
-    let options = lab::RunOptions {
-        pcap_dir: args.pcap.clone(),
-    };
+    let options = args.clock.run_options(args.pcap.clone());
     let Some(finished) = execute(&scenarios, &args.sut, args.jobs, args.timeline, &options).await
     else {
         return ExitCode::from(EXIT_INTERRUPTED);
@@ -263,7 +293,7 @@ async fn matrix(args: MatrixArgs) -> ExitCode {
         Ok(prepared) => prepared,
         Err(status) => return status,
     };
-    let options = lab::RunOptions::default();
+    let options = args.clock.run_options(None);
     let Some(finished) = execute(&scenarios, &args.sut, args.jobs, false, &options).await else {
         return ExitCode::from(EXIT_INTERRUPTED);
     };
@@ -359,7 +389,12 @@ fn list(paths: Vec<PathBuf>, tags: &[String]) -> ExitCode {
     }
 }
 
-async fn explore(path: &std::path::Path, sut: &SutKind, shell: &str) -> ExitCode {
+async fn explore(
+    path: &std::path::Path,
+    sut: &SutKind,
+    shell: &str,
+    options: &lab::RunOptions,
+) -> ExitCode {
     let scenario = match scenario::load(path) {
         Ok(scenario) => scenario,
         Err(err) => {
@@ -371,7 +406,7 @@ async fn explore(path: &std::path::Path, sut: &SutKind, shell: &str) -> ExitCode
         eprintln!("error: {err}");
         return ExitCode::from(EXIT_USAGE);
     }
-    match lab::explore(&scenario, sut, shell).await {
+    match lab::explore(&scenario, sut, shell, options).await {
         Ok(code) => ExitCode::from(u8::try_from(code).unwrap_or(1)),
         Err(err) => {
             eprintln!("error: {err}");
@@ -406,6 +441,10 @@ fn doctor() -> ExitCode {
         } else {
             Err("not found in PATH: apt-get install nftables".into())
         },
+    );
+    check(
+        "libfaketime (the accelerated world clock, --clock xN)",
+        crate::sut::faketime::check_installed("the world clock").map_err(|e| e.to_string()),
     );
     for name in SutKind::BUILT_IN {
         let sut: SutKind = name.parse().expect("built-in names parse");

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use netns::{HostSpec, LinkAddresses, TopologySpec};
 
+use crate::clock::ClockRate;
 use crate::dns::{reverse_name, DnsFault, DnsFaultAction, Record, RecordData, Zone};
 use crate::family::Family;
 use crate::mx::{
@@ -71,6 +72,8 @@ impl HostPlan {
 /// Everything needed to build and run a scenario's world.
 #[derive(Debug, Clone)]
 pub struct Plan {
+    /// How fast the world runs: the harness's timers in this plan are already wall time.
+    pub clock: ClockRate,
     /// Every host; the first three are always `sut`, `dns` and `collector`.
     pub hosts: Vec<HostPlan>,
     /// The zones the scenario DNS serves.
@@ -102,8 +105,16 @@ pub struct PlannedMessage {
 pub const SUT_HOSTNAME: &str = "sut.sender.test";
 
 impl Plan {
-    /// Derives the plan of a validated scenario.
+    /// Derives the plan of a validated scenario on the real clock.
     pub fn new(scenario: &Scenario) -> Plan {
+        Plan::with_clock(scenario, ClockRate::REAL)
+    }
+
+    /// Derives the plan of a validated scenario for a world that runs at `clock`: every
+    /// duration the scenario writes is world time, so the harness's own timers (fault windows,
+    /// greylist and rate periods, DNS delays) become wall time divided by the rate, and a slow
+    /// MX's byte rate is multiplied by it.
+    pub fn with_clock(scenario: &Scenario, clock: ClockRate) -> Plan {
         let mut hosts = vec![
             fixed_host(0, "sut", SUT_HOSTNAME, Role::Sut),
             fixed_host(1, "dns", &format!("ns.{SENDER_DOMAIN}"), Role::Dns),
@@ -136,16 +147,17 @@ impl Plan {
                 role: Role::Mx,
                 extra_addresses: mx.extra_addresses.iter().map(|a| *a.get_ref()).collect(),
             };
-            apply_faults(scenario, &hosts[0], &mut host);
+            apply_faults(scenario, &hosts[0], &mut host, clock);
             hosts.push(host);
         }
         let zones = zones(scenario, &hosts);
-        let net_faults = net_faults(scenario, &hosts);
-        let dns_faults = dns_faults(scenario, &hosts);
+        let net_faults = net_faults(scenario, &hosts, clock);
+        let dns_faults = dns_faults(scenario, &hosts, clock);
         let dns = &hosts[1];
         let resolv_conf = resolv_conf(dns);
         let route = route(scenario, &hosts);
         Plan {
+            clock,
             route,
             zones,
             resolv_conf,
@@ -259,7 +271,7 @@ fn route(scenario: &Scenario, hosts: &[HostPlan]) -> SutRoute {
     }
 }
 
-fn apply_faults(scenario: &Scenario, sut: &HostPlan, host: &mut HostPlan) {
+fn apply_faults(scenario: &Scenario, sut: &HostPlan, host: &mut HostPlan, clock: ClockRate) {
     for fault in scenario
         .faults
         .iter()
@@ -270,23 +282,25 @@ fn apply_faults(scenario: &Scenario, sut: &HostPlan, host: &mut HostPlan) {
                 continue;
             }
             if let Some(smtp) = &fault.smtp {
-                let schedule = schedule_of(fault);
+                let schedule = schedule_of(fault, clock);
                 let when = Activation {
                     from: schedule.from,
                     until: schedule.until,
                     first: fault.first.as_ref().map(|first| *first.get_ref()),
                 };
-                apply_smtp_fault(smtp.get_ref(), when, behaviour);
+                apply_smtp_fault(smtp.get_ref(), when, behaviour, clock);
             }
             if let Some(policy) = &fault.policy {
-                behaviour.policies.push(policy_of(policy.get_ref(), sut));
+                behaviour
+                    .policies
+                    .push(policy_of(policy.get_ref(), sut, clock));
             }
         }
     }
 }
 
 /// The fake MX's policy for a scenario's `policy = …`.
-fn policy_of(spec: &PolicySpec, sut: &HostPlan) -> Policy {
+fn policy_of(spec: &PolicySpec, sut: &HostPlan, clock: ClockRate) -> Policy {
     let key = |key: &ClientKey| match key {
         ClientKey::Ip => GreylistKey::Ip,
         ClientKey::Prefix64 => GreylistKey::Prefix64,
@@ -302,7 +316,7 @@ fn policy_of(spec: &PolicySpec, sut: &HostPlan) -> Policy {
     match spec {
         PolicySpec::Greylist { key: k, period } => Policy::Greylist {
             key: key(k),
-            period: period.0,
+            period: clock.to_wall(period.0),
         },
         PolicySpec::RequirePtr => require_ptr(true),
         PolicySpec::RequirePtrAll => require_ptr(false),
@@ -311,7 +325,7 @@ fn policy_of(spec: &PolicySpec, sut: &HostPlan) -> Policy {
         },
         PolicySpec::Rate { limit, per, key: k } => Policy::Rate {
             limit: *limit,
-            per: per.0,
+            per: clock.to_wall(per.0),
             key: key(k),
         },
         PolicySpec::Blocklist { ipv6_prefix } => {
@@ -328,13 +342,18 @@ fn policy_of(spec: &PolicySpec, sut: &HostPlan) -> Policy {
 }
 
 /// Turns one scenario `smtp = {…}` fault into the fake MX's behaviour.
-fn apply_smtp_fault(fault: &SmtpFault, when: Activation, behaviour: &mut ListenerBehaviour) {
+fn apply_smtp_fault(
+    fault: &SmtpFault,
+    when: Activation,
+    behaviour: &mut ListenerBehaviour,
+    clock: ClockRate,
+) {
     let action = match (&fault.reply, fault.action) {
         (Some(reply), _) => Some(StageAction::Reply(reply.get_ref().clone())),
         (None, Some(SmtpAction::Stall)) => Some(StageAction::Stall),
         (None, Some(SmtpAction::Disconnect)) => Some(StageAction::Disconnect),
         (None, Some(SmtpAction::Slow(rate))) => Some(StageAction::Slow {
-            bytes_per_second: rate,
+            bytes_per_second: rate.saturating_mul(clock.times()),
         }),
         (None, None) => None,
     };
@@ -422,20 +441,21 @@ pub struct NetFaultPlan {
     pub first: Option<u32>,
 }
 
-fn schedule_of(fault: &Fault) -> Schedule {
+/// A fault's window in wall time since the first injection.
+fn schedule_of(fault: &Fault, clock: ClockRate) -> Schedule {
     fault.window.as_ref().map_or(
         Schedule {
             from: Duration::ZERO,
             until: None,
         },
         |window| Schedule {
-            from: window.get_ref().from.0,
-            until: window.get_ref().until.map(|until| until.0),
+            from: clock.to_wall(window.get_ref().from.0),
+            until: window.get_ref().until.map(|until| clock.to_wall(until.0)),
         },
     )
 }
 
-fn dns_faults(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<DnsFault> {
+fn dns_faults(scenario: &Scenario, hosts: &[HostPlan], clock: ClockRate) -> Vec<DnsFault> {
     scenario
         .faults
         .iter()
@@ -452,7 +472,7 @@ fn dns_faults(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<DnsFault> {
                 },
                 |name| name.get_ref().clone(),
             );
-            let schedule = schedule_of(fault);
+            let schedule = schedule_of(fault, clock);
             Some(DnsFault {
                 name,
                 record_type: spec
@@ -466,7 +486,7 @@ fn dns_faults(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<DnsFault> {
                     DnsAnswer::Nodata => DnsFaultAction::NoData,
                     DnsAnswer::Timeout => DnsFaultAction::Timeout,
                     DnsAnswer::Truncate => DnsFaultAction::Truncate,
-                    DnsAnswer::Delay(delay) => DnsFaultAction::Delay(delay.0),
+                    DnsAnswer::Delay(delay) => DnsFaultAction::Delay(clock.to_wall(delay.0)),
                 },
                 from: schedule.from,
                 until: schedule.until,
@@ -476,7 +496,7 @@ fn dns_faults(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<DnsFault> {
         .collect()
 }
 
-fn net_faults(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<NetFaultPlan> {
+fn net_faults(scenario: &Scenario, hosts: &[HostPlan], clock: ClockRate) -> Vec<NetFaultPlan> {
     let sut = &hosts[0];
     let mut planned = Vec::new();
     for fault in &scenario.faults {
@@ -487,7 +507,7 @@ fn net_faults(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<NetFaultPlan> {
             .iter()
             .find(|h| &h.name == fault.on.get_ref())
             .expect("validation checked that faults name a host");
-        let schedule = schedule_of(fault);
+        let schedule = schedule_of(fault, clock);
         for target in host.addresses() {
             let family = Family::of(target);
             if fault

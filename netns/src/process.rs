@@ -28,6 +28,11 @@ pub struct SpawnOptions {
     /// If set: the child gets a private mount namespace (unshare CLONE_NEWNS, "/" made recursively
     /// private) with this file bind-mounted over /etc/resolv.conf.
     pub resolv_conf: Option<PathBuf>,
+    /// `(source, target)` pairs bind-mounted in this order in the child's private mount
+    /// namespace, after `resolv_conf` (so a later pair may cover an earlier one, e.g. `/run`
+    /// and then `/etc/resolv.conf` again where that is a link into `/run`). Both must exist.
+    /// A non-empty list implies a private mount namespace, as `resolv_conf` does.
+    pub bind_mounts: Vec<(PathBuf, PathBuf)>,
     /// If true: the command runs in a new PID namespace, so ending it ends every process it
     /// started; and the namespace ends as soon as the [`Process`] is dropped or the caller dies,
     /// even by SIGKILL.
@@ -300,8 +305,29 @@ pub fn spawn(namespace: &Namespace, command: Command, options: SpawnOptions) -> 
     } else {
         None
     };
+    let mut bind_mounts = Vec::with_capacity(options.bind_mounts.len());
+    for (source, target) in &options.bind_mounts {
+        let mut pair = [source, target].into_iter().map(|path| {
+            let absolute = std::fs::canonicalize(path).map_err(|e| {
+                spawn_error(io::Error::new(
+                    e.kind(),
+                    format!(
+                        "bind mount {} -> {}: {e}",
+                        source.display(),
+                        target.display()
+                    ),
+                ))
+            })?;
+            cstring(absolute.as_os_str()).map_err(spawn_error)
+        });
+        let (Some(source), Some(target)) = (pair.next(), pair.next()) else {
+            unreachable!("two paths");
+        };
+        bind_mounts.push((source?, target?));
+    }
     let setup = PreExec {
         resolv_conf,
+        bind_mounts,
         own_pid_namespace: options.own_pid_namespace,
         lifeline: lifeline.as_ref().map_or(-1, |(read, _)| read.as_raw_fd()),
     };
@@ -421,6 +447,8 @@ pub fn output(namespace: &Namespace, command: Command) -> Result<Output> {
 /// Everything the forked child does before exec, prepared before the fork.
 struct PreExec {
     resolv_conf: Option<CString>,
+    /// (source, target) bind mounts, in order.
+    bind_mounts: Vec<(CString, CString)>,
     own_pid_namespace: bool,
     /// The lifeline's read end (with `own_pid_namespace`; -1 otherwise).
     lifeline: libc::c_int,
@@ -432,7 +460,7 @@ impl PreExec {
         // SAFETY: raw syscalls with NUL-terminated strings and pointer arrays built before the
         // fork; nothing here allocates.
         unsafe {
-            if let Some(source) = &self.resolv_conf {
+            if self.resolv_conf.is_some() || !self.bind_mounts.is_empty() {
                 check(libc::unshare(libc::CLONE_NEWNS))?;
                 check(libc::mount(
                     std::ptr::null(),
@@ -441,9 +469,20 @@ impl PreExec {
                     libc::MS_REC | libc::MS_PRIVATE,
                     std::ptr::null(),
                 ))?;
+            }
+            if let Some(source) = &self.resolv_conf {
                 check(libc::mount(
                     source.as_ptr(),
                     c"/etc/resolv.conf".as_ptr(),
+                    std::ptr::null(),
+                    libc::MS_BIND,
+                    std::ptr::null(),
+                ))?;
+            }
+            for (source, target) in &self.bind_mounts {
+                check(libc::mount(
+                    source.as_ptr(),
+                    target.as_ptr(),
                     std::ptr::null(),
                     libc::MS_BIND,
                     std::ptr::null(),

@@ -67,7 +67,7 @@ async fn own_pid_namespace_stop_kills_grandchildren() {
         command,
         SpawnOptions {
             own_pid_namespace: true,
-            ..SpawnOptions::default()
+            ..Default::default()..SpawnOptions::default()
         },
     )
     .unwrap();
@@ -204,6 +204,7 @@ fn resolv_conf_is_private_to_the_child() {
         SpawnOptions {
             resolv_conf: Some("/nonexistent/mxlab-resolv.conf".into()),
             own_pid_namespace: false,
+            ..Default::default()
         },
     )
     .unwrap_err();
@@ -550,7 +551,7 @@ fn harness_crash_ends_a_pid_namespace_whose_command_changed_credentials() {
             command,
             SpawnOptions {
                 own_pid_namespace: true,
-                ..SpawnOptions::default()
+                ..Default::default()..SpawnOptions::default()
             },
         )
         .unwrap();

@@ -8,18 +8,20 @@
 mod dsn;
 mod finish;
 mod schedule;
+mod selfcheck;
 mod world;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::clock::ScenarioClock;
+use crate::clock::{ClockRate, ScenarioClock};
 use crate::dns::DnsError;
 use crate::events::{Event, EventKind, EventLog};
 use crate::faults::FaultError;
 use crate::plan::Plan;
 use crate::scenario::{Outcome, Scenario};
-use crate::sut::{RunningSut, SutError, SutKind};
+use crate::sut::clockcheck::ProcessWatch;
+use crate::sut::{RunningSut, SutError, SutKind, Timeouts};
 use crate::verdict::{self, Verdict};
 use schedule::FaultTimeline;
 use world::Lab;
@@ -46,6 +48,19 @@ pub enum LabError {
     /// The system under test failed.
     #[error(transparent)]
     Sut(#[from] SutError),
+    /// The SUT cannot run on the accelerated clock that was asked for.
+    #[error(
+        "{sut} cannot run on an accelerated clock ({rate} was asked for): its driver file has no \
+         `clock = \"faketime\"`. Run it with --clock real (and --timeouts fast if its timers are \
+         too long for the real clock), or add `clock = \"faketime\"` to the driver if the MTA \
+         honours LD_PRELOAD"
+    )]
+    Clock {
+        /// The SUT.
+        sut: String,
+        /// The rate asked for.
+        rate: ClockRate,
+    },
     /// A network fault could not be installed or healed.
     #[error(transparent)]
     Fault(#[from] FaultError),
@@ -80,19 +95,37 @@ pub struct RunReport {
     pub topology_up: Duration,
     /// Time to take everything down (SUT, servers, namespaces, work directory).
     pub teardown: Duration,
+    /// The world clock's rate the run used.
+    pub clock: ClockRate,
+    /// The SUT's timers.
+    pub timeouts: Timeouts,
 }
 
 /// Builds the scenario's world, starts the SUT, puts the faults that start at once in force,
 /// and runs an interactive shell in the SUT's network namespace (with the scenario's
 /// resolv.conf), for reproducing a problem by hand. Everything is torn down when the shell
 /// exits; returns the shell's exit code.
-pub async fn explore(scenario: &Scenario, sut: &SutKind, shell: &str) -> Result<i32, LabError> {
+pub async fn explore(
+    scenario: &Scenario,
+    sut: &SutKind,
+    shell: &str,
+    options: &RunOptions,
+) -> Result<i32, LabError> {
     sut.check_installed()?;
-    let plan = Plan::new(scenario);
+    let plan = Plan::with_clock(scenario, options.clock_for(scenario, sut)?);
     let prefix = format!("mxlab-{}", run_id());
     let log = EventLog::new();
     let clock = ScenarioClock::new();
-    let lab = Lab::up(&plan, &prefix, &clock, log.clone(), sut, None).await?;
+    let lab = Lab::up(
+        &plan,
+        &prefix,
+        &clock,
+        log.clone(),
+        sut,
+        None,
+        options.timeouts,
+    )
+    .await?;
     let mut faults = FaultTimeline::new(&plan.net_faults, log.clone());
     faults.catch_up(&lab.topology, Duration::ZERO).await?;
     clock.start();
@@ -104,6 +137,7 @@ pub async fn explore(scenario: &Scenario, sut: &SutKind, shell: &str) -> Result<
         netns::SpawnOptions {
             resolv_conf: Some(lab.resolv_conf.clone()),
             own_pid_namespace: false,
+            ..Default::default()
         },
     )?;
     // Ctrl-C belongs to the shell; the harness must outlive it to tear everything down.
@@ -123,8 +157,15 @@ pub async fn explore(scenario: &Scenario, sut: &SutKind, shell: &str) -> Result<
 
 impl RunReport {
     /// The report of a run the harness could not complete: status error, the reason as summary.
-    pub fn harness_error(scenario: &Scenario, sut: &SutKind, error: &LabError) -> RunReport {
+    pub fn harness_error(
+        scenario: &Scenario,
+        sut: &SutKind,
+        options: &RunOptions,
+        error: &LabError,
+    ) -> RunReport {
         RunReport {
+            clock: options.clock_for(scenario, sut).unwrap_or(ClockRate::REAL),
+            timeouts: options.timeouts,
             scenario: scenario.name.clone(),
             sut: sut.name().to_string(),
             verdict: Verdict::error(error.to_string()),
@@ -150,6 +191,35 @@ pub struct RunOptions {
     /// Write a pcap file of every packet on the router's links into this directory, named
     /// after the scenario and the SUT (`smtp_v6-greeting-421.postfix.pcap`).
     pub pcap_dir: Option<std::path::PathBuf>,
+    /// The world clock's rate (`--clock`); when absent, the scenario's `clock`, else
+    /// [`ClockRate::DEFAULT`] with stock timers and the real clock with retuned ones.
+    pub clock: Option<ClockRate>,
+    /// Stock or retuned SUT timers (`--timeouts`).
+    pub timeouts: Timeouts,
+}
+
+impl RunOptions {
+    /// The clock rate a run of `scenario` against `sut` uses. A SUT that cannot run on an
+    /// accelerated clock (a driver file without `clock = "faketime"`) runs on the real clock
+    /// unless an accelerated rate was asked for explicitly, which is an error naming the fix.
+    pub fn clock_for(&self, scenario: &Scenario, sut: &SutKind) -> Result<ClockRate, LabError> {
+        let default = match self.timeouts {
+            Timeouts::Stock => ClockRate::DEFAULT,
+            Timeouts::Fast => ClockRate::REAL,
+        };
+        let asked = self.clock.or(scenario.clock);
+        let rate = asked.unwrap_or(default);
+        if !rate.is_accelerated() || sut.can_accelerate() {
+            return Ok(rate);
+        }
+        match asked {
+            None => Ok(ClockRate::REAL),
+            Some(rate) => Err(LabError::Clock {
+                sut: sut.name().to_string(),
+                rate,
+            }),
+        }
+    }
 }
 
 /// Like [`run`], with extras.
@@ -160,9 +230,10 @@ pub async fn run_with(
 ) -> Result<RunReport, LabError> {
     let started = Instant::now();
     sut.check_installed()?;
-    let plan = Plan::new(scenario);
+    let plan = Plan::with_clock(scenario, options.clock_for(scenario, sut)?);
     let prefix = format!("mxlab-{}", run_id());
     let log = EventLog::new();
+    let log_start = std::time::SystemTime::now();
 
     let topology_started = Instant::now();
     let clock = ScenarioClock::new();
@@ -173,7 +244,16 @@ pub async fn run_with(
             sut.name().replace(['/', ':'], "_")
         ))
     });
-    let lab = Lab::up(&plan, &prefix, &clock, log.clone(), sut, pcap.as_deref()).await?;
+    let lab = Lab::up(
+        &plan,
+        &prefix,
+        &clock,
+        log.clone(),
+        sut,
+        pcap.as_deref(),
+        options.timeouts,
+    )
+    .await?;
     let topology_up = lab.topology_up;
     log.record(EventKind::Harness {
         message: format!(
@@ -192,15 +272,28 @@ pub async fn run_with(
     let expect = &scenario.expect;
     // Delivered and bounced messages are final: stop as soon as every message is. A deferral
     // is only known at the end of the observation window.
+    let within = plan.clock.to_wall(expect.within.0);
     let deadline = match expect.outcome {
-        Outcome::Delivered | Outcome::Bounced => expect.within.0 + LATE_GRACE,
-        Outcome::Deferred => expect.within.0,
+        Outcome::Delivered | Outcome::Bounced => within + LATE_GRACE,
+        Outcome::Deferred => within,
     };
+    // With retuned timers a healed fault makes the harness tell the SUT to retry at once; an
+    // MTA with stock timers retries on its own schedule, as deployed.
+    let kick_on_heal = options.timeouts == Timeouts::Fast;
+    let pid_namespace = lab
+        .sut
+        .pid_namespace()
+        .filter(|_| plan.clock.is_accelerated());
+    let mut processes = ProcessWatch::default();
     let (running_sut, log) = (&lab.sut, &log);
     let finished = tokio::select! {
+        () = selfcheck::watch_processes(pid_namespace.as_deref(), &mut processes) => unreachable!("it stays pending"),
         finished = log.wait_for(deadline, |events, now| finish::all_settled(events, &plan, now)) => finished,
         () = ask_queue_once_accepted(running_sut.as_ref(), log, &plan, deadline) => unreachable!("it stays pending"),
         failed = faults.drive(&lab.topology, start, || async {
+            if !kick_on_heal {
+                return;
+            }
             // A healed fault: have the SUT retry now rather than on its own schedule.
             if let Err(err) = running_sut.kick().await {
                 log.record(EventKind::Harness { message: format!("kick failed: {err}") });
@@ -216,6 +309,10 @@ pub async fn run_with(
         });
     }
     lab.sut.queue().await?;
+    if let Some(namespace) = &pid_namespace {
+        processes.sample(namespace);
+    }
+    let sut_spawned = lab.sut_spawned;
 
     let teardown_started = Instant::now();
     lab.down(log).await?;
@@ -224,9 +321,18 @@ pub async fn run_with(
         message: format!("lab down in {:.0} ms", teardown.as_secs_f64() * 1e3),
     });
 
+    let clock_escaped = plan
+        .clock
+        .is_accelerated()
+        .then(|| selfcheck::conclude(log, plan.clock, &processes, log_start, sut_spawned));
     let events = log.snapshot();
-    let verdict = verdict::judge(expect, &plan.messages, &events, sut.name());
+    let verdict = match clock_escaped.flatten() {
+        Some(reason) => Verdict::error(reason),
+        None => verdict::judge(expect, &plan.messages, &events, sut.name(), plan.clock),
+    };
     Ok(RunReport {
+        clock: plan.clock,
+        timeouts: options.timeouts,
         scenario: scenario.name.clone(),
         sut: sut.name().to_string(),
         verdict,

@@ -12,7 +12,7 @@ use crate::events::EventLog;
 use crate::family::Family;
 use crate::mx::{self, Listener, RunningMx, SessionIds};
 use crate::plan::{HostPlan, Plan, Role, SUT_HOSTNAME};
-use crate::sut::{RunningSut, SutContext, SutKind};
+use crate::sut::{RunningSut, SutContext, SutKind, Timeouts};
 use crate::verdict::COLLECTOR;
 
 /// A running world: namespaces, DNS, fake MX servers and the SUT. Dropping it tears it down.
@@ -29,6 +29,8 @@ pub struct Lab {
     pub topology_up: Duration,
     /// The resolv.conf the SUT sees.
     pub resolv_conf: std::path::PathBuf,
+    /// When the SUT was started: on an accelerated clock, when its world clock started.
+    pub sut_spawned: std::time::SystemTime,
 }
 
 impl Lab {
@@ -39,6 +41,7 @@ impl Lab {
         log: EventLog,
         sut: &SutKind,
         pcap: Option<&std::path::Path>,
+        timeouts: Timeouts,
     ) -> Result<Lab, LabError> {
         let work_dir = tempfile::Builder::new()
             .prefix(&format!("{prefix}-"))
@@ -129,6 +132,7 @@ impl Lab {
         let sut_dir = work_dir.path().join(sut.name());
         std::fs::create_dir(&sut_dir).map_err(LabError::WorkDir)?;
         let no_settings = Default::default();
+        let sut_spawned = std::time::SystemTime::now();
         let sut = sut
             .start(SutContext {
                 namespace: namespace(&topology, "sut"),
@@ -142,9 +146,14 @@ impl Lab {
                     .unwrap_or(&no_settings),
                 route: &plan.route,
                 log,
+                timing: crate::sut::Timing {
+                    clock: plan.clock,
+                    timeouts,
+                },
             })
             .await?;
         Ok(Lab {
+            sut_spawned,
             resolv_conf,
             sut,
             syn_watch,

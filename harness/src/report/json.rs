@@ -4,7 +4,10 @@
 //! `{ "schema": "mxlab-report/1", "runs": [ { "scenario", "sut", "status"
 //! ("pass" | "fail" | "xfail" | "error"), "summary", "failures": [ { "expectation", "reason",
 //! "evidence": [event index] } ], "wall_seconds", "topology_up_seconds", "teardown_seconds",
-//! "events": [ { "at" (seconds since the run's start), "kind", ...fields of the kind } ] } ] }`.
+//! "clock_rate" (world seconds per wall second: 1 on the real clock, 100 at x100),
+//! "world_seconds" (the run's wall time in the MTA's world time), "timeouts" ("stock" |
+//! "fast"), "events": [ { "at" (wall seconds since the run's start), "kind", ...fields of the
+//! kind } ] } ] }`.
 
 use serde::Serialize;
 
@@ -31,6 +34,9 @@ struct Run<'r> {
     wall_seconds: f64,
     topology_up_seconds: f64,
     teardown_seconds: f64,
+    clock_rate: u32,
+    world_seconds: f64,
+    timeouts: &'static str,
     events: &'r [Event],
 }
 
@@ -49,6 +55,9 @@ pub fn render(runs: &[RunReport]) -> String {
                 wall_seconds: run.wall.as_secs_f64(),
                 topology_up_seconds: run.topology_up.as_secs_f64(),
                 teardown_seconds: run.teardown.as_secs_f64(),
+                clock_rate: run.clock.times(),
+                world_seconds: run.clock.to_world(run.wall).as_secs_f64(),
+                timeouts: run.timeouts.name(),
                 events: &run.events,
             })
             .collect(),
@@ -75,5 +84,12 @@ mod tests {
         assert_eq!(run["events"][1]["kind"], "sut_log");
         assert_eq!(run["events"][1]["line"], "status=sent");
         assert!((run["events"][1]["at"].as_f64().unwrap() - 0.9).abs() < 1e-9);
+        assert_eq!(run["clock_rate"], 100);
+        assert_eq!(run["timeouts"], "stock");
+        let (wall, world) = (
+            run["wall_seconds"].as_f64().unwrap(),
+            run["world_seconds"].as_f64().unwrap(),
+        );
+        assert!((world - 100.0 * wall).abs() < 1e-6, "{wall} {world}");
     }
 }

@@ -17,6 +17,8 @@ pub(crate) mod tests {
     /// A small run report for reporter tests; failed ones fail `via`.
     pub(crate) fn sample(status: Status) -> RunReport {
         RunReport {
+            clock: crate::clock::ClockRate::DEFAULT,
+            timeouts: crate::sut::Timeouts::Stock,
             scenario: "smtp/x".into(),
             sut: "postfix".into(),
             verdict: Verdict {

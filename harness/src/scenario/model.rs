@@ -23,6 +23,10 @@ pub struct Scenario {
     /// Free-form tags for filtering.
     #[serde(default)]
     pub tags: Vec<String>,
+    /// The world clock's rate for this scenario (`clock = "x100"`, or `"real"` where a timer
+    /// that cannot be accelerated is the subject); `mxlab run --clock` overrides it.
+    #[serde(default)]
+    pub clock: Option<crate::clock::ClockRate>,
     /// The receiving MX hosts.
     #[serde(rename = "mx")]
     pub mxs: Vec<MxSpec>,

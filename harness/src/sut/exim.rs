@@ -8,7 +8,8 @@
 //! instance's private mount namespace, which is why every path Exim sees is an
 //! `/opt/mxlab/exim/instance/...` path (see the [`config`] module for why).
 //!
-//! The daemon, `exim -C /opt/mxlab/exim/instance/exim.conf -bdf -q1s`, runs in the foreground
+//! The daemon, `exim -C /opt/mxlab/exim/instance/exim.conf -bdf -q30m` (Debian's queue interval;
+//! `-q1s` with retuned timers), runs in the foreground
 //! in a PID namespace of its own, so stopping that namespace ends every delivery process too.
 
 use std::os::fd::AsFd;
@@ -21,7 +22,7 @@ use std::time::{Duration, Instant};
 use crate::events::{EventKind, EventLog, QueueEntry};
 use crate::sut::common::{self, InstanceNamespaces, LISTEN_ADDRESS};
 use crate::sut::logtail::{last_lines, LogTail};
-use crate::sut::{OutgoingMessage, RunningSut, SutContext, SutError};
+use crate::sut::{faketime, OutgoingMessage, RunningSut, SutContext, SutError, Timing};
 
 pub mod config;
 #[cfg(test)]
@@ -32,10 +33,6 @@ pub use config::{Layout, EXIM, INSTANCE_DIR, TRUSTED_CONFIGS};
 
 /// The name used in messages.
 pub(crate) const SUT: &str = "Exim";
-/// The shell that makes the bind mount before it execs Exim.
-const SH: &str = "/bin/sh";
-/// util-linux `mount`.
-const MOUNT: &str = "/bin/mount";
 /// The user Exim runs as (Debian's build).
 const EXIM_USER: &str = "Debian-exim";
 /// How long Exim may take to answer on its listener.
@@ -57,7 +54,7 @@ impl Exim {
     /// scenario's `[route]` and then its `[sut.exim]` settings override main-section options,
     /// or router/transport options as `dnslookup.OPTION` / `remote_smtp.OPTION`; see
     /// [`config::route_settings`]) and an empty spool into the work
-    /// directory; starts `exim -bdf -q1s` in the SUT namespace with the lab's resolv.conf, in a
+    /// directory; starts `exim -bdf -qINTERVAL` in the SUT namespace with the lab's resolv.conf, in a
     /// PID namespace of its own, after bind-mounting the work directory over
     /// [`INSTANCE_DIR`]; and waits (at most about 10 s) until the listener answers 220.
     ///
@@ -67,10 +64,15 @@ impl Exim {
     pub async fn start(ctx: SutContext<'_>) -> Result<RunningExim, SutError> {
         let begun = Instant::now();
         check_installed()?;
+        if ctx.timing.clock.is_accelerated() {
+            faketime::check_installed(SUT)?;
+        }
         let layout = Layout::new(ctx.work_dir);
         let mut settings = config::route_settings(ctx.route);
         settings.extend(ctx.settings.clone());
-        prepare(&layout, ctx.hostname, &settings)?;
+        prepare(&layout, ctx.hostname, &settings, ctx.timing)?;
+        let binary = layout.exim_inside(ctx.timing.clock);
+        let queue_runner = config::queue_runner_option(ctx.timing.timeouts);
 
         let out = std::fs::File::create(&layout.stderr)
             .map_err(|e| io_error(&format!("create {}", layout.stderr.display()), e))?;
@@ -78,28 +80,45 @@ impl Exim {
             .try_clone()
             .map_err(|e| io_error("duplicate a file descriptor", e))?;
         let config_inside = layout.config_inside();
-        let mut command = std::process::Command::new(SH);
+        // Exim itself is the first process: libfaketime's first process creates the shared
+        // clock and passes it on in FAKETIME_SHARED, which a shell wrapper would not export.
+        // Spawned by its path outside the instance's mounts (the same file as `binary`).
+        let program = if ctx.timing.clock.is_accelerated() {
+            layout.binary.clone()
+        } else {
+            std::path::PathBuf::from(EXIM)
+        };
+        let mut command = std::process::Command::new(&program);
         command
-            .arg("-c")
-            .arg(r#""$1" --bind -- "$2" "$3" && exec "$4" -C "$5" -bdf -q1s"#)
-            .arg("sh")
-            .arg(MOUNT)
-            .arg(&layout.work_dir)
-            .arg(INSTANCE_DIR)
-            .arg(EXIM)
+            .arg("-C")
             .arg(&config_inside)
+            .arg("-bdf")
+            .arg(&queue_runner)
             .stdin(Stdio::null())
             .stdout(out)
-            .stderr(out2);
+            .stderr(out2)
+            .envs(faketime::environment(ctx.timing.clock));
         let tail = LogTail::start(layout.mainlog.clone(), ctx.log.clone());
         let options = netns::SpawnOptions {
             resolv_conf: Some(ctx.resolv_conf.to_path_buf()),
             own_pid_namespace: true,
+            bind_mounts: [(layout.work_dir.clone(), INSTANCE_DIR.into())]
+                .into_iter()
+                .chain(faketime::SharedClock::prepare(
+                    SUT,
+                    ctx.timing.clock,
+                    ctx.work_dir,
+                )?)
+                .collect(),
         };
         let process =
             netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {
                 sut: SUT,
-                action: format!("start `{EXIM} -C {} -bdf -q1s`", config_inside.display()),
+                action: format!(
+                    "start `{} -C {} -bdf {queue_runner}`",
+                    binary.display(),
+                    config_inside.display()
+                ),
                 detail: e.to_string(),
             })?;
         let namespaces = InstanceNamespaces::of(SUT, ctx.namespace.fd(), &process)?;
@@ -158,6 +177,10 @@ impl RunningSut for RunningExim {
 
     async fn stop(self: Box<Self>) -> Result<(), SutError> {
         RunningExim::stop(*self).await
+    }
+
+    fn pid_namespace(&self) -> Option<std::path::PathBuf> {
+        crate::sut::clockcheck::pid_namespace_of(self.process.pid())
     }
 }
 
@@ -356,7 +379,7 @@ fn io_error(action: &str, source: std::io::Error) -> SutError {
 /// Checks that the unpacked Exim, its instance directory, its `trusted_configs` entry and its
 /// user are present.
 pub fn check_installed() -> Result<(), SutError> {
-    common::require_files(SUT, &[EXIM, INSTANCE_DIR, TRUSTED_CONFIGS, SH, MOUNT])?;
+    common::require_files(SUT, &[EXIM, INSTANCE_DIR, TRUSTED_CONFIGS])?;
     let trusted = Layout::new(Path::new("/")).config_inside();
     let listed = std::fs::read_to_string(TRUSTED_CONFIGS)
         .map_err(|e| io_error(&format!("read {TRUSTED_CONFIGS}"), e))?;
@@ -381,8 +404,17 @@ fn prepare(
     layout: &Layout,
     hostname: &str,
     settings: &std::collections::BTreeMap<String, String>,
+    timing: Timing,
 ) -> Result<(), SutError> {
-    let text = config::exim_conf(layout, hostname, settings)?;
+    let text = config::exim_conf(layout, hostname, settings, timing)?;
+    if timing.clock.is_accelerated() {
+        // A plain copy: std::fs::copy keeps the mode bits, setuid included.
+        std::fs::copy(EXIM, &layout.binary)
+            .and_then(|_| {
+                std::fs::set_permissions(&layout.binary, std::fs::Permissions::from_mode(0o755))
+            })
+            .map_err(|e| io_error(&format!("copy {EXIM} to {}", layout.binary.display()), e))?;
+    }
     let user = exim_user()?;
     // The work directory becomes INSTANCE_DIR; Exim's unprivileged processes must cross it.
     common::make_traversable(SUT, &layout.work_dir)?;

@@ -59,6 +59,16 @@ impl SutKind {
         }
     }
 
+    /// Whether the SUT can run on an accelerated world clock: the built-in MTAs honour
+    /// libfaketime (see [`crate::sut::faketime`]) and the reference sender scales its own
+    /// timers.
+    pub fn can_accelerate(&self) -> bool {
+        match self {
+            SutKind::Postfix | SutKind::Reference(_) | SutKind::Exim | SutKind::Opensmtpd => true,
+            SutKind::Driver(_) => false,
+        }
+    }
+
     /// Starts the SUT inside the lab and waits until it is ready for mail.
     pub async fn start(&self, ctx: SutContext<'_>) -> Result<Box<dyn RunningSut>, SutError> {
         match self {

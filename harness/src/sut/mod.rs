@@ -10,12 +10,15 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
+use crate::clock::ClockRate;
 use crate::events::EventLog;
 use crate::family::Family;
 
+pub mod clockcheck;
 mod common;
 pub mod driver;
 pub mod exim;
+pub mod faketime;
 mod kind;
 mod logtail;
 pub mod opensmtpd;
@@ -45,6 +48,11 @@ pub trait RunningSut: Send + Sync {
     async fn queue(&self) -> Result<Vec<crate::events::QueueEntry>, SutError>;
     /// Stops every process of the SUT and records its last log lines.
     async fn stop(self: Box<Self>) -> Result<(), SutError>;
+    /// The `pid:[inode]` name of the PID namespace the SUT's processes run in, for the clock
+    /// self-check ([`clockcheck`]); `None` for an in-process SUT.
+    fn pid_namespace(&self) -> Option<PathBuf> {
+        None
+    }
 }
 
 /// A message to hand to the system under test.
@@ -72,6 +80,29 @@ pub struct SutRoute {
     pub bind: Vec<std::net::IpAddr>,
 }
 
+/// Which timers the MTA runs with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, clap::ValueEnum)]
+pub enum Timeouts {
+    /// The MTA's shipped timers, retry schedule and defaults: the MTA as deployed. mxlab
+    /// changes only what the lab needs (paths, listener, resolver, logging, the clock).
+    #[default]
+    Stock,
+    /// mxlab's retuned short timers (seconds where the MTA ships minutes, retries every few
+    /// seconds), for MTAs that cannot run on an accelerated clock. A verdict then describes
+    /// the retuned MTA, not the MTA as deployed.
+    Fast,
+}
+
+impl Timeouts {
+    /// `stock` or `fast`.
+    pub fn name(self) -> &'static str {
+        match self {
+            Timeouts::Stock => "stock",
+            Timeouts::Fast => "fast",
+        }
+    }
+}
+
 /// What a driver needs to start the system under test inside a lab.
 pub struct SutContext<'a> {
     /// The SUT's network namespace.
@@ -94,6 +125,25 @@ pub struct SutContext<'a> {
     /// The PEM certificate of the run's CA when a fake MX offers STARTTLS, so an MTA that
     /// verifies certificates can trust it.
     pub ca_file: Option<&'a Path>,
+    /// The clock the MTA runs on and the timers it runs with.
+    pub timing: Timing,
+}
+
+/// The clock an MTA runs on and the timers it runs with.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Timing {
+    /// The world clock's rate: above x1 the MTA runs under libfaketime (see [`faketime`]).
+    pub clock: ClockRate,
+    /// Stock or retuned timers.
+    pub timeouts: Timeouts,
+}
+
+impl Timing {
+    /// The real clock with mxlab's retuned timers: how every MTA ran before the world clock.
+    pub const FAST_REAL: Timing = Timing {
+        clock: ClockRate::REAL,
+        timeouts: Timeouts::Fast,
+    };
 }
 
 /// Why a driver could not start, drive or stop the system under test.

@@ -17,7 +17,7 @@ use std::time::{Duration, Instant};
 use crate::events::{EventKind, EventLog, QueueEntry};
 use crate::sut::common::{self, InstanceNamespaces, LISTEN_ADDRESS};
 use crate::sut::logtail::{last_lines, LogTail};
-use crate::sut::{OutgoingMessage, RunningSut, SutContext, SutError};
+use crate::sut::{faketime, OutgoingMessage, RunningSut, SutContext, SutError, Timeouts};
 
 pub mod config;
 #[cfg(test)]
@@ -28,10 +28,6 @@ pub use config::{Layout, SMTPCTL, SMTPD};
 
 /// The name used in messages.
 pub(crate) const SUT: &str = "OpenSMTPD";
-/// The shell that makes the bind mounts before it execs smtpd.
-const SH: &str = "/bin/sh";
-/// util-linux `mount`.
-const MOUNT: &str = "/bin/mount";
 /// The users and group OpenSMTPD's processes run as.
 const USERS: [&str; 2] = ["opensmtpd", "opensmtpq"];
 /// How long OpenSMTPD may take to answer on its listener.
@@ -60,6 +56,9 @@ impl Opensmtpd {
     pub async fn start(ctx: SutContext<'_>) -> Result<RunningOpensmtpd, SutError> {
         let begun = Instant::now();
         check_installed()?;
+        if ctx.timing.clock.is_accelerated() {
+            faketime::check_installed(SUT)?;
+        }
         let layout = Layout::new(ctx.work_dir);
         if let Some(family) = ctx.route.only {
             ctx.log.record(EventKind::Harness {
@@ -71,38 +70,42 @@ impl Opensmtpd {
         }
         let mut settings = config::route_settings(ctx.hostname, ctx.route);
         settings.extend(ctx.settings.clone());
-        prepare(&layout, ctx.hostname, &settings)?;
+        prepare(&layout, ctx.hostname, &settings, ctx.timing.timeouts)?;
 
         let out = std::fs::File::create(&layout.log)
             .map_err(|e| io_error(&format!("create {}", layout.log.display()), e))?;
         let out2 = out
             .try_clone()
             .map_err(|e| io_error("duplicate a file descriptor", e))?;
-        // /run is covered last; the lab's resolv.conf is bound once more in case
-        // /etc/resolv.conf is a symbolic link into /run on this machine.
-        let mut command = std::process::Command::new(SH);
+        // smtpd itself is the first process: libfaketime's first process creates the shared
+        // clock and passes it on in FAKETIME_SHARED, which a shell wrapper would not export.
+        let mut command = std::process::Command::new(SMTPD);
         command
-            .arg("-c")
-            .arg(concat!(
-                r#""$1" --bind -- "$2" "$3" && "$1" --bind -- "$4" "$5" && "#,
-                r#""$1" --bind -- "$6" /etc/resolv.conf && exec "$7" -d -f "$8""#
-            ))
-            .arg("sh")
-            .arg(MOUNT)
-            .arg(&layout.spool)
-            .arg(config::SPOOL_TARGET)
-            .arg(&layout.run)
-            .arg(config::RUN_TARGET)
-            .arg(ctx.resolv_conf)
-            .arg(SMTPD)
+            .arg("-d")
+            .arg("-f")
             .arg(&layout.config)
             .stdin(Stdio::null())
             .stdout(out)
-            .stderr(out2);
+            .stderr(out2)
+            .envs(faketime::environment(ctx.timing.clock));
         let tail = LogTail::start(layout.log.clone(), ctx.log.clone());
         let options = netns::SpawnOptions {
             resolv_conf: Some(ctx.resolv_conf.to_path_buf()),
             own_pid_namespace: true,
+            // /run is covered last; the lab's resolv.conf is bound once more in case
+            // /etc/resolv.conf is a symbolic link into /run on this machine.
+            bind_mounts: vec![
+                (layout.spool.clone(), config::SPOOL_TARGET.into()),
+                (layout.run.clone(), config::RUN_TARGET.into()),
+                (ctx.resolv_conf.to_path_buf(), "/etc/resolv.conf".into()),
+            ]
+            .into_iter()
+            .chain(faketime::SharedClock::prepare(
+                SUT,
+                ctx.timing.clock,
+                ctx.work_dir,
+            )?)
+            .collect(),
         };
         let process =
             netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {
@@ -163,6 +166,10 @@ impl RunningSut for RunningOpensmtpd {
 
     async fn stop(self: Box<Self>) -> Result<(), SutError> {
         RunningOpensmtpd::stop(*self).await
+    }
+
+    fn pid_namespace(&self) -> Option<std::path::PathBuf> {
+        crate::sut::clockcheck::pid_namespace_of(self.process.pid())
     }
 }
 
@@ -275,14 +282,7 @@ fn io_error(action: &str, source: std::io::Error) -> SutError {
 pub fn check_installed() -> Result<(), SutError> {
     common::require_files(
         SUT,
-        &[
-            SMTPD,
-            SMTPCTL,
-            config::SPOOL_TARGET,
-            config::EMPTY_DIR,
-            SH,
-            MOUNT,
-        ],
+        &[SMTPD, SMTPCTL, config::SPOOL_TARGET, config::EMPTY_DIR],
     )?;
     for user in USERS {
         if nix::unistd::User::from_name(user).ok().flatten().is_none() {
@@ -297,8 +297,9 @@ fn prepare(
     layout: &Layout,
     hostname: &str,
     settings: &std::collections::BTreeMap<String, String>,
+    timeouts: Timeouts,
 ) -> Result<(), SutError> {
-    let text = config::smtpd_conf(hostname, settings)?;
+    let text = config::smtpd_conf(hostname, settings, timeouts)?;
     let root = Some(nix::unistd::Uid::from_raw(0));
     let root_group = Some(nix::unistd::Gid::from_raw(0));
     common::make_traversable(SUT, &layout.work_dir)?;

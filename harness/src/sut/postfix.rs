@@ -15,7 +15,7 @@ use std::time::{Duration, Instant, SystemTime};
 use crate::events::{EventKind, EventLog, QueueEntry};
 use crate::sut::common::{self, NotReady, LISTEN_ADDRESS};
 use crate::sut::logtail::{last_lines, LogTail};
-use crate::sut::{OutgoingMessage, RunningSut, SutContext, SutError};
+use crate::sut::{faketime, OutgoingMessage, RunningSut, SutContext, SutError, Timing};
 
 pub mod config;
 #[cfg(test)]
@@ -62,6 +62,9 @@ impl Postfix {
     pub async fn start(ctx: SutContext<'_>) -> Result<RunningPostfix, SutError> {
         let begun = Instant::now();
         check_installed()?;
+        if ctx.timing.clock.is_accelerated() {
+            faketime::check_installed(SUT)?;
+        }
         let layout = Layout::new(ctx.work_dir);
         // The scenario's `[route]` and the run's CA (for `smtp_tls_security_level = verify`
         // scenarios); the scenario's own settings still override both.
@@ -78,6 +81,7 @@ impl Postfix {
             ctx.hostname,
             &settings,
             ctx.route.only,
+            ctx.timing,
         )?;
         let ns_fd = ctx
             .namespace
@@ -97,11 +101,13 @@ impl Postfix {
             .arg("start-fg")
             .stdin(Stdio::null())
             .stdout(out)
-            .stderr(out2);
+            .stderr(out2)
+            .envs(faketime::environment(ctx.timing.clock));
         let tail = LogTail::start(layout.maillog.clone(), ctx.log.clone());
         let options = netns::SpawnOptions {
             resolv_conf: Some(ctx.resolv_conf.to_path_buf()),
             own_pid_namespace: true,
+            bind_mounts: faketime::SharedClock::prepare(SUT, ctx.timing.clock, ctx.work_dir)?,
         };
         let process =
             netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {
@@ -161,6 +167,10 @@ impl RunningSut for RunningPostfix {
 
     async fn stop(self: Box<Self>) -> Result<(), SutError> {
         RunningPostfix::stop(*self).await
+    }
+
+    fn pid_namespace(&self) -> Option<std::path::PathBuf> {
+        crate::sut::clockcheck::pid_namespace_of(self.process.pid())
     }
 }
 
@@ -379,8 +389,9 @@ fn prepare(
     hostname: &str,
     settings: &std::collections::BTreeMap<String, String>,
     only_family: Option<crate::family::Family>,
+    timing: Timing,
 ) -> Result<(), SutError> {
-    let main_cf = config::main_cf(layout, hostname, settings)?;
+    let main_cf = config::main_cf(layout, hostname, settings, timing)?;
     let stock = std::fs::read_to_string(STOCK_MASTER_CF)
         .map_err(|e| io_error(&format!("read {STOCK_MASTER_CF}"), e))?;
     let mut master_cf = config::master_cf(&stock, LISTEN_ADDRESS);

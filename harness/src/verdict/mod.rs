@@ -12,6 +12,7 @@ use serde::Serialize;
 
 pub use observe::{attempts, fate, Acceptance, Attempt, MessageFate, COLLECTOR};
 
+use crate::clock::ClockRate;
 use crate::events::{Event, EventKind};
 use crate::family::Family;
 use crate::plan::PlannedMessage;
@@ -78,9 +79,16 @@ impl Verdict {
 }
 
 /// Checks every expectation against the events of a run of `sut` that injected `messages` in
-/// order, then applies the scenario's `xfail` entry for `sut`.
-pub fn judge(expect: &Expect, messages: &[PlannedMessage], events: &[Event], sut: &str) -> Verdict {
-    let verdict = check(expect, messages, events);
+/// order, then applies the scenario's `xfail` entry for `sut`. Event times are wall time; the
+/// scenario's durations are world time at `clock`.
+pub fn judge(
+    expect: &Expect,
+    messages: &[PlannedMessage],
+    events: &[Event],
+    sut: &str,
+    clock: ClockRate,
+) -> Verdict {
+    let verdict = check(expect, messages, events, clock);
     let Some(reason) = expect.xfail.get(sut) else {
         return verdict;
     };
@@ -103,7 +111,12 @@ pub fn judge(expect: &Expect, messages: &[PlannedMessage], events: &[Event], sut
     }
 }
 
-fn check(expect: &Expect, messages: &[PlannedMessage], events: &[Event]) -> Verdict {
+fn check(
+    expect: &Expect,
+    messages: &[PlannedMessage],
+    events: &[Event],
+    clock: ClockRate,
+) -> Verdict {
     let mut failures = Vec::new();
     let all_attempts = attempts(events);
     let mut summaries = Vec::new();
@@ -126,7 +139,7 @@ fn check(expect: &Expect, messages: &[PlannedMessage], events: &[Event]) -> Verd
         let earlier = &all_attempts[..tried_before];
         let tried = first_seen_families(earlier);
         let outcome = outcome_of(&fate);
-        summaries.push(summary(&fate, outcome, earlier));
+        summaries.push(summary(&fate, outcome, earlier, clock));
         let id = &planned.message_id;
 
         if outcome != Some(expect.outcome) {
@@ -173,10 +186,10 @@ fn check(expect: &Expect, messages: &[PlannedMessage], events: &[Event]) -> Verd
             }
         }
         if let Some(took) = time_to_outcome(&fate) {
-            if took > expect.within.0 {
+            if clock.to_world(took) > expect.within.0 {
                 failures.push(Failure {
                     expectation: format!("within = \"{}\"", expect.within),
-                    reason: format!("message {id} took {:.2}s", took.as_secs_f64()),
+                    reason: format!("message {id} took {}", elapsed(took, clock)),
                     evidence: evidence_of(&fate),
                 });
             }
@@ -423,7 +436,12 @@ fn evidence_of(fate: &MessageFate) -> Vec<usize> {
         .collect()
 }
 
-fn summary(fate: &MessageFate, outcome: Option<Outcome>, earlier: &[Attempt]) -> String {
+fn summary(
+    fate: &MessageFate,
+    outcome: Option<Outcome>,
+    earlier: &[Attempt],
+    clock: ClockRate,
+) -> String {
     let mut text = match (fate.acceptances.as_slice(), outcome) {
         ([only], _) => format!("delivered once via {} by {}", only.family, only.host),
         ([first, ..], _) => format!(
@@ -438,9 +456,25 @@ fn summary(fate: &MessageFate, outcome: Option<Outcome>, earlier: &[Attempt]) ->
         text.push_str(&format!(" after {}", describe_attempts(earlier)));
     }
     if let Some(took) = time_to_outcome(fate) {
-        text.push_str(&format!(" in {:.2}s", took.as_secs_f64()));
+        text.push_str(&format!(" in {}", elapsed(took, clock)));
     }
     text
+}
+
+/// A span of wall time, with the MTA's world time beside it on an accelerated clock:
+/// `0.31s (≈31s MTA time at x100)`.
+pub fn elapsed(wall: Duration, clock: ClockRate) -> String {
+    let text = format!("{:.2}s", wall.as_secs_f64());
+    if !clock.is_accelerated() {
+        return text;
+    }
+    let world = clock.to_world(wall).as_secs_f64();
+    let world = if world >= 10.0 {
+        format!("{world:.0}s")
+    } else {
+        format!("{world:.1}s")
+    };
+    format!("{text} (≈{world} MTA time at {clock})")
 }
 
 /// `trying mx1 ipv6 (421 busy)` for a few attempts; counts per host and family for many.

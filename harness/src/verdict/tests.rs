@@ -31,7 +31,7 @@ to = ["bob@example.test"]
 }
 
 fn judge_as(expect: &Expect, messages: &[PlannedMessage], events: &[Event]) -> Verdict {
-    judge(expect, messages, events, "postfix")
+    judge(expect, messages, events, "postfix", ClockRate::REAL)
 }
 
 struct Log(Vec<Event>);
@@ -469,17 +469,29 @@ fn xfail_turns_a_known_failure_into_xfail_and_a_pass_into_a_failure() {
     let xfail = "\n[expect.xfail]\npostfix = \"known bug\"";
     let (expect, messages) =
         scenario_with(&format!("outcome = \"delivered\"\nvia = \"ipv6\"{xfail}"));
-    let verdict = judge(&expect, &messages, &fallback_log(), "postfix");
+    let verdict = judge(
+        &expect,
+        &messages,
+        &fallback_log(),
+        "postfix",
+        ClockRate::REAL,
+    );
     assert_eq!(verdict.status, Status::Xfail);
     assert!(verdict.summary.ends_with("(known: known bug)"));
     assert_eq!(
-        judge(&expect, &messages, &fallback_log(), "exim").status,
+        judge(&expect, &messages, &fallback_log(), "exim", ClockRate::REAL).status,
         Status::Fail
     );
 
     let (expect, messages) =
         scenario_with(&format!("outcome = \"delivered\"\nvia = \"ipv4\"{xfail}"));
-    let verdict = judge(&expect, &messages, &fallback_log(), "postfix");
+    let verdict = judge(
+        &expect,
+        &messages,
+        &fallback_log(),
+        "postfix",
+        ClockRate::REAL,
+    );
     assert_eq!(verdict.status, Status::Fail);
     assert_eq!(
         failed_expectations(&verdict),

@@ -100,6 +100,7 @@ impl RunningDriver {
         let options = netns::SpawnOptions {
             resolv_conf: Some(ctx.resolv_conf.to_path_buf()),
             own_pid_namespace: true,
+            ..Default::default()
         };
         let process =
             netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {
@@ -360,6 +361,10 @@ impl RunningSut for RunningDriver {
 
     async fn stop(self: Box<Self>) -> Result<(), SutError> {
         RunningDriver::stop(*self).await
+    }
+
+    fn pid_namespace(&self) -> Option<std::path::PathBuf> {
+        crate::sut::clockcheck::pid_namespace_of(self.process.pid())
     }
 }
 

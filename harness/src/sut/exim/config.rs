@@ -13,8 +13,9 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::SUT;
+use crate::clock::ClockRate;
 use crate::family::Family;
-use crate::sut::{SutError, SutRoute};
+use crate::sut::{faketime, SutError, SutRoute, Timeouts, Timing};
 
 /// The unpacked Exim binary (from Debian's `exim4-daemon-light`).
 pub const EXIM: &str = "/opt/mxlab/exim/usr/sbin/exim4";
@@ -44,6 +45,10 @@ pub struct Layout {
     pub paniclog: PathBuf,
     /// Standard output and error of the daemon.
     pub stderr: PathBuf,
+    /// A copy of [`EXIM`] without the setuid bit, used on an accelerated clock: the loader
+    /// drops `LD_PRELOAD` when a process that gave up root execs a setuid binary (Exim's
+    /// delivery re-execs do), so only a plain copy keeps its processes on the world clock.
+    pub binary: PathBuf,
 }
 
 impl Layout {
@@ -57,6 +62,7 @@ impl Layout {
             mainlog: log_dir.join("mainlog"),
             paniclog: log_dir.join("paniclog"),
             stderr: work_dir.join("exim.out"),
+            binary: work_dir.join("exim4"),
             log_dir,
         }
     }
@@ -74,6 +80,79 @@ impl Layout {
     pub fn config_inside(&self) -> PathBuf {
         self.inside(&self.config)
     }
+
+    /// The binary to run: the plain copy on an accelerated clock, else the unpacked one.
+    pub fn exim_inside(&self, clock: ClockRate) -> PathBuf {
+        if clock.is_accelerated() {
+            self.inside(&self.binary)
+        } else {
+            PathBuf::from(EXIM)
+        }
+    }
+}
+
+/// Debian's retry rule (`/etc/exim4/conf.d/retry/30_exim4-config`): every 15 minutes for two
+/// hours, then growing intervals up to 16 hours, then every 6 hours up to 4 days.
+const STOCK_RETRY: &str = "*  *  F,2h,15m; G,16h,1h,1.5; F,4d,6h";
+/// The retuned retry rule: every 2 s for an hour.
+const FAST_RETRY: &str = "*  *  F,1h,2s";
+/// Debian's queue runner interval (`QUEUEINTERVAL` in /etc/default/exim4).
+const STOCK_QUEUE_INTERVAL: &str = "30m";
+/// The retuned queue runner interval.
+const FAST_QUEUE_INTERVAL: &str = "1s";
+
+/// The daemon's queue-runner option, `-q30m` as Debian ships it or `-q1s` retuned.
+pub fn queue_runner_option(timeouts: Timeouts) -> String {
+    match timeouts {
+        Timeouts::Stock => format!("-q{STOCK_QUEUE_INTERVAL}"),
+        Timeouts::Fast => format!("-q{FAST_QUEUE_INTERVAL}"),
+    }
+}
+
+/// The timers Exim arms with whole-second `alarm()`, with Exim 4.96's defaults, by the key a
+/// scenario overrides them with. The queue runner interval is one too.
+const ALARM_TIMERS: [(&str, &str); 5] = [
+    ("remote_smtp.connect_timeout", "5m"),
+    ("remote_smtp.command_timeout", "5m"),
+    ("remote_smtp.data_timeout", "5m"),
+    ("remote_smtp.final_timeout", "10m"),
+    ("smtp_receive_timeout", "5m"),
+];
+
+/// Refuses a configuration whose `alarm()` timers would round to zero at the clock's rate.
+fn check_alarm_timers(
+    entries: &[(Section, String, String)],
+    timing: Timing,
+) -> Result<(), SutError> {
+    let mut timers: Vec<(String, String)> = vec![(
+        "queue runner interval (-q)".to_string(),
+        match timing.timeouts {
+            Timeouts::Stock => STOCK_QUEUE_INTERVAL,
+            Timeouts::Fast => FAST_QUEUE_INTERVAL,
+        }
+        .to_string(),
+    )];
+    for (key, default) in ALARM_TIMERS {
+        let (section, option) = match key.split_once('.') {
+            Some((_, option)) => (Section::Transport, option),
+            None => (Section::Main, key),
+        };
+        let value = entries
+            .iter()
+            .find(|(s, k, _)| *s == section && k == option)
+            .map_or(default, |(_, _, v)| v.as_str());
+        timers.push((key.to_string(), value.to_string()));
+    }
+    for (key, value) in timers {
+        let world = humantime::parse_duration(value.trim()).map_err(|e| {
+            bad(
+                &key,
+                format!("{value:?} is not a time mxlab can read ({e})"),
+            )
+        })?;
+        faketime::check_alarm_timer(SUT, &key, world, timing.clock)?;
+    }
+    Ok(())
 }
 
 /// Where a scenario setting goes.
@@ -97,6 +176,7 @@ fn entries(
     layout: &Layout,
     hostname: &str,
     settings: &BTreeMap<String, String>,
+    timing: Timing,
 ) -> Result<Vec<(Section, String, String)>, SutError> {
     if hostname.is_empty()
         || !hostname
@@ -112,7 +192,13 @@ fn entries(
     let mut main = |key: &str, value: &str| {
         entries.push((Section::Main, key.to_string(), value.to_string()));
     };
-    main("exim_path", EXIM);
+    let binary = layout.exim_inside(timing.clock);
+    main(
+        "exim_path",
+        binary
+            .to_str()
+            .ok_or_else(|| bad("exim_path", format!("{} is not UTF-8", binary.display())))?,
+    );
     main("spool_directory", &path_value(layout, &layout.spool)?);
     main(
         "log_file_path",
@@ -125,12 +211,20 @@ fn entries(
     main("primary_hostname", hostname);
     main("daemon_smtp_ports", &LISTEN_PORT.to_string());
     main("local_interfaces", "<; 127.0.0.1");
-    main("keep_environment", "");
+    // Exim clears its environment down to this list at start and in every re-exec.
+    let kept = if timing.clock.is_accelerated() {
+        faketime::VARIABLES.join(" : ")
+    } else {
+        String::new()
+    };
+    main("keep_environment", &kept);
     main("host_lookup", "");
     main("rfc1413_hosts", "");
     main("acl_smtp_rcpt", "acl_check_rcpt");
     main("tls_advertise_hosts", "");
-    main("delay_warning", "0s");
+    if timing.timeouts == Timeouts::Fast {
+        main("delay_warning", "0s");
+    }
     main(
         "log_selector",
         "+smtp_connection +outgoing_interface +outgoing_port +deliver_time +queue_time \
@@ -146,15 +240,21 @@ fn entries(
         ),
         (Section::Router, "no_more", ""),
         (Section::Transport, "driver", "smtp"),
-        (Section::Transport, "connect_timeout", "5s"),
-        (Section::Transport, "command_timeout", "10s"),
-        (Section::Transport, "data_timeout", "10s"),
-        (Section::Transport, "final_timeout", "10s"),
-        // TCP Fast Open is on by default and turns a black hole into the kernel's SYN-retry
-        // time (135 s with stock settings) instead of connect_timeout.
-        (Section::Transport, "hosts_try_fastopen", ":"),
     ] {
         entries.push((section, option.to_string(), value.to_string()));
+    }
+    if timing.timeouts == Timeouts::Fast {
+        for (option, value) in [
+            ("connect_timeout", "5s"),
+            ("command_timeout", "10s"),
+            ("data_timeout", "10s"),
+            ("final_timeout", "10s"),
+            // TCP Fast Open is on by default and turns a black hole into the kernel's
+            // SYN-retry time (135 s with stock settings) instead of connect_timeout.
+            ("hosts_try_fastopen", ":"),
+        ] {
+            entries.push((Section::Transport, option.to_string(), value.to_string()));
+        }
     }
     for (key, value) in settings {
         let (section, option) = match key.split_once('.') {
@@ -180,6 +280,7 @@ fn entries(
             None => entries.push((section, option.to_string(), value.clone())),
         }
     }
+    check_alarm_timers(&entries, timing)?;
     Ok(entries)
 }
 
@@ -223,8 +324,9 @@ pub fn exim_conf(
     layout: &Layout,
     hostname: &str,
     settings: &BTreeMap<String, String>,
+    timing: Timing,
 ) -> Result<String, SutError> {
-    let entries = entries(layout, hostname, settings)?;
+    let entries = entries(layout, hostname, settings, timing)?;
     let option = |text: &mut String, indent: &str, key: &str, value: &str| {
         if value.is_empty() && (key.starts_with("no_") || key == "no_more") {
             text.push_str(&format!("{indent}{key}\n"));
@@ -251,7 +353,11 @@ pub fn exim_conf(
     for (_, key, value) in entries.iter().filter(|(s, ..)| *s == Section::Transport) {
         option(&mut text, "  ", key, value);
     }
-    text.push_str("\nbegin retry\n\n*  *  F,1h,2s\n");
+    let retry = match timing.timeouts {
+        Timeouts::Stock => STOCK_RETRY,
+        Timeouts::Fast => FAST_RETRY,
+    };
+    text.push_str(&format!("\nbegin retry\n\n{retry}\n"));
     Ok(text)
 }
 
@@ -303,13 +409,82 @@ mod tests {
     }
 
     #[test]
+    fn stock_exim_keeps_its_timers_and_runs_a_plain_copy_on_the_world_clock() {
+        let stock = Timing {
+            clock: "x100".parse().unwrap(),
+            timeouts: Timeouts::Stock,
+        };
+        let text = exim_conf(&layout(), "sut.sender.test", &BTreeMap::new(), stock).unwrap();
+        for retuned in [
+            "connect_timeout",
+            "command_timeout",
+            "hosts_try_fastopen",
+            "delay_warning",
+        ] {
+            assert!(
+                !text.contains(retuned),
+                "{retuned} must keep Exim's default: {text}"
+            );
+        }
+        assert!(text.contains(&format!("\n{STOCK_RETRY}\n")), "{text}");
+        assert!(
+            text.contains("exim_path = /opt/mxlab/exim/instance/exim4\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains(
+                "keep_environment = LD_PRELOAD : FAKETIME : NO_FAKE_STAT : FAKETIME_SHARED : TZ\n"
+            ),
+            "{text}"
+        );
+        assert_eq!(queue_runner_option(Timeouts::Stock), "-q30m");
+    }
+
+    #[test]
+    fn an_alarm_timer_that_the_clock_would_cancel_is_refused() {
+        let fast_clock = Timing {
+            clock: "x100".parse().unwrap(),
+            timeouts: Timeouts::Stock,
+        };
+        let settings =
+            BTreeMap::from([("remote_smtp.connect_timeout".to_string(), "30s".to_string())]);
+        let err = exim_conf(&layout(), "sut.sender.test", &settings, fast_clock)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("remote_smtp.connect_timeout") && err.contains("alarm(0)"),
+            "{err}"
+        );
+        // The retuned profile's 1 s queue runs cannot be accelerated at all.
+        let retuned_fast_clock = Timing {
+            clock: "x10".parse().unwrap(),
+            timeouts: Timeouts::Fast,
+        };
+        let err = exim_conf(
+            &layout(),
+            "sut.sender.test",
+            &BTreeMap::new(),
+            retuned_fast_clock,
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(err.contains("queue runner interval"), "{err}");
+    }
+
+    #[test]
     fn paths_are_the_instance_paths() {
         let layout = layout();
         assert_eq!(
             layout.config_inside(),
             Path::new("/opt/mxlab/exim/instance/exim.conf")
         );
-        let text = exim_conf(&layout, "sut.sender.test", &BTreeMap::new()).unwrap();
+        let text = exim_conf(
+            &layout,
+            "sut.sender.test",
+            &BTreeMap::new(),
+            Timing::FAST_REAL,
+        )
+        .unwrap();
         assert!(text.contains("spool_directory = /opt/mxlab/exim/instance/spool\n"));
         assert!(text.contains("log_file_path = /opt/mxlab/exim/instance/log/%slog\n"));
         assert!(text.contains("primary_hostname = sut.sender.test\n"));
@@ -328,7 +503,7 @@ mod tests {
             ("host_lookup".to_string(), "*".to_string()),
             ("dnslookup.widen_domains".to_string(), "test".to_string()),
         ]);
-        let text = exim_conf(&layout(), "sut.sender.test", &settings).unwrap();
+        let text = exim_conf(&layout(), "sut.sender.test", &settings, Timing::FAST_REAL).unwrap();
         assert!(
             text.contains("host_lookup = *\nrfc1413_hosts =\n"),
             "{text}"
@@ -352,13 +527,14 @@ mod tests {
             ("x", "a \\"),
         ] {
             let settings = BTreeMap::from([(key.to_string(), value.to_string())]);
-            let err = exim_conf(&layout(), "sut.sender.test", &settings).unwrap_err();
+            let err =
+                exim_conf(&layout(), "sut.sender.test", &settings, Timing::FAST_REAL).unwrap_err();
             assert!(
                 matches!(&err, SutError::BadSetting { key: k, .. } if k == key),
                 "{err}"
             );
         }
-        assert!(exim_conf(&layout(), "bad host", &BTreeMap::new()).is_err());
+        assert!(exim_conf(&layout(), "bad host", &BTreeMap::new(), Timing::FAST_REAL).is_err());
     }
 
     #[test]
@@ -368,7 +544,13 @@ mod tests {
             only: Some(Family::Ipv4),
             bind: vec!["192.0.2.2".parse().unwrap()],
         };
-        let text = exim_conf(&layout(), "sut.sender.test", &route_settings(&route)).unwrap();
+        let text = exim_conf(
+            &layout(),
+            "sut.sender.test",
+            &route_settings(&route),
+            Timing::FAST_REAL,
+        )
+        .unwrap();
         assert!(text.contains("  driver = manualroute\n"), "{text}");
         assert!(
             text.contains("  route_list = * smarthost.isp.test\n"),

@@ -8,7 +8,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use super::SUT;
-use crate::sut::{SutError, SutRoute};
+use crate::sut::{SutError, SutRoute, Timeouts};
 
 /// The unpacked `smtpd` (from Debian's `opensmtpd`).
 pub const SMTPD: &str = "/opt/mxlab/opensmtpd/usr/sbin/smtpd";
@@ -59,7 +59,15 @@ impl Layout {
 /// first words: a key equal to the first word(s) of a default line (`queue`, `bounce`,
 /// `listen`, `action`, `match`) replaces that line, as `KEY VALUE`; any other key adds the
 /// line `KEY VALUE` before the `action` (smtpd.conf wants options before rules).
-pub fn smtpd_conf(hostname: &str, settings: &BTreeMap<String, String>) -> Result<String, SutError> {
+///
+/// With [`Timeouts::Fast`] the queue lifetime is one hour and delay warnings are off (every
+/// forced retry counts, so warnings would come early); with [`Timeouts::Stock`] OpenSMTPD
+/// keeps its shipped `queue ttl 4d` and `bounce warn-interval 4h`.
+pub fn smtpd_conf(
+    hostname: &str,
+    settings: &BTreeMap<String, String>,
+    timeouts: Timeouts,
+) -> Result<String, SutError> {
     if hostname.is_empty()
         || !hostname
             .chars()
@@ -67,15 +75,15 @@ pub fn smtpd_conf(hostname: &str, settings: &BTreeMap<String, String>) -> Result
     {
         return Err(bad("hostname", format!("{hostname:?} is not a host name")));
     }
-    let mut lines: Vec<(String, String)> = vec![
-        ("queue".into(), "ttl 1h".into()),
-        // Every forced retry counts; a long interval keeps bogus delay DSNs away.
-        ("bounce".into(), "warn-interval 30d".into()),
-        (
-            "listen".into(),
-            format!("on 127.0.0.1 port {LISTEN_PORT} hostname {hostname}"),
-        ),
-    ];
+    let mut lines: Vec<(String, String)> = Vec::new();
+    if timeouts == Timeouts::Fast {
+        lines.push(("queue".into(), "ttl 1h".into()));
+        lines.push(("bounce".into(), "warn-interval 30d".into()));
+    }
+    lines.push((
+        "listen".into(),
+        format!("on 127.0.0.1 port {LISTEN_PORT} hostname {hostname}"),
+    ));
     let rules: Vec<(String, String)> = vec![
         ("action".into(), format!("\"out\" relay helo {hostname}")),
         ("match".into(), "from local for any action \"out\"".into()),
@@ -152,7 +160,7 @@ mod tests {
     #[test]
     fn the_default_configuration() {
         assert_eq!(
-            smtpd_conf("sut.sender.test", &BTreeMap::new()).unwrap(),
+            smtpd_conf("sut.sender.test", &BTreeMap::new(), Timeouts::Fast).unwrap(),
             "# Written by mxlab for one throwaway run.\n\
              queue ttl 1h\n\
              bounce warn-interval 30d\n\
@@ -172,7 +180,7 @@ mod tests {
                 "\"out\" relay helo sut.sender.test srs".to_string(),
             ),
         ]);
-        let text = smtpd_conf("sut.sender.test", &settings).unwrap();
+        let text = smtpd_conf("sut.sender.test", &settings, Timeouts::Fast).unwrap();
         assert!(text.contains("queue ttl 2h\n"), "{text}");
         assert!(
             text.contains("hostname sut.sender.test\nsmtp max-message-size 10M\naction \"out\" relay helo sut.sender.test srs\n"),
@@ -184,10 +192,10 @@ mod tests {
     fn bad_input_is_refused() {
         let settings = BTreeMap::from([("x".to_string(), "a\nb".to_string())]);
         assert!(matches!(
-            smtpd_conf("sut.sender.test", &settings),
+            smtpd_conf("sut.sender.test", &settings, Timeouts::Fast),
             Err(SutError::BadSetting { .. })
         ));
-        assert!(smtpd_conf("bad host", &BTreeMap::new()).is_err());
+        assert!(smtpd_conf("bad host", &BTreeMap::new(), Timeouts::Fast).is_err());
     }
 
     #[test]
@@ -200,6 +208,7 @@ mod tests {
         let text = smtpd_conf(
             "sut.sender.test",
             &route_settings("sut.sender.test", &route),
+            Timeouts::Fast,
         )
         .unwrap();
         assert!(

@@ -71,6 +71,7 @@ impl Bench {
             route: &Default::default(),
             log: self.log.clone(),
             ca_file: None,
+            timing: crate::sut::Timing::FAST_REAL,
         })
         .await
     }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use super::SUT;
 use crate::family::Family;
-use crate::sut::{SutError, SutRoute};
+use crate::sut::{faketime, SutError, SutRoute, Timeouts, Timing};
 
 /// Where one instance keeps its files, all under the work directory.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -70,6 +70,22 @@ pub const SPOOL_DIRS: &[(&str, SpoolOwner, u32)] = &[
     ("trace", SpoolOwner::MailOwner, 0o700),
 ];
 
+/// Postfix's stock `import_environment` (Postfix 3.7's `postconf -d`); the world clock adds
+/// libfaketime's variables to it.
+const STOCK_IMPORT_ENVIRONMENT: &str =
+    "MAIL_CONFIG MAIL_DEBUG MAIL_LOGTAG TZ XAUTHORITY DISPLAY LANG=C POSTLOG_SERVICE POSTLOG_HOSTNAME";
+
+/// The timers mxlab retunes with [`Timeouts::Fast`]; with [`Timeouts::Stock`] Postfix keeps
+/// its shipped values (300 s queue runs and minimal backoff, 4000 s maximal backoff, 30 s
+/// connect and 300 s HELO timeouts).
+const FAST_TIMERS: [(&str, &str); 5] = [
+    ("queue_run_delay", "1s"),
+    ("minimal_backoff_time", "2s"),
+    ("maximal_backoff_time", "4s"),
+    ("smtp_connect_timeout", "5s"),
+    ("smtp_helo_timeout", "10s"),
+];
+
 /// `main.cf` as (parameter, value) pairs in file order: the driver's defaults with the
 /// scenario's `settings` applied last (an override keeps the default's place, new parameters
 /// follow in name order).
@@ -77,6 +93,7 @@ pub fn main_cf_entries(
     layout: &Layout,
     hostname: &str,
     settings: &BTreeMap<String, String>,
+    timing: Timing,
 ) -> Result<Vec<(String, String)>, SutError> {
     if hostname.is_empty() || hostname.contains(|c: char| c.is_whitespace() || c == ',') {
         return Err(bad(
@@ -120,12 +137,29 @@ pub fn main_cf_entries(
     );
     set("alias_maps", String::new());
     set("alias_database", String::new());
-    set("queue_run_delay", "1s".into());
-    set("minimal_backoff_time", "2s".into());
-    set("maximal_backoff_time", "4s".into());
-    set("smtp_connect_timeout", "5s".into());
-    set("smtp_helo_timeout", "10s".into());
-    set("delay_warning_time", "0".into());
+    if timing.timeouts == Timeouts::Fast {
+        for (key, value) in FAST_TIMERS {
+            set(key, value.into());
+        }
+        set("delay_warning_time", "0".into());
+    }
+    if timing.clock.is_accelerated() {
+        // Every Postfix program cleans its environment down to this list: without it the
+        // daemons that master starts would run on the real clock.
+        set(
+            "import_environment",
+            faketime::VARIABLES
+                .iter()
+                .filter(|name| {
+                    !STOCK_IMPORT_ENVIRONMENT
+                        .split(' ')
+                        .any(|known| known == **name)
+                })
+                .fold(STOCK_IMPORT_ENVIRONMENT.to_string(), |list, name| {
+                    format!("{list} {name}")
+                }),
+        );
+    }
     set("smtp_tls_security_level", "none".into());
     for (key, value) in settings {
         check_setting(key, value)?;
@@ -180,9 +214,10 @@ pub fn main_cf(
     layout: &Layout,
     hostname: &str,
     settings: &BTreeMap<String, String>,
+    timing: Timing,
 ) -> Result<String, SutError> {
     let mut text = String::from("# Written by mxlab for one throwaway run.\n");
-    for (key, value) in main_cf_entries(layout, hostname, settings)? {
+    for (key, value) in main_cf_entries(layout, hostname, settings, timing)? {
         if value.is_empty() {
             text.push_str(&format!("{key} =\n"));
         } else {
@@ -425,9 +460,49 @@ postlog   unix-dgram n  -       n       -       1       postlogd
     }
 
     #[test]
+    fn stock_timers_stay_stock_and_the_clock_passes_the_environment_filter() {
+        let layout = Layout::new(Path::new("/w"));
+        let stock = Timing {
+            clock: "x100".parse().unwrap(),
+            timeouts: Timeouts::Stock,
+        };
+        let entries = main_cf_entries(&layout, "sut.sender.test", &BTreeMap::new(), stock).unwrap();
+        for (key, _) in FAST_TIMERS {
+            assert_eq!(
+                lookup(&entries, key),
+                None,
+                "{key} must keep Postfix's default"
+            );
+        }
+        let imported = lookup(&entries, "import_environment").unwrap();
+        assert!(imported.starts_with(STOCK_IMPORT_ENVIRONMENT), "{imported}");
+        for variable in faketime::VARIABLES {
+            assert!(
+                imported.split(' ').any(|v| v == variable),
+                "{variable} in {imported}"
+            );
+        }
+        let fast = main_cf_entries(
+            &layout,
+            "sut.sender.test",
+            &BTreeMap::new(),
+            Timing::FAST_REAL,
+        )
+        .unwrap();
+        assert_eq!(lookup(&fast, "smtp_connect_timeout"), Some("5s"));
+        assert_eq!(lookup(&fast, "import_environment"), None);
+    }
+
+    #[test]
     fn main_cf_defaults() {
         let layout = Layout::new(Path::new("/w"));
-        let entries = main_cf_entries(&layout, "sut.sender.test", &BTreeMap::new()).unwrap();
+        let entries = main_cf_entries(
+            &layout,
+            "sut.sender.test",
+            &BTreeMap::new(),
+            Timing::FAST_REAL,
+        )
+        .unwrap();
         assert_eq!(lookup(&entries, "queue_directory"), Some("/w/spool"));
         assert_eq!(lookup(&entries, "data_directory"), Some("/w/data"));
         assert_eq!(lookup(&entries, "maillog_file"), Some("/w/log/maillog"));
@@ -437,7 +512,13 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         assert_eq!(lookup(&entries, "myorigin"), Some("$mydomain"));
         assert_eq!(lookup(&entries, "smtp_tls_security_level"), Some("none"));
         assert_eq!(lookup(&entries, "disable_dns_lookups"), None);
-        let text = main_cf(&layout, "sut.sender.test", &BTreeMap::new()).unwrap();
+        let text = main_cf(
+            &layout,
+            "sut.sender.test",
+            &BTreeMap::new(),
+            Timing::FAST_REAL,
+        )
+        .unwrap();
         assert!(text.contains("\nalias_maps =\n"), "{text}");
         assert!(text.contains("\ncompatibility_level = 3.6\n"), "{text}");
     }
@@ -450,7 +531,8 @@ postlog   unix-dgram n  -       n       -       1       postlogd
             ("smtp_address_preference".to_string(), "ipv4".to_string()),
             ("queue_run_delay".to_string(), "5s".to_string()),
         ]);
-        let entries = main_cf_entries(&layout, "sut.sender.test", &settings).unwrap();
+        let entries =
+            main_cf_entries(&layout, "sut.sender.test", &settings, Timing::FAST_REAL).unwrap();
         assert_eq!(lookup(&entries, "smtp_tls_security_level"), Some("may"));
         assert_eq!(lookup(&entries, "queue_run_delay"), Some("5s"));
         assert_eq!(lookup(&entries, "smtp_address_preference"), Some("ipv4"));
@@ -465,18 +547,19 @@ postlog   unix-dgram n  -       n       -       1       postlogd
         let layout = Layout::new(Path::new("/w"));
         for (key, value) in [("a b", "x"), ("", "x"), ("x", "one\ntwo"), ("x=y", "z")] {
             let settings = BTreeMap::from([(key.to_string(), value.to_string())]);
-            let err = main_cf_entries(&layout, "sut.sender.test", &settings).unwrap_err();
+            let err = main_cf_entries(&layout, "sut.sender.test", &settings, Timing::FAST_REAL)
+                .unwrap_err();
             assert!(matches!(err, SutError::BadSetting { .. }), "{err}");
             assert!(err.to_string().starts_with("Postfix: "), "{err}");
         }
         let spaced = Layout::new(Path::new("/w with space"));
-        assert!(main_cf_entries(&spaced, "h.test", &BTreeMap::new()).is_err());
+        assert!(main_cf_entries(&spaced, "h.test", &BTreeMap::new(), Timing::FAST_REAL).is_err());
     }
 
     #[test]
     fn single_label_host_names_keep_the_default_domain() {
         let layout = Layout::new(Path::new("/w"));
-        let entries = main_cf_entries(&layout, "sut", &BTreeMap::new()).unwrap();
+        let entries = main_cf_entries(&layout, "sut", &BTreeMap::new(), Timing::FAST_REAL).unwrap();
         assert_eq!(lookup(&entries, "mydomain"), None);
         assert_eq!(lookup(&entries, "myorigin"), Some("$myhostname"));
     }

@@ -72,6 +72,7 @@ impl Bench {
             route: &Default::default(),
             log: self.log.clone(),
             ca_file: None,
+            timing: crate::sut::Timing::FAST_REAL,
         })
         .await
     }

@@ -31,6 +31,14 @@ pub struct ResolvConf {
 }
 
 impl ResolvConf {
+    /// This configuration with its timeout (world time) turned into wall time at `clock`.
+    pub fn on_clock(self, clock: crate::clock::ClockRate) -> Self {
+        Self {
+            timeout: clock.to_wall(self.timeout),
+            ..self
+        }
+    }
+
     /// Parses `nameserver` and `options timeout:N attempts:N` lines; ignores the rest.
     pub fn parse(text: &str) -> ResolvConf {
         let mut conf = ResolvConf {

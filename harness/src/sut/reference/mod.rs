@@ -39,7 +39,7 @@ use std::collections::BTreeMap;
 use std::fmt::Display;
 use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::SystemTime;
 
 use tokio::sync::{oneshot, watch};
 
@@ -58,13 +58,6 @@ use session::Envelope;
 /// The name used in messages.
 pub(crate) const SUT: &str = "reference";
 
-/// Delays between delivery attempts of a deferred message: 1 s, 2 s, then 4 s for ever.
-const RETRY_DELAYS: [Duration; 3] = [
-    Duration::from_secs(1),
-    Duration::from_secs(2),
-    Duration::from_secs(4),
-];
-
 /// Starts the reference sender; see [`Reference::start`].
 pub struct Reference;
 
@@ -72,7 +65,12 @@ impl Reference {
     /// Reads the settings and the lab's `resolv.conf`, starts the sender's thread inside the
     /// SUT namespace and returns once it is ready for mail (a few milliseconds).
     pub async fn start(ctx: SutContext<'_>, bugs: Bugs) -> Result<RunningReference, SutError> {
-        let settings = Settings::from_raw(ctx.settings)?;
+        let world_settings =
+            Settings::with_defaults(Settings::defaults(ctx.timing.timeouts), ctx.settings)?;
+        // Every timer of the sender counts world time: on an accelerated clock it waits the
+        // world time divided by the rate, as an MTA under libfaketime does.
+        let clock = ctx.timing.clock;
+        let settings = world_settings.on_clock(clock);
         let resolv_conf =
             std::fs::read_to_string(ctx.resolv_conf).map_err(|source| SutError::Io {
                 sut: SUT,
@@ -126,13 +124,16 @@ impl Reference {
                 )
             },
             ctx.hostname,
-            settings.address_preference,
-            netio::seconds(settings.connect_timeout),
-            netio::seconds(settings.reply_timeout),
+            world_settings.address_preference,
+            netio::seconds(world_settings.connect_timeout),
+            netio::seconds(world_settings.reply_timeout),
         ));
         let engine = Arc::new(Engine {
             deliverer: Deliverer {
-                resolver: dns::Resolver::new(dns::ResolvConf::parse(&resolv_conf), net),
+                resolver: dns::Resolver::new(
+                    dns::ResolvConf::parse(&resolv_conf).on_clock(clock),
+                    net,
+                ),
                 net,
                 settings,
                 bugs,
@@ -444,7 +445,8 @@ impl Engine {
                 log.line("removed from the queue");
                 return;
             }
-            let delay = RETRY_DELAYS[attempt.min(RETRY_DELAYS.len() - 1)];
+            let delays = &self.deliverer.settings.retry_delays;
+            let delay = delays[attempt.min(delays.len() - 1)];
             for why in &reasons {
                 log.line(format!("deferred {why}"));
             }

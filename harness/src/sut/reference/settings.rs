@@ -3,8 +3,9 @@
 use std::collections::BTreeMap;
 use std::time::Duration;
 
+use crate::clock::ClockRate;
 use crate::family::Family;
-use crate::sut::SutError;
+use crate::sut::{SutError, Timeouts};
 
 use super::SUT;
 
@@ -19,14 +20,50 @@ pub struct Settings {
     /// How long each SMTP reply, and each write of message content, may take
     /// (`reply_timeout`, default 10 s).
     pub reply_timeout: Duration,
+    /// Delays between delivery attempts of a deferred message; the last one repeats.
+    pub retry_delays: Vec<Duration>,
 }
 
 impl Default for Settings {
+    /// The retuned defaults ([`Timeouts::Fast`]): a 3 s connect timeout, 10 s per reply,
+    /// retries after 1 s, 2 s, then every 4 s.
     fn default() -> Self {
         Settings {
             address_preference: Family::Ipv6,
             connect_timeout: Duration::from_secs(3),
             reply_timeout: Duration::from_secs(10),
+            retry_delays: [1, 2, 4].map(Duration::from_secs).to_vec(),
+        }
+    }
+}
+
+impl Settings {
+    /// The defaults for `timeouts`. Stock: a 30 s connect timeout (Postfix's), 5 minutes per
+    /// reply (RFC 5321 §4.5.3.2's initial greeting, MAIL and RCPT timeouts) and a retry every
+    /// 30 minutes (the least interval RFC 5321 §4.5.4.1 allows).
+    pub fn defaults(timeouts: Timeouts) -> Settings {
+        match timeouts {
+            Timeouts::Fast => Settings::default(),
+            Timeouts::Stock => Settings {
+                address_preference: Family::Ipv6,
+                connect_timeout: Duration::from_secs(30),
+                reply_timeout: Duration::from_secs(300),
+                retry_delays: vec![Duration::from_secs(30 * 60)],
+            },
+        }
+    }
+
+    /// These settings with every duration turned from world time into wall time at `clock`.
+    pub fn on_clock(&self, clock: ClockRate) -> Settings {
+        Settings {
+            address_preference: self.address_preference,
+            connect_timeout: clock.to_wall(self.connect_timeout),
+            reply_timeout: clock.to_wall(self.reply_timeout),
+            retry_delays: self
+                .retry_delays
+                .iter()
+                .map(|d| clock.to_wall(*d))
+                .collect(),
         }
     }
 }
@@ -35,9 +72,17 @@ impl Default for Settings {
 pub const KNOWN: [&str; 3] = ["address_preference", "connect_timeout", "reply_timeout"];
 
 impl Settings {
-    /// The defaults with `raw` applied; unknown names and bad values are errors.
+    /// The retuned defaults with `raw` applied; unknown names and bad values are errors.
     pub fn from_raw(raw: &BTreeMap<String, String>) -> Result<Settings, SutError> {
-        let mut settings = Settings::default();
+        Settings::with_defaults(Settings::default(), raw)
+    }
+
+    /// `defaults` with `raw` applied; unknown names and bad values are errors.
+    pub fn with_defaults(
+        defaults: Settings,
+        raw: &BTreeMap<String, String>,
+    ) -> Result<Settings, SutError> {
+        let mut settings = defaults;
         for (key, value) in raw {
             let bad = |reason: String| SutError::BadSetting {
                 sut: SUT,
@@ -102,6 +147,17 @@ mod tests {
         assert_eq!(settings.address_preference, Family::Ipv4);
         assert_eq!(settings.connect_timeout, Duration::from_millis(1500));
         assert_eq!(settings.reply_timeout, Duration::from_secs(5));
+    }
+
+    #[test]
+    fn stock_defaults_are_world_time_and_run_faster_on_an_accelerated_clock() {
+        let stock = Settings::defaults(Timeouts::Stock);
+        assert_eq!(stock.connect_timeout, Duration::from_secs(30));
+        let wall = stock.on_clock("x100".parse().unwrap());
+        assert_eq!(wall.connect_timeout, Duration::from_millis(300));
+        assert_eq!(wall.reply_timeout, Duration::from_secs(3));
+        assert_eq!(wall.retry_delays, vec![Duration::from_secs(18)]);
+        assert_eq!(Settings::defaults(Timeouts::Fast), Settings::default());
     }
 
     #[test]
