@@ -67,7 +67,7 @@ async fn own_pid_namespace_stop_kills_grandchildren() {
         command,
         SpawnOptions {
             own_pid_namespace: true,
-            ..Default::default()..SpawnOptions::default()
+            ..SpawnOptions::default()
         },
     )
     .unwrap();
@@ -152,6 +152,58 @@ async fn stop_is_graceful_when_the_command_handles_sigterm() {
 }
 
 #[test]
+fn bind_mounts_apply_in_order_and_only_to_the_child() {
+    if !root_or_skip("bind_mounts_apply_in_order_and_only_to_the_child") {
+        return;
+    }
+    let ns = namespace("bind");
+    let first = tempfile::tempdir().unwrap();
+    let second = tempfile::tempdir().unwrap();
+    let target = tempfile::tempdir().unwrap();
+    std::fs::write(first.path().join("which"), "first\n").unwrap();
+    std::fs::write(second.path().join("which"), "second\n").unwrap();
+    let mut command = Command::new("cat");
+    command
+        .arg(target.path().join("which"))
+        .stdout(Stdio::piped());
+    let mut process = netns::spawn(
+        &ns,
+        command,
+        SpawnOptions {
+            own_pid_namespace: true,
+            // The later mount covers the earlier one.
+            bind_mounts: vec![
+                (first.path().to_path_buf(), target.path().to_path_buf()),
+                (second.path().to_path_buf(), target.path().to_path_buf()),
+            ],
+            ..SpawnOptions::default()
+        },
+    )
+    .unwrap();
+    let mut seen = String::new();
+    process
+        .take_stdout()
+        .unwrap()
+        .read_to_string(&mut seen)
+        .unwrap();
+    assert_eq!(seen, "second\n");
+    assert!(
+        !target.path().join("which").exists(),
+        "the mount stays in the child's mount namespace"
+    );
+    let err = netns::spawn(
+        &ns,
+        Command::new("true"),
+        SpawnOptions {
+            bind_mounts: vec![("/nonexistent/mxlab-src".into(), target.path().to_path_buf())],
+            ..SpawnOptions::default()
+        },
+    )
+    .unwrap_err();
+    assert!(err.to_string().contains("/nonexistent/mxlab-src"), "{err}");
+}
+
+#[test]
 fn resolv_conf_is_private_to_the_child() {
     if !root_or_skip("resolv_conf_is_private_to_the_child") {
         return;
@@ -179,6 +231,7 @@ fn resolv_conf_is_private_to_the_child() {
             SpawnOptions {
                 resolv_conf: Some(path.clone()),
                 own_pid_namespace,
+                ..SpawnOptions::default()
             },
         )
         .unwrap();
@@ -551,7 +604,7 @@ fn harness_crash_ends_a_pid_namespace_whose_command_changed_credentials() {
             command,
             SpawnOptions {
                 own_pid_namespace: true,
-                ..Default::default()..SpawnOptions::default()
+                ..SpawnOptions::default()
             },
         )
         .unwrap();
