@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # Installs what mxlab needs on a fresh Debian 12 machine: Postfix (without a system instance),
-# nftables, iproute2, dig, swaks, and Chromium (run headless by tests/matrix_html.rs to render
-# the HTML matrix; about 400 MB; its dependencies bring a font). Idempotent; run as root. Rust
+# nftables, iproute2, dig, swaks, libfaketime (the accelerated world clock: MTAs run their stock
+# timers x100 under LD_PRELOAD), and Chromium (run headless by tests/matrix_html.rs to render the
+# HTML matrix; about 400 MB; its dependencies bring a font). Idempotent; run as root. Rust
 # (>= 1.95) must already be installed.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -12,7 +13,7 @@ fi
 echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 echo "postfix postfix/mailname string sut.sender.test" | debconf-set-selections
 need=()
-for pkg in postfix nftables iproute2 dnsutils swaks chromium; do
+for pkg in postfix nftables iproute2 dnsutils swaks chromium libfaketime; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then
