@@ -105,6 +105,7 @@ fn failed(status: Status, summary: &str, expectation: &str, reason: &str) -> Ver
         status,
         summary: summary.into(),
         failures: vec![Failure {
+            key: None,
             expectation: expectation.into(),
             reason: reason.into(),
             evidence: vec![1],

@@ -61,6 +61,20 @@ pub enum Error {
         hint: String,
     },
 
+    /// A link did not become operational (carrier up, queueing discipline attached) in time.
+    #[error(
+        "network namespace {label}: interface {interface} was still not operational after {waited:?} \
+         (the kernel's link watch did not run; is the machine overloaded?)"
+    )]
+    LinkNotOperational {
+        /// The namespace's label.
+        label: String,
+        /// The interface's name.
+        interface: String,
+        /// How long mxlab waited.
+        waited: std::time::Duration,
+    },
+
     /// The topology specification is unusable.
     #[error("invalid topology spec: {0}")]
     InvalidSpec(String),

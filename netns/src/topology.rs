@@ -5,7 +5,8 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
-use netlink_packet_route::link::{InfoData, InfoVeth};
+use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, State};
+use netlink_packet_route::neighbour::NeighbourState;
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -197,6 +198,9 @@ impl Topology {
 }
 
 /// A netlink handle whose socket lives in a given namespace.
+/// How long a new link may take to become operational.
+const OPERATIONAL_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
+
 struct Netlink {
     label: String,
     handle: rtnetlink::Handle,
@@ -236,6 +240,76 @@ impl Netlink {
             .execute()
             .await
             .map_err(self.err(format!("set {name} up")))
+    }
+
+    /// Waits until the link is operational. Until the kernel's link watch has run for a link
+    /// that just came up, its queueing discipline drops every packet: an ARP request sent then
+    /// is lost, and the first IPv4 packets wait a whole ARP retry (1 s) — longer than an
+    /// MTA's connect timeout on an accelerated clock.
+    async fn wait_operational(&self, index: u32, name: &str) -> Result<()> {
+        let started = std::time::Instant::now();
+        loop {
+            let link = self
+                .handle
+                .link()
+                .get()
+                .match_index(index)
+                .execute()
+                .try_next()
+                .await
+                .map_err(self.err(format!("look up interface {name}")))?;
+            let operational = link.is_some_and(|link| {
+                link.attributes
+                    .iter()
+                    .any(|a| matches!(a, LinkAttribute::OperState(State::Up)))
+            });
+            if operational {
+                return Ok(());
+            }
+            if started.elapsed() > OPERATIONAL_TIMEOUT {
+                return Err(Error::LinkNotOperational {
+                    label: self.label.clone(),
+                    interface: name.to_owned(),
+                    waited: started.elapsed(),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// The link's hardware (MAC) address.
+    async fn mac(&self, index: u32, name: &str) -> Result<Vec<u8>> {
+        let action = format!("read the hardware address of {name}");
+        let link = self
+            .handle
+            .link()
+            .get()
+            .match_index(index)
+            .execute()
+            .try_next()
+            .await
+            .map_err(self.err(action.clone()))?;
+        link.and_then(|link| {
+            link.attributes.into_iter().find_map(|a| match a {
+                LinkAttribute::Address(mac) => Some(mac),
+                _ => None,
+            })
+        })
+        .ok_or_else(|| Error::netlink(&self.label, action, rtnetlink::Error::RequestFailed))
+    }
+
+    /// A permanent neighbour entry: `addr` is at `mac` on the link, without ARP or NDP.
+    async fn neighbour(&self, index: u32, name: &str, addr: IpAddr, mac: &[u8]) -> Result<()> {
+        self.handle
+            .neighbours()
+            .add(index, addr)
+            .link_layer_address(mac)
+            .state(NeighbourState::Permanent)
+            // The kernel may have made an entry already, from the first packets on the link.
+            .replace()
+            .execute()
+            .await
+            .map_err(self.err(format!("add neighbour {addr} on {name}")))
     }
 
     async fn add_v4(&self, index: u32, name: &str, addr: Ipv4Addr, prefix_len: u8) -> Result<()> {
@@ -388,6 +462,37 @@ async fn link_host(
             .await
             .map_err(host_nl.err(format!("add default route via {}", v6.router)))?;
     }
+    // Permanent neighbour entries both ways: a lost first ARP request or neighbour
+    // solicitation would hold the first packets for a whole retry (1 s), which on an
+    // accelerated clock is longer than an MTA's connect timeout.
+    let (router_mac, host_mac) = futures::try_join!(
+        router_nl.mac(router_index, rif),
+        host_nl.mac(host_index, HOST_INTERFACE)
+    )?;
+    let mut router_side = Vec::new();
+    let mut host_side = Vec::new();
+    if let Some(v4) = &spec.ipv4 {
+        router_side.push(IpAddr::V4(v4.router));
+        host_side.push(IpAddr::V4(v4.host));
+    }
+    if let Some(v6) = &spec.ipv6 {
+        router_side.extend([IpAddr::V6(v6.router), IpAddr::V6(ROUTER_LINK_LOCAL)]);
+        host_side.extend([IpAddr::V6(v6.host), IpAddr::V6(HOST_LINK_LOCAL)]);
+    }
+    for addr in router_side {
+        host_nl
+            .neighbour(host_index, HOST_INTERFACE, addr, &router_mac)
+            .await?;
+    }
+    for addr in host_side {
+        router_nl
+            .neighbour(router_index, rif, addr, &host_mac)
+            .await?;
+    }
+    futures::try_join!(
+        router_nl.wait_operational(router_index, rif),
+        host_nl.wait_operational(host_index, HOST_INTERFACE)
+    )?;
     Ok(())
 }
 

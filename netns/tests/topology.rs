@@ -93,6 +93,35 @@ async fn tcp_through_router_both_families_without_dad_delay() {
     assert!(bound.is_ok(), "bind [{v6}] right after build: {bound:?}");
     drop(bound);
 
+    // Every link is operational at once: before the kernel's link watch runs, a new veth
+    // drops what is sent on it.
+    for name in ["sut", "dns", "mx1"] {
+        let out = netns::output(topology.host(name).unwrap(), {
+            let mut c = std::process::Command::new("ip");
+            c.args(["-o", "link", "show", "mxlab0"]);
+            c
+        })
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(
+            text.contains("state UP"),
+            "{name} right after build: {text}"
+        );
+        // And the router is a permanent neighbour on both families: no ARP or NDP to lose.
+        let out = netns::output(topology.host(name).unwrap(), {
+            let mut c = std::process::Command::new("ip");
+            c.args(["neigh", "show", "dev", "mxlab0", "nud", "permanent"]);
+            c
+        })
+        .unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert_eq!(
+            text.lines().count(),
+            3,
+            "{name}: permanent neighbours {text}"
+        );
+    }
+
     let rtt4 = round_trip(
         &topology,
         "sut",

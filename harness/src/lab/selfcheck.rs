@@ -46,14 +46,20 @@ pub fn conclude(
         .chain(&logged.escapes)
         .map(|escape| format!("{}: {}", escape.process, escape.evidence))
         .collect();
+    /// Escaped processes named in the verdict; the rest are counted.
+    const NAMED: usize = 3;
     (!escapes.is_empty()).then(|| {
+        let named = escapes[..escapes.len().min(NAMED)].join("; ");
+        let more = match escapes.len().saturating_sub(NAMED) {
+            0 => String::new(),
+            n => format!(" (and {n} more)"),
+        };
         format!(
             "the MTA did not run on the accelerated clock ({rate}), so its timeouts took {} times \
-             too long and no verdict is given. {}. Fix: keep LD_PRELOAD and FAKETIME through \
+             too long and no verdict is given. {named}{more}. Fix: keep LD_PRELOAD and FAKETIME through \
              the MTA's environment filter, avoid setuid re-execs (use a plain copy of the \
              binary), or run it with --clock real --timeouts fast",
             rate.times(),
-            escapes.join("; ")
         )
     })
 }

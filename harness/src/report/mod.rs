@@ -27,6 +27,7 @@ pub(crate) mod tests {
                 failures: match status {
                     Status::Pass => vec![],
                     _ => vec![Failure {
+                        key: Some(crate::scenario::Expectation::Via),
                         expectation: "via = \"ipv6\"".into(),
                         reason: "accepted over ipv4 by mx1".into(),
                         evidence: vec![1],

@@ -19,8 +19,8 @@ pub use duration::HumanDuration;
 pub use error::ScenarioError;
 pub use load::{find_scenarios, load, parse};
 pub use model::{
-    ClientKey, DnsAnswer, DnsFaultSpec, DsnExpect, Expect, Extension, Fault, MessageSpec, MxSpec,
-    NetFault, Outcome, PolicySpec, PtrFault, RouteSpec, Scenario, SmtpAction, SmtpFault, SmtpStage,
-    StartTls, Window,
+    ClientKey, DnsAnswer, DnsFaultSpec, DsnExpect, Expect, Expectation, Extension, Fault,
+    MessageSpec, MxSpec, NetFault, Outcome, PolicySpec, PtrFault, RouteSpec, Scenario, SmtpAction,
+    SmtpFault, SmtpStage, StartTls, Window, Xfail,
 };
 pub use validate::{zone_origins, MAX_MX_HOSTS, SENDER_DOMAIN};

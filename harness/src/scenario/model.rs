@@ -1,8 +1,9 @@
 //! The scenario file format, as serde types.
 
 use std::collections::BTreeMap;
+use std::fmt;
 
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 use toml::Spanned;
 
 use super::HumanDuration;
@@ -520,10 +521,144 @@ pub struct Expect {
     /// What the bounce (delivery status notification) must say.
     #[serde(default)]
     pub dsn: Option<DsnExpect>,
-    /// Known deviations per SUT name, with the reason: a failure is reported as xfail, a pass
-    /// as a failure (so the entry gets removed).
+    /// Known deviations per SUT name: the expectations each excuses and why. A run whose only
+    /// failed expectations are excused is reported as xfail; any other failed expectation keeps
+    /// it a failure, and a pass is a failure too (so the entry gets removed).
     #[serde(default)]
-    pub xfail: BTreeMap<String, String>,
+    pub xfail: BTreeMap<String, Spanned<Xfail>>,
+}
+
+/// One expectation of `[expect]`, as an xfail names it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Expectation {
+    /// `outcome`
+    Outcome,
+    /// `via`
+    Via,
+    /// `mx`
+    Mx,
+    /// `tried`
+    Tried,
+    /// `within`
+    Within,
+    /// `exactly_once`
+    ExactlyOnce,
+    /// `queried`
+    Queried,
+    /// `attempts`
+    Attempts,
+    /// `dsn`
+    Dsn,
+}
+
+impl Expectation {
+    /// Every expectation, in `[expect]`'s order.
+    pub const ALL: [Expectation; 9] = [
+        Expectation::Outcome,
+        Expectation::Via,
+        Expectation::Mx,
+        Expectation::Tried,
+        Expectation::Within,
+        Expectation::ExactlyOnce,
+        Expectation::Queried,
+        Expectation::Attempts,
+        Expectation::Dsn,
+    ];
+
+    /// Whether `expect` states this expectation (outcome, within and exactly_once always are).
+    pub fn is_set_in(self, expect: &Expect) -> bool {
+        match self {
+            Expectation::Outcome | Expectation::Within | Expectation::ExactlyOnce => true,
+            Expectation::Via => expect.via.is_some(),
+            Expectation::Mx => expect.mx.is_some(),
+            Expectation::Tried => expect.tried.is_some(),
+            Expectation::Queried => expect.queried.is_some(),
+            Expectation::Attempts => expect.attempts.is_some(),
+            Expectation::Dsn => expect.dsn.is_some(),
+        }
+    }
+
+    /// The key as written in `[expect]`.
+    pub fn key(self) -> &'static str {
+        match self {
+            Expectation::Outcome => "outcome",
+            Expectation::Via => "via",
+            Expectation::Mx => "mx",
+            Expectation::Tried => "tried",
+            Expectation::Within => "within",
+            Expectation::ExactlyOnce => "exactly_once",
+            Expectation::Queried => "queried",
+            Expectation::Attempts => "attempts",
+            Expectation::Dsn => "dsn",
+        }
+    }
+}
+
+impl fmt::Display for Expectation {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.key())
+    }
+}
+
+/// A known deviation of one SUT: `postfix = { expects = ["outcome"], reason = "…" }`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "toml::Value")]
+pub struct Xfail {
+    /// The expectations this deviation excuses; never empty.
+    pub expects: Vec<Expectation>,
+    /// Why the SUT deviates, as read from what it really does.
+    pub reason: String,
+}
+
+impl TryFrom<toml::Value> for Xfail {
+    type Error = String;
+
+    fn try_from(value: toml::Value) -> Result<Self, Self::Error> {
+        const FORM: &str = "{ expects = [\"outcome\"], reason = \"…\" }";
+        let table = match value {
+            toml::Value::Table(table) => table,
+            toml::Value::String(reason) => {
+                return Err(format!(
+                    "an xfail names the expectations it excuses: write \
+                     {{ expects = [\"outcome\"], reason = {reason:?} }} with the expectations that fail"
+                ))
+            }
+            other => return Err(format!("an xfail is {FORM}, not a {}", other.type_str())),
+        };
+        if let Some(unknown) = table.keys().find(|k| *k != "expects" && *k != "reason") {
+            return Err(format!("unknown key `{unknown}` in an xfail: it is {FORM}"));
+        }
+        let reason = match table.get("reason") {
+            Some(toml::Value::String(reason)) if !reason.trim().is_empty() => reason.clone(),
+            _ => return Err("an xfail needs a reason: what the MTA really does".into()),
+        };
+        let Some(toml::Value::Array(names)) = table.get("expects") else {
+            return Err(format!(
+                "an xfail needs `expects`, the expectations it excuses: {FORM}"
+            ));
+        };
+        if names.is_empty() {
+            return Err(
+                "an xfail's `expects` is empty: name the expectations it excuses, e.g. [\"outcome\"]"
+                    .into(),
+            );
+        }
+        let expects = names
+            .iter()
+            .map(|name| {
+                name.as_str()
+                    .and_then(|name| Expectation::ALL.into_iter().find(|e| e.key() == name))
+                    .ok_or_else(|| {
+                        format!(
+                            "an xfail's `expects` lists expectations of [expect]: one of {}; got {name}",
+                            Expectation::ALL.map(Expectation::key).join(", ")
+                        )
+                    })
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Xfail { expects, reason })
+    }
 }
 
 /// Expected fields of the bounce's delivery status notification.

@@ -487,6 +487,22 @@ fn validate_expect(scenario: &Scenario) -> Result<(), Problem> {
             message: "expect.within must be longer than 0s".into(),
         });
     }
+    for (sut, xfail) in &scenario.expect.xfail {
+        if let Some(unset) = xfail
+            .get_ref()
+            .expects
+            .iter()
+            .find(|key| !key.is_set_in(&scenario.expect))
+        {
+            return Err(problem(
+                xfail,
+                format!(
+                    "xfail.{sut} excuses `{unset}`, which [expect] does not state: \
+                     name only expectations this scenario makes"
+                ),
+            ));
+        }
+    }
     Ok(())
 }
 
@@ -568,6 +584,34 @@ outcome = "delivered"
         parse(Path::new("s.toml"), &format!("{BASE}\n{extra}"))
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn an_xfail_names_the_expectations_it_excuses() {
+        let message = error_with("[expect.xfail]\npostfix = \"old form\"");
+        assert!(
+            message.contains("an xfail names the expectations it excuses")
+                && message.contains("expects = [\"outcome\"]"),
+            "{message}"
+        );
+        let message = error_with("[expect.xfail]\npostfix = { expects = [], reason = \"r\" }");
+        assert!(message.contains("`expects` is empty"), "{message}");
+        let message =
+            error_with("[expect.xfail]\npostfix = { expects = [\"via\"], reason = \"r\" }");
+        assert!(
+            message.contains("xfail.postfix excuses `via`, which [expect] does not state"),
+            "{message}"
+        );
+        let message =
+            error_with("[expect.xfail]\npostfix = { expects = [\"speed\"], reason = \"r\" }");
+        assert!(message.contains("one of outcome, via, mx"), "{message}");
+        parse(
+            Path::new("s.toml"),
+            &format!(
+                "{BASE}\n[expect.xfail]\npostfix = {{ expects = [\"outcome\"], reason = \"r\" }}"
+            ),
+        )
+        .expect("a scoped xfail on a stated expectation");
     }
 
     #[test]

@@ -113,7 +113,8 @@ enum Image {
     Preloaded,
     /// Dynamically linked, without libfaketime.
     Dynamic,
-    /// The loader is still at work (no C library mapped yet).
+    /// The kernel or the loader is still at work: execve maps the binary, then the dynamic
+    /// loader, then the vDSO, and the loader maps the C library after that.
     Loading,
     /// No dynamic loader at all: a static binary (Go's, for instance).
     Static,
@@ -123,6 +124,8 @@ impl Image {
     fn of(maps: &str) -> Image {
         if maps.contains(super::faketime::LIBRARY_NAME) {
             Image::Preloaded
+        } else if !maps.contains("[vdso]") {
+            Image::Loading
         } else if !maps.contains("/ld-linux") {
             Image::Static
         } else if maps.contains("/libc.so") {
@@ -314,6 +317,32 @@ mod tests {
 
     fn at(text: &str) -> SystemTime {
         humantime::parse_rfc3339_weak(text).unwrap()
+    }
+
+    #[test]
+    fn a_process_mid_exec_is_not_taken_for_a_static_binary() {
+        let exe = "55d0c0a00000-55d0c0a2e000 r--p 00000000 08:01 1234 /opt/mxlab/exim4\n";
+        let stack = "7ffd1e3a1000-7ffd1e3c2000 rw-p 00000000 00:00 0 [stack]\n";
+        let loader = "7f1b2c3d4000-7f1b2c3d5000 r--p 00000000 08:01 99 /usr/lib/x86_64-linux-gnu/ld-linux-x86-64.so.2\n";
+        let vdso = "7ffd1e3f0000-7ffd1e3f2000 r-xp 00000000 00:00 0 [vdso]\n";
+        let libc = "7f1b2c000000-7f1b2c028000 r--p 00000000 08:01 98 /usr/lib/x86_64-linux-gnu/libc.so.6\n";
+        let faketime = "7f1b2b000000-7f1b2b008000 r--p 00000000 08:01 97 /usr/lib/x86_64-linux-gnu/faketime/libfaketime.so.1\n";
+        // execve has mapped the binary but neither the loader nor the vDSO yet.
+        assert_eq!(Image::of(&format!("{exe}{stack}")), Image::Loading);
+        assert_eq!(Image::of(&format!("{exe}{loader}{stack}")), Image::Loading);
+        assert_eq!(
+            Image::of(&format!("{exe}{loader}{stack}{vdso}")),
+            Image::Loading
+        );
+        assert_eq!(Image::of(&format!("{exe}{stack}{vdso}")), Image::Static);
+        assert_eq!(
+            Image::of(&format!("{exe}{libc}{loader}{stack}{vdso}")),
+            Image::Dynamic
+        );
+        assert_eq!(
+            Image::of(&format!("{exe}{faketime}{libc}{loader}{stack}{vdso}")),
+            Image::Preloaded
+        );
     }
 
     #[test]

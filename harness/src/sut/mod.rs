@@ -104,6 +104,7 @@ impl Timeouts {
 }
 
 /// What a driver needs to start the system under test inside a lab.
+#[derive(Clone)]
 pub struct SutContext<'a> {
     /// The SUT's network namespace.
     pub namespace: &'a netns::Namespace,

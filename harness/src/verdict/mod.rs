@@ -18,7 +18,7 @@ use crate::family::Family;
 use crate::plan::PlannedMessage;
 use std::collections::BTreeMap;
 
-use crate::scenario::{DsnExpect, Expect, Outcome};
+use crate::scenario::{DsnExpect, Expect, Expectation, Outcome, Xfail};
 
 /// How a scenario ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -48,6 +48,8 @@ impl fmt::Display for Status {
 /// One expectation that did not hold.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct Failure {
+    /// Which expectation failed; `None` for a stale xfail entry.
+    pub key: Option<Expectation>,
     /// The expectation as written, e.g. `via = "ipv6"`.
     pub expectation: String,
     /// What was seen instead.
@@ -89,19 +91,43 @@ pub fn judge(
     clock: ClockRate,
 ) -> Verdict {
     let verdict = check(expect, messages, events, clock);
-    let Some(reason) = expect.xfail.get(sut) else {
-        return verdict;
-    };
+    match expect.xfail.get(sut) {
+        Some(xfail) => excuse(verdict, sut, xfail.get_ref()),
+        None => verdict,
+    }
+}
+
+/// Applies a known deviation: a failure whose every failed expectation is excused becomes an
+/// xfail; a failure of any other expectation stays a failure; a pass means the entry is stale.
+fn excuse(verdict: Verdict, sut: &str, xfail: &Xfail) -> Verdict {
+    let excused = |failure: &Failure| failure.key.is_some_and(|key| xfail.expects.contains(&key));
+    let names = xfail
+        .expects
+        .iter()
+        .map(|key| key.key())
+        .collect::<Vec<_>>()
+        .join(", ");
     match verdict.status {
-        Status::Fail => Verdict {
+        Status::Fail if verdict.failures.iter().all(excused) => Verdict {
             status: Status::Xfail,
-            summary: format!("{} (known: {reason})", verdict.summary),
+            summary: format!("{} (known: {})", verdict.summary, xfail.reason),
+            ..verdict
+        },
+        Status::Fail => Verdict {
+            summary: format!(
+                "{} (the xfail for {sut} excuses only {names})",
+                verdict.summary
+            ),
             ..verdict
         },
         Status::Pass => Verdict {
             status: Status::Fail,
             failures: vec![Failure {
-                expectation: format!("xfail.{sut} = {reason:?}"),
+                key: None,
+                expectation: format!(
+                    "xfail.{sut} = {{ expects = [{names}], reason = {:?} }}",
+                    xfail.reason
+                ),
                 reason: format!("{sut} now meets every expectation: remove the xfail entry"),
                 evidence: Vec::new(),
             }],
@@ -144,6 +170,7 @@ fn check(
 
         if outcome != Some(expect.outcome) {
             failures.push(Failure {
+                key: Some(Expectation::Outcome),
                 expectation: format!("outcome = \"{}\"", outcome_name(expect.outcome)),
                 reason: format!("message {id} was {}", describe(&fate, outcome)),
                 evidence: evidence_of(&fate),
@@ -152,6 +179,7 @@ fn check(
         if let (Some(via), Some(acceptance)) = (expect.via, accepted) {
             if acceptance.family != via {
                 failures.push(Failure {
+                    key: Some(Expectation::Via),
                     expectation: format!("via = \"{via}\""),
                     reason: format!(
                         "message {id} was accepted over {} by {}",
@@ -164,6 +192,7 @@ fn check(
         if let (Some(mx), Some(acceptance)) = (&expect.mx, accepted) {
             if &acceptance.host != mx.get_ref() {
                 failures.push(Failure {
+                    key: Some(Expectation::Mx),
                     expectation: format!("mx = \"{}\"", mx.get_ref()),
                     reason: format!("message {id} was accepted by {}", acceptance.host),
                     evidence: vec![acceptance.event],
@@ -173,6 +202,7 @@ fn check(
         if let Some(expected) = &expect.tried {
             if &tried != expected {
                 failures.push(Failure {
+                    key: Some(Expectation::Tried),
                     expectation: format!("tried = [{}]", quoted(expected)),
                     reason: format!(
                         "the sessions before the accepting one used [{}]",
@@ -188,6 +218,7 @@ fn check(
         if let Some(took) = time_to_outcome(&fate) {
             if clock.to_world(took) > expect.within.0 {
                 failures.push(Failure {
+                    key: Some(Expectation::Within),
                     expectation: format!("within = \"{}\"", expect.within),
                     reason: format!("message {id} took {}", elapsed(took, clock)),
                     evidence: evidence_of(&fate),
@@ -196,6 +227,7 @@ fn check(
         }
         if expect.exactly_once && fate.acceptances.len() > 1 {
             failures.push(Failure {
+                key: Some(Expectation::ExactlyOnce),
                 expectation: "exactly_once = true".into(),
                 reason: format!(
                     "message {id} was accepted {} times ({})",
@@ -229,9 +261,10 @@ fn check(
         for (digest, indices) in observe::repeated_digests(events) {
             let already = failures
                 .iter()
-                .any(|f| f.expectation.starts_with("exactly_once") && f.evidence == indices);
+                .any(|f| f.key == Some(Expectation::ExactlyOnce) && f.evidence == indices);
             if !already {
                 failures.push(Failure {
+                    key: Some(Expectation::ExactlyOnce),
                     expectation: "exactly_once = true".into(),
                     reason: format!(
                         "the same content (sha256 {}…) was accepted {} times",
@@ -263,6 +296,7 @@ fn check_attempts(expected: &BTreeMap<Family, u32>, attempts: &[Attempt]) -> Opt
         .map(|(family, _)| format!("{} over {family}", count(*family)))
         .collect();
     (!wrong.is_empty()).then(|| Failure {
+        key: Some(Expectation::Attempts),
         expectation: format!(
             "attempts = {{ {} }}",
             expected
@@ -303,6 +337,7 @@ fn check_dsn(expected: &DsnExpect, events: &[Event]) -> Option<Failure> {
         });
     let Some((index, status, diagnostic)) = received else {
         return Some(Failure {
+            key: Some(Expectation::Dsn),
             expectation,
             reason: "no delivery status notification reached the sender".into(),
             evidence: Vec::new(),
@@ -319,6 +354,7 @@ fn check_dsn(expected: &DsnExpect, events: &[Event]) -> Option<Failure> {
             .is_some_and(|got| got.contains(want.as_str()))
     });
     (!(status_ok && diagnostic_ok)).then(|| Failure {
+        key: Some(Expectation::Dsn),
         expectation,
         reason: format!(
             "the DSN says status {}, diagnostic {}",
@@ -358,6 +394,7 @@ fn check_queries(queried: &[toml::Spanned<String>], events: &[Event]) -> Option<
                 );
                 let seen: Vec<&str> = asked.iter().map(|(_, q)| q.as_str()).collect();
                 return Some(Failure {
+                    key: Some(Expectation::Queried),
                     expectation,
                     reason: format!(
                         "no query {wanted:?} after the ones before it; the MTA asked, in order: {}",

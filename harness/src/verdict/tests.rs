@@ -466,7 +466,7 @@ fn dsn_checks_status_and_diagnostic() {
 
 #[test]
 fn xfail_turns_a_known_failure_into_xfail_and_a_pass_into_a_failure() {
-    let xfail = "\n[expect.xfail]\npostfix = \"known bug\"";
+    let xfail = "\n[expect.xfail]\npostfix = { expects = [\"via\"], reason = \"known bug\" }";
     let (expect, messages) =
         scenario_with(&format!("outcome = \"delivered\"\nvia = \"ipv6\"{xfail}"));
     let verdict = judge(
@@ -495,11 +495,47 @@ fn xfail_turns_a_known_failure_into_xfail_and_a_pass_into_a_failure() {
     assert_eq!(verdict.status, Status::Fail);
     assert_eq!(
         failed_expectations(&verdict),
-        ["xfail.postfix = \"known bug\""]
+        ["xfail.postfix = { expects = [via], reason = \"known bug\" }"]
     );
     assert!(verdict.failures[0]
         .reason
         .contains("remove the xfail entry"));
+}
+
+#[test]
+fn an_xfail_does_not_excuse_a_failed_expectation_it_does_not_name() {
+    let xfail = "\n[expect.xfail]\npostfix = { expects = [\"via\"], reason = \"known bug\" }";
+    let (expect, messages) = scenario_with(&format!(
+        "outcome = \"delivered\"\nvia = \"ipv6\"\nmx = \"mx2\"{xfail}"
+    ));
+    let verdict = judge(
+        &expect,
+        &messages,
+        &fallback_log(),
+        "postfix",
+        ClockRate::REAL,
+    );
+    assert_eq!(verdict.status, Status::Fail);
+    assert_eq!(
+        failed_expectations(&verdict),
+        ["via = \"ipv6\"", "mx = \"mx2\""]
+    );
+    assert!(verdict
+        .summary
+        .ends_with("(the xfail for postfix excuses only via)"));
+
+    let both = "\n[expect.xfail]\npostfix = { expects = [\"via\", \"mx\"], reason = \"known\" }";
+    let (expect, messages) = scenario_with(&format!(
+        "outcome = \"delivered\"\nvia = \"ipv6\"\nmx = \"mx2\"{both}"
+    ));
+    let verdict = judge(
+        &expect,
+        &messages,
+        &fallback_log(),
+        "postfix",
+        ClockRate::REAL,
+    );
+    assert_eq!(verdict.status, Status::Xfail);
 }
 
 #[test]
