@@ -111,3 +111,36 @@ fn without_privileges_the_fix_is_named() {
     assert!(stderr.contains("root"), "{stderr}");
     assert!(stderr.contains("CAP_SYS_ADMIN"), "{stderr}");
 }
+
+#[test]
+fn a_clock_rate_out_of_range_or_malformed_names_the_allowed_forms() {
+    for (rate, says) in [
+        ("x0", "a clock rate below x1 would slow the world down"),
+        ("x5000", "x1000"),
+        ("fast", "write \"real\" or \"xN\""),
+    ] {
+        let output = mxlab(&["run", "--clock", rate]);
+        assert_eq!(output.status.code(), Some(2), "--clock {rate}");
+        let stderr = stderr_of(&output);
+        assert!(stderr.contains(says), "--clock {rate}: {stderr}");
+    }
+}
+
+#[test]
+fn an_accelerated_clock_for_a_driver_that_cannot_take_it_names_the_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let scenario = write_scenario(dir.path(), "ok.toml", VALID);
+    let driver = write_scenario(
+        dir.path(),
+        "tiny.toml",
+        "name = \"tiny\"\ncheck = [\"/bin/sh\"]\nstart = [\"/bin/false\"]\n",
+    );
+    let output = mxlab(&["run", &scenario, "--sut", &driver, "--clock", "x100"]);
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = stderr_of(&output);
+    assert!(
+        stderr.contains("tiny cannot run on an accelerated clock (x100 was asked for)")
+            && stderr.contains("--clock real"),
+        "{stderr}"
+    );
+}

@@ -214,11 +214,25 @@ fn chosen_suts(given: Vec<SutKind>) -> Vec<SutKind> {
     }
 }
 
-/// Loads the scenarios and checks the SUTs; `Err` is the exit status for bad input.
-fn prepare(paths: Vec<PathBuf>, suts: &[SutKind]) -> Result<(Vec<Scenario>, bool), ExitCode> {
+/// Loads the scenarios and checks the SUTs and the clock asked for; `Err` is the exit status
+/// for bad input.
+fn prepare(
+    paths: Vec<PathBuf>,
+    suts: &[SutKind],
+    options: &lab::RunOptions,
+) -> Result<(Vec<Scenario>, bool), ExitCode> {
     let Some((scenarios, bad_input)) = load_scenarios(paths) else {
         return Err(ExitCode::from(EXIT_USAGE));
     };
+    for sut in suts {
+        if let Some(rate) = options.clock.filter(|rate| rate.is_accelerated()) {
+            if !sut.can_accelerate() {
+                let sut = sut.name().to_string();
+                eprintln!("error: {}", lab::LabError::Clock { sut, rate });
+                return Err(ExitCode::from(EXIT_USAGE));
+            }
+        }
+    }
     for sut in suts {
         if let Err(err) = preflight(sut) {
             eprintln!("error: {err}");
@@ -256,7 +270,8 @@ fn exit_status(runs: &[lab::RunReport], bad_input: bool) -> ExitCode {
 
 async fn run(mut args: RunArgs) -> ExitCode {
     args.sut = chosen_suts(std::mem::take(&mut args.sut));
-    let (scenarios, bad_input) = match prepare(args.paths, &args.sut) {
+    let options = args.clock.run_options(args.pcap.clone());
+    let (scenarios, bad_input) = match prepare(args.paths, &args.sut, &options) {
         Ok(prepared) => prepared,
         Err(status) => return status,
     };
@@ -266,7 +281,6 @@ async fn run(mut args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     }
-    let options = args.clock.run_options(args.pcap.clone());
     let Some(finished) = execute(&scenarios, &args.sut, args.jobs, args.timeline, &options).await
     else {
         return ExitCode::from(EXIT_INTERRUPTED);
@@ -289,11 +303,11 @@ async fn run(mut args: RunArgs) -> ExitCode {
 }
 
 async fn matrix(args: MatrixArgs) -> ExitCode {
-    let (scenarios, bad_input) = match prepare(args.paths, &args.sut) {
+    let options = args.clock.run_options(None);
+    let (scenarios, bad_input) = match prepare(args.paths, &args.sut, &options) {
         Ok(prepared) => prepared,
         Err(status) => return status,
     };
-    let options = args.clock.run_options(None);
     let Some(finished) = execute(&scenarios, &args.sut, args.jobs, false, &options).await else {
         return ExitCode::from(EXIT_INTERRUPTED);
     };
