@@ -159,10 +159,14 @@ async fn execute(
     timeline: bool,
     options: &lab::RunOptions,
 ) -> Option<Vec<lab::RunReport>> {
-    let runs = scenarios
+    let mut runs: Vec<_> = scenarios
         .iter()
         .flat_map(|scenario| suts.iter().map(move |sut| (scenario, sut)))
-        .enumerate();
+        .enumerate()
+        .collect();
+    // Longest first, so that a long run does not start last and keep the batch waiting for
+    // it alone (longest-processing-time scheduling); ties keep the order of the files.
+    runs.sort_by_key(|(_, (scenario, sut))| std::cmp::Reverse(options.watch_limit(scenario, sut)));
     let progress = Progress::new(scenarios.len() * suts.len());
     // Printed as they finish; the reports keep the order of scenarios × SUTs.
     let mut reports = futures::stream::iter(runs)

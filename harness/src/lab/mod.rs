@@ -180,6 +180,18 @@ impl RunReport {
 /// How long to keep watching after `within`, so a late delivery is reported with its time.
 const LATE_GRACE: Duration = Duration::from_secs(5);
 
+/// How long a run watches the SUT at most, in wall time, once mail is injected: delivered
+/// and bounced messages are final, so a run stops as soon as every message is (and watches
+/// [`LATE_GRACE`] past `within` to time a late one); a deferral is only known at the end of
+/// the observation window.
+fn watch_limit(scenario: &Scenario, clock: ClockRate) -> Duration {
+    let within = clock.to_wall(scenario.expect.within.0);
+    match scenario.expect.outcome {
+        Outcome::Delivered | Outcome::Bounced => within + LATE_GRACE,
+        Outcome::Deferred => within,
+    }
+}
+
 /// Runs one scenario against one SUT and judges it.
 pub async fn run(scenario: &Scenario, sut: &SutKind) -> Result<RunReport, LabError> {
     run_with(scenario, sut, &RunOptions::default()).await
@@ -199,6 +211,14 @@ pub struct RunOptions {
 }
 
 impl RunOptions {
+    /// The longest a run of `scenario` against `sut` can watch the SUT, in wall time: an
+    /// upper bound of its duration (setup and teardown aside), by which a batch of runs is
+    /// scheduled longest first. Zero for a run that will fail to start.
+    pub fn watch_limit(&self, scenario: &Scenario, sut: &SutKind) -> Duration {
+        self.clock_for(scenario, sut)
+            .map_or(Duration::ZERO, |clock| watch_limit(scenario, clock))
+    }
+
     /// The clock rate a run of `scenario` against `sut` uses. A SUT that cannot run on an
     /// accelerated clock (a driver file without `clock = "faketime"`) runs on the real clock
     /// unless an accelerated rate was asked for explicitly, which is an error naming the fix.
@@ -270,13 +290,7 @@ pub async fn run_with(
         lab.sut.inject(&planned.message).await?;
     }
     let expect = &scenario.expect;
-    // Delivered and bounced messages are final: stop as soon as every message is. A deferral
-    // is only known at the end of the observation window.
-    let within = plan.clock.to_wall(expect.within.0);
-    let deadline = match expect.outcome {
-        Outcome::Delivered | Outcome::Bounced => within + LATE_GRACE,
-        Outcome::Deferred => within,
-    };
+    let deadline = watch_limit(scenario, plan.clock);
     // With retuned timers a healed fault makes the harness tell the SUT to retry at once; an
     // MTA with stock timers retries on its own schedule, as deployed.
     let kick_on_heal = options.timeouts == Timeouts::Fast;
@@ -378,4 +392,45 @@ fn run_id() -> String {
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.subsec_nanos());
     format!("{:x}{:05x}", std::process::id() & 0xfff, nanos & 0xfffff)
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::Path;
+
+    use super::*;
+    use crate::scenario::parse;
+
+    fn scenario(outcome: &str, within: &str) -> Scenario {
+        let text = format!(
+            "description = \"d\"\n[[mx]]\nname = \"mx1\"\ndomain = \"example.test\"\n\
+             [[message]]\nto = [\"bob@example.test\"]\n\
+             [expect]\noutcome = \"{outcome}\"\nwithin = \"{within}\"\n"
+        );
+        parse(Path::new("scenarios/x/y.toml"), &text).unwrap()
+    }
+
+    #[test]
+    fn a_run_watches_for_its_world_time_limit_divided_by_the_rate() {
+        let options = RunOptions::default();
+        let postfix = SutKind::Postfix;
+        // x100 by default: 1 h of world time is 36 s of wall time; a deferral is only known
+        // at the end of it, a delivery is watched a little longer to time a late one.
+        assert_eq!(
+            options.watch_limit(&scenario("deferred", "1h"), &postfix),
+            Duration::from_secs(36)
+        );
+        assert_eq!(
+            options.watch_limit(&scenario("delivered", "1h"), &postfix),
+            Duration::from_secs(36) + LATE_GRACE
+        );
+        let real = RunOptions {
+            clock: Some(ClockRate::REAL),
+            ..RunOptions::default()
+        };
+        assert_eq!(
+            real.watch_limit(&scenario("deferred", "1m"), &postfix),
+            Duration::from_secs(60)
+        );
+    }
 }
