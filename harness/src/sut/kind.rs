@@ -60,12 +60,12 @@ impl SutKind {
     }
 
     /// Whether the SUT can run on an accelerated world clock: the built-in MTAs honour
-    /// libfaketime (see [`crate::sut::faketime`]) and the reference sender scales its own
-    /// timers.
+    /// libfaketime (see [`crate::sut::faketime`]), the reference sender scales its own
+    /// timers, a driver file says so with `clock = "faketime"`.
     pub fn can_accelerate(&self) -> bool {
         match self {
             SutKind::Postfix | SutKind::Reference(_) | SutKind::Exim | SutKind::Opensmtpd => true,
-            SutKind::Driver(_) => false,
+            SutKind::Driver(driver) => driver.can_accelerate(),
         }
     }
 

@@ -10,7 +10,7 @@ use serde::Deserialize;
 use toml::Spanned;
 
 use super::template::{self, Scope};
-use super::{ConfigFile, DriverError, DriverFile, Inject, Ready};
+use super::{ConfigFile, DriverClock, DriverError, DriverFile, Inject, Ready};
 use crate::sut::SutKind;
 
 /// How long `ready` may take when the file does not say.
@@ -30,6 +30,7 @@ const TOP_LEVEL: &[&str] = &[
     "queue",
     "stop",
     "log",
+    "clock",
 ];
 
 /// A driver file as written, before it is checked.
@@ -53,6 +54,7 @@ struct RawDriver {
     queue: Option<Spanned<Vec<String>>>,
     stop: Option<Spanned<Vec<String>>>,
     log: Option<Spanned<String>>,
+    clock: Option<Spanned<String>>,
 }
 
 /// One `[[config]]` entry as written.
@@ -243,6 +245,23 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<DriverFile, DriverError> 
             }
         }
     };
+    let clock = match &raw.clock {
+        None => DriverClock::Real,
+        Some(given) => match given.get_ref().as_str() {
+            "real" => DriverClock::Real,
+            "faketime" => DriverClock::Faketime,
+            other => {
+                return Err(at(
+                    given.span().start,
+                    format!(
+                        "`clock`: unknown value {other:?}; write \"faketime\" if the MTA runs \
+                         under libfaketime's LD_PRELOAD (a dynamically linked binary that \
+                         keeps its environment), else \"real\""
+                    ),
+                ))
+            }
+        },
+    };
     let ready_timeout = match &raw.ready_timeout {
         None => DEFAULT_READY_TIMEOUT,
         Some(given) => humantime::parse_duration(given.get_ref()).map_err(|e| {
@@ -297,6 +316,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<DriverFile, DriverError> 
         start,
         ready,
         ready_timeout,
+        clock,
         inject,
         kick,
         queue,

@@ -30,6 +30,11 @@
 //!                                          # followed by SIGTERM/SIGKILL of the PID namespace
 //! log = "log/mymta.log"           # a log file in the work directory, recorded as SUT log
 //!                                 # lines (start's own stdout/stderr always are)
+//! clock = "faketime"              # the MTA honours libfaketime's LD_PRELOAD: `start` gets
+//!                                 # its environment and a private /dev/shm, and the MTA runs
+//!                                 # with its stock timers on the accelerated world clock (a
+//!                                 # process that drops it is an ERROR); "real", the default:
+//!                                 # the real clock only
 //!
 //! # Tables last: in TOML every key after a [[config]] header belongs to that table.
 //! [[config]]                      # rendered into the work directory before `start`
@@ -89,9 +94,20 @@ pub struct DriverFile {
     stop: Option<Vec<String>>,
     /// A log file in the work directory to record.
     log: Option<String>,
+    /// Whether the MTA can run on the accelerated world clock.
+    clock: DriverClock,
     /// `NAME (PATH)`, the SUT as named in [`SutError`](crate::sut::SutError)s (leaked once per
     /// loaded file: those errors name their SUT with a `&'static str`).
     label: &'static str,
+}
+
+/// The clocks a driver's MTA can run on (`clock = …`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum DriverClock {
+    /// The real clock only (the default).
+    Real,
+    /// Any rate: the MTA honours libfaketime's `LD_PRELOAD`.
+    Faketime,
 }
 
 /// One `[[config]]` file.
@@ -185,6 +201,11 @@ impl DriverFile {
     /// Parses and checks driver-file text; `path` names it in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Self, DriverError> {
         file::parse(path, text)
+    }
+
+    /// Whether the MTA can run on an accelerated world clock (`clock = "faketime"`).
+    pub fn can_accelerate(&self) -> bool {
+        self.clock == DriverClock::Faketime
     }
 
     /// Fails with [`SutError::NotInstalled`](crate::sut::SutError::NotInstalled) naming the

@@ -14,7 +14,7 @@ use super::{queue, DriverFile, Inject, Ready};
 use crate::events::{EventKind, EventLog, QueueEntry};
 use crate::sut::common::{self, connect_in, InstanceNamespaces, LISTEN_ADDRESS};
 use crate::sut::logtail::{last_lines, LogTail};
-use crate::sut::{smtp, OutgoingMessage, RunningSut, SutContext, SutError, SutRoute};
+use crate::sut::{faketime, smtp, OutgoingMessage, RunningSut, SutContext, SutError, SutRoute};
 
 /// The file in the work directory that gets `start`'s standard output and error.
 pub(super) const START_OUTPUT: &str = "mxlab-start.out";
@@ -79,6 +79,9 @@ impl RunningDriver {
             std::fs::write(&target, text)
                 .map_err(|e| common::io_error(sut, &format!("write {}", target.display()), e))?;
         }
+        if ctx.timing.clock.is_accelerated() {
+            faketime::check_installed(sut)?;
+        }
         let argv = render_argv(sut, "start", &driver.start, &vars)?;
         let output_path = ctx.work_dir.join(START_OUTPUT);
         let out = std::fs::File::create(&output_path)
@@ -92,7 +95,8 @@ impl RunningDriver {
             .current_dir(ctx.work_dir)
             .stdin(Stdio::null())
             .stdout(out)
-            .stderr(out2);
+            .stderr(out2)
+            .envs(faketime::environment(ctx.timing.clock));
         let mut tails = vec![LogTail::start(output_path, ctx.log.clone())];
         if let Some(log) = &driver.log {
             tails.push(LogTail::start(ctx.work_dir.join(log), ctx.log.clone()));
@@ -100,7 +104,7 @@ impl RunningDriver {
         let options = netns::SpawnOptions {
             resolv_conf: Some(ctx.resolv_conf.to_path_buf()),
             own_pid_namespace: true,
-            ..Default::default()
+            bind_mounts: faketime::SharedClock::prepare(sut, ctx.timing.clock, ctx.work_dir)?,
         };
         let process =
             netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {

@@ -185,3 +185,23 @@ fn the_shipped_drivers_parse() {
     }
     assert!(found >= 1, "no driver files in {}", dir.display());
 }
+
+#[test]
+fn a_driver_runs_on_the_real_clock_unless_it_says_faketime() {
+    let plain = DriverFile::parse(Path::new("d.toml"), MINIMAL).unwrap();
+    assert!(!plain.can_accelerate());
+    let real = DriverFile::parse(Path::new("d.toml"), &with("clock = \"real\"\n")).unwrap();
+    assert!(!real.can_accelerate());
+    let faketime = DriverFile::parse(Path::new("d.toml"), &with("clock = \"faketime\"\n")).unwrap();
+    assert!(faketime.can_accelerate());
+    assert!(SutKind::Driver(std::sync::Arc::new(faketime)).can_accelerate());
+}
+
+#[test]
+fn an_unknown_driver_clock_is_refused_at_its_line() {
+    let err = error_of(&with("clock = \"x100\"\n"));
+    assert!(
+        err.contains("d.toml:5:") && err.contains("\"x100\"") && err.contains("\"faketime\""),
+        "{err}"
+    );
+}
