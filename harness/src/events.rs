@@ -326,7 +326,8 @@ impl fmt::Display for EventKind {
                 retransmission,
             } => write!(
                 f,
-                "tcp   {host} {family} SYN {client} -> {server} (retransmission {retransmission})"
+                "tcp   {host} {family} SYN {client} -> {server} (retransmission {retransmission}, \
+                 kernel time: not scaled by the world clock)"
             ),
             EventKind::SmtpConnected {
                 host,
@@ -430,6 +431,19 @@ mod tests {
         EventKind::Harness {
             message: message.to_string(),
         }
+    }
+
+    #[test]
+    fn a_retransmitted_syn_is_marked_as_kernel_time() {
+        let syn = |retransmission| EventKind::TcpSyn {
+            host: "mx1".into(),
+            family: crate::family::Family::Ipv6,
+            client: "[2001:db8::2]:40000".parse().unwrap(),
+            server: "[2001:db8:0:3::2]:25".parse().unwrap(),
+            retransmission,
+        };
+        assert!(!syn(0).to_string().contains("kernel time"));
+        assert!(syn(1).to_string().contains("retransmission 1, kernel time"));
     }
 
     #[test]
