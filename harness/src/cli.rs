@@ -238,7 +238,7 @@ fn prepare(
         }
     }
     for sut in suts {
-        if let Err(err) = preflight(sut) {
+        if let Err(err) = preflight(sut, options) {
             eprintln!("error: {err}");
             return Err(ExitCode::from(EXIT_USAGE));
         }
@@ -420,7 +420,7 @@ async fn explore(
             return ExitCode::from(EXIT_USAGE);
         }
     };
-    if let Err(err) = preflight(sut) {
+    if let Err(err) = preflight(sut, options) {
         eprintln!("error: {err}");
         return ExitCode::from(EXIT_USAGE);
     }
@@ -500,9 +500,12 @@ fn gc() -> ExitCode {
 }
 
 /// Checks privileges and the SUT before anything is built, so these problems get one line.
-fn preflight(sut: &SutKind) -> anyhow::Result<()> {
+fn preflight(sut: &SutKind, options: &lab::RunOptions) -> anyhow::Result<()> {
     netns::Namespace::create("mxlab-preflight")?;
     sut.check_installed()?;
+    if options.unscripted_clock().is_accelerated() && sut.needs_faketime() {
+        crate::sut::faketime::check_installed("the world clock")?;
+    }
     Ok(())
 }
 

@@ -219,16 +219,21 @@ impl RunOptions {
             .map_or(Duration::ZERO, |clock| watch_limit(scenario, clock))
     }
 
+    /// The clock rate of a run whose scenario names none: `--clock`, else
+    /// [`ClockRate::DEFAULT`] with stock timers and the real clock with retuned ones.
+    pub fn unscripted_clock(&self) -> ClockRate {
+        self.clock.unwrap_or(match self.timeouts {
+            Timeouts::Stock => ClockRate::DEFAULT,
+            Timeouts::Fast => ClockRate::REAL,
+        })
+    }
+
     /// The clock rate a run of `scenario` against `sut` uses. A SUT that cannot run on an
     /// accelerated clock (a driver file without `clock = "faketime"`) runs on the real clock
     /// unless an accelerated rate was asked for explicitly, which is an error naming the fix.
     pub fn clock_for(&self, scenario: &Scenario, sut: &SutKind) -> Result<ClockRate, LabError> {
-        let default = match self.timeouts {
-            Timeouts::Stock => ClockRate::DEFAULT,
-            Timeouts::Fast => ClockRate::REAL,
-        };
         let asked = self.clock.or(scenario.clock);
-        let rate = asked.unwrap_or(default);
+        let rate = asked.unwrap_or_else(|| self.unscripted_clock());
         if !rate.is_accelerated() || sut.can_accelerate() {
             return Ok(rate);
         }

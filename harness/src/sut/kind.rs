@@ -69,6 +69,12 @@ impl SutKind {
         }
     }
 
+    /// Whether an accelerated run of the SUT needs libfaketime (the reference sender scales
+    /// its own timers).
+    pub fn needs_faketime(&self) -> bool {
+        !matches!(self, SutKind::Reference(_)) && self.can_accelerate()
+    }
+
     /// Starts the SUT inside the lab and waits until it is ready for mail.
     pub async fn start(&self, ctx: SutContext<'_>) -> Result<Box<dyn RunningSut>, SutError> {
         match self {
