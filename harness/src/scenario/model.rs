@@ -207,7 +207,7 @@ pub struct MxSpec {
     #[serde(default = "both_families")]
     pub families: Spanned<Vec<Family>>,
     /// More A/AAAA records for the host that nothing answers on, e.g. `"fe80::25"` or a ULA
-    /// the network has no route for.
+    /// the network has no route for; published before the host's own addresses.
     #[serde(default)]
     pub extra_addresses: Vec<Spanned<std::net::IpAddr>>,
     /// Publish the MX record's target as a CNAME (`mail-NAME.DOMAIN`) pointing at the host.
