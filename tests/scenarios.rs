@@ -126,6 +126,39 @@ fn surviving_mutant_trial(sut: &SutKind, skip: bool) -> Trial {
     .with_ignored_flag(skip)
 }
 
+/// A Postfix setting Postfix no longer knows (`smtp_skip_4xx_greeting`, ignored since 2.0) is
+/// refused with an error naming it, not silently replaced by the default.
+fn unknown_postfix_setting_trial(skip: bool) -> Trial {
+    Trial::test("sut::postfix-refuses-an-unknown-setting", move || {
+        let path = scenario_dir().join("baseline/dual-stack.toml");
+        let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+        let text = text.replacen(
+            "[sut.postfix]\n",
+            "[sut.postfix]\nsmtp_skip_4xx_greeting = \"no\"\n",
+            1,
+        );
+        let scenario = scenario::parse(&path, &text).map_err(|e| e.to_string())?;
+        match runtime().block_on(lab::run(&scenario, &SutKind::Postfix)) {
+            Ok(report) => Err(format!(
+                "the setting was not refused:\n{}",
+                console::render(&report, true)
+            )
+            .into()),
+            Err(err) => {
+                let message = err.to_string();
+                if message.contains("bad setting \"smtp_skip_4xx_greeting\"")
+                    && message.contains("unused parameter")
+                {
+                    Ok(())
+                } else {
+                    Err(format!("the error does not name the setting: {message}").into())
+                }
+            }
+        }
+    })
+    .with_ignored_flag(skip)
+}
+
 /// The 421 scenario with an expectation that cannot hold must be reported as failed, with a
 /// reason that names the expectation and what happened instead.
 fn impossible_expectation_trial(sut: SutKind, skip: bool) -> Trial {
@@ -186,6 +219,9 @@ fn main() {
         if matches!(sut.name(), "postfix" | "reference") {
             trials.push(impossible_expectation_trial(sut.clone(), reason.is_some()));
             trials.push(surviving_mutant_trial(&sut, reason.is_some()));
+        }
+        if sut == SutKind::Postfix {
+            trials.push(unknown_postfix_setting_trial(reason.is_some()));
         }
     }
     libtest_mimic::run(&args, trials).exit();
