@@ -99,9 +99,14 @@ fn surviving_mutant_trial(sut: &SutKind, skip: bool) -> Trial {
              reason = \"changes nothing\"\n"
         );
         let scenario = scenario::parse(&path, &text).map_err(|e| e.to_string())?;
+        let mutant = scenario
+            .mutants
+            .iter()
+            .find(|mutant| mutant.name.get_ref() == "same")
+            .ok_or("the added mutant is missing")?;
         let report = runtime().block_on(lab::run_mutant(
             &scenario,
-            &scenario.mutants[0],
+            mutant,
             &lab::RunOptions::default(),
         ));
         let story = console::render(&report, true);
