@@ -86,6 +86,7 @@ fn run(scenario: &str, sut: &str, (verdict, delivered): Outcome) -> RunReport {
         wall: Duration::from_secs(3),
         topology_up: Duration::from_millis(120),
         teardown: Duration::from_millis(80),
+        mutant: None,
     }
 }
 

@@ -2,7 +2,9 @@
 //! so `cargo test -- postfix`, `--list`, `--exact` and `cargo nextest run` work.
 //!
 //! Each test builds the scenario's world in fresh namespaces, runs a real MTA in it, and fails
-//! with the failure story when the verdict is not a pass. Tests that cannot run here (not root,
+//! with the failure story when the verdict is not a pass. Each `[[mutant]]` of a scenario is a
+//! test too, named like `net::five-mx-v6-dead::postfix::mutant-no-balance`, that fails unless the
+//! scenario fails for the mutant (KILLED). Tests that cannot run here (not root,
 //! MTA not installed) are reported as ignored, with the reason printed once.
 
 use std::path::{Path, PathBuf};
@@ -58,6 +60,110 @@ fn scenario_trial(scenario: Scenario, sut: SutKind, skip: bool) -> Trial {
     .with_ignored_flag(skip)
 }
 
+/// A test that `mutant` of `scenario` is killed.
+fn mutant_trial(scenario: Scenario, mutant: scenario::Mutant, skip: bool) -> Trial {
+    let name = format!(
+        "{}::{}",
+        scenario.name.replace('/', "::"),
+        lab::mutant_sut_name(&mutant)
+    );
+    Trial::test(name, move || {
+        let report = runtime().block_on(lab::run_mutant(
+            &scenario,
+            &mutant,
+            &lab::RunOptions::default(),
+        ));
+        match report.mutant.as_ref().map(|run| run.status) {
+            Some(lab::MutantStatus::Killed) => Ok(()),
+            _ => Err(console::render(&report, true).into()),
+        }
+    })
+    .with_ignored_flag(skip)
+}
+
+/// A mutant that changes nothing the dual-stack baseline looks at survives it, and its run
+/// fails, saying the scenario does not tell the correct SUT from the mutant.
+fn surviving_mutant_trial(sut: &SutKind, skip: bool) -> Trial {
+    let (mutant_sut, settings) = match sut.name() {
+        // Postfix's default HELO timeout, written out: the same MTA.
+        "postfix" => ("postfix", "settings = { smtp_helo_timeout = \"300s\" }\n"),
+        // One MX host: nothing for a sender to order the wrong way round.
+        _ => ("reference:ignore-preference", ""),
+    };
+    let name = format!("mutant::surviving-fails-the-run::{}", sut.name());
+    Trial::test(name, move || {
+        let path = scenario_dir().join("baseline/dual-stack.toml");
+        let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+        let text = format!(
+            "{text}\n[[mutant]]\nname = \"same\"\nsut = \"{mutant_sut}\"\n{settings}\
+             reason = \"changes nothing\"\n"
+        );
+        let scenario = scenario::parse(&path, &text).map_err(|e| e.to_string())?;
+        let mutant = scenario
+            .mutants
+            .iter()
+            .find(|mutant| mutant.name.get_ref() == "same")
+            .ok_or("the added mutant is missing")?;
+        let report = runtime().block_on(lab::run_mutant(
+            &scenario,
+            mutant,
+            &lab::RunOptions::default(),
+        ));
+        let story = console::render(&report, true);
+        let status = report.mutant.as_ref().map(|run| run.status);
+        if status != Some(lab::MutantStatus::Survived) || report.verdict.status != Status::Fail {
+            return Err(format!("expected a surviving mutant and a failed run:\n{story}").into());
+        }
+        let correct = if mutant_sut == "postfix" {
+            "Postfix from one with smtp_helo_timeout = \"300s\""
+        } else {
+            "reference sender from one with bug ignore-preference"
+        };
+        let expected = format!("the scenario does not tell a correct {correct} (changes nothing)");
+        if report.verdict.failures.iter().all(|f| f.reason != expected) {
+            return Err(format!("no failure says {expected:?}:\n{story}").into());
+        }
+        if !story.starts_with("SURVIVED baseline/dual-stack") {
+            return Err(format!("the console line does not say SURVIVED:\n{story}").into());
+        }
+        Ok(())
+    })
+    .with_ignored_flag(skip)
+}
+
+/// A Postfix setting Postfix no longer knows (`smtp_skip_4xx_greeting`, ignored since 2.0) is
+/// refused with an error naming it, not silently replaced by the default.
+fn unknown_postfix_setting_trial(skip: bool) -> Trial {
+    Trial::test("sut::postfix-refuses-an-unknown-setting", move || {
+        let path = scenario_dir().join("baseline/dual-stack.toml");
+        let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
+        let text = text.replacen(
+            "[sut.postfix]\n",
+            "[sut.postfix]\nsmtp_skip_4xx_greeting = \"no\"\n",
+            1,
+        );
+        let scenario = scenario::parse(&path, &text).map_err(|e| e.to_string())?;
+        match runtime().block_on(lab::run(&scenario, &SutKind::Postfix)) {
+            Ok(report) => Err(format!(
+                "the setting was not refused:\n{}",
+                console::render(&report, true)
+            )
+            .into()),
+            Err(err) => {
+                let message = err.to_string();
+                if message.contains("bad setting \"smtp_skip_4xx_greeting\"")
+                    && message.contains("unused parameter")
+                {
+                    Ok(())
+                } else {
+                    Err(format!("the error does not name the setting: {message}").into())
+                }
+            }
+        }
+    })
+    .with_ignored_flag(skip)
+}
+
 /// The 421 scenario with an expectation that cannot hold must be reported as failed, with a
 /// reason that names the expectation and what happened instead.
 fn impossible_expectation_trial(sut: SutKind, skip: bool) -> Trial {
@@ -103,11 +209,24 @@ fn main() {
         }
         for file in &files {
             let scenario = scenario::load(file).unwrap_or_else(|err| panic!("{err}"));
+            for mutant in &scenario.mutants {
+                if mutant.sut.get_ref().runs_with(&sut) {
+                    trials.push(mutant_trial(
+                        scenario.clone(),
+                        mutant.clone(),
+                        reason.is_some(),
+                    ));
+                }
+            }
             trials.push(scenario_trial(scenario, sut.clone(), reason.is_some()));
         }
         // Proving that a verdict can fail needs one SUT that passes the scenario itself.
         if matches!(sut.name(), "postfix" | "reference") {
             trials.push(impossible_expectation_trial(sut.clone(), reason.is_some()));
+            trials.push(surviving_mutant_trial(&sut, reason.is_some()));
+        }
+        if sut == SutKind::Postfix {
+            trials.push(unknown_postfix_setting_trial(reason.is_some()));
         }
     }
     libtest_mimic::run(&args, trials).exit();

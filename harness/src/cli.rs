@@ -127,6 +127,11 @@ struct RunArgs {
     /// Capture every packet on the router's links into DIR, one pcap file per run.
     #[arg(long, value_name = "DIR")]
     pcap: Option<PathBuf>,
+    /// Also run each scenario's `[[mutant]]` configurations of the chosen SUTs (a
+    /// `reference:BUG` mutant with any reference sender): each must make the scenario fail
+    /// (KILLED); one that passes it (SURVIVED) fails the run.
+    #[arg(long)]
+    mutants: bool,
     #[command(flatten)]
     clock: ClockArgs,
 }
@@ -150,33 +155,74 @@ impl Cli {
     }
 }
 
-/// The runs of every scenario × SUT, `jobs` at a time, each printed as it finishes; `None`
-/// if SIGINT or SIGTERM came first (every lab is torn down before this returns).
+/// One run to make: a scenario against a SUT, or one of its mutants.
+#[derive(Clone, Copy)]
+enum Job<'a> {
+    /// The scenario as written, against `sut`.
+    Scenario(&'a Scenario, &'a SutKind),
+    /// A `[[mutant]]` of the scenario.
+    Mutant(&'a Scenario, &'a scenario::Mutant),
+}
+
+impl Job<'_> {
+    /// The longest the job's run can watch its SUT, in wall time.
+    fn watch_limit(&self, options: &lab::RunOptions) -> std::time::Duration {
+        match *self {
+            Job::Scenario(scenario, sut) => options.watch_limit(scenario, sut),
+            Job::Mutant(scenario, mutant) => {
+                options.watch_limit(scenario, &mutant.sut.get_ref().kind())
+            }
+        }
+    }
+}
+
+/// Every scenario × SUT, each followed (with `mutants`) by the scenario's mutants of the SUTs
+/// chosen, each mutant once.
+fn jobs<'a>(scenarios: &'a [Scenario], suts: &'a [SutKind], mutants: bool) -> Vec<Job<'a>> {
+    let mut jobs = Vec::new();
+    for scenario in scenarios {
+        let mut mutants_left: Vec<&scenario::Mutant> = if mutants {
+            scenario.mutants.iter().collect()
+        } else {
+            Vec::new()
+        };
+        for sut in suts {
+            jobs.push(Job::Scenario(scenario, sut));
+            let (now, later) = mutants_left
+                .into_iter()
+                .partition(|mutant| mutant.sut.get_ref().runs_with(sut));
+            mutants_left = later;
+            jobs.extend(now.into_iter().map(|mutant| Job::Mutant(scenario, mutant)));
+        }
+    }
+    jobs
+}
+
+/// The runs of every job, `jobs` at a time, each printed as it finishes; `None` if SIGINT or
+/// SIGTERM came first (every lab is torn down before this returns).
 async fn execute(
-    scenarios: &[Scenario],
-    suts: &[SutKind],
+    work: &[Job<'_>],
     jobs: u16,
     timeline: bool,
     options: &lab::RunOptions,
 ) -> Option<Vec<lab::RunReport>> {
-    let mut runs: Vec<_> = scenarios
-        .iter()
-        .flat_map(|scenario| suts.iter().map(move |sut| (scenario, sut)))
-        .enumerate()
-        .collect();
+    let progress = Progress::new(work.len());
+    let mut ordered: Vec<_> = work.iter().copied().enumerate().collect();
     // Longest first, so that a long run does not start last and keep the batch waiting for
-    // it alone (longest-processing-time scheduling); ties keep the order of the files.
-    runs.sort_by_key(|(_, (scenario, sut))| std::cmp::Reverse(options.watch_limit(scenario, sut)));
-    let progress = Progress::new(scenarios.len() * suts.len());
-    // Printed as they finish; the reports keep the order of scenarios × SUTs.
-    let mut reports = futures::stream::iter(runs)
-        .map(|(index, (scenario, sut))| async move {
-            (
-                index,
-                scenario,
-                sut,
-                lab::run_with(scenario, sut, options).await,
-            )
+    // it alone (longest-processing-time scheduling); ties keep the order of the jobs.
+    ordered.sort_by_key(|(_, job)| std::cmp::Reverse(job.watch_limit(options)));
+    // Printed as they finish; the reports keep the order of the jobs.
+    let mut reports = futures::stream::iter(ordered)
+        .map(|(index, job)| async move {
+            let report = match job {
+                Job::Scenario(scenario, sut) => lab::run_with(scenario, sut, options)
+                    .await
+                    .unwrap_or_else(|err| {
+                        lab::RunReport::harness_error(scenario, sut, options, &err)
+                    }),
+                Job::Mutant(scenario, mutant) => lab::run_mutant(scenario, mutant, options).await,
+            };
+            (index, report)
         })
         .buffer_unordered(jobs.into());
     let mut finished = Vec::new();
@@ -190,13 +236,11 @@ async fn execute(
                 return None;
             }
         };
-        let Some((index, scenario, sut, report)) = next else {
+        let Some((index, report)) = next else {
             progress.done();
             finished.sort_by_key(|(index, _)| *index);
             return Some(finished.into_iter().map(|(_, report)| report).collect());
         };
-        let report = report
-            .unwrap_or_else(|err| lab::RunReport::harness_error(scenario, sut, options, &err));
         progress.finished(&console::render(&report, timeline));
         finished.push((index, report));
     }
@@ -263,6 +307,19 @@ fn exit_status(runs: &[lab::RunReport], bad_input: bool) -> ExitCode {
         count(Status::Pass),
         count(Status::Xfail)
     );
+    let mutants: Vec<lab::MutantStatus> = runs
+        .iter()
+        .filter_map(|run| run.mutant.as_ref().map(|mutant| mutant.status))
+        .collect();
+    if !mutants.is_empty() {
+        let count = |status| mutants.iter().filter(|s| **s == status).count();
+        println!(
+            "mutants: {} killed, {} survived, {} errors",
+            count(lab::MutantStatus::Killed),
+            count(lab::MutantStatus::Survived),
+            count(lab::MutantStatus::Error)
+        );
+    }
     if bad_input || errors > 0 {
         ExitCode::from(EXIT_USAGE)
     } else if failed > 0 {
@@ -285,8 +342,8 @@ async fn run(mut args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     }
-    let Some(finished) = execute(&scenarios, &args.sut, args.jobs, args.timeline, &options).await
-    else {
+    let work = jobs(&scenarios, &args.sut, args.mutants);
+    let Some(finished) = execute(&work, args.jobs, args.timeline, &options).await else {
         return ExitCode::from(EXIT_INTERRUPTED);
     };
     let reports = [
@@ -312,7 +369,8 @@ async fn matrix(args: MatrixArgs) -> ExitCode {
         Ok(prepared) => prepared,
         Err(status) => return status,
     };
-    let Some(finished) = execute(&scenarios, &args.sut, args.jobs, false, &options).await else {
+    let work = jobs(&scenarios, &args.sut, false);
+    let Some(finished) = execute(&work, args.jobs, false, &options).await else {
         return ExitCode::from(EXIT_INTERRUPTED);
     };
     let table = crate::report::matrix::markdown(&finished);

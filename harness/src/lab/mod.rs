@@ -7,6 +7,7 @@
 
 mod dsn;
 mod finish;
+mod mutant;
 mod schedule;
 mod selfcheck;
 mod world;
@@ -23,6 +24,7 @@ use crate::scenario::{Outcome, Scenario};
 use crate::sut::clockcheck::ProcessWatch;
 use crate::sut::{RunningSut, SutError, SutKind, Timeouts};
 use crate::verdict::{self, Verdict};
+pub use mutant::{judge as judge_mutant, mutant_sut_name, run_mutant, MutantRun, MutantStatus};
 use schedule::FaultTimeline;
 use world::Lab;
 
@@ -99,6 +101,9 @@ pub struct RunReport {
     pub clock: ClockRate,
     /// The SUT's timers.
     pub timeouts: Timeouts,
+    /// For the run of a `[[mutant]]`: which one, and whether the scenario killed it (the
+    /// verdict then passes for a kill and fails for a survivor).
+    pub mutant: Option<MutantRun>,
 }
 
 /// Builds the scenario's world, starts the SUT, puts the faults that start at once in force,
@@ -173,6 +178,7 @@ impl RunReport {
             wall: Duration::ZERO,
             topology_up: Duration::ZERO,
             teardown: Duration::ZERO,
+            mutant: None,
         }
     }
 }
@@ -359,6 +365,7 @@ pub async fn run_with(
         wall: started.elapsed(),
         topology_up,
         teardown,
+        mutant: None,
     })
 }
 

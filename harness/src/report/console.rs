@@ -9,11 +9,16 @@ use crate::verdict::Status;
 /// At most this many timeline lines are shown for a failed run.
 const TIMELINE_LIMIT: usize = 120;
 
-/// One line: status, scenario, SUT, what happened and how long the run took.
+/// One line: status (for a mutant's run KILLED, SURVIVED or ERROR), scenario, SUT, what
+/// happened and how long the run took.
 pub fn verdict_line(report: &RunReport) -> String {
+    let status = match &report.mutant {
+        Some(mutant) => mutant.status.to_string(),
+        None => report.verdict.status.to_string(),
+    };
     format!(
         "{:<5} {} [{}]  {}  ({:.2}s)",
-        report.verdict.status,
+        status,
         report.scenario,
         report.sut,
         report.verdict.summary,

@@ -7,12 +7,14 @@
 //! "clock_rate" (world seconds per wall second: 1 on the real clock, 100 at x100),
 //! "world_seconds" (the run's wall time in the MTA's world time), "timeouts" ("stock" |
 //! "fast"), "events": [ { "at" (wall seconds since the run's start), "kind", ...fields of the
-//! kind } ] } ] }`.
+//! kind } ], and for a mutant's run (`mxlab run --mutants`; its `sut` is then
+//! `SUT::mutant-NAME` and its `status` pass for a kill, fail for a survivor) "mutant": { "name",
+//! "sut", "status" ("killed" | "survived" | "error"), "change", "reason", "scenario_status" } } ] }`.
 
 use serde::Serialize;
 
 use crate::events::Event;
-use crate::lab::RunReport;
+use crate::lab::{MutantRun, RunReport};
 use crate::verdict::{Failure, Status};
 
 /// The name and version of the schema.
@@ -38,6 +40,8 @@ struct Run<'r> {
     world_seconds: f64,
     timeouts: &'static str,
     events: &'r [Event],
+    #[serde(skip_serializing_if = "Option::is_none")]
+    mutant: Option<&'r MutantRun>,
 }
 
 /// The report of `runs` as pretty-printed JSON.
@@ -59,6 +63,7 @@ pub fn render(runs: &[RunReport]) -> String {
                 world_seconds: run.clock.to_world(run.wall).as_secs_f64(),
                 timeouts: run.timeouts.name(),
                 events: &run.events,
+                mutant: run.mutant.as_ref(),
             })
             .collect(),
     };
@@ -91,5 +96,25 @@ mod tests {
             run["world_seconds"].as_f64().unwrap(),
         );
         assert!((world - 100.0 * wall).abs() < 1e-6, "{wall} {world}");
+        assert!(run.get("mutant").is_none(), "{run}");
+    }
+
+    #[test]
+    fn a_mutant_run_carries_its_status() {
+        let scenario = crate::scenario::parse(
+            std::path::Path::new("s.toml"),
+            "description = \"d\"\n[[mx]]\nname = \"mx1\"\ndomain = \"example.test\"\n\
+             [[message]]\nto = [\"bob@example.test\"]\n[expect]\noutcome = \"delivered\"\n\
+             [[mutant]]\nname = \"m\"\nsut = \"reference:never-ipv4\"\nreason = \"r\"\n",
+        )
+        .unwrap();
+        let report = crate::lab::judge_mutant(&scenario.mutants[0], sample(Status::Pass));
+        let value: serde_json::Value = serde_json::from_str(&render(&[report])).unwrap();
+        let run = &value["runs"][0];
+        assert_eq!(run["sut"], "reference:never-ipv4::mutant-m");
+        assert_eq!(run["status"], "fail");
+        assert_eq!(run["mutant"]["status"], "survived");
+        assert_eq!(run["mutant"]["scenario_status"], "pass");
+        assert_eq!(run["mutant"]["change"], "bug never-ipv4");
     }
 }

@@ -51,6 +51,7 @@ pub(crate) mod tests {
             wall: Duration::from_millis(1500),
             topology_up: Duration::from_millis(10),
             teardown: Duration::from_millis(10),
+            mutant: None,
         }
     }
 }

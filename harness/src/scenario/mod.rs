@@ -20,7 +20,7 @@ pub use error::ScenarioError;
 pub use load::{find_scenarios, load, parse};
 pub use model::{
     ClientKey, DnsAnswer, DnsFaultSpec, DsnExpect, Expect, Expectation, Extension, Fault,
-    MessageSpec, MxSpec, NetFault, Outcome, PolicySpec, PtrFault, RouteSpec, Scenario, SmtpAction,
-    SmtpFault, SmtpStage, StartTls, Window, Xfail,
+    MessageSpec, Mutant, MutantSut, MxSpec, NetFault, Outcome, PolicySpec, PtrFault, RouteSpec,
+    Scenario, SmtpAction, SmtpFault, SmtpStage, StartTls, Window, Xfail,
 };
 pub use validate::{zone_origins, MAX_MX_HOSTS, SENDER_DOMAIN};

@@ -46,6 +46,150 @@ pub struct Scenario {
     pub messages: Vec<MessageSpec>,
     /// What a correct MTA does.
     pub expect: Expect,
+    /// Known-bad configurations that must make the scenario fail (`[[mutant]]`).
+    #[serde(default, rename = "mutant")]
+    pub mutants: Vec<Mutant>,
+}
+
+/// A known-bad configuration of one SUT that must make the scenario fail (`[[mutant]]`): a
+/// scenario that such a mutant passes does not tell a correct MTA from a broken one.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Mutant {
+    /// Short name (lowercase letters, digits, `-`), e.g. `no-balance`; unique per scenario.
+    pub name: Spanned<String>,
+    /// The SUT it mutates: `postfix`, `exim`, `opensmtpd` or `reference:BUG`.
+    pub sut: Spanned<MutantSut>,
+    /// Raw settings merged over the scenario's `[sut.NAME]` for this run (MTAs only).
+    #[serde(default = "no_settings")]
+    pub settings: Spanned<BTreeMap<String, String>>,
+    /// Why this configuration is wrong here: the field bug it produces.
+    pub reason: Spanned<String>,
+}
+
+fn no_settings() -> Spanned<BTreeMap<String, String>> {
+    Spanned::new(0..0, BTreeMap::new())
+}
+
+impl Mutant {
+    /// The mutated configuration in words: the settings as `key = "value"`, or the planted bug.
+    pub fn change(&self) -> String {
+        match self.sut.get_ref() {
+            MutantSut::Reference(bug) => format!("bug {bug}"),
+            _ => self
+                .settings
+                .get_ref()
+                .iter()
+                .map(|(key, value)| format!("{key} = {value:?}"))
+                .collect::<Vec<_>>()
+                .join(", "),
+        }
+    }
+
+    /// The scenario and SUT the mutant runs: `scenario` with the mutant's settings merged over
+    /// its `[sut.NAME]`, and the mutated SUT.
+    pub fn apply(&self, scenario: &Scenario) -> (Scenario, crate::sut::SutKind) {
+        let mut mutated = scenario.clone();
+        let sut = self.sut.get_ref();
+        if !self.settings.get_ref().is_empty() {
+            mutated
+                .sut
+                .entry(sut.name().to_string())
+                .or_default()
+                .extend(self.settings.get_ref().clone());
+        }
+        (mutated, sut.kind())
+    }
+}
+
+/// The SUT a mutant mutates.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(try_from = "String")]
+pub enum MutantSut {
+    /// Postfix with the mutant's settings.
+    Postfix,
+    /// Exim with the mutant's settings.
+    Exim,
+    /// OpenSMTPD with the mutant's settings.
+    Opensmtpd,
+    /// The reference sender with this bug planted (`reference:BUG`).
+    Reference(crate::sut::reference::Bug),
+}
+
+impl MutantSut {
+    /// The name as written in the scenario and in test names, e.g. `postfix`,
+    /// `reference:never-ipv4`.
+    pub fn name(self) -> &'static str {
+        match self {
+            MutantSut::Postfix => "postfix",
+            MutantSut::Exim => "exim",
+            MutantSut::Opensmtpd => "opensmtpd",
+            MutantSut::Reference(bug) => bug.sut_name(),
+        }
+    }
+
+    /// The correct SUT the mutant is told apart from, in words: `Postfix`, `reference sender`.
+    pub fn correct(self) -> &'static str {
+        match self {
+            MutantSut::Postfix => "Postfix",
+            MutantSut::Exim => "Exim",
+            MutantSut::Opensmtpd => "OpenSMTPD",
+            MutantSut::Reference(_) => "reference sender",
+        }
+    }
+
+    /// The SUT a mutant run drives.
+    pub fn kind(self) -> crate::sut::SutKind {
+        use crate::sut::SutKind;
+        match self {
+            MutantSut::Postfix => SutKind::Postfix,
+            MutantSut::Exim => SutKind::Exim,
+            MutantSut::Opensmtpd => SutKind::Opensmtpd,
+            MutantSut::Reference(bug) => SutKind::Reference(crate::sut::reference::Bugs::only(bug)),
+        }
+    }
+
+    /// Whether a run of `sut` (as chosen with `--sut`) brings this mutant along: the same MTA,
+    /// or for a `reference:BUG` mutant any reference sender.
+    pub fn runs_with(self, sut: &crate::sut::SutKind) -> bool {
+        use crate::sut::SutKind;
+        matches!(
+            (self, sut),
+            (MutantSut::Postfix, SutKind::Postfix)
+                | (MutantSut::Exim, SutKind::Exim)
+                | (MutantSut::Opensmtpd, SutKind::Opensmtpd)
+                | (MutantSut::Reference(_), SutKind::Reference(_))
+        )
+    }
+}
+
+impl TryFrom<String> for MutantSut {
+    type Error = String;
+
+    fn try_from(name: String) -> Result<Self, Self::Error> {
+        match name.as_str() {
+            "postfix" => Ok(MutantSut::Postfix),
+            "exim" => Ok(MutantSut::Exim),
+            "opensmtpd" => Ok(MutantSut::Opensmtpd),
+            other => other
+                .strip_prefix("reference:")
+                .and_then(|bug| bug.parse().ok())
+                .map(MutantSut::Reference)
+                .ok_or_else(|| {
+                    format!(
+                        "unknown mutant sut {other:?}; known: postfix, exim, opensmtpd, \
+                         reference:BUG (BUG: {})",
+                        crate::sut::reference::bug_names()
+                    )
+                }),
+        }
+    }
+}
+
+impl fmt::Display for MutantSut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.name())
+    }
 }
 
 /// One MX host: a name, the domain it serves and its MX preference.
@@ -63,7 +207,7 @@ pub struct MxSpec {
     #[serde(default = "both_families")]
     pub families: Spanned<Vec<Family>>,
     /// More A/AAAA records for the host that nothing answers on, e.g. `"fe80::25"` or a ULA
-    /// the network has no route for.
+    /// the network has no route for; published before the host's own addresses.
     #[serde(default)]
     pub extra_addresses: Vec<Spanned<std::net::IpAddr>>,
     /// Publish the MX record's target as a CNAME (`mail-NAME.DOMAIN`) pointing at the host.

@@ -5,7 +5,9 @@ use std::collections::BTreeSet;
 
 use toml::Spanned;
 
-use super::{DnsFaultSpec, Fault, NetFault, PolicySpec, Scenario, SmtpFault, SmtpStage, Window};
+use super::{
+    DnsFaultSpec, Fault, MutantSut, NetFault, PolicySpec, Scenario, SmtpFault, SmtpStage, Window,
+};
 use crate::family::Family;
 
 /// Host names the topology uses itself.
@@ -60,7 +62,58 @@ pub fn validate(scenario: &Scenario) -> Result<(), Problem> {
     validate_route(scenario)?;
     validate_faults(scenario)?;
     validate_messages(scenario)?;
-    validate_expect(scenario)
+    validate_expect(scenario)?;
+    validate_mutants(scenario)
+}
+
+fn validate_mutants(scenario: &Scenario) -> Result<(), Problem> {
+    let mut seen = BTreeSet::new();
+    for mutant in &scenario.mutants {
+        let name = mutant.name.get_ref();
+        let valid = !name.is_empty()
+            && name.len() <= 32
+            && name.starts_with(|c: char| c.is_ascii_lowercase())
+            && name
+                .chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
+        if !valid {
+            return Err(problem(
+                &mutant.name,
+                format!("invalid mutant name {name:?}: use 1-32 lowercase letters, digits or '-', starting with a letter"),
+            ));
+        }
+        let sut = *mutant.sut.get_ref();
+        if !seen.insert((sut.name(), name.clone())) {
+            return Err(problem(
+                &mutant.name,
+                format!("two [[mutant]] entries for {sut} are named {name:?}"),
+            ));
+        }
+        let settings = mutant.settings.get_ref();
+        match sut {
+            MutantSut::Reference(bug) if !settings.is_empty() => {
+                return Err(problem(
+                    &mutant.settings,
+                    format!("a {sut} mutant plants bug {bug} and takes no settings: remove `settings`"),
+                ))
+            }
+            MutantSut::Reference(_) => {}
+            _ if settings.is_empty() => {
+                return Err(problem(
+                    &mutant.sut,
+                    format!("a {sut} mutant needs `settings = {{ … }}`: the raw {sut} settings that break it"),
+                ))
+            }
+            _ => {}
+        }
+        if mutant.reason.get_ref().trim().is_empty() {
+            return Err(problem(
+                &mutant.reason,
+                "a mutant needs a reason: the field bug its configuration produces".into(),
+            ));
+        }
+    }
+    Ok(())
 }
 
 fn validate_mxs(scenario: &Scenario) -> Result<(), Problem> {
@@ -563,7 +616,7 @@ mod tests {
     use std::path::Path;
 
     use super::is_smtp_reply;
-    use crate::scenario::parse;
+    use crate::scenario::{parse, MutantSut};
 
     const BASE: &str = r#"
 description = "d"
@@ -584,6 +637,77 @@ outcome = "delivered"
         parse(Path::new("s.toml"), &format!("{BASE}\n{extra}"))
             .unwrap_err()
             .to_string()
+    }
+
+    #[test]
+    fn mutants_parse_into_typed_values() {
+        let scenario = parse(
+            Path::new("s.toml"),
+            &format!(
+                "{BASE}\n[[mutant]]\nname = \"no-balance\"\nsut = \"postfix\"\n\
+                 settings = {{ smtp_balance_inet_protocols = \"no\" }}\nreason = \"field bug 3\"\n\
+                 [[mutant]]\nname = \"v6-only\"\nsut = \"reference:never-ipv4\"\nreason = \"r\"\n"
+            ),
+        )
+        .expect("valid mutants");
+        let [postfix, reference] = scenario.mutants.as_slice() else {
+            panic!("two mutants: {:?}", scenario.mutants);
+        };
+        assert_eq!(*postfix.sut.get_ref(), MutantSut::Postfix);
+        assert_eq!(postfix.change(), "smtp_balance_inet_protocols = \"no\"");
+        let (mutated, kind) = postfix.apply(&scenario);
+        assert_eq!(kind, crate::sut::SutKind::Postfix);
+        assert_eq!(mutated.sut["postfix"]["smtp_balance_inet_protocols"], "no");
+        assert_eq!(
+            *reference.sut.get_ref(),
+            MutantSut::Reference(crate::sut::reference::Bug::NeverIpv4)
+        );
+        assert_eq!(reference.change(), "bug never-ipv4");
+        assert_eq!(reference.apply(&scenario).1.name(), "reference:never-ipv4");
+    }
+
+    #[test]
+    fn bad_mutants_are_refused_where_they_are() {
+        let mutant = |body: &str| error_with(&format!("[[mutant]]\n{body}"));
+        let message =
+            mutant("name = \"m\"\nsut = \"sendmail\"\nsettings = { a = \"b\" }\nreason = \"r\"");
+        assert!(
+            message.starts_with("s.toml:17:7: unknown mutant sut \"sendmail\"")
+                && message.contains("reference:BUG (BUG: never-ipv4,"),
+            "{message}"
+        );
+        let message = mutant("name = \"m\"\nsut = \"reference:never-ipv5\"\nreason = \"r\"");
+        assert!(
+            message.contains("unknown mutant sut \"reference:never-ipv5\""),
+            "{message}"
+        );
+        let message = mutant("name = \"m\"\nsut = \"postfix\"\nreason = \"r\"\ncolour = 1");
+        assert!(message.contains("unknown field `colour`"), "{message}");
+        let message = mutant("name = \"m\"\nsut = \"postfix\"\nreason = \"r\"");
+        assert!(
+            message.starts_with("s.toml:17:7: a postfix mutant needs `settings"),
+            "{message}"
+        );
+        let message = mutant(
+            "name = \"m\"\nsut = \"reference:never-ipv4\"\nsettings = { a = \"b\" }\nreason = \"r\"",
+        );
+        assert!(message.contains("takes no settings"), "{message}");
+        let message = mutant(
+            "name = \"No Balance\"\nsut = \"exim\"\nsettings = { a = \"b\" }\nreason = \"r\"",
+        );
+        assert!(
+            message.starts_with("s.toml:16:8: invalid mutant name"),
+            "{message}"
+        );
+        let message =
+            mutant("name = \"m\"\nsut = \"exim\"\nsettings = { a = \"b\" }\nreason = \" \"");
+        assert!(message.contains("a mutant needs a reason"), "{message}");
+        let twice = "name = \"m\"\nsut = \"exim\"\nsettings = { a = \"b\" }\nreason = \"r\"\n";
+        let message = mutant(&format!("{twice}[[mutant]]\n{twice}"));
+        assert!(
+            message.contains("two [[mutant]] entries for exim are named \"m\""),
+            "{message}"
+        );
     }
 
     #[test]

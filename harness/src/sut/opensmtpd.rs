@@ -165,8 +165,15 @@ impl Opensmtpd {
                 Ok(running)
             }
             Err(e) => {
+                let config_path = running.layout.config.clone();
                 let _ = running.stop().await;
-                Err(e)
+                let refused = match &e {
+                    SutError::Exited { log_tail, .. } => std::fs::read_to_string(&config_path)
+                        .ok()
+                        .and_then(|conf| config::refused_setting(log_tail, &conf, ctx.settings)),
+                    _ => None,
+                };
+                Err(refused.unwrap_or(e))
             }
         }
     }

@@ -30,6 +30,8 @@ pub(crate) const SUT: &str = "Postfix";
 const POSTFIX: &str = "/usr/sbin/postfix";
 /// The `postqueue` command.
 const POSTQUEUE: &str = "/usr/sbin/postqueue";
+/// Postfix's configuration tool; it warns about parameters Postfix does not use.
+const POSTCONF: &str = "/usr/sbin/postconf";
 /// The stock `master.cf` the private one is made from.
 const STOCK_MASTER_CF: &str = "/etc/postfix/master.cf";
 /// What to do when something is missing.
@@ -464,5 +466,39 @@ fn prepare(
             .and_then(|file| file.set_modified(backdated))
             .map_err(|e| io_error(&format!("back-date {}", path.display()), e))?;
     }
-    Ok(())
+    refuse_unused(layout, settings)
+}
+
+/// Refuses a scenario setting Postfix does not know or no longer uses (e.g.
+/// `smtp_skip_4xx_greeting`, ignored since Postfix 2.0): `postconf -n` warns "unused parameter"
+/// for it, and Postfix would silently run with the default instead.
+fn refuse_unused(
+    layout: &Layout,
+    settings: &std::collections::BTreeMap<String, String>,
+) -> Result<(), SutError> {
+    let output = std::process::Command::new(POSTCONF)
+        .arg("-c")
+        .arg(&layout.conf)
+        .arg("-n")
+        .output()
+        .map_err(|e| io_error(&format!("run {POSTCONF}"), e))?;
+    let unused = String::from_utf8_lossy(&output.stderr)
+        .lines()
+        .filter_map(|line| {
+            line.split_once(": unused parameter: ")
+                .map(|(_, rest)| rest)
+        })
+        .filter_map(|rest| rest.split_once('=').map(|(key, _)| key.trim().to_string()))
+        .find(|key| settings.contains_key(key));
+    match unused {
+        Some(key) => Err(SutError::BadSetting {
+            sut: SUT,
+            key,
+            reason: "Postfix does not know this parameter (postconf: unused parameter); it \
+                     would ignore it and run with its default: remove it or use a parameter \
+                     this Postfix has"
+                .into(),
+        }),
+        None => Ok(()),
+    }
 }

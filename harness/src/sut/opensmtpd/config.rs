@@ -145,6 +145,29 @@ pub fn route_settings(hostname: &str, route: &SutRoute) -> BTreeMap<String, Stri
 /// The table of source addresses for `[route] bind`.
 const SOURCE_TABLE: &str = "mxlab_src";
 
+/// The scenario setting that wrote the `smtpd.conf` line smtpd refused at start-up, as a
+/// bad-setting error naming it: smtpd reports only the line (`smtpd.conf:3: syntax error`).
+/// `None` when the log names no line, or the line is not one of `settings`.
+pub fn refused_setting(
+    log_tail: &str,
+    conf: &str,
+    settings: &BTreeMap<String, String>,
+) -> Option<SutError> {
+    let (number, message) = log_tail.lines().find_map(|line| {
+        let (_, rest) = line.split_once("smtpd.conf:")?;
+        let (number, message) = rest.split_once(':')?;
+        Some((number.parse::<usize>().ok()?, message.trim()))
+    })?;
+    let refused = conf.lines().nth(number.checked_sub(1)?)?;
+    let (key, _) = settings
+        .iter()
+        .find(|(key, value)| refused == format!("{key} {value}"))?;
+    Some(bad(
+        key,
+        format!("OpenSMTPD refuses the line {refused:?} ({message}): it has no such option"),
+    ))
+}
+
 fn bad(key: &str, reason: String) -> SutError {
     SutError::BadSetting {
         sut: SUT,
@@ -168,6 +191,28 @@ mod tests {
              action \"out\" relay helo sut.sender.test\n\
              match from local for any action \"out\"\n"
         );
+    }
+
+    #[test]
+    fn a_refused_line_names_the_setting_that_wrote_it() {
+        let settings = BTreeMap::from([("smtp_skip_4xx_greeting".to_string(), "no".to_string())]);
+        let conf = smtpd_conf("sut.sender.test", &settings, Timeouts::Stock).unwrap();
+        let number = conf
+            .lines()
+            .position(|line| line == "smtp_skip_4xx_greeting no")
+            .unwrap()
+            + 1;
+        let tail = format!("/tmp/x/opensmtpd/smtpd.conf:{number}: syntax error");
+        let err = refused_setting(&tail, &conf, &settings)
+            .unwrap()
+            .to_string();
+        assert!(
+            err.contains("bad setting \"smtp_skip_4xx_greeting\"") && err.contains("syntax error"),
+            "{err}"
+        );
+        let other = format!("/tmp/x/opensmtpd/smtpd.conf:{}: syntax error", number + 1);
+        assert!(refused_setting(&other, &conf, &settings).is_none());
+        assert!(refused_setting("warn: something else", &conf, &settings).is_none());
     }
 
     #[test]

@@ -35,11 +35,15 @@ pub enum Bug {
     /// `ignore-preference`: tries the MX hosts in reverse preference order (the least preferred
     /// first), as a client that sorts preferences the wrong way round.
     IgnorePreference,
+    /// `no-cname-mx`: refuses an MX exchange that is an alias (a CNAME), reading RFC 2181
+    /// §10.3 as a prohibition, and defers instead of following it to the host's addresses
+    /// (serverfault 482035).
+    NoCnameMx,
 }
 
 impl Bug {
     /// Every bug, in the order they are documented.
-    pub const ALL: [Bug; 7] = [
+    pub const ALL: [Bug; 8] = [
         Bug::NeverIpv4,
         Bug::NeverIpv6,
         Bug::FirstAddressOnly,
@@ -47,6 +51,7 @@ impl Bug {
         Bug::SameFamilyRetry,
         Bug::NoMxFallback,
         Bug::IgnorePreference,
+        Bug::NoCnameMx,
     ];
 
     /// The bug's name, e.g. `never-ipv4`.
@@ -59,6 +64,7 @@ impl Bug {
             Bug::SameFamilyRetry => "same-family-retry",
             Bug::NoMxFallback => "no-mx-fallback",
             Bug::IgnorePreference => "ignore-preference",
+            Bug::NoCnameMx => "no-cname-mx",
         }
     }
 
@@ -72,6 +78,7 @@ impl Bug {
             Bug::SameFamilyRetry => "reference:same-family-retry",
             Bug::NoMxFallback => "reference:no-mx-fallback",
             Bug::IgnorePreference => "reference:ignore-preference",
+            Bug::NoCnameMx => "reference:no-cname-mx",
         }
     }
 
@@ -159,7 +166,7 @@ impl Bugs {
     }
 }
 
-/// Names of bug combinations, made once each (there are at most 2^7 of them).
+/// Names of bug combinations, made once each (there are at most 2^8 of them).
 fn interned(bugs: Bugs) -> &'static str {
     static NAMES: OnceLock<Mutex<Vec<(Bugs, &'static str)>>> = OnceLock::new();
     let mut names = NAMES

@@ -3,7 +3,7 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::bugs::Bugs;
+use super::bugs::{Bug, Bugs};
 use super::dns::{Lookup, Resolver};
 use super::dsn::Failed;
 use super::netio::NetIo;
@@ -124,6 +124,19 @@ impl Deliverer {
         let mut resolved: Vec<(MxHost, Vec<IpAddr>)> = Vec::new();
         let mut dns_trouble = Vec::new();
         for host in hosts {
+            if self.bugs.has(Bug::NoCnameMx) {
+                let alias = self
+                    .resolver
+                    .lookup(&host.name, hickory_proto::rr::RecordType::CNAME)
+                    .await;
+                if matches!(&alias, Lookup::Found(records) if !records.is_empty()) {
+                    let text = format!("{} is an alias (CNAME): refused as an MX", host.name);
+                    log.line(&text);
+                    dns_trouble.push(text);
+                    resolved.push((host, Vec::new()));
+                    continue;
+                }
+            }
             let mut addresses = Vec::new();
             let families = route::families(self.settings.address_preference, self.bugs)
                 .into_iter()
