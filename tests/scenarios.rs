@@ -3,7 +3,10 @@
 //!
 //! Each test builds the scenario's world in fresh namespaces, runs a real MTA in it, and fails
 //! with the failure story when the verdict is not a pass. Tests that cannot run here (not root,
-//! MTA not installed) are reported as ignored, with the reason printed once.
+//! MTA not installed) are reported as ignored, with the reason printed once (failed under
+//! `MXLAB_REQUIRE_ALL=1`).
+
+mod common;
 
 use std::path::{Path, PathBuf};
 
@@ -21,30 +24,22 @@ fn scenario_dir() -> PathBuf {
 
 /// Why tests against `sut` cannot run on this machine, if they cannot.
 fn cannot_run(sut: &SutKind) -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("needs root (network namespaces): run `sudo cargo test`".into());
+    if let Some(reason) = common::needs_root("network namespaces") {
+        return Some(reason);
     }
     sut.check_installed().err().map(|err| err.to_string())
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
 /// Runs `scenario` and returns the report, or the harness error as a test failure.
 fn run(scenario: &Scenario, sut: &SutKind) -> Result<lab::RunReport, Failed> {
-    runtime()
+    common::runtime()
         .block_on(lab::run(scenario, sut))
         .map_err(|err| Failed::from(format!("harness error: {err}")))
 }
 
-fn scenario_trial(scenario: Scenario, sut: SutKind, skip: bool) -> Trial {
+fn scenario_trial(scenario: Scenario, sut: SutKind, skip: Option<String>) -> Trial {
     let name = format!("{}::{}", scenario.name.replace('/', "::"), sut.name());
-    Trial::test(name, move || {
+    common::trial(name, skip, move || {
         let report = run(&scenario, &sut)?;
         match report.verdict.status {
             Status::Pass => Ok(()),
@@ -55,14 +50,13 @@ fn scenario_trial(scenario: Scenario, sut: SutKind, skip: bool) -> Trial {
             _ => Err(console::render(&report, true).into()),
         }
     })
-    .with_ignored_flag(skip)
 }
 
 /// The 421 scenario with an expectation that cannot hold must be reported as failed, with a
 /// reason that names the expectation and what happened instead.
-fn impossible_expectation_trial(sut: SutKind, skip: bool) -> Trial {
+fn impossible_expectation_trial(sut: SutKind, skip: Option<String>) -> Trial {
     let name = format!("verdict::impossible-via-fails::{}", sut.name());
-    Trial::test(name, move || {
+    common::trial(name, skip, move || {
         let path = scenario_dir().join("smtp/v6-greeting-421.toml");
         let mut scenario = scenario::load(&path).map_err(|e| e.to_string())?;
         scenario.expect.via = Some(Family::Ipv6);
@@ -85,7 +79,6 @@ fn impossible_expectation_trial(sut: SutKind, skip: bool) -> Trial {
         }
         Ok(())
     })
-    .with_ignored_flag(skip)
 }
 
 fn main() {
@@ -98,16 +91,13 @@ fn main() {
         .collect();
     for sut in suts {
         let reason = cannot_run(&sut);
-        if let Some(reason) = &reason {
-            eprintln!("ignoring {} scenarios: {reason}", sut.name());
-        }
         for file in &files {
             let scenario = scenario::load(file).unwrap_or_else(|err| panic!("{err}"));
-            trials.push(scenario_trial(scenario, sut.clone(), reason.is_some()));
+            trials.push(scenario_trial(scenario, sut.clone(), reason.clone()));
         }
         // Proving that a verdict can fail needs one SUT that passes the scenario itself.
         if matches!(sut.name(), "postfix" | "reference") {
-            trials.push(impossible_expectation_trial(sut.clone(), reason.is_some()));
+            trials.push(impossible_expectation_trial(sut.clone(), reason.clone()));
         }
     }
     libtest_mimic::run(&args, trials).exit();
