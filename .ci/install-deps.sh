@@ -1,9 +1,10 @@
 #!/usr/bin/env bash
 # Installs what mxlab needs on a fresh Debian 12 machine: Postfix (without a system instance),
 # nftables, iproute2, dig, swaks, libfaketime (the accelerated world clock: MTAs run their stock
-# timers x100 under LD_PRELOAD), and Chromium (run headless by tests/matrix_html.rs to render the
-# HTML matrix; about 400 MB; its dependencies bring a font). Idempotent; run as root. Rust
-# (>= 1.95) must already be installed.
+# timers x100 under LD_PRELOAD), tshark (the pcap recorder's test reads its captures back with
+# it; not setuid: the tests run as root), and Chromium (run headless by tests/matrix_html.rs to
+# render the HTML matrix; about 400 MB; its dependencies bring a font). Idempotent; run as root.
+# Rust (>= 1.95) must already be installed.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
 if [ ! -e /usr/sbin/policy-rc.d ]; then
@@ -12,8 +13,9 @@ if [ ! -e /usr/sbin/policy-rc.d ]; then
 fi
 echo "postfix postfix/main_mailer_type select No configuration" | debconf-set-selections
 echo "postfix postfix/mailname string sut.sender.test" | debconf-set-selections
+echo "wireshark-common wireshark-common/install-setuid boolean false" | debconf-set-selections
 need=()
-for pkg in postfix nftables iproute2 dnsutils swaks chromium libfaketime; do
+for pkg in postfix nftables iproute2 dnsutils swaks chromium libfaketime tshark; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then
@@ -93,6 +95,8 @@ chmod 2755 "$MXLAB_OPT/opensmtpd/usr/sbin/smtpctl"
 # Haraka 3 (Node.js, from npm) for the driver file drivers/haraka.toml: installed under
 # /opt/mxlab/haraka, a version pinned, once. Needs Node.js >= 20 and npm (installed from Debian
 # if missing; Debian 12's nodejs is 18, too old: then install Node 20 yourself and rerun).
+# Without Haraka, tests/driver.rs is reported as ignored even under MXLAB_REQUIRE_ALL=1: CI on a
+# stock Debian 12 does not run it.
 HARAKA_VERSION=3.3.4
 HARAKA_DIR="$MXLAB_OPT/haraka"
 if [ "$(cat "$HARAKA_DIR/.mxlab-haraka" 2>/dev/null)" != "$HARAKA_VERSION" ] ||

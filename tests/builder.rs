@@ -1,5 +1,8 @@
 //! Example: a scenario written in Rust with `ScenarioBuilder`, run against Postfix like any
-//! scenario file. Needs root and Postfix; otherwise it prints why it is skipped.
+//! scenario file. Needs root and Postfix; otherwise it is reported as ignored with the reason
+//! (failed under `MXLAB_REQUIRE_ALL=1`).
+
+mod common;
 
 use std::time::Duration;
 
@@ -10,12 +13,7 @@ use mxlab::scenario::ScenarioBuilder;
 use mxlab::sut::SutKind;
 use mxlab::verdict::Status;
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_mx_that_resets_ipv6_connections_makes_postfix_use_ipv4() {
-    if !nix::unistd::geteuid().is_root() || SutKind::Postfix.check_installed().is_err() {
-        eprintln!("skipping: needs root and Postfix (run .ci/install-deps.sh as root)");
-        return;
-    }
     let scenario = ScenarioBuilder::new("example/v6-reset", "IPv6 connections to mx1 are reset")
         .mx("mx1", "example.test", 10)
         .net_fault("mx1", Some(Family::Ipv6), "reset")
@@ -36,4 +34,23 @@ async fn an_mx_that_resets_ipv6_connections_makes_postfix_use_ipv4() {
         "{}",
         console::render(&report, true)
     );
+}
+
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
+    let reason = common::needs_root("network namespaces").or_else(|| {
+        SutKind::Postfix
+            .check_installed()
+            .err()
+            .map(|e| e.to_string())
+    });
+    let trials = vec![common::trial(
+        "an_mx_that_resets_ipv6_connections_makes_postfix_use_ipv4",
+        reason.clone(),
+        || {
+            common::runtime().block_on(an_mx_that_resets_ipv6_connections_makes_postfix_use_ipv4());
+            Ok(())
+        },
+    )];
+    libtest_mimic::run(&args, trials).exit();
 }

@@ -4,12 +4,14 @@
 //! escapes the clock turns the run into an ERROR instead of a verdict.
 //!
 //! Tests that cannot run here (not root, Postfix or libfaketime missing) are reported as
-//! ignored with the reason.
+//! ignored with the reason (failed under `MXLAB_REQUIRE_ALL=1`).
+
+mod common;
 
 use std::path::Path;
 use std::time::Duration;
 
-use libtest_mimic::{Arguments, Failed, Trial};
+use libtest_mimic::{Arguments, Failed};
 use mxlab::clock::ClockRate;
 use mxlab::events::EventKind;
 use mxlab::family::Family;
@@ -59,11 +61,7 @@ fn run(scenario: &Scenario, clock: ClockRate) -> Result<RunReport, Failed> {
         timeouts: Timeouts::Stock,
         ..RunOptions::default()
     };
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
+    common::runtime()
         .block_on(lab::run_with(scenario, &SutKind::Postfix, &options))
         .map_err(|err| Failed::from(format!("harness error: {err}")))
 }
@@ -165,8 +163,8 @@ type ClockTest = fn() -> Result<(), Failed>;
 
 /// Why these tests cannot run on this machine, if they cannot.
 fn cannot_run() -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("needs root (network namespaces): run `sudo cargo test`".into());
+    if let Some(reason) = common::needs_root("network namespaces") {
+        return Some(reason);
     }
     if let Err(err) = SutKind::Postfix.check_installed() {
         return Some(err.to_string());
@@ -179,9 +177,6 @@ fn cannot_run() -> Option<String> {
 fn main() {
     let args = Arguments::from_args();
     let skip = cannot_run();
-    if let Some(reason) = &skip {
-        eprintln!("clock tests ignored: {reason}");
-    }
     let tests: [(&str, ClockTest); 3] = [
         (
             "the_stock_connect_timeout_lasts_30s_of_mta_time_at_every_rate",
@@ -195,7 +190,7 @@ fn main() {
     ];
     let trials = tests
         .into_iter()
-        .map(|(name, test)| Trial::test(name, test).with_ignored_flag(skip.is_some()))
+        .map(|(name, test)| common::trial(name, skip.clone(), test))
         .collect();
     libtest_mimic::run(&args, trials).exit();
 }

@@ -1,6 +1,8 @@
 //! Lab-level guarantees: parallel runs do not interfere, a killed run leaves nothing that
-//! `mxlab gc` does not remove. These tests need root and Postfix; without them they print why
-//! they are skipped and pass.
+//! `mxlab gc` does not remove. These tests need root and Postfix; without them they are
+//! reported as ignored with the reason (failed under `MXLAB_REQUIRE_ALL=1`).
+
+mod common;
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
@@ -12,19 +14,14 @@ use mxlab::scenario;
 use mxlab::sut::SutKind;
 use mxlab::verdict::{Failure, Status};
 
-fn can_run(test: &str) -> bool {
-    let reason = if !nix::unistd::geteuid().is_root() {
-        Some("needs root (network namespaces)".to_string())
-    } else {
+/// Why these tests cannot run here (not root, Postfix missing), if they cannot.
+fn cannot_run() -> Option<String> {
+    common::needs_root("network namespaces").or_else(|| {
         SutKind::Postfix
             .check_installed()
             .err()
             .map(|e| e.to_string())
-    };
-    if let Some(reason) = &reason {
-        eprintln!("skipping {test}: {reason}");
-    }
-    reason.is_none()
+    })
 }
 
 fn scenario_dir() -> PathBuf {
@@ -41,11 +38,7 @@ fn essence(verdict: &mxlab::verdict::Verdict) -> (Status, Vec<String>) {
     (verdict.status, expectations)
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn eight_scenarios_at_once_judge_as_one_at_a_time() {
-    if !can_run("eight_scenarios_at_once_judge_as_one_at_a_time") {
-        return;
-    }
     let files = scenario::find_scenarios(&[scenario_dir()]).unwrap();
     let scenarios: Vec<_> = files
         .iter()
@@ -252,11 +245,7 @@ within = "60s"
     }
 }
 
-#[test]
 fn a_run_killed_with_sigkill_leaves_nothing_after_gc() {
-    if !can_run("a_run_killed_with_sigkill_leaves_nothing_after_gc") {
-        return;
-    }
     let mut run = StuckRun::start();
     run.end_with(nix::sys::signal::Signal::SIGKILL);
     let output = Command::new(env!("CARGO_BIN_EXE_mxlab"))
@@ -273,11 +262,7 @@ fn a_run_killed_with_sigkill_leaves_nothing_after_gc() {
     run.assert_nothing_left();
 }
 
-#[test]
 fn sigint_and_sigterm_tear_the_run_down_by_themselves() {
-    if !can_run("sigint_and_sigterm_tear_the_run_down_by_themselves") {
-        return;
-    }
     for signal in [
         nix::sys::signal::Signal::SIGINT,
         nix::sys::signal::Signal::SIGTERM,
@@ -292,11 +277,7 @@ fn sigint_and_sigterm_tear_the_run_down_by_themselves() {
     }
 }
 
-#[test]
 fn pcap_writes_a_readable_capture_per_run() {
-    if !can_run("pcap_writes_a_readable_capture_per_run") {
-        return;
-    }
     let dir = tempfile::tempdir().unwrap();
     let output = Command::new(env!("CARGO_BIN_EXE_mxlab"))
         .args(["run", "--sut", "postfix", "--pcap"])
@@ -322,11 +303,7 @@ fn pcap_writes_a_readable_capture_per_run() {
     assert!(smtp_421, "the 421 greeting is on the wire");
 }
 
-#[test]
 fn explore_opens_a_shell_in_the_sut_namespace_and_cleans_up() {
-    if !can_run("explore_opens_a_shell_in_the_sut_namespace_and_cleans_up") {
-        return;
-    }
     let mut child = Command::new(env!("CARGO_BIN_EXE_mxlab"))
         .args(["explore", "--sut", "postfix", "--shell", "/bin/sh"])
         .arg(scenario_dir().join("baseline/dual-stack.toml"))
@@ -353,4 +330,52 @@ fn explore_opens_a_shell_in_the_sut_namespace_and_cleans_up() {
         "the SUT's own address: {stdout}"
     );
     assert!(stdout.contains("torn down"), "{stdout}");
+}
+
+fn main() {
+    let args = libtest_mimic::Arguments::from_args();
+    let reason = cannot_run();
+    let trials = vec![
+        common::trial(
+            "eight_scenarios_at_once_judge_as_one_at_a_time",
+            reason.clone(),
+            || {
+                common::runtime().block_on(eight_scenarios_at_once_judge_as_one_at_a_time());
+                Ok(())
+            },
+        ),
+        common::trial(
+            "a_run_killed_with_sigkill_leaves_nothing_after_gc",
+            reason.clone(),
+            || {
+                a_run_killed_with_sigkill_leaves_nothing_after_gc();
+                Ok(())
+            },
+        ),
+        common::trial(
+            "sigint_and_sigterm_tear_the_run_down_by_themselves",
+            reason.clone(),
+            || {
+                sigint_and_sigterm_tear_the_run_down_by_themselves();
+                Ok(())
+            },
+        ),
+        common::trial(
+            "pcap_writes_a_readable_capture_per_run",
+            reason.clone(),
+            || {
+                pcap_writes_a_readable_capture_per_run();
+                Ok(())
+            },
+        ),
+        common::trial(
+            "explore_opens_a_shell_in_the_sut_namespace_and_cleans_up",
+            reason.clone(),
+            || {
+                explore_opens_a_shell_in_the_sut_namespace_and_cleans_up();
+                Ok(())
+            },
+        ),
+    ];
+    libtest_mimic::run(&args, trials).exit();
 }

@@ -1,16 +1,23 @@
 //! The built-in reference sender against the scenario library: the correct sender passes every
-//! scenario, and every planted bug makes at least one scenario fail. Needs root (network
-//! namespaces); without it every test prints why it is skipped and passes.
+//! scenario, and every planted bug is caught *differentially*: some scenario that the correct
+//! sender passes, the sender with that bug fails (FAIL, not XFAIL or ERROR). A scenario that
+//! fails for the correct sender too (or is excused by an xfail) proves nothing about a bug.
 //!
-//! Runs share one limit of concurrent labs (`MXLAB_TEST_JOBS`, default 6), so the whole file
-//! takes about as long as its slowest few scenarios times the number of runs over the limit.
+//! Needs root (network namespaces); without it the lab tests are reported as ignored with the
+//! reason (failed under `MXLAB_REQUIRE_ALL=1`). The proof's own logic is tested without root.
+//!
+//! Runs share one limit of concurrent labs (`MXLAB_TEST_JOBS`, default the number of cores).
+
+mod common;
 
 use std::collections::{BTreeMap, BTreeSet};
 use std::net::UdpSocket;
 use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use futures::StreamExt;
+use libtest_mimic::{Arguments, Failed};
 use mxlab::events::{EventKind, EventLog};
 use mxlab::lab::{self, RunReport};
 use mxlab::scenario::{self, Scenario};
@@ -20,25 +27,19 @@ use mxlab::verdict::Status;
 use tokio::sync::Semaphore;
 
 /// Labs running at once across the tests of this file.
-static LABS: Semaphore = Semaphore::const_new(0);
-static LABS_INIT: std::sync::Once = std::sync::Once::new();
+static LABS: OnceLock<Semaphore> = OnceLock::new();
 
+/// How many labs run at once: `MXLAB_TEST_JOBS`, or the number of cores.
 fn jobs() -> usize {
     std::env::var("MXLAB_TEST_JOBS")
         .ok()
         .and_then(|j| j.parse().ok())
         .filter(|j| *j > 0)
-        .unwrap_or(6)
+        .unwrap_or_else(|| std::thread::available_parallelism().map_or(1, |n| n.get()))
 }
 
-fn can_run(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        LABS_INIT.call_once(|| LABS.add_permits(jobs()));
-        true
-    } else {
-        eprintln!("skipping {test}: needs root (network namespaces)");
-        false
-    }
+fn labs() -> &'static Semaphore {
+    LABS.get_or_init(|| Semaphore::new(jobs()))
 }
 
 fn scenario_dir() -> PathBuf {
@@ -59,7 +60,7 @@ fn scenarios() -> Vec<Scenario> {
 async fn run_all(pairs: Vec<(Scenario, SutKind)>) -> Vec<RunReport> {
     let mut reports: Vec<(usize, RunReport)> = futures::stream::iter(pairs.into_iter().enumerate())
         .map(|(i, (scenario, sut))| async move {
-            let _permit = LABS.acquire().await.unwrap();
+            let _permit = labs().acquire().await.unwrap();
             let report = lab::run(&scenario, &sut)
                 .await
                 .unwrap_or_else(|e| panic!("{} on {sut}: {e}", scenario.name));
@@ -72,21 +73,75 @@ async fn run_all(pairs: Vec<(Scenario, SutKind)>) -> Vec<RunReport> {
     reports.into_iter().map(|(_, report)| report).collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn the_correct_reference_sender_passes_every_scenario() {
-    if !can_run("the_correct_reference_sender_passes_every_scenario") {
-        return;
+/// Each scenario's verdict status for one sender.
+type Results = BTreeMap<String, Status>;
+
+fn results(reports: &[RunReport]) -> Results {
+    reports
+        .iter()
+        .map(|r| (r.scenario.clone(), r.verdict.status))
+        .collect()
+}
+
+/// The scenarios that catch a bug: the correct sender PASSes them and the sender with the bug
+/// FAILs them. XFAIL, ERROR, or a scenario the correct sender does not pass is no catch.
+fn catches(correct: &Results, bug: &Results) -> Vec<String> {
+    correct
+        .iter()
+        .filter(|(scenario, status)| {
+            **status == Status::Pass && bug.get(*scenario) == Some(&Status::Fail)
+        })
+        .map(|(scenario, _)| scenario.clone())
+        .collect()
+}
+
+/// The proof that the library catches every planted bug: each bug's catching scenarios, or
+/// why the proof does not hold (no scenario at all, or a bug that nothing catches).
+fn prove<'a>(
+    correct: &Results,
+    bugs: &'a BTreeMap<&'a str, Results>,
+) -> Result<BTreeMap<&'a str, Vec<String>>, String> {
+    if correct.is_empty() {
+        return Err("no scenario ran: an empty library proves nothing".into());
     }
-    let started = Instant::now();
-    let correct = SutKind::Reference(Bugs::NONE);
-    let pairs = scenarios()
-        .into_iter()
-        .map(|s| (s, correct.clone()))
+    let table: BTreeMap<&str, Vec<String>> = bugs
+        .iter()
+        .map(|(bug, results)| (*bug, catches(correct, results)))
         .collect();
-    let reports = run_all(pairs).await;
+    let uncaught: Vec<&str> = table
+        .iter()
+        .filter(|(_, caught)| caught.is_empty())
+        .map(|(bug, _)| *bug)
+        .collect();
+    if uncaught.is_empty() {
+        Ok(table)
+    } else {
+        Err(format!(
+            "no scenario that the correct sender passes fails with: {}",
+            uncaught.join(", ")
+        ))
+    }
+}
+
+/// The correct sender's reports on every scenario, run once and shared by the tests.
+fn correct_reports() -> &'static [RunReport] {
+    static REPORTS: OnceLock<Vec<RunReport>> = OnceLock::new();
+    REPORTS.get_or_init(|| {
+        let correct = SutKind::Reference(Bugs::NONE);
+        let pairs = scenarios()
+            .into_iter()
+            .map(|s| (s, correct.clone()))
+            .collect();
+        common::runtime().block_on(run_all(pairs))
+    })
+}
+
+fn the_correct_reference_sender_passes_every_scenario() -> Result<(), Failed> {
+    let started = Instant::now();
+    let reports = correct_reports();
     println!("\nreference sender, every scenario:");
     let mut failed = Vec::new();
-    for report in &reports {
+    for report in reports {
         println!(
             "  {:<5} {:<34} {:>6.2}s  {}",
             report.verdict.status,
@@ -104,68 +159,81 @@ async fn the_correct_reference_sender_passes_every_scenario() {
         reports.len(),
         started.elapsed().as_secs_f64()
     );
+    if reports.is_empty() {
+        return Err("no scenario ran: an empty library proves nothing".into());
+    }
     for report in &failed {
         println!("{}", mxlab::report::console::render(report, true));
     }
-    assert!(
-        failed.is_empty(),
-        "the correct reference sender failed: {}",
-        failed
-            .iter()
-            .map(|r| r.scenario.as_str())
-            .collect::<Vec<_>>()
-            .join(", ")
-    );
+    if failed.is_empty() {
+        Ok(())
+    } else {
+        Err(format!(
+            "the correct reference sender failed: {}",
+            failed
+                .iter()
+                .map(|r| r.scenario.as_str())
+                .collect::<Vec<_>>()
+                .join(", ")
+        )
+        .into())
+    }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn every_planted_bug_fails_at_least_one_scenario() {
-    if !can_run("every_planted_bug_fails_at_least_one_scenario") {
-        return;
-    }
+fn every_planted_bug_is_caught_by_a_scenario_the_correct_sender_passes() -> Result<(), Failed> {
+    let correct_reports = correct_reports();
+    let correct = results(correct_reports);
     let started = Instant::now();
-    let scenarios = scenarios();
+    // Only a scenario the correct sender passes can catch a bug: run the bugs on those.
+    let passed: Vec<Scenario> = scenarios()
+        .into_iter()
+        .filter(|s| correct.get(&s.name) == Some(&Status::Pass))
+        .collect();
     let mut pairs = Vec::new();
     for bug in Bug::ALL {
-        for scenario in &scenarios {
+        for scenario in &passed {
             pairs.push((scenario.clone(), SutKind::Reference(Bugs::only(bug))));
         }
     }
-    let reports = run_all(pairs).await;
-    let mut caught: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    let reports = common::runtime().block_on(run_all(pairs));
+    let errors: Vec<String> = reports
+        .iter()
+        .filter(|r| r.verdict.status == Status::Error)
+        .map(|r| format!("{} on {}: {}", r.scenario, r.sut, r.verdict.summary))
+        .collect();
+    if !errors.is_empty() {
+        return Err(format!("harness errors:\n{}", errors.join("\n")).into());
+    }
+    let mut per_bug: BTreeMap<&str, Results> = BTreeMap::new();
     let mut slowest: BTreeMap<&str, f64> = BTreeMap::new();
-    for (report, bug) in reports.iter().zip(
-        Bug::ALL
-            .iter()
-            .flat_map(|b| std::iter::repeat_n(*b, scenarios.len())),
-    ) {
-        let entry = caught.entry(bug.name()).or_default();
-        let wall = slowest.entry(bug.name()).or_default();
-        *wall = wall.max(report.wall.as_secs_f64());
-        if report.verdict.status == Status::Fail {
-            entry.push(report.scenario.clone());
-        }
-        assert_ne!(
-            report.verdict.status,
-            Status::Error,
-            "{} on {}: {}",
-            report.scenario,
-            report.sut,
-            report.verdict.summary
+    for (bug, chunk) in Bug::ALL.iter().zip(reports.chunks(passed.len().max(1))) {
+        per_bug.insert(bug.name(), results(chunk));
+        slowest.insert(
+            bug.name(),
+            chunk
+                .iter()
+                .map(|r| r.wall.as_secs_f64())
+                .fold(0.0, f64::max),
         );
     }
+    for bug in Bug::ALL {
+        per_bug.entry(bug.name()).or_default();
+    }
+    let proof = prove(&correct, &per_bug);
     println!(
-        "\nplanted bug -> scenarios that fail (of {}):",
-        scenarios.len()
+        "\nplanted bug -> catching scenarios (correct sender PASS, bug FAIL; of {} the correct \
+         sender passes, {} in the library):",
+        passed.len(),
+        correct.len()
     );
     for bug in Bug::ALL {
-        let failing = &caught[bug.name()];
+        let caught = catches(&correct, &per_bug[bug.name()]);
         println!(
             "  {:<20} {:>2}  (slowest run {:>5.1}s)  {}",
             bug.name(),
-            failing.len(),
-            slowest[bug.name()],
-            failing.join(", ")
+            caught.len(),
+            slowest.get(bug.name()).copied().unwrap_or_default(),
+            caught.join(", ")
         );
     }
     println!(
@@ -173,21 +241,67 @@ async fn every_planted_bug_fails_at_least_one_scenario() {
         reports.len(),
         started.elapsed().as_secs_f64()
     );
-    let uncaught: Vec<&str> = Bug::ALL
-        .iter()
-        .map(|b| b.name())
-        .filter(|name| caught[name].is_empty())
-        .collect();
-    assert!(uncaught.is_empty(), "no scenario catches: {uncaught:?}");
+    proof.map(|_| ()).map_err(Failed::from)
+}
+
+/// Results for scenarios `a`, `b`, `c` with these statuses.
+fn abc(statuses: [Status; 3]) -> Results {
+    ["a", "b", "c"]
+        .into_iter()
+        .map(String::from)
+        .zip(statuses)
+        .collect()
+}
+
+/// A bug switch that changes nothing gives the correct sender's results: no catch, and the
+/// proof fails.
+fn proof_fails_when_a_bug_switch_does_nothing() -> Result<(), Failed> {
+    let correct = abc([Status::Pass, Status::Pass, Status::Xfail]);
+    let mut bugs = BTreeMap::new();
+    bugs.insert("does-nothing", correct.clone());
+    bugs.insert("real", abc([Status::Fail, Status::Pass, Status::Xfail]));
+    if !catches(&correct, &bugs["does-nothing"]).is_empty() {
+        return Err("a bug that changes nothing was caught".into());
+    }
+    match prove(&correct, &bugs) {
+        Err(reason) if reason.contains("does-nothing") && !reason.contains("real") => Ok(()),
+        other => Err(format!("the proof should fail naming does-nothing: {other:?}").into()),
+    }
+}
+
+/// A scenario that fails for the correct sender too, an XFAIL or an ERROR is no catch; a
+/// scenario the correct sender passes and the bug fails is.
+fn only_correct_pass_and_bug_fail_is_a_catch() -> Result<(), Failed> {
+    // As for scenarios/tls/v6-oversized-chain-pmtu.toml: excused for the correct sender only.
+    let correct = abc([Status::Xfail, Status::Pass, Status::Pass]);
+    let bug = abc([Status::Fail, Status::Xfail, Status::Error]);
+    if !catches(&correct, &bug).is_empty() {
+        return Err(format!("no catch expected: {:?}", catches(&correct, &bug)).into());
+    }
+    let bug = abc([Status::Fail, Status::Fail, Status::Pass]);
+    if catches(&correct, &bug) != ["b"] {
+        return Err(format!("only b catches: {:?}", catches(&correct, &bug)).into());
+    }
+    let mut bugs = BTreeMap::new();
+    bugs.insert("b-bug", bug);
+    match prove(&correct, &bugs) {
+        Ok(table) if table["b-bug"] == ["b"] => Ok(()),
+        other => Err(format!("the proof should hold with b: {other:?}").into()),
+    }
+}
+
+/// No scenario at all proves nothing.
+fn proof_fails_on_an_empty_scenario_set() -> Result<(), Failed> {
+    let bugs: BTreeMap<&str, Results> = BTreeMap::new();
+    match prove(&Results::new(), &bugs) {
+        Err(_) => Ok(()),
+        Ok(table) => Err(format!("an empty library proved {table:?}").into()),
+    }
 }
 
 /// The sender's DNS query reaches a socket bound *inside* the SUT namespace, on the
 /// namespace's own loopback: its sockets are made in that namespace, not the harness's.
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn every_socket_is_made_inside_the_sut_namespace() {
-    if !can_run("every_socket_is_made_inside_the_sut_namespace") {
-        return;
-    }
     let namespace = netns::Namespace::create("mxlab-reference-test").unwrap();
     let inside = NetnsId::of_namespace_fd(namespace.fd()).unwrap();
     assert_ne!(inside, NetnsId::of_current_thread().unwrap());
@@ -273,4 +387,45 @@ async fn every_socket_is_made_inside_the_sut_namespace() {
         })
         .collect();
     assert!(lines.contains("reference: stopped with 1 message in the queue"));
+}
+
+fn main() {
+    let args = Arguments::from_args();
+    let root = common::needs_root("network namespaces");
+    let trials = vec![
+        common::trial(
+            "proof::fails_when_a_bug_switch_does_nothing",
+            None,
+            proof_fails_when_a_bug_switch_does_nothing,
+        ),
+        common::trial(
+            "proof::only_correct_pass_and_bug_fail_is_a_catch",
+            None,
+            only_correct_pass_and_bug_fail_is_a_catch,
+        ),
+        common::trial(
+            "proof::fails_on_an_empty_scenario_set",
+            None,
+            proof_fails_on_an_empty_scenario_set,
+        ),
+        common::trial(
+            "the_correct_reference_sender_passes_every_scenario",
+            root.clone(),
+            the_correct_reference_sender_passes_every_scenario,
+        ),
+        common::trial(
+            "every_planted_bug_is_caught_by_a_scenario_the_correct_sender_passes",
+            root.clone(),
+            every_planted_bug_is_caught_by_a_scenario_the_correct_sender_passes,
+        ),
+        common::trial(
+            "every_socket_is_made_inside_the_sut_namespace",
+            root,
+            || {
+                common::runtime().block_on(every_socket_is_made_inside_the_sut_namespace());
+                Ok(())
+            },
+        ),
+    ];
+    libtest_mimic::run(&args, trials).exit();
 }

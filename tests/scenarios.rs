@@ -5,7 +5,10 @@
 //! with the failure story when the verdict is not a pass. Each `[[mutant]]` of a scenario is a
 //! test too, named like `net::five-mx-v6-dead::postfix::mutant-no-balance`, that fails unless the
 //! scenario fails for the mutant (KILLED). Tests that cannot run here (not root,
-//! MTA not installed) are reported as ignored, with the reason printed once.
+//! MTA not installed) are reported as ignored, with the reason printed once (failed under
+//! `MXLAB_REQUIRE_ALL=1`).
+
+mod common;
 
 use std::path::{Path, PathBuf};
 
@@ -23,30 +26,22 @@ fn scenario_dir() -> PathBuf {
 
 /// Why tests against `sut` cannot run on this machine, if they cannot.
 fn cannot_run(sut: &SutKind) -> Option<String> {
-    if !nix::unistd::geteuid().is_root() {
-        return Some("needs root (network namespaces): run `sudo cargo test`".into());
+    if let Some(reason) = common::needs_root("network namespaces") {
+        return Some(reason);
     }
     sut.check_installed().err().map(|err| err.to_string())
 }
 
-fn runtime() -> tokio::runtime::Runtime {
-    tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(2)
-        .enable_all()
-        .build()
-        .expect("a tokio runtime")
-}
-
 /// Runs `scenario` and returns the report, or the harness error as a test failure.
 fn run(scenario: &Scenario, sut: &SutKind) -> Result<lab::RunReport, Failed> {
-    runtime()
+    common::runtime()
         .block_on(lab::run(scenario, sut))
         .map_err(|err| Failed::from(format!("harness error: {err}")))
 }
 
-fn scenario_trial(scenario: Scenario, sut: SutKind, skip: bool) -> Trial {
+fn scenario_trial(scenario: Scenario, sut: SutKind, skip: Option<String>) -> Trial {
     let name = format!("{}::{}", scenario.name.replace('/', "::"), sut.name());
-    Trial::test(name, move || {
+    common::trial(name, skip, move || {
         let report = run(&scenario, &sut)?;
         match report.verdict.status {
             Status::Pass => Ok(()),
@@ -57,18 +52,17 @@ fn scenario_trial(scenario: Scenario, sut: SutKind, skip: bool) -> Trial {
             _ => Err(console::render(&report, true).into()),
         }
     })
-    .with_ignored_flag(skip)
 }
 
 /// A test that `mutant` of `scenario` is killed.
-fn mutant_trial(scenario: Scenario, mutant: scenario::Mutant, skip: bool) -> Trial {
+fn mutant_trial(scenario: Scenario, mutant: scenario::Mutant, skip: Option<String>) -> Trial {
     let name = format!(
         "{}::{}",
         scenario.name.replace('/', "::"),
         lab::mutant_sut_name(&mutant)
     );
-    Trial::test(name, move || {
-        let report = runtime().block_on(lab::run_mutant(
+    common::trial(name, skip, move || {
+        let report = common::runtime().block_on(lab::run_mutant(
             &scenario,
             &mutant,
             &lab::RunOptions::default(),
@@ -78,12 +72,11 @@ fn mutant_trial(scenario: Scenario, mutant: scenario::Mutant, skip: bool) -> Tri
             _ => Err(console::render(&report, true).into()),
         }
     })
-    .with_ignored_flag(skip)
 }
 
 /// A mutant that changes nothing the dual-stack baseline looks at survives it, and its run
 /// fails, saying the scenario does not tell the correct SUT from the mutant.
-fn surviving_mutant_trial(sut: &SutKind, skip: bool) -> Trial {
+fn surviving_mutant_trial(sut: &SutKind, skip: Option<String>) -> Trial {
     let (mutant_sut, settings) = match sut.name() {
         // Postfix's default HELO timeout, written out: the same MTA.
         "postfix" => ("postfix", "settings = { smtp_helo_timeout = \"300s\" }\n"),
@@ -91,7 +84,7 @@ fn surviving_mutant_trial(sut: &SutKind, skip: bool) -> Trial {
         _ => ("reference:ignore-preference", ""),
     };
     let name = format!("mutant::surviving-fails-the-run::{}", sut.name());
-    Trial::test(name, move || {
+    common::trial(name, skip, move || {
         let path = scenario_dir().join("baseline/dual-stack.toml");
         let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
         let text = format!(
@@ -104,7 +97,7 @@ fn surviving_mutant_trial(sut: &SutKind, skip: bool) -> Trial {
             .iter()
             .find(|mutant| mutant.name.get_ref() == "same")
             .ok_or("the added mutant is missing")?;
-        let report = runtime().block_on(lab::run_mutant(
+        let report = common::runtime().block_on(lab::run_mutant(
             &scenario,
             mutant,
             &lab::RunOptions::default(),
@@ -128,13 +121,12 @@ fn surviving_mutant_trial(sut: &SutKind, skip: bool) -> Trial {
         }
         Ok(())
     })
-    .with_ignored_flag(skip)
 }
 
 /// A Postfix setting Postfix no longer knows (`smtp_skip_4xx_greeting`, ignored since 2.0) is
 /// refused with an error naming it, not silently replaced by the default.
-fn unknown_postfix_setting_trial(skip: bool) -> Trial {
-    Trial::test("sut::postfix-refuses-an-unknown-setting", move || {
+fn unknown_postfix_setting_trial(skip: Option<String>) -> Trial {
+    common::trial("sut::postfix-refuses-an-unknown-setting", skip, move || {
         let path = scenario_dir().join("baseline/dual-stack.toml");
         let text = std::fs::read_to_string(&path).map_err(|e| e.to_string())?;
         let text = text.replacen(
@@ -143,7 +135,7 @@ fn unknown_postfix_setting_trial(skip: bool) -> Trial {
             1,
         );
         let scenario = scenario::parse(&path, &text).map_err(|e| e.to_string())?;
-        match runtime().block_on(lab::run(&scenario, &SutKind::Postfix)) {
+        match common::runtime().block_on(lab::run(&scenario, &SutKind::Postfix)) {
             Ok(report) => Err(format!(
                 "the setting was not refused:\n{}",
                 console::render(&report, true)
@@ -161,14 +153,13 @@ fn unknown_postfix_setting_trial(skip: bool) -> Trial {
             }
         }
     })
-    .with_ignored_flag(skip)
 }
 
 /// The 421 scenario with an expectation that cannot hold must be reported as failed, with a
 /// reason that names the expectation and what happened instead.
-fn impossible_expectation_trial(sut: SutKind, skip: bool) -> Trial {
+fn impossible_expectation_trial(sut: SutKind, skip: Option<String>) -> Trial {
     let name = format!("verdict::impossible-via-fails::{}", sut.name());
-    Trial::test(name, move || {
+    common::trial(name, skip, move || {
         let path = scenario_dir().join("smtp/v6-greeting-421.toml");
         let mut scenario = scenario::load(&path).map_err(|e| e.to_string())?;
         scenario.expect.via = Some(Family::Ipv6);
@@ -191,7 +182,6 @@ fn impossible_expectation_trial(sut: SutKind, skip: bool) -> Trial {
         }
         Ok(())
     })
-    .with_ignored_flag(skip)
 }
 
 fn main() {
@@ -204,9 +194,6 @@ fn main() {
         .collect();
     for sut in suts {
         let reason = cannot_run(&sut);
-        if let Some(reason) = &reason {
-            eprintln!("ignoring {} scenarios: {reason}", sut.name());
-        }
         for file in &files {
             let scenario = scenario::load(file).unwrap_or_else(|err| panic!("{err}"));
             for mutant in &scenario.mutants {
@@ -214,19 +201,19 @@ fn main() {
                     trials.push(mutant_trial(
                         scenario.clone(),
                         mutant.clone(),
-                        reason.is_some(),
+                        reason.clone(),
                     ));
                 }
             }
-            trials.push(scenario_trial(scenario, sut.clone(), reason.is_some()));
+            trials.push(scenario_trial(scenario, sut.clone(), reason.clone()));
         }
         // Proving that a verdict can fail needs one SUT that passes the scenario itself.
         if matches!(sut.name(), "postfix" | "reference") {
-            trials.push(impossible_expectation_trial(sut.clone(), reason.is_some()));
-            trials.push(surviving_mutant_trial(&sut, reason.is_some()));
+            trials.push(impossible_expectation_trial(sut.clone(), reason.clone()));
+            trials.push(surviving_mutant_trial(&sut, reason.clone()));
         }
         if sut == SutKind::Postfix {
-            trials.push(unknown_postfix_setting_trial(reason.is_some()));
+            trials.push(unknown_postfix_setting_trial(reason.clone()));
         }
     }
     libtest_mimic::run(&args, trials).exit();

@@ -3,7 +3,8 @@
 //!
 //! `cargo bench -p mxlab --bench mx [-- OPTIONS]` runs Postfix's `smtp-source` (the load) with
 //! the same settings against three servers, each on its own 127.0.0.1 port, in turn, for a few
-//! rounds (the machine may be busy with other work; the median is reported):
+//! rounds, after one warm-up round of all three that is not counted (the machine may be busy
+//! with other work; the median and the spread over the rounds are reported):
 //!
 //! 1. `smtp-sink` (a child process, killed by its PID at the end), which throws messages away;
 //! 2. mxlab's server (`mx::try_start`) with a fresh event log; its events and messages are
@@ -11,9 +12,12 @@
 //!    normal server: the cost of recording alone is *estimated* below, by replaying the
 //!    recorded events of one session into a fresh [`EventLog`];
 //! 3. mxlab's server as in a real run: events and messages kept to the end, then read back
-//!    (`EventLog::snapshot`, `RunningMx::messages`) as a report would.
+//!    (`EventLog::snapshot`, `RunningMx::messages`) as a report would; the read-back is timed
+//!    and counted in this run's rate.
 //!
-//! It prints messages per second for each (median over the rounds), the ratios, the resident
+//! It prints messages per second for each (median, min–max over the rounds), the ratios, the
+//! CPU time per message of the server and of the load generator `smtp-source` (on 2 cores it
+//! may be the bottleneck: then the rates say more about it than about the server), the resident
 //! memory of this process before and right after the first mxlab run (what the server and its
 //! log hold for the stored messages) and its peak (`VmHWM`); the load generator and
 //! `smtp-sink` are other processes. It skips (successfully) if `smtp-source` or `smtp-sink` is missing
@@ -26,7 +30,7 @@
 //! * `--size N`: `smtp-source -l`, payload bytes per message (default 1024)
 //! * `--reuse`: `smtp-source -d`, many messages per connection (default: one per connection)
 //! * `--threads N`: tokio worker threads for mxlab (default 2, what `mxlab` gets on 2 cores)
-//! * `--rounds N`: how many times to measure each server (default 3)
+//! * `--rounds N`: how many times to measure each server, after the warm-up (default 5)
 
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
@@ -58,7 +62,7 @@ impl Options {
             size: 1024,
             reuse: false,
             threads: 2,
-            rounds: 3,
+            rounds: 5,
         };
         let mut args = std::env::args().skip(1);
         while let Some(arg) = args.next() {
@@ -129,6 +133,8 @@ struct Measurement {
     rate: f64,
     /// CPU time the server spent per message, in microseconds.
     cpu_us: f64,
+    /// CPU time the load generator (`smtp-source`) spent per message, in microseconds.
+    source_cpu_us: f64,
 }
 
 fn run() -> Result<()> {
@@ -142,8 +148,8 @@ fn run() -> Result<()> {
     };
     let settings = options.source_args();
     println!(
-        "smtp-source {} ADDRESS (same load for every server; {} round(s), each (i), (ii), (iii); \
-         mxlab on {} worker thread(s))",
+        "smtp-source {} ADDRESS (same load for every server; a warm-up round, then {} round(s), \
+         each (i), (ii), (iii); mxlab on {} worker thread(s))",
         settings.join(" "),
         options.rounds,
         options.threads
@@ -180,34 +186,55 @@ fn run() -> Result<()> {
     let (mut sinks, mut fresh, mut kept) = (Vec::new(), Vec::new(), Vec::new());
     let mut one_session = Vec::new();
     let mut event_count = 0;
-    for round in 1..=options.rounds {
-        println!("\n== round {round}");
+    // Round 0 warms up all three (page cache, allocator, TCP ports) and is not counted.
+    for round in 0..=options.rounds {
+        let counted = round > 0;
+        if counted {
+            println!("\n== round {round}");
+        } else {
+            println!("\n== warm-up round (not counted)");
+        }
         // (i) smtp-sink.
         print!("(i)   smtp-sink on {sink_addr}: ");
-        sinks.push(load(&source, &settings, sink_addr, &sink_pid)?);
+        let sink = load(&source, &settings, sink_addr, &sink_pid)?.measured(Duration::ZERO);
+        if counted {
+            sinks.push(sink);
+        }
 
         // (ii) mxlab, its state dropped after the run.
         let (addr, server, log) = start_mx(&runtime)?;
         print!("(ii)  mxlab on {addr}, state dropped after the run: ");
-        fresh.push(load(&source, &settings, addr, "self")?);
+        let dropped = load(&source, &settings, addr, "self")?.measured(Duration::ZERO);
+        // Memory is measured around the very first mxlab run (the warm-up's).
         if first_load.is_none() {
             first_load = Some(memory()?);
+        }
+        if counted {
+            fresh.push(dropped);
         }
         check_count("(ii)", server.messages().len(), n)?;
         runtime.block_on(server.shutdown());
         drop(log);
 
-        // (iii) mxlab as in a real run: everything kept, then read back.
+        // (iii) mxlab as in a real run: everything kept, then read back; the read-back is
+        // timed and counted in the rate.
         let (addr, server, log) = start_mx(&runtime)?;
         print!("(iii) mxlab on {addr}, everything kept and read back: ");
-        kept.push(load(&source, &settings, addr, "self")?);
+        let loaded = load(&source, &settings, addr, "self")?;
+        let started = Instant::now();
         let messages = server.messages();
         let events = log.snapshot();
+        let took = started.elapsed();
+        print!("read back in {:.3} s; with it: ", took.as_secs_f64());
+        let real = loaded.measured(took);
         check_count("(iii)", messages.len(), n)?;
         if first_read_back.is_none() {
             first_read_back = Some(memory()?);
             one_session = session_events(&events);
             event_count = events.len();
+        }
+        if counted {
+            kept.push(real);
         }
         runtime.block_on(server.shutdown());
     }
@@ -225,6 +252,7 @@ fn run() -> Result<()> {
     let record_seconds = start.elapsed().as_secs_f64();
     drop(replay);
 
+    let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
     let (sink_rate, fresh_rate, kept_rate) = (median(&sinks), median(&fresh), median(&kept));
     println!(
         "\n== Summary: median of {} round(s), {n} messages of {} payload bytes each",
@@ -232,12 +260,16 @@ fn run() -> Result<()> {
     );
     let line = |name: &str, rate: f64, all: &[Measurement]| {
         let each: Vec<String> = all.iter().map(|m| format!("{:.0}", m.rate)).collect();
-        let mut cpu: Vec<f64> = all.iter().map(|m| m.cpu_us).collect();
-        cpu.sort_by(f64::total_cmp);
+        let (low, high) = spread(all.iter().map(|m| m.rate));
+        let source_us = middle(all.iter().map(|m| m.source_cpu_us));
         println!(
-            "{name:<42} {rate:>7.0} msgs/s  (rounds: {}); server CPU {:.0} µs/msg (median)",
+            "{name:<42} {rate:>7.0} msgs/s median, {low:.0}–{high:.0} (±{:.0}%) over rounds \
+             [{}]; CPU µs/msg (median): server {:.0}, smtp-source {source_us:.0} (it keeps \
+             {:.2} of {cores} core(s) busy at this rate)",
+            50.0 * (high - low) / rate,
             each.join(", "),
-            cpu[cpu.len() / 2]
+            middle(all.iter().map(|m| m.cpu_us)),
+            rate * source_us / 1e6,
         );
     };
     line("(i)   smtp-sink:", sink_rate, &sinks);
@@ -287,9 +319,21 @@ fn run() -> Result<()> {
 
 /// The median rate of `runs`.
 fn median(runs: &[Measurement]) -> f64 {
-    let mut rates: Vec<f64> = runs.iter().map(|m| m.rate).collect();
-    rates.sort_by(f64::total_cmp);
-    rates.get(rates.len() / 2).copied().unwrap_or(f64::NAN)
+    middle(runs.iter().map(|m| m.rate))
+}
+
+/// The median of `values` (the upper one of the middle two for an even count).
+fn middle(values: impl Iterator<Item = f64>) -> f64 {
+    let mut values: Vec<f64> = values.collect();
+    values.sort_by(f64::total_cmp);
+    values.get(values.len() / 2).copied().unwrap_or(f64::NAN)
+}
+
+/// The lowest and highest of `values`.
+fn spread(values: impl Iterator<Item = f64>) -> (f64, f64) {
+    values.fold((f64::INFINITY, f64::NEG_INFINITY), |(low, high), v| {
+        (low.min(v), high.max(v))
+    })
 }
 
 /// Starts a normal mxlab server on a free 127.0.0.1 port; returns its address, the server and
@@ -341,9 +385,41 @@ fn check_count(run: &str, stored: usize, want: u64) -> Result<()> {
     Ok(())
 }
 
+/// One `smtp-source` run, before it is turned into a rate.
+struct Load {
+    /// Messages sent.
+    messages: f64,
+    /// Wall time of the run.
+    seconds: f64,
+    /// Server CPU time per message, in microseconds.
+    cpu_us: f64,
+    /// `smtp-source` CPU time per message, in microseconds.
+    source_cpu_us: f64,
+}
+
+impl Load {
+    /// The measurement, counting `extra` wall time (e.g. a read-back) as part of the run;
+    /// prints it.
+    fn measured(self, extra: Duration) -> Measurement {
+        let seconds = self.seconds + extra.as_secs_f64();
+        let rate = self.messages / seconds;
+        println!(
+            "{} messages in {seconds:.2} s: {rate:.0} msgs/s, server CPU {:.0} µs/msg, \
+             smtp-source CPU {:.0} µs/msg",
+            self.messages, self.cpu_us, self.source_cpu_us
+        );
+        let _ = std::io::Write::flush(&mut std::io::stdout());
+        Measurement {
+            rate,
+            cpu_us: self.cpu_us,
+            source_cpu_us: self.source_cpu_us,
+        }
+    }
+}
+
 /// Runs `smtp-source` against `server`, whose CPU time is that of process `pid` (`self` for
-/// this one); returns the rate and the CPU time per message.
-fn load(source: &Path, settings: &[String], server: SocketAddr, pid: &str) -> Result<Measurement> {
+/// this one).
+fn load(source: &Path, settings: &[String], server: SocketAddr, pid: &str) -> Result<Load> {
     let messages: f64 = settings
         .iter()
         .position(|a| a == "-m")
@@ -351,6 +427,7 @@ fn load(source: &Path, settings: &[String], server: SocketAddr, pid: &str) -> Re
         .and_then(|m| m.parse().ok())
         .context("-m in the settings")?;
     let cpu_before = cpu_ticks(pid)?;
+    let children_before = children_cpu_seconds();
     let start = Instant::now();
     let output = Command::new(source)
         .args(settings)
@@ -360,6 +437,8 @@ fn load(source: &Path, settings: &[String], server: SocketAddr, pid: &str) -> Re
         .with_context(|| format!("running {}", source.display()))?;
     let seconds = start.elapsed().as_secs_f64();
     let cpu_us = (cpu_ticks(pid)? - cpu_before) as f64 * 1e6 / TICKS_PER_SECOND / messages;
+    // smtp-source is the only child reaped during the run (smtp-sink is reaped at the end).
+    let source_cpu_us = (children_cpu_seconds() - children_before) * 1e6 / messages;
     let stderr = String::from_utf8_lossy(&output.stderr);
     if !output.status.success() || !stderr.trim().is_empty() {
         bail!(
@@ -368,12 +447,22 @@ fn load(source: &Path, settings: &[String], server: SocketAddr, pid: &str) -> Re
             stderr.lines().take(10).collect::<Vec<_>>().join("\n")
         );
     }
-    let rate = messages / seconds;
-    println!(
-        "{messages} messages in {seconds:.2} s: {rate:.0} msgs/s, server CPU {cpu_us:.0} µs/msg"
-    );
-    let _ = std::io::Write::flush(&mut std::io::stdout());
-    Ok(Measurement { rate, cpu_us })
+    Ok(Load {
+        messages,
+        seconds,
+        cpu_us,
+        source_cpu_us,
+    })
+}
+
+/// User plus system CPU time of this process's reaped children so far, in seconds.
+fn children_cpu_seconds() -> f64 {
+    // SAFETY: getrusage only writes the struct it is given.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: a valid `who` and a valid pointer to a rusage.
+    unsafe { libc::getrusage(libc::RUSAGE_CHILDREN, &mut usage) };
+    let seconds = |t: libc::timeval| t.tv_sec as f64 + t.tv_usec as f64 / 1e6;
+    seconds(usage.ru_utime) + seconds(usage.ru_stime)
 }
 
 /// The unit of the CPU times in `/proc/PID/stat` (`USER_HZ`, 100 on Linux).

@@ -20,3 +20,6 @@ pub mod report;
 pub mod scenario;
 pub mod sut;
 pub mod verdict;
+
+#[cfg(test)]
+mod test_support;

@@ -1,6 +1,14 @@
 //! Benchmark: the standard mxlab topology (router, sut, dns, bounce collector, two MX hosts)
 //! brought up and down over netlink by `netns::Topology`, side by side with the same topology
 //! built by `ip` commands. Run as root: `cargo bench -p netns --bench topology [ITERATIONS]`.
+//!
+//! Both sides are warmed up (one uncounted round each), then measured interleaved: each
+//! iteration runs both, alternating which goes first, so load from other work on the machine
+//! falls on both alike. "Down" is what each side waits for: netlink closes the namespaces' file
+//! descriptors, `ip netns del` unmounts and removes the names; on both the kernel tears the
+//! namespaces down later, asynchronously. So that this deferred work does not land in the other
+//! side's measurement, every measured run is followed by an untimed pause ([`SETTLE`]).
+//! Reported per side: median and 95th percentile over the iterations.
 
 use std::net::{Ipv4Addr, Ipv6Addr};
 use std::process::Command;
@@ -9,6 +17,9 @@ use std::time::{Duration, Instant};
 use netns::{HostSpec, LinkAddresses, Topology, TopologySpec};
 
 const HOSTS: [&str; 5] = ["sut", "dns", "bounces", "mx1", "mx2"];
+
+/// Untimed pause after each measured run, for the kernel's deferred namespace teardown.
+const SETTLE: Duration = Duration::from_millis(300);
 
 /// Host `index` gets 192.0.2.(8·index)/29 and 2001:db8:0:index::/64, as mxlab's plan does.
 fn host(name: &str, index: u8) -> HostSpec {
@@ -203,14 +214,33 @@ fn main() {
         .build()
         .expect("tokio runtime");
     let spec = spec();
-    runtime.block_on(netlink_once(&spec));
-    let netlink: Vec<_> = (0..iterations)
-        .map(|_| runtime.block_on(netlink_once(&spec)))
-        .collect();
     let prefix = format!("mxlab-benchip{}", std::process::id());
-    let commands: Vec<_> = (0..iterations).map(|_| ip_once(&prefix)).collect();
+    let netlink_run = || {
+        let run = runtime.block_on(netlink_once(&spec));
+        std::thread::sleep(SETTLE);
+        run
+    };
+    let ip_run = || {
+        let run = ip_once(&prefix);
+        std::thread::sleep(SETTLE);
+        run
+    };
+    // Warm-up, not counted.
+    netlink_run();
+    ip_run();
+    let (mut netlink, mut commands) = (Vec::new(), Vec::new());
+    for iteration in 0..iterations {
+        if iteration % 2 == 0 {
+            netlink.push(netlink_run());
+            commands.push(ip_run());
+        } else {
+            commands.push(ip_run());
+            netlink.push(netlink_run());
+        }
+    }
     println!(
-        "topology: router + {} hosts ({}), {iterations} iterations each",
+        "topology: router + {} hosts ({}), {iterations} interleaved iterations each after a \
+         warm-up; down = until the handles are released (the kernel finishes later)",
         HOSTS.len(),
         HOSTS.join(", ")
     );

@@ -1,5 +1,6 @@
 //! Topology tests: real sockets through the router, no DAD delay, root namespace untouched.
-//! They need root; without it each test prints why it is skipped and passes.
+//! They need root; without it each test prints why it is skipped and passes (and fails under
+//! `MXLAB_REQUIRE_ALL=1`, set by `.ci/run`).
 
 mod common;
 

@@ -74,12 +74,10 @@ fn pruning_forgets_stale_4_tuples_only() {
 
 /// True if these tests may create namespaces; prints why a test is skipped otherwise.
 fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        true
-    } else {
-        eprintln!("skipping {test}: needs root (network namespaces, packet sockets)");
-        false
-    }
+    !crate::test_support::cannot_run(
+        test,
+        crate::test_support::needs_root("network namespaces, packet sockets"),
+    )
 }
 
 const SUT4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);

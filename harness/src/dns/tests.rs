@@ -960,8 +960,10 @@ async fn first_limits_a_fault_to_the_first_queries() {
 
 #[tokio::test]
 async fn a_window_on_the_scenario_clock_ends_the_fault() {
+    // Queries take about a millisecond here: the window leaves them ~1000x headroom.
+    let until = Duration::from_secs(1);
     let mut windowed = fault("mx2.example.test", None, DnsFaultAction::Refused);
-    windowed.until = Some(Duration::from_millis(300));
+    windowed.until = Some(until);
     let mut not_yet = fault("mx2.example.test", None, DnsFaultAction::ServFail);
     not_yet.from = Duration::from_secs(3600);
     let clock = ScenarioClock::new();
@@ -972,10 +974,11 @@ async fn a_window_on_the_scenario_clock_ends_the_fault() {
     let before = udp_query(lab.udp, "mx2.example.test.", RecordType::A, TIMEOUT_WAIT).await;
     assert_eq!(code(before), ResponseCode::Refused);
     clock.start();
-    tokio::time::sleep(Duration::from_millis(100)).await;
+    // Measured from after the clock started: when `until` has passed here, it has on the clock.
+    let started = tokio::time::Instant::now();
     let during = udp_query(lab.udp, "mx2.example.test.", RecordType::A, TIMEOUT_WAIT).await;
     assert_eq!(code(during), ResponseCode::Refused);
-    tokio::time::sleep(Duration::from_millis(250)).await;
+    tokio::time::sleep_until(started + until).await;
     let after = udp_query(lab.udp, "mx2.example.test.", RecordType::A, TIMEOUT_WAIT).await;
     let after = after.unwrap();
     assert_eq!(after.metadata.response_code, ResponseCode::NoError);

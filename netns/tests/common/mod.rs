@@ -5,10 +5,13 @@ use std::net::{Ipv4Addr, Ipv6Addr};
 
 use netns::{HostSpec, LinkAddresses, Namespace, TopologySpec};
 
-/// True if the tests may create namespaces; prints why a test is skipped otherwise.
+/// True if the tests may create namespaces; prints why a test is skipped otherwise, or panics
+/// under `MXLAB_REQUIRE_ALL=1` (set by `.ci/run`), so CI cannot pass a test it never ran.
 pub fn root_or_skip(test: &str) -> bool {
     if nix::unistd::geteuid().is_root() {
         true
+    } else if std::env::var("MXLAB_REQUIRE_ALL").is_ok_and(|value| value == "1") {
+        panic!("{test} needs root (network namespaces), and MXLAB_REQUIRE_ALL=1");
     } else {
         eprintln!("skipping {test}: needs root (creates network namespaces); run `cargo test -p netns` as root");
         false

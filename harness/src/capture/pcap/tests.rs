@@ -12,12 +12,10 @@ use pcap_file::pcap::PcapReader;
 use super::*;
 
 fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        true
-    } else {
-        eprintln!("skipping {test}: needs root (network namespaces, packet sockets)");
-        false
-    }
+    !crate::test_support::cannot_run(
+        test,
+        crate::test_support::needs_root("network namespaces, packet sockets"),
+    )
 }
 
 /// Host `n`: IPv4 10.77.n.2/30 behind 10.77.n.1, IPv6 fd00:77:n::2/64 behind ::1.
@@ -262,10 +260,13 @@ async fn records_udp_and_tcp_in_both_directions() {
         "mostly in time order"
     );
 
-    let Some(tshark) = tshark() else {
-        eprintln!("tshark not installed: skipping the tshark check (apt-get install tshark)");
+    let missing = tshark()
+        .is_none()
+        .then(|| "tshark is not installed (apt-get install tshark)".to_owned());
+    if crate::test_support::cannot_run("the tshark half of this test", missing) {
         return;
-    };
+    }
+    let tshark = tshark().expect("tshark was found");
     let all = run_tshark(&tshark, &path, &[]);
     assert_eq!(all.lines().count(), frames.len(), "{all}");
     let udp = run_tshark(

@@ -20,8 +20,7 @@ fn skip_reason() -> Option<String> {
 
 macro_rules! skip_unless_live {
     () => {
-        if let Some(reason) = skip_reason() {
-            eprintln!("skipped: {reason}");
+        if crate::test_support::cannot_run(module_path!(), skip_reason()) {
             return;
         }
     };

@@ -1,0 +1,51 @@
+//! What the integration tests share: how a test that cannot run on this machine is reported.
+//!
+//! Such a test is listed as ignored, its reason printed once on stderr; with `MXLAB_REQUIRE_ALL=1`
+//! (set by `.ci/run`) it fails with that reason instead, so CI cannot pass a test it never ran.
+
+use std::collections::BTreeSet;
+use std::sync::Mutex;
+
+use libtest_mimic::{Failed, Trial};
+
+/// Whether every test must run: `MXLAB_REQUIRE_ALL=1`.
+fn require_all() -> bool {
+    std::env::var("MXLAB_REQUIRE_ALL").is_ok_and(|value| value == "1")
+}
+
+/// Why a test that needs root for `what` cannot run here, if it cannot.
+pub fn needs_root(what: &str) -> Option<String> {
+    (!nix::unistd::geteuid().is_root()).then(|| format!("needs root ({what})"))
+}
+
+/// A test named `name` running `test`; when `cannot_run` gives a reason, the test is ignored
+/// with it (or, under `MXLAB_REQUIRE_ALL=1`, fails with it).
+pub fn trial<F>(name: impl Into<String>, cannot_run: Option<String>, test: F) -> Trial
+where
+    F: FnOnce() -> Result<(), Failed> + Send + 'static,
+{
+    let name = name.into();
+    match cannot_run {
+        None => Trial::test(name, test),
+        Some(reason) if require_all() => Trial::test(name, move || {
+            Err(format!("cannot run here, and MXLAB_REQUIRE_ALL=1: {reason}").into())
+        }),
+        Some(reason) => {
+            // Once per reason, not once per test.
+            static SAID: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+            if SAID.lock().expect("not poisoned").insert(reason.clone()) {
+                eprintln!("ignoring tests that cannot run here: {reason}");
+            }
+            Trial::test(name, test).with_ignored_flag(true)
+        }
+    }
+}
+
+/// A multi-threaded tokio runtime for one test.
+pub fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+}
