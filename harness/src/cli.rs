@@ -100,6 +100,10 @@ struct MatrixArgs {
     /// Directory for matrix.md and matrix.html.
     #[arg(long, default_value = "mxlab-matrix")]
     out: PathBuf,
+    /// Also run each scenario's `[[mutant]]` configurations of the SUTs compared; the matrix
+    /// gets a column with how many of them each scenario kills.
+    #[arg(long)]
+    mutants: bool,
     #[command(flatten)]
     clock: ClockArgs,
 }
@@ -369,7 +373,7 @@ async fn matrix(args: MatrixArgs) -> ExitCode {
         Ok(prepared) => prepared,
         Err(status) => return status,
     };
-    let work = jobs(&scenarios, &args.sut, false);
+    let work = jobs(&scenarios, &args.sut, args.mutants);
     let Some(finished) = execute(&work, args.jobs, false, &options).await else {
         return ExitCode::from(EXIT_INTERRUPTED);
     };

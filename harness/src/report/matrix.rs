@@ -8,7 +8,7 @@ use std::time::Duration;
 
 use crate::events::{Event, EventKind};
 use crate::family::Family;
-use crate::lab::RunReport;
+use crate::lab::{MutantStatus, RunReport};
 use crate::verdict::{Status, COLLECTOR};
 
 /// One cell of the matrix.
@@ -77,7 +77,8 @@ fn delivery(events: &[Event]) -> Option<(Family, Duration)> {
     })
 }
 
-/// The rows (scenarios, in first-seen order) and columns (SUTs, in first-seen order).
+/// The rows (scenarios, in first-seen order) and columns (SUTs, in first-seen order; a
+/// mutant's run is counted in the mutants column, not given a column of its own).
 fn axes(runs: &[RunReport]) -> (Vec<&str>, Vec<&str>) {
     let mut scenarios: Vec<&str> = Vec::new();
     let mut suts: Vec<&str> = Vec::new();
@@ -85,25 +86,50 @@ fn axes(runs: &[RunReport]) -> (Vec<&str>, Vec<&str>) {
         if !scenarios.contains(&run.scenario.as_str()) {
             scenarios.push(&run.scenario);
         }
-        if !suts.contains(&run.sut.as_str()) {
+        if run.mutant.is_none() && !suts.contains(&run.sut.as_str()) {
             suts.push(&run.sut);
         }
     }
     (scenarios, suts)
 }
 
+/// Whether any mutant ran, so that the matrix gets a mutants column.
+fn has_mutants(runs: &[RunReport]) -> bool {
+    runs.iter().any(|run| run.mutant.is_some())
+}
+
+/// How many of a scenario's mutants it killed: `2/2 killed`, or `—` when none ran.
+fn mutants_killed(runs: &[RunReport], scenario: &str) -> String {
+    let statuses: Vec<MutantStatus> = runs
+        .iter()
+        .filter(|run| run.scenario == scenario)
+        .filter_map(|run| run.mutant.as_ref().map(|mutant| mutant.status))
+        .collect();
+    if statuses.is_empty() {
+        return "—".to_string();
+    }
+    let killed = statuses
+        .iter()
+        .filter(|status| **status == MutantStatus::Killed)
+        .count();
+    format!("{killed}/{} killed", statuses.len())
+}
+
 fn cell<'r>(runs: &'r [RunReport], scenario: &str, sut: &str) -> Option<&'r RunReport> {
     runs.iter()
-        .find(|run| run.scenario == scenario && run.sut == sut)
+        .find(|run| run.mutant.is_none() && run.scenario == scenario && run.sut == sut)
 }
 
 /// The matrix as a Markdown table; notes follow the table, numbered.
 pub fn markdown(runs: &[RunReport]) -> String {
     let (scenarios, suts) = axes(runs);
+    let mutants = has_mutants(runs);
     let mut out = format!(
-        "| scenario | {} |\n|---|{}\n",
+        "| scenario | {} |{}\n|---|{}{}\n",
         suts.join(" | "),
-        "---|".repeat(suts.len())
+        if mutants { " mutants |" } else { "" },
+        "---|".repeat(suts.len()),
+        if mutants { "---|" } else { "" }
     );
     let mut notes = Vec::new();
     for scenario in &scenarios {
@@ -123,6 +149,9 @@ pub fn markdown(runs: &[RunReport]) -> String {
                 },
             );
             let _ = write!(out, " {text} |");
+        }
+        if mutants {
+            let _ = write!(out, " {} |", mutants_killed(runs, scenario));
         }
         out.push('\n');
     }
@@ -157,6 +186,10 @@ th{background:#eee}.pass{background:#dff5dd}.fail{background:#f8d7d5}.xfail{back
     for sut in &suts {
         let _ = write!(out, "<th>{}</th>", escape(sut));
     }
+    let mutants = has_mutants(runs);
+    if mutants {
+        out.push_str("<th>mutants</th>");
+    }
     out.push_str("</tr></thead>\n<tbody>\n");
     for scenario in &scenarios {
         let _ = write!(out, "<tr><th scope=\"row\">{}</th>", escape(scenario));
@@ -174,6 +207,9 @@ th{background:#eee}.pass{background:#dff5dd}.fail{background:#f8d7d5}.xfail{back
                 }
             }
         }
+        if mutants {
+            let _ = write!(out, "<td>{}</td>", escape(&mutants_killed(runs, scenario)));
+        }
         out.push_str("</tr>\n");
     }
     out.push_str("</tbody></table>\n</body></html>\n");
@@ -183,6 +219,7 @@ th{background:#eee}.pass{background:#dff5dd}.fail{background:#f8d7d5}.xfail{back
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::lab::MutantRun;
     use crate::report::tests::sample;
 
     fn runs() -> Vec<RunReport> {
@@ -241,6 +278,39 @@ mod tests {
         assert!(
             !page.contains("http://") && !page.contains("https://") && !page.contains("<script")
         );
+    }
+
+    /// A run of a mutant of smtp/x against Postfix, with the given outcome.
+    fn mutant_run(name: &str, status: MutantStatus) -> RunReport {
+        let mut run = sample(Status::Pass);
+        run.sut = format!("postfix::mutant-{name}");
+        run.mutant = Some(MutantRun {
+            name: name.into(),
+            sut: "postfix".into(),
+            status,
+            change: "smtp_mx_address_limit = \"1\"".into(),
+            reason: "r".into(),
+            scenario_status: Status::Fail,
+        });
+        run
+    }
+
+    #[test]
+    fn mutants_are_counted_per_scenario_not_given_columns() {
+        let mut all = runs();
+        all.push(mutant_run("a", MutantStatus::Killed));
+        all.push(mutant_run("b", MutantStatus::Survived));
+        let text = markdown(&all);
+        assert!(
+            text.starts_with("| scenario | postfix | exim | mutants |\n|---|---|---|---|\n"),
+            "{text}"
+        );
+        assert!(text.contains("| FAIL [1] | 1/2 killed |"), "{text}");
+        let page = html(&all);
+        assert!(page.contains("<th>mutants</th>") && page.contains("<td>1/2 killed</td>"));
+        assert!(!page.contains("mutant-a"), "{page}");
+        // Without mutants, no column.
+        assert!(!markdown(&runs()).contains("mutants"));
     }
 
     #[test]
