@@ -66,17 +66,22 @@ pub fn validate(scenario: &Scenario) -> Result<(), Problem> {
     validate_mutants(scenario)
 }
 
+/// Whether `name` is 1 to `max` lowercase letters, digits or '-', starting with a letter: the
+/// form of host and mutant names, which end up in DNS names and test names.
+fn is_short_name(name: &str, max: usize) -> bool {
+    !name.is_empty()
+        && name.len() <= max
+        && name.starts_with(|c: char| c.is_ascii_lowercase())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+}
+
 fn validate_mutants(scenario: &Scenario) -> Result<(), Problem> {
     let mut seen = BTreeSet::new();
     for mutant in &scenario.mutants {
         let name = mutant.name.get_ref();
-        let valid = !name.is_empty()
-            && name.len() <= 32
-            && name.starts_with(|c: char| c.is_ascii_lowercase())
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if !valid {
+        if !is_short_name(name, 32) {
             return Err(problem(
                 &mutant.name,
                 format!("invalid mutant name {name:?}: use 1-32 lowercase letters, digits or '-', starting with a letter"),
@@ -120,13 +125,7 @@ fn validate_mxs(scenario: &Scenario) -> Result<(), Problem> {
     let mut seen = BTreeSet::new();
     for mx in &scenario.mxs {
         let name = mx.name.get_ref();
-        let valid = !name.is_empty()
-            && name.len() <= 8
-            && name.starts_with(|c: char| c.is_ascii_lowercase())
-            && name
-                .chars()
-                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-');
-        if !valid {
+        if !is_short_name(name, 8) {
             return Err(problem(
                 &mx.name,
                 format!("invalid host name {name:?}: use 1-8 lowercase letters, digits or '-', starting with a letter"),
