@@ -37,6 +37,7 @@ async fn an_mx_that_resets_ipv6_connections_makes_postfix_use_ipv4() {
 }
 
 fn main() {
+    common::enter();
     let args = libtest_mimic::Arguments::from_args();
     let reason = common::needs_root("network namespaces").or_else(|| {
         SutKind::Postfix

@@ -175,6 +175,7 @@ fn cannot_run() -> Option<String> {
 }
 
 fn main() {
+    common::enter();
     let args = Arguments::from_args();
     let skip = cannot_run();
     let tests: [(&str, ClockTest); 3] = [

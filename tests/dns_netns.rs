@@ -444,6 +444,7 @@ fn assert_query_log(world: &World, sut: &[IpAddr]) {
 }
 
 fn main() {
+    common::enter();
     let args = libtest_mimic::Arguments::from_args();
     let reason = cannot_run();
     let trials = vec![

@@ -109,6 +109,7 @@ fn the_test(sut: SutKind) -> Result<(), Failed> {
 }
 
 fn main() {
+    common::enter();
     let args = Arguments::from_args();
     let sut = haraka();
     let trial = match sut.check_installed() {

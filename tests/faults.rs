@@ -815,6 +815,7 @@ async fn heal_removes_exactly_what_install_added_and_the_root_namespace_is_untou
 }
 
 fn main() {
+    common::enter();
     let args = libtest_mimic::Arguments::from_args();
     let reason = common::needs_root("creates network namespaces and firewall rules");
     let trials = vec![

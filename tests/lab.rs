@@ -333,6 +333,7 @@ fn explore_opens_a_shell_in_the_sut_namespace_and_cleans_up() {
 }
 
 fn main() {
+    common::enter();
     let args = libtest_mimic::Arguments::from_args();
     let reason = cannot_run();
     let trials = vec![

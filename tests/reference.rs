@@ -390,6 +390,7 @@ async fn every_socket_is_made_inside_the_sut_namespace() {
 }
 
 fn main() {
+    common::enter();
     let args = Arguments::from_args();
     let root = common::needs_root("network namespaces");
     let trials = vec![

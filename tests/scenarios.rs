@@ -20,8 +20,12 @@ use mxlab::scenario::{self, Scenario};
 use mxlab::sut::SutKind;
 use mxlab::verdict::Status;
 
+/// The checkout's scenarios, or `MXLAB_SCENARIO_DIR` (for a copy of the prebuilt test binary
+/// run by a user who cannot read the checkout, as `.ci/run`'s rootless pass does).
 fn scenario_dir() -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios")
+    std::env::var_os("MXLAB_SCENARIO_DIR")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| Path::new(env!("CARGO_MANIFEST_DIR")).join("../scenarios"))
 }
 
 /// Why tests against `sut` cannot run on this machine, if they cannot.
@@ -185,6 +189,7 @@ fn impossible_expectation_trial(sut: SutKind, skip: Option<String>) -> Trial {
 }
 
 fn main() {
+    common::enter();
     let args = Arguments::from_args();
     let files = scenario::find_scenarios(&[scenario_dir()]).expect("the scenarios directory");
     let mut trials = Vec::new();

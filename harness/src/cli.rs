@@ -141,6 +141,12 @@ struct RunArgs {
 }
 
 impl Cli {
+    /// Whether the command needs root or rootless mode (network namespaces, or a killed
+    /// rootless run's files): `list` and `doctor` run without either.
+    pub fn needs_privileges(&self) -> bool {
+        !matches!(self.command, Command::List { .. } | Command::Doctor)
+    }
+
     /// Runs the command and returns the process's exit status.
     pub async fn execute(self) -> ExitCode {
         match self.command {
@@ -504,6 +510,18 @@ fn doctor() -> ExitCode {
         }
         usable &= result.is_ok();
     };
+    match crate::rootless::mode() {
+        Some(mode) => check(&format!("mode: {mode}"), Ok(())),
+        None => {
+            for problem in crate::rootless::problems() {
+                check("rootless mode", Err(problem.to_string()));
+            }
+            check(
+                "mode: neither root nor rootless",
+                Err("fix the problems above, or run mxlab as root".into()),
+            );
+        }
+    }
     check(
         "network namespaces",
         netns::Namespace::create("mxlab-doctor")

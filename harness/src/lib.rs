@@ -17,6 +17,7 @@ pub mod lab;
 pub mod mx;
 pub mod plan;
 pub mod report;
+pub mod rootless;
 pub mod scenario;
 pub mod sut;
 pub mod verdict;

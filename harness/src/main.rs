@@ -4,8 +4,15 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
-#[tokio::main]
-async fn main() -> ExitCode {
+fn main() -> ExitCode {
+    let cli = mxlab::cli::Cli::parse();
+    // Before tokio starts any thread: as an ordinary user, enter a user namespace of our own.
+    if let Err(err) = mxlab::rootless::enter() {
+        if cli.needs_privileges() {
+            eprintln!("error: {err}");
+            return ExitCode::from(2);
+        }
+    }
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_env("MXLAB_LOG")
@@ -13,5 +20,15 @@ async fn main() -> ExitCode {
         )
         .with_writer(std::io::stderr)
         .init();
-    mxlab::cli::Cli::parse().execute().await
+    let runtime = match tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(runtime) => runtime,
+        Err(err) => {
+            eprintln!("error: cannot start the tokio runtime: {err}");
+            return ExitCode::from(2);
+        }
+    };
+    runtime.block_on(cli.execute())
 }

@@ -4,7 +4,7 @@
 //! (set by `.ci/run`) it fails with that reason instead, so CI cannot pass a test it never ran.
 
 use std::collections::BTreeSet;
-use std::sync::Mutex;
+use std::sync::{Mutex, OnceLock};
 
 use libtest_mimic::{Failed, Trial};
 
@@ -13,9 +13,25 @@ fn require_all() -> bool {
     std::env::var("MXLAB_REQUIRE_ALL").is_ok_and(|value| value == "1")
 }
 
+/// Why rootless mode could not be entered, when not root.
+static NOT_ROOTLESS: OnceLock<String> = OnceLock::new();
+
+/// First call of every test binary's `main`, before any thread starts: as an ordinary user,
+/// enters rootless mode (a user namespace with the user's subordinate ids mapped, see
+/// `mxlab::rootless`), so the tests run as they do as root. Where that is impossible, the
+/// tests that need root are ignored with the reason ([`needs_root`]).
+pub fn enter() {
+    if let Err(err) = mxlab::rootless::enter() {
+        let _ = NOT_ROOTLESS.set(err.to_string());
+    }
+}
+
 /// Why a test that needs root for `what` cannot run here, if it cannot.
 pub fn needs_root(what: &str) -> Option<String> {
-    (!nix::unistd::geteuid().is_root()).then(|| format!("needs root ({what})"))
+    (!nix::unistd::geteuid().is_root()).then(|| match NOT_ROOTLESS.get() {
+        Some(why) => format!("needs root or rootless mode ({what}): {why}"),
+        None => format!("needs root ({what})"),
+    })
 }
 
 /// A test named `name` running `test`; when `cannot_run` gives a reason, the test is ignored
