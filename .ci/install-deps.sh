@@ -23,6 +23,14 @@ if [ "${#need[@]}" -gt 0 ]; then
   apt-get install -y -qq --no-install-recommends "${need[@]}"
 fi
 
+# uidmap (the setuid newuidmap and newgidmap): rootless mode, mxlab and its tests run by an
+# ordinary user with /etc/subuid and /etc/subgid entries, root only in a user namespace of its
+# own (harness/src/rootless.rs).
+dpkg-query -W -f='${Status}' uidmap 2>/dev/null | grep -q "install ok installed" || {
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends uidmap
+}
+
 # Exim 4.96 and OpenSMTPD 6.8 next to Postfix. Their Debian packages conflict with postfix
 # (mail-transport-agent), so they are downloaded and unpacked (no maintainer scripts run) under
 # /opt/mxlab/{exim,opensmtpd}; mxlab runs them as private instances (harness/src/sut/exim.rs,

@@ -18,6 +18,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
+use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Failed};
@@ -54,8 +55,18 @@ const FOREIGN_OWNER_WARNINGS: [&str; 3] = [
     "must be setgid",
 ];
 
-fn mxlab() -> &'static str {
-    env!("CARGO_BIN_EXE_mxlab")
+/// The built `mxlab`, copied once to a directory every user can read (the checkout may be
+/// below a directory other users cannot enter, as root's home is).
+fn mxlab() -> &'static Path {
+    static STAGED: OnceLock<(tempfile::TempDir, PathBuf)> = OnceLock::new();
+    let (_, path) = STAGED.get_or_init(|| {
+        let dir = shared_dir(None);
+        let path = dir.path().join("mxlab");
+        std::fs::copy(env!("CARGO_BIN_EXE_mxlab"), &path).unwrap();
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).unwrap();
+        (dir, path)
+    });
+    path
 }
 
 fn scenario_dir() -> PathBuf {
@@ -196,9 +207,14 @@ fn statuses(json: &Path) -> (Vec<(String, String, String)>, Vec<String>) {
 
 fn a_rootless_run_judges_as_root_does(user: nix::unistd::User) -> Result<(), Failed> {
     let out = shared_dir(Some(&user));
+    // Copies the user can read.
     let scenarios: Vec<String> = ["smtp/v6-greeting-421.toml", "net/v6-blackhole.toml"]
         .iter()
-        .map(|s| scenario_dir().join(s).to_string_lossy().into_owned())
+        .map(|name| {
+            let copy = out.path().join(name.replace('/', "_"));
+            std::fs::copy(scenario_dir().join(name), &copy).unwrap();
+            copy.to_string_lossy().into_owned()
+        })
         .collect();
     let mut args = vec![
         "run",

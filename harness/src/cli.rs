@@ -57,9 +57,11 @@ enum Command {
         #[arg(long)]
         tag: Vec<String>,
     },
-    /// Say what this machine can run: privileges, tools, and which SUTs are usable.
+    /// Say what this machine can run: the mode (root, or rootless and what it lacks), tools,
+    /// and which SUTs are usable.
     Doctor,
-    /// Remove what runs killed with SIGKILL left behind (work directories, stray processes).
+    /// Remove what runs killed with SIGKILL left behind (work directories, stray processes);
+    /// a rootless run's files too, owned by subordinate ids (the same mapping is entered).
     Gc,
 }
 
@@ -511,7 +513,12 @@ fn doctor() -> ExitCode {
         usable &= result.is_ok();
     };
     match crate::rootless::mode() {
-        Some(mode) => check(&format!("mode: {mode}"), Ok(())),
+        Some(mode) => {
+            let setup = crate::rootless::setup_time()
+                .map(|t| format!(", entered in {:.1} ms", t.as_secs_f64() * 1e3))
+                .unwrap_or_default();
+            check(&format!("mode: {mode}{setup}"), Ok(()));
+        }
         None => {
             for problem in crate::rootless::problems() {
                 check("rootless mode", Err(problem.to_string()));

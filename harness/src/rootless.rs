@@ -191,6 +191,15 @@ impl RootlessError {
 /// What [`enter`] did, once it has succeeded.
 static MODE: OnceLock<Mode> = OnceLock::new();
 
+/// How long entering rootless mode took (from the fork of the helper to the last stand-in).
+static SETUP_TIME: OnceLock<std::time::Duration> = OnceLock::new();
+
+/// How long [`enter`] took to enter rootless mode (the fork of the id-mapping helper, the
+/// namespaces and the stand-ins), if it did.
+pub fn setup_time() -> Option<std::time::Duration> {
+    SETUP_TIME.get().copied()
+}
+
 /// The mode [`enter`] established, if it was called and succeeded.
 pub fn mode() -> Option<&'static Mode> {
     MODE.get()
@@ -211,6 +220,7 @@ pub fn enter() -> Result<Mode, RootlessError> {
     if threads != 1 {
         return Err(RootlessError::Threads { threads });
     }
+    let begun = std::time::Instant::now();
     // Read while the host's owners are still visible as they are.
     let snapshots = STAND_INS
         .iter()
@@ -218,17 +228,13 @@ pub fn enter() -> Result<Mode, RootlessError> {
         .filter(|path| path.is_dir())
         .map(Snapshot::take)
         .collect::<Result<Vec<_>, _>>()?;
-    let begun = std::time::Instant::now();
     map_ids(&prepared)?;
     become_root()?;
     private_mounts()?;
     for snapshot in &snapshots {
         snapshot.restore()?;
     }
-    tracing::debug!(
-        seconds = begun.elapsed().as_secs_f64(),
-        "entered rootless mode"
-    );
+    let _ = SETUP_TIME.set(begun.elapsed());
     Ok(MODE
         .get_or_init(|| Mode::Rootless(prepared.mapping))
         .clone())
