@@ -451,10 +451,12 @@ fn thread_count() -> Result<usize, RootlessError> {
 /// likewise on the parent and exits with their verdict, reporting a failure's output on a
 /// second pipe. If the unshare fails, the pipe closes without the byte and the helper exits.
 fn map_ids(prepared: &Prerequisites) -> Result<(), RootlessError> {
-    let (go_read, go_write) =
-        nix::unistd::pipe().map_err(|e| RootlessError::system("creating a pipe", e))?;
-    let (report_read, report_write) =
-        nix::unistd::pipe().map_err(|e| RootlessError::system("creating a pipe", e))?;
+    let pipe = || {
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC)
+            .map_err(|e| RootlessError::system("creating a pipe", e))
+    };
+    let (go_read, go_write) = pipe()?;
+    let (report_read, report_write) = pipe()?;
     let parent = std::process::id();
     // SAFETY: the caller checked that this process has exactly one thread, so the child is a
     // complete copy of it: no lock or allocator state can be held by a thread that does not
@@ -470,6 +472,7 @@ fn map_ids(prepared: &Prerequisites) -> Result<(), RootlessError> {
                     1
                 }
             };
+            // Nothing was written to stdout before `enter`, so no buffered output is repeated.
             std::process::exit(code);
         }
         nix::unistd::ForkResult::Parent { child } => {
@@ -597,7 +600,8 @@ enum EntryKind {
 
 impl Snapshot {
     /// Reads `root` recursively (directories before their contents). A file this user cannot
-    /// read is left out: root inside could not read it either.
+    /// read is left out, a directory it cannot list is copied empty: root inside could not
+    /// read them either.
     fn take(root: &Path) -> Result<Snapshot, RootlessError> {
         let io = |action: &str, path: &Path| {
             let action = format!("{action} {}", path.display());
@@ -608,11 +612,17 @@ impl Snapshot {
         let mut pending = vec![PathBuf::new()];
         while let Some(dir) = pending.pop() {
             let absolute = root.join(&dir);
-            let mut names: Vec<_> = std::fs::read_dir(&absolute)
-                .map_err(io("reading", &absolute))?
-                .flatten()
-                .map(|entry| entry.file_name())
-                .collect();
+            let listing = match std::fs::read_dir(&absolute) {
+                Ok(listing) => listing,
+                // Unreadable to this user, and so to root inside: copied empty.
+                Err(e)
+                    if e.kind() == std::io::ErrorKind::PermissionDenied && dir != Path::new("") =>
+                {
+                    continue
+                }
+                Err(e) => return Err(io("reading", &absolute)(e)),
+            };
+            let mut names: Vec<_> = listing.flatten().map(|entry| entry.file_name()).collect();
             names.sort();
             for name in names {
                 let path = dir.join(&name);
