@@ -57,11 +57,9 @@ enum Command {
         #[arg(long)]
         tag: Vec<String>,
     },
-    /// Say what this machine can run: the mode (root, or rootless and what it lacks), tools,
-    /// and which SUTs are usable.
+    /// Say what this machine can run: privileges, tools, and which SUTs are usable.
     Doctor,
-    /// Remove what runs killed with SIGKILL left behind (work directories, stray processes);
-    /// a rootless run's files too, owned by subordinate ids (the same mapping is entered).
+    /// Remove what runs killed with SIGKILL left behind (work directories, stray processes).
     Gc,
 }
 
@@ -146,7 +144,7 @@ impl Cli {
     /// Whether the command needs root or rootless mode (network namespaces, or a killed
     /// rootless run's files): `list` and `doctor` run without either.
     pub fn needs_privileges(&self) -> bool {
-        !matches!(self.command, Command::List { .. } | Command::Doctor)
+        !matches!(self.command, Command::List { .. } | Command::Doctor { .. })
     }
 
     /// Runs the command and returns the process's exit status.
