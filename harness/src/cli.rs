@@ -61,6 +61,34 @@ enum Command {
     Doctor,
     /// Remove what runs killed with SIGKILL left behind (work directories, stray processes).
     Gc,
+    /// Run seeded random worlds against the SUTs, judge them against invariants and each
+    /// other, and shrink what breaks to scenario files in --out.
+    Chaos(ChaosArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ChaosArgs {
+    /// The SUTs every world runs against, comma-separated (e.g. postfix,exim,opensmtpd,reference
+    /// or reference:BUG).
+    #[arg(long, value_delimiter = ',', required = true)]
+    sut: Vec<SutKind>,
+    /// The seed: the same seed draws the same worlds.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// How many worlds to draw (each runs against every SUT).
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// Directory for the shrunk scenario files and campaign.txt.
+    #[arg(long, default_value = "mxlab-chaos")]
+    out: PathBuf,
+    /// How many runs at once.
+    #[arg(short, long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: u16,
+    /// At most this many candidate runs to shrink each finding.
+    #[arg(long, default_value_t = 16)]
+    shrink: usize,
+    #[command(flatten)]
+    clock: ClockArgs,
 }
 
 /// The world clock and the SUT's timers, shared by `run`, `matrix` and `explore`.
@@ -155,6 +183,7 @@ impl Cli {
             } => explore(&scenario, &sut, &shell, &clock.run_options(None)).await,
             Command::Doctor => doctor(),
             Command::Gc => gc(),
+            Command::Chaos(args) => chaos(args).await,
         }
     }
 }
@@ -537,6 +566,47 @@ fn doctor() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_USAGE)
+    }
+}
+
+async fn chaos(args: ChaosArgs) -> ExitCode {
+    let run = args.clock.run_options(None);
+    for sut in &args.sut {
+        if let Err(err) = preflight(sut, &run) {
+            eprintln!("error: {err}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    let options = crate::chaos::campaign::Options {
+        suts: args.sut,
+        seed: args.seed,
+        worlds: args.runs,
+        out: args.out,
+        jobs: args.jobs.into(),
+        shrink_budget: args.shrink,
+        run,
+    };
+    let campaign = tokio::select! {
+        campaign = crate::chaos::campaign::run(&options) => campaign,
+        signal = interrupted() => {
+            eprintln!("interrupted by {signal}: every lab torn down");
+            return ExitCode::from(EXIT_INTERRUPTED);
+        }
+    };
+    match campaign {
+        Ok(campaign) => {
+            println!("\n{}", crate::chaos::campaign::summary(&campaign, &options));
+            // Breaches fail the command; disagreements are reported, not judged.
+            if campaign.breaches.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILED)
+            }
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(EXIT_USAGE)
+        }
     }
 }
 
