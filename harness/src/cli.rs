@@ -132,6 +132,10 @@ struct MatrixArgs {
     /// gets a column with how many of them each scenario kills.
     #[arg(long)]
     mutants: bool,
+    /// Run each scenario × SUT this many times; pairs whose verdicts differ are listed as
+    /// flaky with each run's outcome.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    repeat: u16,
     #[command(flatten)]
     clock: ClockArgs,
 }
@@ -164,6 +168,10 @@ struct RunArgs {
     /// (KILLED); one that passes it (SURVIVED) fails the run.
     #[arg(long)]
     mutants: bool,
+    /// Run each scenario × SUT this many times; pairs whose verdicts differ are listed as
+    /// flaky with each run's outcome.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    repeat: u16,
     #[command(flatten)]
     clock: ClockArgs,
 }
@@ -279,6 +287,34 @@ async fn execute(
     }
 }
 
+/// Every job `repeat` times in a row.
+fn repeated(work: Vec<Job<'_>>, repeat: u16) -> Vec<Job<'_>> {
+    work.into_iter()
+        .flat_map(|job| std::iter::repeat_n(job, repeat.into()))
+        .collect()
+}
+
+/// Prints the flaky pairs of repeated runs; returns them as Markdown lines.
+fn report_flaky(runs: &[lab::RunReport], repeat: u16) -> String {
+    if repeat < 2 {
+        return String::new();
+    }
+    let flaky = crate::report::flaky::flaky(runs);
+    println!("flaky pairs over {repeat} runs each: {}", flaky.len());
+    let mut markdown = format!("\n## Flaky pairs ({repeat} runs each): {}\n", flaky.len());
+    for pair in &flaky {
+        println!("{pair}");
+        let outcomes: Vec<String> = pair.outcomes.iter().map(|(s, _)| s.to_string()).collect();
+        markdown.push_str(&format!(
+            "- {} × {}: {}\n",
+            pair.scenario,
+            pair.sut,
+            outcomes.join(", ")
+        ));
+    }
+    markdown
+}
+
 /// The SUTs to run: those given, or Postfix, or the reference sender where Postfix is missing.
 fn chosen_suts(given: Vec<SutKind>) -> Vec<SutKind> {
     if !given.is_empty() {
@@ -375,10 +411,11 @@ async fn run(mut args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     }
-    let work = jobs(&scenarios, &args.sut, args.mutants);
+    let work = repeated(jobs(&scenarios, &args.sut, args.mutants), args.repeat);
     let Some(finished) = execute(&work, args.jobs, args.timeline, &options).await else {
         return ExitCode::from(EXIT_INTERRUPTED);
     };
+    report_flaky(&finished, args.repeat);
     let reports = [
         (
             args.json,
@@ -402,11 +439,11 @@ async fn matrix(args: MatrixArgs) -> ExitCode {
         Ok(prepared) => prepared,
         Err(status) => return status,
     };
-    let work = jobs(&scenarios, &args.sut, args.mutants);
+    let work = repeated(jobs(&scenarios, &args.sut, args.mutants), args.repeat);
     let Some(finished) = execute(&work, args.jobs, false, &options).await else {
         return ExitCode::from(EXIT_INTERRUPTED);
     };
-    let table = crate::report::matrix::markdown(&finished);
+    let table = crate::report::matrix::markdown(&finished) + &report_flaky(&finished, args.repeat);
     if let Err(err) = std::fs::create_dir_all(&args.out) {
         eprintln!("error: cannot create {}: {err}", args.out.display());
         return ExitCode::from(EXIT_USAGE);
