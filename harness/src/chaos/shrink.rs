@@ -17,7 +17,7 @@ pub struct Shrunk {
 
 /// Shrinks the world `tree` holds (which breaks something) with proptest's simplify and
 /// complicate, keeping each candidate for which `still_breaks` holds, for at most `budget`
-/// candidates.
+/// candidates. The world returned is always one `still_breaks` held for (or the original).
 pub async fn shrink<T, F>(tree: &mut T, budget: usize, mut still_breaks: F) -> Shrunk
 where
     T: ValueTree<Value = World>,
@@ -40,7 +40,10 @@ where
             if !tree.simplify() {
                 break;
             }
-        } else if !tree.complicate() {
+        } else if !tree.complicate() && !tree.simplify() {
+            // Nothing of the last simplification to undo: move on to simplify elsewhere
+            // (proptest's runner stops here; a candidate run costs seconds, not
+            // microseconds, but so does a larger scenario file).
             break;
         }
     }
