@@ -4,8 +4,8 @@
 //! `cargo bench -p mxlab --bench soak [-- --runs N --kills K --sut SUT --clock RATE]` runs the
 //! `mxlab` binary as a child process N times (default 100), each a one-world campaign
 //! (`mxlab chaos --runs 1 --seed I --shrink 0`), and SIGKILLs K of them (default 20, spread at
-//! random over the runs) at a random moment 0.05–1 s after the start (a run that ends first
-//! is counted as not killed), each followed by `mxlab
+//! random over the runs) at a random moment 20–500 ms after the start (a kill planned for a
+//! run that ends first moves on to the next run), each followed by `mxlab
 //! gc`. Every child gets its own `TMPDIR` under one soak directory, so what it leaves can be
 //! told apart from what other programs on the machine do.
 //!
@@ -99,6 +99,26 @@ fn soak_processes(soak_dir: &Path) -> Vec<(u32, String)> {
         .collect()
 }
 
+/// The processes in the network namespace `inode`, as `PID COMMAND`.
+fn holders(inode: u64) -> String {
+    use std::os::unix::fs::MetadataExt;
+    let found: Vec<String> = pids()
+        .into_iter()
+        .filter(|pid| {
+            std::fs::metadata(format!("/proc/{pid}/ns/net")).is_ok_and(|meta| meta.ino() == inode)
+        })
+        .map(|pid| {
+            let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).unwrap_or_default();
+            format!("{pid} {}", comm.trim())
+        })
+        .collect();
+    if found.is_empty() {
+        "no process (gone since the snapshot)".to_string()
+    } else {
+        found.join(", ")
+    }
+}
+
 fn open_fds(pid: u32) -> Option<usize> {
     Some(std::fs::read_dir(format!("/proc/{pid}/fd")).ok()?.count())
 }
@@ -160,6 +180,7 @@ fn main() {
     let started = Instant::now();
     let mut results = Vec::new();
     let mut gc_removed = 0usize;
+    let mut kills_pending = 0usize;
     for index in 0..runs {
         let tmp = soak.join(format!("run-{index}"));
         std::fs::create_dir_all(&tmp).expect("the child's TMPDIR");
@@ -174,8 +195,12 @@ fn main() {
             .stderr(Stdio::null())
             .spawn()
             .expect("mxlab starts");
-        let to_be_killed = to_kill.contains(&index);
-        let kill_at = Duration::from_millis(50 + rng.below(950));
+        // A kill planned for a run that ends first moves on to the next run.
+        if to_kill.contains(&index) {
+            kills_pending += 1;
+        }
+        let to_be_killed = kills_pending > 0;
+        let kill_at = Duration::from_millis(20 + rng.below(480));
         let mut killed = false;
         let (mut peak_rss_kib, mut peak_fds) = (0, 0);
         let status = loop {
@@ -188,6 +213,7 @@ fn main() {
                 // Child::kill sends SIGKILL to this child's PID only.
                 child.kill().expect("SIGKILL mxlab");
                 killed = true;
+                kills_pending -= 1;
                 break child.wait().expect("reap mxlab");
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -242,18 +268,21 @@ fn main() {
     );
     println!("  exit statuses of the runs not killed: {exits:?}");
     let describe = |label: &str, slice: &[Run]| {
-        let rss: Vec<u64> = slice.iter().map(|r| r.peak_rss_kib).collect();
-        let fds: Vec<usize> = slice.iter().map(|r| r.peak_fds).collect();
+        // Runs too short to be sampled even once are left out.
+        let sampled: Vec<&Run> = slice.iter().filter(|r| r.peak_rss_kib > 0).collect();
+        let rss: Vec<u64> = sampled.iter().map(|r| r.peak_rss_kib).collect();
+        let fds: Vec<usize> = sampled.iter().map(|r| r.peak_fds).collect();
         let wall: f64 =
             slice.iter().map(|r| r.wall.as_secs_f64()).sum::<f64>() / slice.len() as f64;
         println!(
-            "  {label}: peak RSS per lab {}–{} MiB (mean {:.1}), peak open fds {}–{} (mean {:.1}), mean wall {wall:.1} s",
+            "  {label} ({} sampled): peak RSS per lab {}–{} MiB (mean {:.1}), peak open fds {}–{} (mean {:.1}), mean wall {wall:.1} s",
+            sampled.len(),
             rss.iter().min().unwrap_or(&0) / 1024,
             rss.iter().max().unwrap_or(&0) / 1024,
-            rss.iter().sum::<u64>() as f64 / 1024.0 / rss.len() as f64,
+            rss.iter().sum::<u64>() as f64 / 1024.0 / rss.len().max(1) as f64,
             fds.iter().min().unwrap_or(&0),
             fds.iter().max().unwrap_or(&0),
-            fds.iter().sum::<usize>() as f64 / fds.len() as f64,
+            fds.iter().sum::<usize>() as f64 / fds.len().max(1) as f64,
         );
     };
     let unkilled: Vec<Run> = results.into_iter().filter(|r| !r.killed).collect();
@@ -265,7 +294,7 @@ fn main() {
     println!("  left behind: {} network namespaces (new inodes), {} mounts, {} processes, {} work directories, {} /dev/shm entries",
         new_namespaces.len(), new_mounts.len(), processes.len(), work_dirs.len(), new_shm.len());
     for inode in &new_namespaces {
-        println!("    namespace inode {inode} (may belong to another program on this machine)");
+        println!("    namespace inode {inode}, held by: {}", holders(**inode));
     }
     for mount in &new_mounts {
         println!("    mount {mount}");

@@ -277,7 +277,11 @@ async fn keep_breach<T: ValueTree<Value = World>>(
     let name = format!("seed-{}-world-{index}-{}", options.seed, breach.invariant);
     let mut detail = breach.detail.clone();
     let mut runs = 0;
-    let shrunk = shrink::shrink(tree, options.shrink_budget, async |candidate: &World| {
+    // The smallest candidate whose rendered file also fails for the SUT: a breach whose
+    // expectation cannot be written (two hosts share the best preference) still shrinks,
+    // towards worlds where it can.
+    let mut failing: Option<(World, String)> = None;
+    let mut shrunk = shrink::shrink(tree, options.shrink_budget, async |candidate: &World| {
         let expect = breach.invariant.expectation(candidate);
         runs += 1;
         let Ok(stories) = run_world(
@@ -296,15 +300,24 @@ async fn keep_breach<T: ValueTree<Value = World>>(
             .into_iter()
             .find(|b| b.invariant == breach.invariant)
         {
-            Some(found) if story.status == Status::Fail => {
+            Some(found) => {
+                if story.status == Status::Fail {
+                    failing = Some((candidate.clone(), found.detail.clone()));
+                }
                 detail = found.detail;
                 true
             }
-            _ => false,
+            None => false,
         }
     })
     .await;
     campaign.shrink_runs += runs;
+    if let Some((world, failing_detail)) = failing {
+        if world != shrunk.world {
+            shrunk.world = world;
+            detail = failing_detail;
+        }
+    }
     let expect = breach.invariant.expectation(&shrunk.world);
     let bug = match &sut {
         SutKind::Reference(bugs) => {
