@@ -1,7 +1,7 @@
 //! The scenarios `mxlab chaos` shrank from planted bugs of the reference sender, kept under
 //! tests/chaos/: each must pass for the correct reference sender and kill its `[[mutant]]`
 //! (the reference sender with the bug planted), named like
-//! `chaos::seed-1-world-3-delivered-when-reachable::reference` and `…::reference:never-ipv4`.
+//! `never-ipv4::reference` and `never-ipv4::reference:never-ipv4` (one file per planted bug).
 //! Tests that cannot run here (not root) are reported as ignored with the reason (failed under
 //! `MXLAB_REQUIRE_ALL=1`).
 

@@ -523,10 +523,10 @@ mod tests {
                     rank: *rank,
                     families: Families::Both,
                     cname: false,
+                    faults: vec![],
+                    dns: None,
                 })
                 .collect(),
-            faults: vec![],
-            dns: vec![],
             messages: 1,
         }
     }
@@ -537,8 +537,7 @@ mod tests {
         assert_eq!(found.len(), 1);
         assert_eq!(found[0].invariant, Invariant::DeliveredWhenReachable);
         let mut dead = world(&[0]);
-        dead.faults.push(FaultGene {
-            host: 0,
+        dead.hosts[0].faults.push(FaultGene {
             family: None,
             kind: FaultKind::Net(NetKind::Blackhole),
             timing: Timing::Always,
@@ -553,8 +552,7 @@ mod tests {
             diagnostic: None,
         };
         let mut grey = world(&[0]);
-        grey.faults.push(FaultGene {
-            host: 0,
+        grey.hosts[0].faults.push(FaultGene {
             family: None,
             kind: FaultKind::Greylist(5),
             timing: Timing::Always,

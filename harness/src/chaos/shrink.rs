@@ -65,14 +65,14 @@ mod tests {
         let mut runner = TestRunner::deterministic();
         let has_blackhole = |world: &World| {
             world
-                .faults
+                .applied()
                 .iter()
                 .any(|f| f.kind == FaultKind::Net(NetKind::Blackhole))
         };
         let mut tree = loop {
             let tree = world::world().new_tree(&mut runner).unwrap();
             let world = tree.current();
-            if has_blackhole(&world) && world.hosts.len() > 1 && world.faults.len() > 1 {
+            if has_blackhole(&world) && world.hosts.len() > 1 && world.fault_count() > 1 {
                 break tree;
             }
         };
@@ -82,9 +82,9 @@ mod tests {
         let shrunk = runtime.block_on(shrink(&mut tree, 500, async |w: &World| has_blackhole(w)));
         assert!(has_blackhole(&shrunk.world));
         assert_eq!(shrunk.world.hosts.len(), 1, "{:?}", shrunk.world);
-        assert_eq!(shrunk.world.faults.len(), 1, "{:?}", shrunk.world);
+        assert_eq!(shrunk.world.fault_count(), 1, "{:?}", shrunk.world);
         assert_eq!(shrunk.world.messages, 1);
-        assert!(shrunk.world.dns.is_empty());
+        assert!(shrunk.world.dns_applied().is_empty());
         assert!(shrunk.steps > 0 && shrunk.tries >= shrunk.steps);
     }
 }

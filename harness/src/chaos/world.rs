@@ -22,21 +22,20 @@ pub const WATCH: Duration = Duration::from_secs(3600);
 /// The enhanced status code of every permanent refusal chaos plants.
 pub const PERMANENT_STATUS: &str = "5.7.1";
 
-/// A generated world: MX hosts, faults on them, DNS faults and messages.
+/// A generated world: MX hosts with their faults, and messages.
+///
+/// Faults belong to their host, so that shrinking a host away takes its faults along and
+/// never moves a fault onto another host.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct World {
     /// One to four MX hosts, `mx1` … `mx4`.
     pub hosts: Vec<Host>,
-    /// Faults on hosts (network, SMTP, policy).
-    pub faults: Vec<FaultGene>,
-    /// Faults of the scenario DNS on hosts' address records.
-    pub dns: Vec<DnsGene>,
     /// How many messages are sent (1 or 2), each to its own recipient.
     pub messages: usize,
 }
 
 /// One MX host.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Host {
     /// Preference rank 0–2: the MX preference is `10 * (rank + 1)`.
     pub rank: u8,
@@ -44,11 +43,15 @@ pub struct Host {
     pub families: Families,
     /// Whether its MX record's exchange is a CNAME.
     pub cname: bool,
+    /// Faults on it (network, SMTP, policy).
+    pub faults: Vec<FaultGene>,
+    /// A fault of the scenario DNS on one of its address records.
+    pub dns: Option<DnsGene>,
 }
 
 impl Host {
     /// The MX preference.
-    pub fn preference(self) -> u16 {
+    pub fn preference(&self) -> u16 {
         10 * (u16::from(self.rank) + 1)
     }
 }
@@ -75,11 +78,9 @@ impl Families {
     }
 }
 
-/// A fault on one host.
+/// A fault on its host.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct FaultGene {
-    /// The host, as an index taken modulo the number of hosts.
-    pub host: usize,
     /// Only this family, when given (ignored on a single-family host: the fault then covers
     /// the host's only family).
     pub family: Option<Family>,
@@ -191,11 +192,9 @@ pub enum Timing {
     First(u8),
 }
 
-/// A DNS fault on one host's address records.
+/// A DNS fault on its host's address records.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DnsGene {
-    /// The host, as an index taken modulo the number of hosts.
-    pub host: usize,
     /// `AAAA` when true, else `A`.
     pub aaaa: bool,
     /// What the server answers instead.
@@ -227,20 +226,6 @@ impl DnsKind {
 /// The strategy chaos draws worlds from; its value trees shrink towards fewer hosts, faults
 /// and messages and simpler timings (variants are listed simplest first).
 pub fn world() -> impl Strategy<Value = World> {
-    let host = (
-        0u8..3,
-        prop_oneof![
-            3 => Just(Families::Both),
-            1 => Just(Families::Ipv4),
-            1 => Just(Families::Ipv6)
-        ],
-        proptest::bool::weighted(0.15),
-    )
-        .prop_map(|(rank, families, cname)| Host {
-            rank,
-            families,
-            cname,
-        });
     let family = proptest::option::of(prop_oneof![Just(Family::Ipv6), Just(Family::Ipv4)]);
     let stage = prop_oneof![
         Just(Stage::Greeting),
@@ -271,15 +256,12 @@ pub fn world() -> impl Strategy<Value = World> {
         1 => (1u8..25).prop_map(Timing::Until),
         1 => (1u8..3).prop_map(Timing::First),
     ];
-    let fault =
-        (0usize..4, family, kind, timing).prop_map(|(host, family, kind, timing)| FaultGene {
-            host,
-            family,
-            kind,
-            timing,
-        });
+    let fault = (family, kind, timing).prop_map(|(family, kind, timing)| FaultGene {
+        family,
+        kind,
+        timing,
+    });
     let dns = (
-        0usize..4,
         any::<bool>(),
         prop_oneof![
             Just(DnsKind::Servfail),
@@ -287,19 +269,27 @@ pub fn world() -> impl Strategy<Value = World> {
             Just(DnsKind::Timeout)
         ],
     )
-        .prop_map(|(host, aaaa, answer)| DnsGene { host, aaaa, answer });
-    (
-        proptest::collection::vec(host, 1..=4),
-        proptest::collection::vec(fault, 0..=4),
-        proptest::collection::vec(dns, 0..=1),
-        1usize..=2,
+        .prop_map(|(aaaa, answer)| DnsGene { aaaa, answer });
+    let host = (
+        0u8..3,
+        prop_oneof![
+            3 => Just(Families::Both),
+            1 => Just(Families::Ipv4),
+            1 => Just(Families::Ipv6)
+        ],
+        proptest::bool::weighted(0.15),
+        proptest::collection::vec(fault, 0..=2),
+        proptest::option::weighted(0.2, dns),
     )
-        .prop_map(|(hosts, faults, dns, messages)| World {
-            hosts,
+        .prop_map(|(rank, families, cname, faults, dns)| Host {
+            rank,
+            families,
+            cname,
             faults,
             dns,
-            messages,
-        })
+        });
+    (proptest::collection::vec(host, 1..=4), 1usize..=2)
+        .prop_map(|(hosts, messages)| World { hosts, messages })
 }
 
 /// A fault as it applies: host and families resolved against the world.
@@ -328,47 +318,54 @@ impl World {
         format!("mx{}", index + 1)
     }
 
+    /// Faults on hosts, in all.
+    pub fn fault_count(&self) -> usize {
+        self.hosts.iter().map(|host| host.faults.len()).sum()
+    }
+
     /// The faults as they apply to this world's hosts.
     pub fn applied(&self) -> Vec<Applied> {
-        self.faults
+        self.hosts
             .iter()
-            .map(|gene| {
-                let host = gene.host % self.hosts.len();
-                let families = self.hosts[host].families.list();
-                let family = gene
-                    .family
-                    .filter(|f| families.contains(f) && families.len() > 1);
-                let timing = match gene.kind {
-                    FaultKind::Greylist(_) => Timing::Always,
-                    _ => gene.timing,
-                };
-                let family = match gene.kind {
-                    FaultKind::Greylist(_) => None,
-                    _ => family,
-                };
-                Applied {
-                    host,
-                    family,
-                    kind: gene.kind,
-                    timing,
-                }
+            .enumerate()
+            .flat_map(|(index, host)| {
+                let families = host.families.list();
+                host.faults.iter().map(move |gene| {
+                    let greylist = matches!(gene.kind, FaultKind::Greylist(_));
+                    Applied {
+                        host: index,
+                        family: gene
+                            .family
+                            .filter(|f| !greylist && families.contains(f) && families.len() > 1),
+                        kind: gene.kind,
+                        timing: if greylist {
+                            Timing::Always
+                        } else {
+                            gene.timing
+                        },
+                    }
+                })
             })
             .collect()
     }
 
     /// The DNS faults as they apply: (host index, family whose record breaks, answer).
     pub fn dns_applied(&self) -> Vec<(usize, Family, DnsKind)> {
-        self.dns
+        self.hosts
             .iter()
-            .map(|gene| {
+            .enumerate()
+            .filter_map(|(index, host)| {
+                let gene = host.dns?;
                 let family = if gene.aaaa {
                     Family::Ipv6
                 } else {
                     Family::Ipv4
                 };
-                (gene.host % self.hosts.len(), family, gene.answer)
+                host.families
+                    .list()
+                    .contains(&family)
+                    .then_some((index, family, gene.answer))
             })
-            .filter(|(host, family, _)| self.hosts[*host].families.list().contains(family))
             .collect()
     }
 
@@ -445,34 +442,40 @@ mod tests {
 
     use super::*;
 
-    fn host(rank: u8, families: Families) -> Host {
+    fn host(rank: u8, families: Families, faults: Vec<FaultGene>) -> Host {
         Host {
             rank,
             families,
             cname: false,
+            faults,
+            dns: None,
         }
     }
 
     #[test]
-    fn faults_resolve_against_the_hosts_they_land_on() {
+    fn faults_resolve_against_their_host() {
         let world = World {
-            hosts: vec![host(0, Families::Ipv4), host(1, Families::Both)],
-            faults: vec![
-                // Index 2 lands on mx1, which has no IPv6: the fault covers its IPv4.
-                FaultGene {
-                    host: 2,
-                    family: Some(Family::Ipv6),
-                    kind: FaultKind::Net(NetKind::Blackhole),
-                    timing: Timing::Always,
-                },
-                FaultGene {
-                    host: 1,
-                    family: Some(Family::Ipv6),
-                    kind: FaultKind::Smtp(Stage::Rcpt, Refusal::Temporary),
-                    timing: Timing::Until(5),
-                },
+            hosts: vec![
+                // mx1 has no IPv6: a fault for IPv6 covers its IPv4.
+                host(
+                    0,
+                    Families::Ipv4,
+                    vec![FaultGene {
+                        family: Some(Family::Ipv6),
+                        kind: FaultKind::Net(NetKind::Blackhole),
+                        timing: Timing::Always,
+                    }],
+                ),
+                host(
+                    1,
+                    Families::Both,
+                    vec![FaultGene {
+                        family: Some(Family::Ipv6),
+                        kind: FaultKind::Smtp(Stage::Rcpt, Refusal::Temporary),
+                        timing: Timing::Until(5),
+                    }],
+                ),
             ],
-            dns: vec![],
             messages: 1,
         };
         assert!(!world.works_always(0, Family::Ipv4));
@@ -488,14 +491,13 @@ mod tests {
 
     #[test]
     fn a_dns_fault_unpublishes_only_its_family() {
+        let mut only = host(0, Families::Both, vec![]);
+        only.dns = Some(DnsGene {
+            aaaa: true,
+            answer: DnsKind::Servfail,
+        });
         let world = World {
-            hosts: vec![host(0, Families::Both)],
-            faults: vec![],
-            dns: vec![DnsGene {
-                host: 5,
-                aaaa: true,
-                answer: DnsKind::Servfail,
-            }],
+            hosts: vec![only],
             messages: 1,
         };
         assert!(!world.works_eventually(0, Family::Ipv6));
@@ -511,7 +513,7 @@ mod tests {
                 let world = tree.current();
                 assert!((1..=4).contains(&world.hosts.len()));
                 assert!((1..=2).contains(&world.messages));
-                assert!(world.faults.len() <= 4);
+                assert!(world.hosts.iter().all(|host| host.faults.len() <= 2));
                 if !tree.simplify() {
                     break;
                 }
