@@ -81,6 +81,8 @@ pub struct Story {
     pub outcomes: Vec<Outcome>,
     /// Connection attempts, each as `mx1 ipv6: 451 4.3.0 …`.
     pub attempts: Vec<String>,
+    /// The host of each connection attempt, in order.
+    pub attempt_hosts: Vec<String>,
     /// The replies with a 5xx code that receiving MX hosts gave.
     pub permanent_replies: Vec<String>,
     /// Hosts that accepted a message.
@@ -141,10 +143,12 @@ impl Story {
                 }
             })
             .collect();
-        let attempts = verdict::attempts(events)
+        let observed = verdict::attempts(events);
+        let attempts = observed
             .iter()
             .map(|attempt| format!("{} {}: {}", attempt.host, attempt.family, attempt.outcome()))
             .collect();
+        let attempt_hosts = observed.into_iter().map(|attempt| attempt.host).collect();
         let mut permanent_replies = Vec::new();
         let mut accepting_hosts = BTreeSet::new();
         for event in events {
@@ -166,6 +170,7 @@ impl Story {
             error: (report.verdict.status == Status::Error).then(|| report.verdict.summary.clone()),
             outcomes,
             attempts,
+            attempt_hosts,
             permanent_replies,
             accepting_hosts,
         }
@@ -216,8 +221,9 @@ pub enum Invariant {
     NoBounceOnTransient,
     /// A bounce carries the MX's status (RFC 3464 `Status:` from the 5xx reply).
     BounceCarriesStatus,
-    /// Delivered to the most preferred MX that works for the whole run (RFC 5321 §5.1: MX
-    /// hosts in preference order).
+    /// MX hosts tried in preference order (RFC 5321 §5.1): the first connection goes to a
+    /// most preferred host that has an address, and a message is not delivered to a less
+    /// preferred host while a more preferred one works for the whole run.
     PreferenceOrder,
 }
 
@@ -309,6 +315,30 @@ pub fn breaches(world: &World, story: &Story) -> Vec<Breach> {
         .iter()
         .any(|(h, f)| world.works_eventually(*h, *f));
     let names: Vec<String> = (0..world.hosts.len()).map(World::host_name).collect();
+    if let Some(first) = story.attempt_hosts.first() {
+        let preference = |name: &str| {
+            names
+                .iter()
+                .position(|n| n == name)
+                .map(|h| world.hosts[h].preference())
+        };
+        let best = addresses
+            .iter()
+            .filter(|(h, f)| world.published(*h, *f))
+            .map(|(h, _)| (world.hosts[*h].preference(), *h))
+            .min();
+        if let (Some(tried), Some((best, host))) = (preference(first), best) {
+            if tried > best {
+                breach(
+                    Invariant::PreferenceOrder,
+                    format!(
+                        "first connection to {first} (preference {tried}) though {} (preference {best}) has an address",
+                        World::host_name(host)
+                    ),
+                );
+            }
+        }
+    }
     for host in &story.accepting_hosts {
         if !names.contains(host) {
             breach(
@@ -373,7 +403,11 @@ pub fn breaches(world: &World, story: &Story) -> Vec<Breach> {
                         );
                     }
                 }
-                if let Some((host, family)) = always.first() {
+                // A 5xx may end delivery (RFC 5321 §4.2.1): then a bounce is no breach.
+                if let Some((host, family)) = always
+                    .first()
+                    .filter(|_| story.permanent_replies.is_empty())
+                {
                     breach(
                         Invariant::DeliveredWhenReachable,
                         format!(
@@ -510,6 +544,7 @@ mod tests {
             error: None,
             outcomes,
             attempts: vec![],
+            attempt_hosts: vec![],
             permanent_replies: vec![],
             accepting_hosts: BTreeSet::new(),
         }
@@ -581,6 +616,31 @@ mod tests {
             }
         );
         assert!(breaches(&world(&[1, 1]), &story(vec![delivered])).is_empty());
+    }
+
+    #[test]
+    fn a_first_connection_to_a_backup_breaks_preference_and_a_5xx_excuses_a_bounce() {
+        let delivered = Outcome::Delivered {
+            mx: "mx1".into(),
+            family: Family::Ipv6,
+            copies: 1,
+        };
+        let mut backup_first = story(vec![delivered]);
+        backup_first.attempt_hosts = vec!["mx2".into(), "mx1".into()];
+        let found = breaches(&world(&[0, 1]), &backup_first);
+        assert_eq!(found.len(), 1);
+        assert_eq!(found[0].invariant, Invariant::PreferenceOrder);
+        assert!(
+            found[0].detail.starts_with("first connection to mx2"),
+            "{}",
+            found[0].detail
+        );
+        let mut refused = story(vec![Outcome::Bounced {
+            status: Some("5.7.1".into()),
+            diagnostic: Some("smtp; 550 5.7.1 Refused".into()),
+        }]);
+        refused.permanent_replies = vec!["550 5.7.1 Refused".into()];
+        assert!(breaches(&world(&[0]), &refused).is_empty());
     }
 
     #[test]

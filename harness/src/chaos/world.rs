@@ -382,7 +382,7 @@ impl World {
     }
 
     /// Whether the address of `host` in `family` is published in DNS for the whole run.
-    fn published(&self, host: usize, family: Family) -> bool {
+    pub fn published(&self, host: usize, family: Family) -> bool {
         !self
             .dns_applied()
             .iter()
