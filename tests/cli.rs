@@ -154,3 +154,28 @@ fn an_accelerated_clock_for_a_driver_that_cannot_take_it_names_the_fix() {
         "{stderr}"
     );
 }
+
+#[test]
+fn chaos_needs_its_suts_and_repeat_needs_a_count_of_runs() {
+    let output = mxlab(&["chaos", "--seed", "1"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr_of(&output).contains("--sut"),
+        "{}",
+        stderr_of(&output)
+    );
+    let output = mxlab(&["chaos", "--sut", "reference:never-ipv5"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr_of(&output).contains("never-ipv4"),
+        "{}",
+        stderr_of(&output)
+    );
+    let output = mxlab(&["run", "--repeat", "0", "scenarios"]);
+    assert_eq!(output.status.code(), Some(2));
+    assert!(
+        stderr_of(&output).contains("--repeat"),
+        "{}",
+        stderr_of(&output)
+    );
+}

@@ -61,6 +61,34 @@ enum Command {
     Doctor,
     /// Remove what runs killed with SIGKILL left behind (work directories, stray processes).
     Gc,
+    /// Run seeded random worlds against the SUTs, judge them against invariants and each
+    /// other, and shrink what breaks to scenario files in --out.
+    Chaos(ChaosArgs),
+}
+
+#[derive(Debug, clap::Args)]
+struct ChaosArgs {
+    /// The SUTs every world runs against, comma-separated (e.g. postfix,exim,opensmtpd,reference
+    /// or reference:BUG).
+    #[arg(long, value_delimiter = ',', required = true)]
+    sut: Vec<SutKind>,
+    /// The seed: the same seed draws the same worlds.
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// How many worlds to draw (each runs against every SUT).
+    #[arg(long, default_value_t = 20)]
+    runs: usize,
+    /// Directory for the shrunk scenario files and campaign.txt.
+    #[arg(long, default_value = "mxlab-chaos")]
+    out: PathBuf,
+    /// How many runs at once.
+    #[arg(short, long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..=64))]
+    jobs: u16,
+    /// At most this many candidate runs to shrink each finding.
+    #[arg(long, default_value_t = 16)]
+    shrink: usize,
+    #[command(flatten)]
+    clock: ClockArgs,
 }
 
 /// The world clock and the SUT's timers, shared by `run`, `matrix` and `explore`.
@@ -104,6 +132,10 @@ struct MatrixArgs {
     /// gets a column with how many of them each scenario kills.
     #[arg(long)]
     mutants: bool,
+    /// Run each scenario × SUT this many times; pairs whose verdicts differ are listed as
+    /// flaky with each run's outcome.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    repeat: u16,
     #[command(flatten)]
     clock: ClockArgs,
 }
@@ -136,6 +168,10 @@ struct RunArgs {
     /// (KILLED); one that passes it (SURVIVED) fails the run.
     #[arg(long)]
     mutants: bool,
+    /// Run each scenario × SUT this many times; pairs whose verdicts differ are listed as
+    /// flaky with each run's outcome.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..=1000))]
+    repeat: u16,
     #[command(flatten)]
     clock: ClockArgs,
 }
@@ -163,6 +199,7 @@ impl Cli {
             } => explore(&scenario, &sut, &shell, &clock.run_options(None)).await,
             Command::Doctor => doctor(),
             Command::Gc => gc(),
+            Command::Chaos(args) => chaos(args).await,
         }
     }
 }
@@ -256,6 +293,34 @@ async fn execute(
         progress.finished(&console::render(&report, timeline));
         finished.push((index, report));
     }
+}
+
+/// Every job `repeat` times in a row.
+fn repeated(work: Vec<Job<'_>>, repeat: u16) -> Vec<Job<'_>> {
+    work.into_iter()
+        .flat_map(|job| std::iter::repeat_n(job, repeat.into()))
+        .collect()
+}
+
+/// Prints the flaky pairs of repeated runs; returns them as Markdown lines.
+fn report_flaky(runs: &[lab::RunReport], repeat: u16) -> String {
+    if repeat < 2 {
+        return String::new();
+    }
+    let flaky = crate::report::flaky::flaky(runs);
+    println!("flaky pairs over {repeat} runs each: {}", flaky.len());
+    let mut markdown = format!("\n## Flaky pairs ({repeat} runs each): {}\n", flaky.len());
+    for pair in &flaky {
+        println!("{pair}");
+        let outcomes: Vec<String> = pair.outcomes.iter().map(|(s, _)| s.to_string()).collect();
+        markdown.push_str(&format!(
+            "- {} × {}: {}\n",
+            pair.scenario,
+            pair.sut,
+            outcomes.join(", ")
+        ));
+    }
+    markdown
 }
 
 /// The SUTs to run: those given, or Postfix, or the reference sender where Postfix is missing.
@@ -354,10 +419,11 @@ async fn run(mut args: RunArgs) -> ExitCode {
             return ExitCode::from(EXIT_USAGE);
         }
     }
-    let work = jobs(&scenarios, &args.sut, args.mutants);
+    let work = repeated(jobs(&scenarios, &args.sut, args.mutants), args.repeat);
     let Some(finished) = execute(&work, args.jobs, args.timeline, &options).await else {
         return ExitCode::from(EXIT_INTERRUPTED);
     };
+    report_flaky(&finished, args.repeat);
     let reports = [
         (
             args.json,
@@ -381,11 +447,11 @@ async fn matrix(args: MatrixArgs) -> ExitCode {
         Ok(prepared) => prepared,
         Err(status) => return status,
     };
-    let work = jobs(&scenarios, &args.sut, args.mutants);
+    let work = repeated(jobs(&scenarios, &args.sut, args.mutants), args.repeat);
     let Some(finished) = execute(&work, args.jobs, false, &options).await else {
         return ExitCode::from(EXIT_INTERRUPTED);
     };
-    let table = crate::report::matrix::markdown(&finished);
+    let table = crate::report::matrix::markdown(&finished) + &report_flaky(&finished, args.repeat);
     if let Err(err) = std::fs::create_dir_all(&args.out) {
         eprintln!("error: cannot create {}: {err}", args.out.display());
         return ExitCode::from(EXIT_USAGE);
@@ -562,6 +628,47 @@ fn doctor() -> ExitCode {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_USAGE)
+    }
+}
+
+async fn chaos(args: ChaosArgs) -> ExitCode {
+    let run = args.clock.run_options(None);
+    for sut in &args.sut {
+        if let Err(err) = preflight(sut, &run) {
+            eprintln!("error: {err}");
+            return ExitCode::from(EXIT_USAGE);
+        }
+    }
+    let options = crate::chaos::campaign::Options {
+        suts: args.sut,
+        seed: args.seed,
+        worlds: args.runs,
+        out: args.out,
+        jobs: args.jobs.into(),
+        shrink_budget: args.shrink,
+        run,
+    };
+    let campaign = tokio::select! {
+        campaign = crate::chaos::campaign::run(&options) => campaign,
+        signal = interrupted() => {
+            eprintln!("interrupted by {signal}: every lab torn down");
+            return ExitCode::from(EXIT_INTERRUPTED);
+        }
+    };
+    match campaign {
+        Ok(campaign) => {
+            println!("\n{}", crate::chaos::campaign::summary(&campaign, &options));
+            // Breaches fail the command; disagreements are reported, not judged.
+            if campaign.breaches.is_empty() {
+                ExitCode::SUCCESS
+            } else {
+                ExitCode::from(EXIT_FAILED)
+            }
+        }
+        Err(err) => {
+            eprintln!("error: {err}");
+            ExitCode::from(EXIT_USAGE)
+        }
     }
 }
 

@@ -6,6 +6,7 @@
 //! [`report`].
 
 pub mod capture;
+pub mod chaos;
 pub mod cli;
 pub mod clock;
 pub mod dns;

@@ -1,6 +1,7 @@
 //! Reporters: render finished runs. All of them read the same [`RunReport`](crate::lab::RunReport).
 
 pub mod console;
+pub mod flaky;
 pub mod json;
 pub mod junit;
 pub mod matrix;
