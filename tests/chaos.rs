@@ -57,6 +57,7 @@ fn buggy_trial(scenario: Scenario, mutant: scenario::Mutant, skip: Option<String
 }
 
 fn main() {
+    common::enter();
     let args = Arguments::from_args();
     let files = scenario::find_scenarios(&[chaos_dir()]).expect("the tests/chaos directory");
     let skip = common::needs_root("network namespaces");
