@@ -110,6 +110,7 @@ impl Exim {
                     ctx.work_dir,
                 )?)
                 .collect(),
+            ..Default::default()
         };
         let process =
             netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {

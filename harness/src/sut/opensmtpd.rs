@@ -139,6 +139,7 @@ impl Opensmtpd {
                 ctx.work_dir,
             )?)
             .collect(),
+            ..Default::default()
         };
         let process =
             netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {

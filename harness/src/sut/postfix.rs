@@ -110,6 +110,7 @@ impl Postfix {
             resolv_conf: Some(ctx.resolv_conf.to_path_buf()),
             own_pid_namespace: true,
             bind_mounts: faketime::SharedClock::prepare(SUT, ctx.timing.clock, ctx.work_dir)?,
+            ..Default::default()
         };
         let process =
             netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {

@@ -105,6 +105,7 @@ impl RunningDriver {
             resolv_conf: Some(ctx.resolv_conf.to_path_buf()),
             own_pid_namespace: true,
             bind_mounts: faketime::SharedClock::prepare(sut, ctx.timing.clock, ctx.work_dir)?,
+            ..Default::default()
         };
         let process =
             netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {
