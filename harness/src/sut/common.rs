@@ -187,6 +187,8 @@ pub(crate) struct InstanceNamespaces {
     pub mount: OwnedFd,
     /// The instance's PID namespace, for the children of tools (`pid_for_children`).
     pub pid: Option<OwnedFd>,
+    /// The instance's UTS namespace (its host name).
+    pub uts: OwnedFd,
 }
 
 impl InstanceNamespaces {
@@ -210,14 +212,16 @@ impl InstanceNamespaces {
                 .map_err(|e| io_error(sut, "duplicate the SUT namespace's descriptor", e))?,
             mount: open("mnt")?,
             pid: Some(open("pid_for_children")?),
+            uts: open("uts")?,
         })
     }
 
-    /// Makes `command` run inside these namespaces (network and mount; with `in_pid` its
+    /// Makes `command` run inside these namespaces (network, mount and UTS; with `in_pid` its
     /// children also land in the instance's PID namespace, so stopping the instance ends them).
     pub(crate) fn enter(&self, command: &mut tokio::process::Command, in_pid: bool) {
         let net = self.net.as_raw_fd();
         let mount = self.mount.as_raw_fd();
+        let uts = self.uts.as_raw_fd();
         let pid = match (&self.pid, in_pid) {
             (Some(fd), true) => fd.as_raw_fd(),
             _ => -1,
@@ -229,6 +233,7 @@ impl InstanceNamespaces {
                 for (fd, kind) in [
                     (net, libc::CLONE_NEWNET),
                     (mount, libc::CLONE_NEWNS),
+                    (uts, libc::CLONE_NEWUTS),
                     (pid, libc::CLONE_NEWPID),
                 ] {
                     if fd >= 0 && libc::setns(fd, kind) != 0 {

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::events::{EventKind, EventLog, QueueEntry};
 use crate::sut::common::{self, InstanceNamespaces, LISTEN_ADDRESS};
+use crate::sut::instance::Isolation;
 use crate::sut::logtail::{last_lines, LogTail};
 use crate::sut::{faketime, OutgoingMessage, RunningSut, SutContext, SutError, Timing};
 
@@ -99,7 +100,8 @@ impl Exim {
             .stderr(out2)
             .envs(faketime::environment(ctx.timing.clock));
         let tail = LogTail::start(layout.mainlog.clone(), ctx.log.clone());
-        let options = netns::SpawnOptions {
+        let isolation = Isolation::prepare(SUT, &ctx)?;
+        let options = isolation.spawn_options(netns::SpawnOptions {
             resolv_conf: Some(ctx.resolv_conf.to_path_buf()),
             own_pid_namespace: true,
             bind_mounts: [(layout.work_dir.clone(), INSTANCE_DIR.into())]
@@ -111,7 +113,7 @@ impl Exim {
                 )?)
                 .collect(),
             ..Default::default()
-        };
+        });
         let process =
             netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {
                 sut: SUT,
@@ -129,6 +131,7 @@ impl Exim {
             log: ctx.log,
             process,
             tail,
+            isolation,
             startup: Duration::ZERO,
             kicks: Mutex::new(Vec::new()),
         };
@@ -157,6 +160,7 @@ pub struct RunningExim {
     log: EventLog,
     process: netns::Process,
     tail: LogTail,
+    isolation: Isolation,
     startup: Duration,
     /// `exim -qff` runs started by [`RunningExim::kick`] that were still going.
     kicks: Mutex<Vec<tokio::process::Child>>,
@@ -278,6 +282,7 @@ impl RunningExim {
             layout,
             mut process,
             tail,
+            isolation,
             log,
             kicks,
             ..
@@ -298,6 +303,7 @@ impl RunningExim {
         }
         tracing::info!(seconds = begun.elapsed().as_secs_f64(), "Exim stopped");
         tail.finish().await;
+        isolation.finish().await;
         for (path, prefix) in [
             (&layout.paniclog, "exim paniclog"),
             (&layout.stderr, "exim -bdf"),

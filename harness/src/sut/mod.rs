@@ -20,6 +20,7 @@ pub mod driver;
 pub mod exim;
 pub mod faketime;
 mod kind;
+mod instance;
 mod logtail;
 pub mod opensmtpd;
 pub mod postfix;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::events::{EventKind, EventLog, QueueEntry};
 use crate::sut::common::{self, InstanceNamespaces, LISTEN_ADDRESS};
+use crate::sut::instance::Isolation;
 use crate::sut::logtail::{last_lines, LogTail};
 use crate::sut::{faketime, OutgoingMessage, RunningSut, SutContext, SutError, Timeouts};
 
@@ -122,7 +123,8 @@ impl Opensmtpd {
             .stderr(out2)
             .envs(faketime::environment(ctx.timing.clock));
         let tail = LogTail::start(layout.log.clone(), ctx.log.clone());
-        let options = netns::SpawnOptions {
+        let isolation = Isolation::prepare(SUT, &ctx)?;
+        let options = isolation.spawn_options(netns::SpawnOptions {
             resolv_conf: Some(ctx.resolv_conf.to_path_buf()),
             own_pid_namespace: true,
             // /run is covered last; the lab's resolv.conf is bound once more in case
@@ -140,7 +142,7 @@ impl Opensmtpd {
             )?)
             .collect(),
             ..Default::default()
-        };
+        });
         let process =
             netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {
                 sut: SUT,
@@ -154,6 +156,7 @@ impl Opensmtpd {
             log: ctx.log,
             process,
             tail,
+            isolation,
             startup: Duration::ZERO,
         };
         match running.wait_ready(begun).await {
@@ -188,6 +191,7 @@ pub struct RunningOpensmtpd {
     log: EventLog,
     process: netns::Process,
     tail: LogTail,
+    isolation: Isolation,
     startup: Duration,
 }
 
@@ -251,7 +255,10 @@ impl RunningOpensmtpd {
     /// of them, then SIGKILL after a grace period) and records the log lines not yet recorded.
     pub async fn stop(self) -> Result<(), SutError> {
         let RunningOpensmtpd {
-            mut process, tail, ..
+            mut process,
+            tail,
+            isolation,
+            ..
         } = self;
         let begun = Instant::now();
         let stopped = process
@@ -264,6 +271,7 @@ impl RunningOpensmtpd {
             });
         tracing::info!(seconds = begun.elapsed().as_secs_f64(), "OpenSMTPD stopped");
         tail.finish().await;
+        isolation.finish().await;
         stopped
     }
 

@@ -14,6 +14,7 @@ use std::time::{Duration, Instant, SystemTime};
 
 use crate::events::{EventKind, EventLog, QueueEntry};
 use crate::sut::common::{self, NotReady, LISTEN_ADDRESS};
+use crate::sut::instance::Isolation;
 use crate::sut::logtail::{last_lines, LogTail};
 use crate::sut::{faketime, OutgoingMessage, RunningSut, SutContext, SutError, Timing};
 
@@ -106,12 +107,13 @@ impl Postfix {
             .stderr(out2)
             .envs(faketime::environment(ctx.timing.clock));
         let tail = LogTail::start(layout.maillog.clone(), ctx.log.clone());
-        let options = netns::SpawnOptions {
+        let isolation = Isolation::prepare(SUT, &ctx)?;
+        let options = isolation.spawn_options(netns::SpawnOptions {
             resolv_conf: Some(ctx.resolv_conf.to_path_buf()),
             own_pid_namespace: true,
             bind_mounts: faketime::SharedClock::prepare(SUT, ctx.timing.clock, ctx.work_dir)?,
             ..Default::default()
-        };
+        });
         let process =
             netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {
                 sut: SUT,
@@ -124,6 +126,7 @@ impl Postfix {
             log: ctx.log,
             process,
             tail,
+            isolation,
             startup: Duration::ZERO,
         };
         match running.wait_ready(begun).await {
@@ -151,6 +154,7 @@ pub struct RunningPostfix {
     log: EventLog,
     process: netns::Process,
     tail: LogTail,
+    isolation: Isolation,
     startup: Duration,
 }
 
@@ -215,6 +219,7 @@ impl RunningPostfix {
             layout,
             mut process,
             tail,
+            isolation,
             log,
             ..
         } = self;
@@ -229,6 +234,7 @@ impl RunningPostfix {
             });
         tracing::info!(seconds = begun.elapsed().as_secs_f64(), "Postfix stopped");
         tail.finish().await;
+        isolation.finish().await;
         for line in last_lines(&layout.stderr, usize::MAX) {
             log.record(EventKind::SutLog {
                 line: format!("postfix start-fg: {line}"),

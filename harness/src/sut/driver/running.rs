@@ -13,6 +13,7 @@ use super::template::{self, Vars};
 use super::{queue, DriverFile, Inject, Ready};
 use crate::events::{EventKind, EventLog, QueueEntry};
 use crate::sut::common::{self, connect_in, InstanceNamespaces, LISTEN_ADDRESS};
+use crate::sut::instance::Isolation;
 use crate::sut::logtail::{last_lines, LogTail};
 use crate::sut::{faketime, smtp, OutgoingMessage, RunningSut, SutContext, SutError, SutRoute};
 
@@ -37,6 +38,7 @@ pub struct RunningDriver {
     log: EventLog,
     process: netns::Process,
     tails: Vec<LogTail>,
+    isolation: Isolation,
 }
 
 impl RunningDriver {
@@ -101,12 +103,13 @@ impl RunningDriver {
         if let Some(log) = &driver.log {
             tails.push(LogTail::start(ctx.work_dir.join(log), ctx.log.clone()));
         }
-        let options = netns::SpawnOptions {
+        let isolation = Isolation::prepare(sut, &ctx)?;
+        let options = isolation.spawn_options(netns::SpawnOptions {
             resolv_conf: Some(ctx.resolv_conf.to_path_buf()),
             own_pid_namespace: true,
             bind_mounts: faketime::SharedClock::prepare(sut, ctx.timing.clock, ctx.work_dir)?,
             ..Default::default()
-        };
+        });
         let process =
             netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {
                 sut,
@@ -122,6 +125,7 @@ impl RunningDriver {
             log: ctx.log,
             process,
             tails,
+            isolation,
         };
         match running.wait_ready(begun).await {
             Ok(()) => {
@@ -189,7 +193,10 @@ impl RunningDriver {
             None => None,
         };
         let RunningDriver {
-            mut process, tails, ..
+            mut process,
+            tails,
+            isolation,
+            ..
         } = self;
         if matches!(step, Some(Ok(()))) {
             let waited = Instant::now();
@@ -208,6 +215,7 @@ impl RunningDriver {
         for tail in tails {
             tail.finish().await;
         }
+        isolation.finish().await;
         step.unwrap_or(Ok(())).and(stopped)
     }
 
