@@ -353,7 +353,13 @@ pub async fn run_with(
     let events = log.snapshot();
     let verdict = match clock_escaped.flatten() {
         Some(reason) => Verdict::error(reason),
-        None => verdict::judge(expect, &plan.messages, &events, sut.name(), plan.clock),
+        None => verdict::judge(
+            &sut.expectations(&scenario.name, expect),
+            &plan.messages,
+            &events,
+            sut.name(),
+            plan.clock,
+        ),
     };
     Ok(RunReport {
         clock: plan.clock,

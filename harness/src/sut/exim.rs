@@ -194,7 +194,13 @@ impl RunningExim {
     /// the reply to the end of DATA. Records [`EventKind::MessageInjected`]. Any refusal
     /// (non-2xx reply) is an error naming the step.
     pub async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
-        let reply = common::send_over_smtp(SUT, self.namespaces.net.as_fd(), message).await?;
+        let reply = common::send_over_smtp(
+            SUT,
+            self.namespaces.net.as_fd(),
+            common::listen_address(),
+            message,
+        )
+        .await?;
         common::record_injection(&self.log, message, &reply);
         Ok(reply)
     }
@@ -337,9 +343,15 @@ impl RunningExim {
     /// Polls the listener until it greets, the process exits, or the time is up.
     async fn wait_ready(&mut self, begun: Instant) -> Result<(), SutError> {
         let ns = self.namespaces.net.as_fd();
-        common::wait_for_greeting(&mut self.process, ns, begun, READY_TIMEOUT)
-            .await
-            .map_err(|not_ready| not_ready.into_error(SUT, "exim -bdf", || self.log_tail()))
+        common::wait_for_greeting(
+            &mut self.process,
+            ns,
+            common::listen_address(),
+            begun,
+            READY_TIMEOUT,
+        )
+        .await
+        .map_err(|not_ready| not_ready.into_error(SUT, "exim -bdf", || self.log_tail()))
     }
 
     /// The end of the main and panic logs and of the daemon's output, for error messages.

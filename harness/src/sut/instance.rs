@@ -18,6 +18,9 @@ const DEV_DIR: &str = "dev";
 /// The `/etc/hosts` of an instance, in its work directory.
 const HOSTS_FILE: &str = "hosts";
 
+/// How long the receiver waits for one more queued message once it is asked to stop.
+const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+
 /// The largest syslog datagram read whole (longer ones are cut by the kernel).
 const MAX_DATAGRAM: usize = 16 * 1024;
 
@@ -35,14 +38,11 @@ impl Isolation {
     /// on each of the SUT's addresses), makes its private `/dev` and starts receiving on its
     /// `/dev/log`.
     pub(crate) fn prepare(sut: &'static str, ctx: &SutContext<'_>) -> Result<Self, SutError> {
-        let addresses = ctx
-            .namespace
-            .addresses()
-            .map_err(|e| SutError::Namespace {
-                sut,
-                action: "list the SUT's addresses".into(),
-                detail: e.to_string(),
-            })?;
+        let addresses = ctx.namespace.addresses().map_err(|e| SutError::Namespace {
+            sut,
+            action: "list the SUT's addresses".into(),
+            detail: e.to_string(),
+        })?;
         let hosts = ctx.work_dir.join(HOSTS_FILE);
         write(sut, &hosts, &hosts_file(ctx.hostname, &addresses), 0o644)?;
         let dev = ctx.work_dir.join(DEV_DIR);
@@ -80,7 +80,8 @@ impl Isolation {
 /// `/etc/hosts` for a SUT named `hostname` with `addresses`.
 fn hosts_file(hostname: &str, addresses: &[IpAddr]) -> String {
     let short = hostname.split('.').next().unwrap_or(hostname);
-    let mut text = String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
+    let mut text =
+        String::from("127.0.0.1\tlocalhost\n::1\tlocalhost ip6-localhost ip6-loopback\n");
     for address in addresses {
         text.push_str(&format!("{address}\t{hostname} {short}\n"));
     }
@@ -132,8 +133,9 @@ impl SyslogReceiver {
                     },
                 }
             }
-            // What was sent before the stop is still queued on the socket.
-            while let Ok(n) = socket.try_recv(&mut buffer) {
+            // What was sent before the stop is still queued on the socket (a plain try_recv
+            // would not see it before tokio noticed the socket readable).
+            while let Ok(Ok(n)) = tokio::time::timeout(DRAIN_WAIT, socket.recv(&mut buffer)).await {
                 record(&log, &buffer[..n]);
             }
         });
@@ -203,7 +205,10 @@ mod tests {
     fn hosts_file_names_the_sut_on_each_address() {
         let text = hosts_file(
             "sut.sender.test",
-            &["192.0.2.10".parse().unwrap(), "2001:db8::10".parse().unwrap()],
+            &[
+                "192.0.2.10".parse().unwrap(),
+                "2001:db8::10".parse().unwrap(),
+            ],
         );
         assert!(text.starts_with("127.0.0.1\tlocalhost\n"), "{text}");
         assert!(
@@ -219,8 +224,12 @@ mod tests {
         let path = dir.path().join("log");
         let receiver = SyslogReceiver::bind("test", &path, log.clone()).unwrap();
         let client = std::os::unix::net::UnixDatagram::unbound().unwrap();
-        client.send_to(b"<22>Dec  4 10:00:00 mta[1]: one", &path).unwrap();
-        client.send_to(b"<22>Dec  4 10:00:01 mta[1]: two\n", &path).unwrap();
+        client
+            .send_to(b"<22>Dec  4 10:00:00 mta[1]: one", &path)
+            .unwrap();
+        client
+            .send_to(b"<22>Dec  4 10:00:01 mta[1]: two\n", &path)
+            .unwrap();
         receiver.finish().await;
         let lines: Vec<String> = log
             .snapshot()

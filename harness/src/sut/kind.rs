@@ -48,6 +48,25 @@ impl SutKind {
         }
     }
 
+    /// The scenario's `[expect]` for this SUT: a driver file's `[xfail]` entry for `scenario`
+    /// is added unless the scenario has its own entry for the SUT (the scenario's wins).
+    pub fn expectations(
+        &self,
+        scenario: &str,
+        expect: &crate::scenario::Expect,
+    ) -> crate::scenario::Expect {
+        let mut expect = expect.clone();
+        if let SutKind::Driver(driver) = self {
+            if let Some(xfail) = driver.xfail(scenario) {
+                expect
+                    .xfail
+                    .entry(driver.name.clone())
+                    .or_insert_with(|| toml::Spanned::new(0..0, xfail.clone()));
+            }
+        }
+        expect
+    }
+
     /// Checks that the SUT is installed and usable, before anything is built.
     pub fn check_installed(&self) -> Result<(), SutError> {
         match self {

@@ -223,7 +223,13 @@ impl RunningOpensmtpd {
     /// the reply to the end of DATA. Records [`EventKind::MessageInjected`]. Any refusal
     /// (non-2xx reply) is an error naming the step.
     pub async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
-        let reply = common::send_over_smtp(SUT, self.namespaces.net.as_fd(), message).await?;
+        let reply = common::send_over_smtp(
+            SUT,
+            self.namespaces.net.as_fd(),
+            common::listen_address(),
+            message,
+        )
+        .await?;
         common::record_injection(&self.log, message, &reply);
         Ok(reply)
     }
@@ -294,9 +300,15 @@ impl RunningOpensmtpd {
     /// Polls the listener until it greets, the process exits, or the time is up.
     async fn wait_ready(&mut self, begun: Instant) -> Result<(), SutError> {
         let ns = self.namespaces.net.as_fd();
-        common::wait_for_greeting(&mut self.process, ns, begun, READY_TIMEOUT)
-            .await
-            .map_err(|not_ready| not_ready.into_error(SUT, "smtpd -d", || self.log_tail()))
+        common::wait_for_greeting(
+            &mut self.process,
+            ns,
+            common::listen_address(),
+            begun,
+            READY_TIMEOUT,
+        )
+        .await
+        .map_err(|not_ready| not_ready.into_error(SUT, "smtpd -d", || self.log_tail()))
     }
 
     /// The end of smtpd's log, for error messages.

@@ -1,6 +1,6 @@
 //! Reading and checking driver files.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +11,8 @@ use toml::Spanned;
 
 use super::template::{self, Scope};
 use super::{ConfigFile, DriverClock, DriverError, DriverFile, Inject, Ready};
+use crate::family::Family;
+use crate::scenario::Xfail;
 use crate::sut::SutKind;
 
 /// How long `ready` may take when the file does not say.
@@ -31,6 +33,7 @@ const TOP_LEVEL: &[&str] = &[
     "stop",
     "log",
     "clock",
+    "listen_family",
 ];
 
 /// A driver file as written, before it is checked.
@@ -55,6 +58,11 @@ struct RawDriver {
     stop: Option<Spanned<Vec<String>>>,
     log: Option<Spanned<String>>,
     clock: Option<Spanned<String>>,
+    listen_family: Option<Spanned<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    xfail: BTreeMap<String, Spanned<Xfail>>,
 }
 
 /// One `[[config]]` entry as written.
@@ -303,6 +311,52 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<DriverFile, DriverError> 
         }
     };
 
+    let listen_family = match &raw.listen_family {
+        None => None,
+        Some(given) => Some(match given.get_ref().as_str() {
+            "ipv4" => Family::Ipv4,
+            "ipv6" => Family::Ipv6,
+            other => {
+                return Err(at(
+                    given.span().start,
+                    format!(
+                        "`listen_family`: unknown value {other:?}; write \"ipv6\" for an MTA \
+                         that listens on IPv6 only (then {{{{listen}}}} is [::1]:2525), else \
+                         leave it out"
+                    ),
+                ))
+            }
+        }),
+    };
+    let mut env = Vec::new();
+    for (key, value) in &raw.env {
+        let valid = !key.is_empty()
+            && !key.starts_with(|c: char| c.is_ascii_digit())
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(at(
+                value.span().start,
+                format!("[env]: {key:?} is not a variable name (letters, digits and `_`)"),
+            ));
+        }
+        template::check(value.get_ref(), Scope::Base)
+            .map_err(|message| at(value.span().start, format!("[env] {key}: {message}")))?;
+        env.push((key.clone(), value.get_ref().clone()));
+    }
+    let mut xfail = BTreeMap::new();
+    for (scenario, entry) in raw.xfail {
+        if !scenario.contains('/') {
+            return Err(at(
+                entry.span().start,
+                format!(
+                    "[xfail]: {scenario:?} is not a scenario name like \"tls/starttls-verified\" \
+                     (its path under scenarios/ without .toml)"
+                ),
+            ));
+        }
+        xfail.insert(scenario, entry.into_inner());
+    }
+
     let label: &'static str = Box::leak(format!("{name} ({})", path.display()).into_boxed_str());
     Ok(DriverFile {
         install: raw
@@ -322,6 +376,9 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<DriverFile, DriverError> 
         queue,
         stop,
         log,
+        listen_family,
+        env,
+        xfail,
         label,
     })
 }

@@ -96,6 +96,12 @@ pub struct DriverFile {
     log: Option<String>,
     /// Whether the MTA can run on the accelerated world clock.
     clock: DriverClock,
+    /// The only family the MTA listens on (`listen_family = …`), which sets `{{listen}}`.
+    listen_family: Option<crate::family::Family>,
+    /// Environment variables (templates) for `start` and every step.
+    env: Vec<(String, String)>,
+    /// Known deviations by scenario name (`[xfail]`), merged with the scenarios' own.
+    xfail: std::collections::BTreeMap<String, crate::scenario::Xfail>,
     /// `NAME (PATH)`, the SUT as named in [`SutError`](crate::sut::SutError)s (leaked once per
     /// loaded file: those errors name their SUT with a `&'static str`).
     label: &'static str,
@@ -201,6 +207,21 @@ impl DriverFile {
     /// Parses and checks driver-file text; `path` names it in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Self, DriverError> {
         file::parse(path, text)
+    }
+
+    /// Whether a template of the driver uses a `{{route.…}}` placeholder.
+    fn uses_route(&self) -> bool {
+        self.config
+            .iter()
+            .map(|file| file.template.as_str())
+            .chain(self.env.iter().map(|(_, value)| value.as_str()))
+            .chain(self.start.iter().map(String::as_str))
+            .any(template::uses_route)
+    }
+
+    /// The driver's known deviation in `scenario` (`[xfail]`), if it lists one.
+    pub fn xfail(&self, scenario: &str) -> Option<&crate::scenario::Xfail> {
+        self.xfail.get(scenario)
     }
 
     /// Whether the MTA can run on an accelerated world clock (`clock = "faketime"`).

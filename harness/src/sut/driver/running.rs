@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use super::template::{self, Vars};
 use super::{queue, DriverFile, Inject, Ready};
 use crate::events::{EventKind, EventLog, QueueEntry};
-use crate::sut::common::{self, connect_in, InstanceNamespaces, LISTEN_ADDRESS};
+use crate::sut::common::{self, connect_in, InstanceNamespaces};
 use crate::sut::instance::Isolation;
 use crate::sut::logtail::{last_lines, LogTail};
 use crate::sut::{faketime, smtp, OutgoingMessage, RunningSut, SutContext, SutError, SutRoute};
@@ -33,6 +33,10 @@ const TAIL_LINES: usize = 25;
 pub struct RunningDriver {
     driver: Arc<DriverFile>,
     vars: Vars,
+    /// The rendered `[env]`.
+    env: Vec<(String, String)>,
+    /// The injection listener.
+    listen: SocketAddr,
     work_dir: PathBuf,
     namespaces: InstanceNamespaces,
     log: EventLog,
@@ -53,22 +57,31 @@ impl RunningDriver {
         let sut = driver.label;
         driver.check_installed()?;
         common::make_traversable(sut, ctx.work_dir)?;
-        if *ctx.route != SutRoute::default() {
+        if *ctx.route != SutRoute::default() && !driver.uses_route() {
             ctx.log.record(EventKind::Harness {
                 message: format!(
-                    "driver files have no placeholders for [route]: {sut} runs without the \
-                     scenario's relay, family restriction and source addresses"
+                    "{sut} uses no {{{{route.…}}}} placeholder: it runs without the scenario's \
+                     [route] (relay, family restriction, source addresses)"
                 ),
             });
         }
+        let listen = common::listen_address_for(driver.listen_family);
         let vars = Vars {
             hostname: ctx.hostname.to_string(),
             work_dir: ctx.work_dir.display().to_string(),
-            listen: LISTEN_ADDRESS.to_string(),
+            listen: listen.to_string(),
+            listen_address: listen.ip().to_string(),
+            listen_port: listen.port().to_string(),
             resolv_conf: ctx.resolv_conf.display().to_string(),
+            ca_file: ctx
+                .ca_file
+                .map(|path| path.display().to_string())
+                .unwrap_or_default(),
+            route: template::RouteVars::of(ctx.route),
             settings: ctx.settings.clone(),
             message: None,
         };
+        let env = render_env(sut, &driver.env, &vars)?;
         for file in &driver.config {
             let target = ctx.work_dir.join(&file.path);
             let text = template::render(&file.template, &vars)
@@ -98,7 +111,8 @@ impl RunningDriver {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(out2)
-            .envs(faketime::environment(ctx.timing.clock));
+            .envs(faketime::environment(ctx.timing.clock))
+            .envs(env.iter().map(|(k, v)| (k, v)));
         let mut tails = vec![LogTail::start(output_path, ctx.log.clone())];
         if let Some(log) = &driver.log {
             tails.push(LogTail::start(ctx.work_dir.join(log), ctx.log.clone()));
@@ -120,6 +134,8 @@ impl RunningDriver {
         let mut running = RunningDriver {
             driver,
             vars,
+            env,
+            listen,
             work_dir: ctx.work_dir.to_path_buf(),
             namespaces,
             log: ctx.log,
@@ -146,7 +162,8 @@ impl RunningDriver {
         let sut = self.driver.label;
         let reply = match &self.driver.inject {
             Inject::Smtp => {
-                common::send_over_smtp(sut, self.namespaces.net.as_fd(), message).await?
+                common::send_over_smtp(sut, self.namespaces.net.as_fd(), self.listen, message)
+                    .await?
             }
             Inject::Command(argv) => {
                 let mut vars = self.vars.clone();
@@ -302,11 +319,16 @@ impl RunningDriver {
         text.join("\n")
     }
 
-    /// A step's command, ready to run inside the instance's network and mount namespaces.
+    /// A step's command, ready to run inside the instance's network, mount and UTS
+    /// namespaces with the driver's `[env]`; what it starts lands in the instance's PID
+    /// namespace, so stopping the instance ends it (a backgrounded queue run included).
     fn command(&self, argv: &[String]) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(&argv[0]);
-        command.args(&argv[1..]).current_dir(&self.work_dir);
-        self.namespaces.enter(&mut command, false);
+        command
+            .args(&argv[1..])
+            .current_dir(&self.work_dir)
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        self.namespaces.enter(&mut command, true);
         command
     }
 
@@ -394,6 +416,21 @@ async fn probe(ns: BorrowedFd<'_>, address: SocketAddr) -> Result<(), String> {
     let _ = stream.get_mut().write_all(b"QUIT\r\n").await;
     let _ = stream.get_mut().shutdown().await;
     Ok(())
+}
+
+/// Renders the driver's `[env]`.
+fn render_env(
+    sut: &'static str,
+    env: &[(String, String)],
+    vars: &Vars,
+) -> Result<Vec<(String, String)>, SutError> {
+    env.iter()
+        .map(|(key, value)| {
+            template::render(value, vars)
+                .map(|rendered| (key.clone(), rendered))
+                .map_err(|reason| bad_template(sut, &format!("env {key}"), reason))
+        })
+        .collect()
 }
 
 /// Renders a step's command.
