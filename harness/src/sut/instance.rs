@@ -2,9 +2,11 @@
 //! namespace), an `/etc/hosts` naming it, and a `/dev/log` whose messages become
 //! [`EventKind::SutLog`] events, as the lines of a followed log file do.
 
+use std::collections::VecDeque;
 use std::net::IpAddr;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
 
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -20,6 +22,9 @@ const HOSTS_FILE: &str = "hosts";
 
 /// How long the receiver waits for one more queued message once it is asked to stop.
 const DRAIN_WAIT: std::time::Duration = std::time::Duration::from_millis(5);
+
+/// How many of the last syslog lines are kept for error messages.
+const RECENT: usize = 25;
 
 /// The largest syslog datagram read whole (longer ones are cut by the kernel).
 const MAX_DATAGRAM: usize = 16 * 1024;
@@ -71,6 +76,16 @@ impl Isolation {
         options
     }
 
+    /// The last `n` lines the instance sent to `/dev/log`, for start-up error messages.
+    pub(crate) fn last_syslog_lines(&self, n: usize) -> Vec<String> {
+        let recent = self.syslog.recent.lock().unwrap_or_else(|e| e.into_inner());
+        recent
+            .iter()
+            .skip(recent.len().saturating_sub(n))
+            .cloned()
+            .collect()
+    }
+
     /// Records every message the instance sent to `/dev/log` and stops receiving.
     pub(crate) async fn finish(self) {
         self.syslog.finish().await;
@@ -105,6 +120,8 @@ fn io(sut: &'static str, path: &Path, source: std::io::Error) -> SutError {
 /// A unix datagram socket the MTA's syslog(3) calls write to; every message becomes an
 /// [`EventKind::SutLog`] event.
 pub(crate) struct SyslogReceiver {
+    /// The last [`RECENT`] lines received.
+    recent: Arc<Mutex<VecDeque<String>>>,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<()>>,
 }
@@ -122,13 +139,25 @@ impl SyslogReceiver {
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
             .map_err(|e| io(sut, path, e))?;
         let (stop, mut stopped) = oneshot::channel();
+        let recent = Arc::new(Mutex::new(VecDeque::new()));
+        let kept = recent.clone();
+        let record = move |datagram: &[u8]| {
+            let mut kept = kept.lock().unwrap_or_else(|e| e.into_inner());
+            for line in syslog_lines(datagram) {
+                if kept.len() == RECENT {
+                    kept.pop_front();
+                }
+                kept.push_back(line.clone());
+                log.record(EventKind::SutLog { line });
+            }
+        };
         let task = tokio::spawn(async move {
             let mut buffer = vec![0u8; MAX_DATAGRAM];
             loop {
                 tokio::select! {
                     _ = &mut stopped => break,
                     received = socket.recv(&mut buffer) => match received {
-                        Ok(n) => record(&log, &buffer[..n]),
+                        Ok(n) => record(&buffer[..n]),
                         Err(_) => break,
                     },
                 }
@@ -136,10 +165,11 @@ impl SyslogReceiver {
             // What was sent before the stop is still queued on the socket (a plain try_recv
             // would not see it before tokio noticed the socket readable).
             while let Ok(Ok(n)) = tokio::time::timeout(DRAIN_WAIT, socket.recv(&mut buffer)).await {
-                record(&log, &buffer[..n]);
+                record(&buffer[..n]);
             }
         });
         Ok(Self {
+            recent,
             stop: Some(stop),
             task: Some(task),
         })
@@ -161,13 +191,6 @@ impl Drop for SyslogReceiver {
         if let Some(task) = self.task.take() {
             task.abort();
         }
-    }
-}
-
-/// Records one syslog datagram as log lines.
-fn record(log: &EventLog, datagram: &[u8]) {
-    for line in syslog_lines(datagram) {
-        log.record(EventKind::SutLog { line });
     }
 }
 

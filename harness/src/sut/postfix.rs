@@ -296,6 +296,12 @@ impl RunningPostfix {
                 .into_iter()
                 .map(|l| format!("postfix start-fg: {l}")),
         );
+        lines.extend(
+            self.isolation
+                .last_syslog_lines(TAIL_LINES)
+                .into_iter()
+                .map(|l| format!("syslog: {l}")),
+        );
         if lines.is_empty() {
             format!(
                 "(nothing in {} or {})",

@@ -316,6 +316,11 @@ impl RunningDriver {
                 text.extend(lines);
             }
         }
+        let syslog = self.isolation.last_syslog_lines(TAIL_LINES);
+        if syslog.is_empty() {
+            text.push("(nothing on /dev/log)".into());
+        }
+        text.extend(syslog.into_iter().map(|line| format!("syslog: {line}")));
         text.join("\n")
     }
 
