@@ -71,6 +71,7 @@ struct RawDriver {
 struct RawConfig {
     path: Spanned<String>,
     template: Spanned<String>,
+    filter: Option<Spanned<Vec<String>>>,
 }
 
 /// `ready` as written: a port, an address or a command.
@@ -210,9 +211,22 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<DriverFile, DriverError> 
                 format!("config {:?}: {message}", entry.path.get_ref()),
             )
         })?;
+        let filter = entry
+            .filter
+            .as_ref()
+            .map(|argv| {
+                checked_command("filter", argv.get_ref(), Scope::Base).map_err(|message| {
+                    at(
+                        argv.span().start,
+                        format!("config {:?}: {message}", entry.path.get_ref()),
+                    )
+                })
+            })
+            .transpose()?;
         config.push(ConfigFile {
             path: relative,
             template: entry.template.get_ref().clone(),
+            filter,
         });
     }
 

@@ -42,8 +42,37 @@
 //! template = """
 //! hostname {{hostname}}
 //! listen {{listen}}
+//! {{#if route.relay}}relay {{route.relay}}{{/if}}
 //! {{settings}}"""
+//!
+//! [[config]]
+//! path = "mymta.cf"
+//! filter = ["/usr/bin/m4"]        # optional: the rendered template is piped through this
+//!                                 # command (run in the work directory with [env], 30 s at
+//!                                 # most) and its standard output is the file
+//! template = "include(`/usr/share/mymta/cf.m4')dnl\n"
 //! ```
+//!
+//! More keys (all optional), before the first table:
+//!
+//! ```toml
+//! listen_family = "ipv6"          # an IPv6-only MTA: {{listen}} is [::1]:2525
+//!
+//! [env]                           # environment of `start`, every step and filter (templates)
+//! LD_LIBRARY_PATH = "/opt/mymta/lib"
+//! MYMTA_HOSTNAME = "{{hostname}}"
+//!
+//! [xfail]                         # known deviations by scenario, merged with the scenarios'
+//!                                 # own [expect.xfail] (a scenario's own entry wins)
+//! "tls/starttls-verified" = { expects = ["outcome"], reason = "delivers without verifying: \
+//!   its log says verify=FAIL" }
+//! ```
+//!
+//! Every instance runs with its own host name (`uname -n` is `{{hostname}}`), an `/etc/hosts`
+//! naming it on the SUT's addresses, and a `/dev/log` whose messages are recorded as SUT log
+//! lines: an MTA that logs to syslog needs nothing more. The steps run inside the instance's
+//! network, mount and UTS namespaces, and what they start lands in its PID namespace (a
+//! backgrounded queue run ends with the instance).
 //!
 //! `queue` prints one queued message per line: `ID<TAB>RECIPIENTS<TAB>REASON`, recipients
 //! separated by `,`, the reason optional (`ID<TAB>RECIPIENTS` is fine too); a line without a tab
@@ -123,6 +152,9 @@ struct ConfigFile {
     path: String,
     /// Its text, a template.
     template: String,
+    /// A command the rendered text is piped through; its standard output is the file (e.g.
+    /// `m4` for a `sendmail.mc`).
+    filter: Option<Vec<String>>,
 }
 
 /// How the driver tells that the MTA is ready.

@@ -84,8 +84,12 @@ impl RunningDriver {
         let env = render_env(sut, &driver.env, &vars)?;
         for file in &driver.config {
             let target = ctx.work_dir.join(&file.path);
-            let text = template::render(&file.template, &vars)
+            let mut text = template::render(&file.template, &vars)
                 .map_err(|reason| bad_template(sut, &format!("config {:?}", file.path), reason))?;
+            if let Some(filter) = &file.filter {
+                let argv = render_argv(sut, &format!("config {:?} filter", file.path), filter, &vars)?;
+                text = run_filter(sut, &argv, text, ctx.work_dir, &env).await?;
+            }
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| {
                     common::io_error(sut, &format!("create {}", parent.display()), e)
@@ -421,6 +425,58 @@ async fn probe(ns: BorrowedFd<'_>, address: SocketAddr) -> Result<(), String> {
     let _ = stream.get_mut().write_all(b"QUIT\r\n").await;
     let _ = stream.get_mut().shutdown().await;
     Ok(())
+}
+
+/// Pipes `input` through the filter command `argv` (in `work_dir`, with `env`) and returns its
+/// standard output; a non-zero exit is an error quoting its standard error.
+async fn run_filter(
+    sut: &'static str,
+    argv: &[String],
+    input: String,
+    work_dir: &std::path::Path,
+    env: &[(String, String)],
+) -> Result<String, SutError> {
+    let line = argv.join(" ");
+    let failed = |status: String, output: String| SutError::Command {
+        sut,
+        command: line.clone(),
+        status,
+        output,
+    };
+    let mut child = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .current_dir(work_dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| failed(format!("cannot run: {e}"), String::new()))?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let writer = tokio::spawn(async move {
+        let written = stdin.write_all(input.as_bytes()).await;
+        drop(stdin);
+        written
+    });
+    let output = tokio::time::timeout(TOOL_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| {
+            failed(
+                format!("no exit within {} s", TOOL_TIMEOUT.as_secs()),
+                String::new(),
+            )
+        })?
+        .map_err(|e| failed(format!("cannot run: {e}"), String::new()))?;
+    let _ = writer.await;
+    if !output.status.success() {
+        return Err(failed(
+            output.status.to_string(),
+            String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        ));
+    }
+    String::from_utf8(output.stdout)
+        .map_err(|_| failed("exit 0".into(), "its output is not UTF-8".into()))
 }
 
 /// Renders the driver's `[env]`.
