@@ -86,14 +86,19 @@ impl RunningDriver {
             let target = ctx.work_dir.join(&file.path);
             let mut text = template::render(&file.template, &vars)
                 .map_err(|reason| bad_template(sut, &format!("config {:?}", file.path), reason))?;
-            if let Some(filter) = &file.filter {
-                let argv = render_argv(sut, &format!("config {:?} filter", file.path), filter, &vars)?;
-                text = run_filter(sut, &argv, text, ctx.work_dir, &env).await?;
-            }
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| {
                     common::io_error(sut, &format!("create {}", parent.display()), e)
                 })?;
+            }
+            if let Some(filter) = &file.filter {
+                let argv = render_argv(
+                    sut,
+                    &format!("config {:?} filter", file.path),
+                    filter,
+                    &vars,
+                )?;
+                text = run_filter(sut, &argv, text, ctx.work_dir, &env).await?;
             }
             std::fs::write(&target, text)
                 .map_err(|e| common::io_error(sut, &format!("write {}", target.display()), e))?;
