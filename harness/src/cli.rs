@@ -377,7 +377,14 @@ async fn matrix(args: MatrixArgs) -> ExitCode {
     let Some(finished) = execute(&work, args.jobs, false, &options).await else {
         return ExitCode::from(EXIT_INTERRUPTED);
     };
-    let table = crate::report::matrix::markdown(&finished);
+    // Each MTA's version, asked of the MTA itself, for the column headings.
+    let mut versions = crate::report::matrix::Versions::new();
+    for sut in &args.sut {
+        if let Some(version) = sut.version().await {
+            versions.insert(sut.name().to_string(), version);
+        }
+    }
+    let table = crate::report::matrix::markdown_with(&finished, &versions);
     if let Err(err) = std::fs::create_dir_all(&args.out) {
         eprintln!("error: cannot create {}: {err}", args.out.display());
         return ExitCode::from(EXIT_USAGE);
@@ -385,7 +392,7 @@ async fn matrix(args: MatrixArgs) -> ExitCode {
     let written = write_file(&args.out.join("matrix.md"), &table).and_then(|()| {
         write_file(
             &args.out.join("matrix.html"),
-            &crate::report::matrix::html(&finished),
+            &crate::report::matrix::html_with(&finished, &versions),
         )
     });
     if let Err(status) = written {

@@ -94,6 +94,44 @@ impl SutKind {
         !matches!(self, SutKind::Reference(_)) && self.can_accelerate()
     }
 
+    /// The MTA's version as the MTA itself reports it (`postconf -d mail_version`, `exim -bV`,
+    /// `smtpd -h`, a driver file's `version` command; mxlab's own for the reference sender),
+    /// e.g. `3.7.11`; `None` if it is not installed or does not say.
+    pub async fn version(&self) -> Option<String> {
+        let asked: (&str, Vec<String>) = match self {
+            SutKind::Reference(_) => return Some(env!("CARGO_PKG_VERSION").to_string()),
+            SutKind::Postfix => (
+                "/usr/sbin/postconf",
+                vec!["-d".into(), "-h".into(), "mail_version".into()],
+            ),
+            SutKind::Exim => (
+                super::exim::config::EXIM,
+                vec!["-C".into(), "/dev/null".into(), "-bV".into()],
+            ),
+            SutKind::Opensmtpd => (super::opensmtpd::config::SMTPD, vec!["-h".into()]),
+            SutKind::Driver(driver) => {
+                let argv = driver.version_command()?;
+                (argv[0].as_str(), argv[1..].to_vec())
+            }
+        };
+        let (program, args) = asked;
+        let output = tokio::process::Command::new(program)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .output();
+        let output = tokio::time::timeout(std::time::Duration::from_secs(10), output)
+            .await
+            .ok()?
+            .ok()?;
+        let text = format!(
+            "{}\n{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+        version_in(&text)
+    }
+
     /// Starts the SUT inside the lab and waits until it is ready for mail.
     pub async fn start(&self, ctx: SutContext<'_>) -> Result<Box<dyn RunningSut>, SutError> {
         match self {
@@ -106,6 +144,16 @@ impl SutKind {
             )),
         }
     }
+}
+
+/// The version in an MTA's version output: the first word that starts with a digit, on the
+/// first line that has one (`Exim version 4.96 #2 built …` gives `4.96`).
+fn version_in(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        line.split_whitespace()
+            .find(|word| word.starts_with(|c: char| c.is_ascii_digit()) && word.contains('.'))
+            .map(|word| word.trim_end_matches([',', ';', ':']).to_string())
+    })
 }
 
 impl fmt::Display for SutKind {
@@ -161,6 +209,23 @@ impl FromStr for SutKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_are_read_from_what_the_mta_prints() {
+        for (output, version) in [
+            ("3.7.11\n", "3.7.11"),
+            (
+                "2026-12-04 15:59:11 Warning: purging the environment.\nExim version 4.96 #2 built 26-Nov-2026\n",
+                "4.96",
+            ),
+            ("version: OpenSMTPD 6.8.0p2\nusage: smtpd [-dFhnv]\n", "6.8.0p2"),
+            ("Version 8.17.1.9\n Compiled with: DNSMAP\n", "8.17.1.9"),
+            ("chasquid 1.11-2+b2 (source date: 2023-04-09 07:19:28 +0000 UTC)\n", "1.11-2+b2"),
+        ] {
+            assert_eq!(version_in(output).as_deref(), Some(version), "{output}");
+        }
+        assert_eq!(version_in("no version here\n"), None);
+    }
 
     #[test]
     fn names_round_trip_and_unknown_ones_list_the_known() {

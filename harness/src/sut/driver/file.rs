@@ -34,6 +34,7 @@ const TOP_LEVEL: &[&str] = &[
     "log",
     "clock",
     "listen_family",
+    "version",
 ];
 
 /// A driver file as written, before it is checked.
@@ -56,6 +57,7 @@ struct RawDriver {
     kick: Option<Spanned<Vec<String>>>,
     queue: Option<Spanned<Vec<String>>>,
     stop: Option<Spanned<Vec<String>>>,
+    version: Option<Spanned<Vec<String>>>,
     log: Option<Spanned<String>>,
     clock: Option<Spanned<String>>,
     listen_family: Option<Spanned<String>>,
@@ -169,7 +171,8 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<DriverFile, DriverError> 
         let mut message = err.message().trim().to_string();
         let misplaced = TOP_LEVEL
             .iter()
-            .any(|key| message.starts_with(&format!("unknown field `{key}`, expected `path`")));
+            .any(|key| message.starts_with(&format!("unknown field `{key}`, expected")))
+            && message.contains("`path`");
         if misplaced {
             message.push_str(
                 " (top-level keys must come before the first [[config]] table: after it they \
@@ -316,6 +319,15 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<DriverFile, DriverError> 
     let kick = optional("kick", &raw.kick)?;
     let queue = optional("queue", &raw.queue)?;
     let stop = optional("stop", &raw.stop)?;
+    let version = optional("version", &raw.version)?;
+    if let (Some(argv), Some(given)) = (&version, &raw.version) {
+        if argv.iter().any(|arg| arg.contains("{{")) {
+            return Err(at(
+                given.span().start,
+                "`version` runs outside any lab: it takes no placeholders".into(),
+            ));
+        }
+    }
     let log = match &raw.log {
         None => None,
         Some(log) => {
@@ -389,6 +401,7 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<DriverFile, DriverError> 
         kick,
         queue,
         stop,
+        version,
         log,
         listen_family,
         env,

@@ -28,6 +28,9 @@
 //! queue = ["/usr/sbin/mymtactl", "list"]   # the queue, see below; none: always empty
 //! stop = ["/usr/sbin/mymtactl", "stop"]    # then up to 5 s for `start` to exit; always
 //!                                          # followed by SIGTERM/SIGKILL of the PID namespace
+//! version = ["/usr/sbin/mymta", "-V"]   # prints the MTA's version (the first word starting
+//!                                 # with a digit is taken), named in the matrix; runs
+//!                                 # outside any lab, so no placeholders
 //! log = "log/mymta.log"           # a log file in the work directory, recorded as SUT log
 //!                                 # lines (start's own stdout/stderr always are)
 //! clock = "faketime"              # the MTA honours libfaketime's LD_PRELOAD: `start` gets
@@ -121,6 +124,8 @@ pub struct DriverFile {
     queue: Option<Vec<String>>,
     /// Stop the MTA gracefully.
     stop: Option<Vec<String>>,
+    /// Print the MTA's version (run outside any lab, no placeholders).
+    version: Option<Vec<String>>,
     /// A log file in the work directory to record.
     log: Option<String>,
     /// Whether the MTA can run on the accelerated world clock.
@@ -239,6 +244,11 @@ impl DriverFile {
     /// Parses and checks driver-file text; `path` names it in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Self, DriverError> {
         file::parse(path, text)
+    }
+
+    /// The `version` command, if the driver has one.
+    pub(crate) fn version_command(&self) -> Option<&[String]> {
+        self.version.as_deref()
     }
 
     /// Whether a template of the driver uses a `{{route.…}}` placeholder.
