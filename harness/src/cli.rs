@@ -58,7 +58,13 @@ enum Command {
         tag: Vec<String>,
     },
     /// Say what this machine can run: privileges, tools, and which SUTs are usable.
-    Doctor,
+    Doctor {
+        /// Also check this SUT end to end (a driver file PATH.toml, or a built-in name): that
+        /// it parses and is installed, its version, and a baseline delivery in a lab, with the
+        /// MTA's own log when it fails.
+        #[arg(long)]
+        sut: Option<SutKind>,
+    },
     /// Remove what runs killed with SIGKILL left behind (work directories, stray processes).
     Gc,
 }
@@ -153,7 +159,7 @@ impl Cli {
                 shell,
                 clock,
             } => explore(&scenario, &sut, &shell, &clock.run_options(None)).await,
-            Command::Doctor => doctor(),
+            Command::Doctor { sut } => doctor(sut).await,
             Command::Gc => gc(),
         }
     }
@@ -502,7 +508,7 @@ async fn explore(
     }
 }
 
-fn doctor() -> ExitCode {
+async fn doctor(sut: Option<SutKind>) -> ExitCode {
     let mut usable = true;
     let mut check = |what: &str, result: Result<(), String>| {
         match &result {
@@ -540,11 +546,61 @@ fn doctor() -> ExitCode {
             Err(err) => println!("--    SUT {name}: {err}"),
         }
     }
+    if let Some(sut) = sut {
+        usable &= doctor_sut(&sut).await;
+    }
     if usable {
         ExitCode::SUCCESS
     } else {
         ExitCode::from(EXIT_USAGE)
     }
+}
+
+/// `doctor --sut`: the SUT installed, its version, and a baseline delivery in a lab (the run's
+/// timeline when it is not a pass). Returns whether all went well.
+async fn doctor_sut(sut: &SutKind) -> bool {
+    let name = sut.name();
+    if let Err(err) = sut.check_installed() {
+        println!("FAIL  SUT {name}: {err}");
+        return false;
+    }
+    println!("ok    SUT {name} installed");
+    match sut.version().await {
+        Some(version) => println!("ok    SUT {name} version {version}"),
+        None => println!("--    SUT {name}: no version (a driver file says how with `version`)"),
+    }
+    let scenario = crate::scenario::ScenarioBuilder::new(
+        "doctor/baseline",
+        "one message to a dual-stack MX with nothing broken",
+    )
+    .mx("mx1", "example.test", 10)
+    .message("alice@sender.test", &["bob@example.test"])
+    .expect("delivered")
+    .within(std::time::Duration::from_secs(600))
+    .build()
+    .expect("the doctor's scenario is valid");
+    let options = lab::RunOptions::default();
+    let report = match lab::run_with(&scenario, sut, &options).await {
+        Ok(report) => report,
+        Err(err) => {
+            println!("FAIL  SUT {name} baseline delivery: {err}");
+            return false;
+        }
+    };
+    let passed = report.verdict.status == crate::verdict::Status::Pass;
+    println!(
+        "{}  SUT {name} baseline delivery: {} {}",
+        if passed { "ok  " } else { "FAIL" },
+        report.verdict.status,
+        report.verdict.summary
+    );
+    if !passed {
+        println!(
+            "{}",
+            crate::report::console::render(&report, true)
+        );
+    }
+    passed
 }
 
 fn gc() -> ExitCode {
