@@ -595,10 +595,7 @@ async fn doctor_sut(sut: &SutKind) -> bool {
         report.verdict.summary
     );
     if !passed {
-        println!(
-            "{}",
-            crate::report::console::render(&report, true)
-        );
+        println!("{}", crate::report::console::render(&report, true));
     }
     passed
 }

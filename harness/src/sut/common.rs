@@ -234,8 +234,9 @@ impl InstanceNamespaces {
         })
     }
 
-    /// Makes `command` run inside these namespaces (network, mount and UTS; with `in_pid` its
-    /// children also land in the instance's PID namespace, so stopping the instance ends them).
+    /// Makes `command` run inside these namespaces (network, mount and UTS; with `in_pid` in
+    /// the instance's PID namespace too, behind a small waiter, so stopping the instance ends
+    /// the command and whatever it started).
     pub(crate) fn enter(&self, command: &mut tokio::process::Command, in_pid: bool) {
         let net = self.net.as_raw_fd();
         let mount = self.mount.as_raw_fd();
@@ -244,8 +245,9 @@ impl InstanceNamespaces {
             (Some(fd), true) => fd.as_raw_fd(),
             _ => -1,
         };
-        // SAFETY: only setns(2), async-signal-safe, on descriptors that stay open (owned by
-        // `self`, which outlives the spawn) and are close-on-exec.
+        // SAFETY: only async-signal-safe syscalls (setns, fork, prctl, close_range, waitpid,
+        // kill, _exit) on descriptors that stay open (owned by `self`, which outlives the
+        // spawn) and are close-on-exec.
         unsafe {
             command.pre_exec(move || {
                 for (fd, kind) in [
@@ -258,9 +260,64 @@ impl InstanceNamespaces {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
+                if pid >= 0 {
+                    into_pid_namespace()?;
+                }
                 Ok(())
             });
         }
+    }
+}
+
+/// After setns(CLONE_NEWPID) in a freshly forked child: only its children join the PID
+/// namespace (and a process whose namespace for children differs from its own cannot start
+/// threads), so it forks once more. The new child returns to exec the command inside the
+/// namespace and dies with its parent; the parent becomes a *waiter* that holds no
+/// descriptors, waits for it and exits the same way (re-raising a signal that killed it).
+///
+/// # Safety
+/// Only in a freshly forked, single-threaded child before exec.
+unsafe fn into_pid_namespace() -> std::io::Result<()> {
+    // SAFETY: raw syscalls on stack data in a single-threaded child.
+    unsafe {
+        let child = libc::fork();
+        if child < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if child == 0 {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            );
+            return Ok(());
+        }
+        // The waiter: its copies of the pipes (std's exec-status pipe, the caller's stdio)
+        // would keep readers waiting; the command has its own.
+        libc::syscall(
+            libc::SYS_close_range,
+            0 as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        );
+        let mut status: libc::c_int = 0;
+        while libc::waitpid(child, &mut status, 0) < 0 {
+            if *libc::__errno_location() != libc::EINTR {
+                libc::_exit(127);
+            }
+        }
+        if libc::WIFSIGNALED(status) {
+            let signal = libc::WTERMSIG(status);
+            libc::signal(signal, libc::SIG_DFL);
+            libc::kill(libc::getpid(), signal);
+        }
+        libc::_exit(if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            127
+        })
     }
 }
 

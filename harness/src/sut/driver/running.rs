@@ -35,6 +35,8 @@ pub struct RunningDriver {
     vars: Vars,
     /// The rendered `[env]`.
     env: Vec<(String, String)>,
+    /// libfaketime's environment on an accelerated clock: the steps share the MTA's clock.
+    clock_env: Vec<(&'static str, String)>,
     /// The injection listener.
     listen: SocketAddr,
     work_dir: PathBuf,
@@ -78,6 +80,7 @@ impl RunningDriver {
                 .map(|path| path.display().to_string())
                 .unwrap_or_default(),
             route: template::RouteVars::of(ctx.route),
+            rate: ctx.timing.clock.times(),
             settings: ctx.settings.clone(),
             message: None,
         };
@@ -144,6 +147,7 @@ impl RunningDriver {
             driver,
             vars,
             env,
+            clock_env: faketime::environment(ctx.timing.clock),
             listen,
             work_dir: ctx.work_dir.to_path_buf(),
             namespaces,
@@ -334,13 +338,14 @@ impl RunningDriver {
     }
 
     /// A step's command, ready to run inside the instance's network, mount and UTS
-    /// namespaces with the driver's `[env]`; what it starts lands in the instance's PID
+    /// namespaces, on the MTA's clock, with the driver's `[env]`; what it starts lands in the instance's PID
     /// namespace, so stopping the instance ends it (a backgrounded queue run included).
     fn command(&self, argv: &[String]) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(&argv[0]);
         command
             .args(&argv[1..])
             .current_dir(&self.work_dir)
+            .envs(self.clock_env.iter().cloned())
             .envs(self.env.iter().map(|(k, v)| (k, v)));
         self.namespaces.enter(&mut command, true);
         command
