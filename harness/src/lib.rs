@@ -19,6 +19,7 @@ pub mod plan;
 pub mod report;
 pub mod scenario;
 pub mod sut;
+pub mod testing;
 pub mod verdict;
 
 #[cfg(test)]
