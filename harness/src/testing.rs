@@ -14,14 +14,14 @@
 //! ```
 //!
 //! ```no_run
-//! // tests/scenarios.rs
-//! fn main() {
-//!     mxlab::testing::main(
-//!         concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios"),
-//!         &[concat!(env!("CARGO_MANIFEST_DIR"), "/mymta.toml")],
-//!     )
-//! }
+//! // tests/scenarios.rs: the whole file.
+//! mxlab::testing::main(
+//!     concat!(env!("CARGO_MANIFEST_DIR"), "/scenarios"),
+//!     &[concat!(env!("CARGO_MANIFEST_DIR"), "/mymta.toml")],
+//! )
 //! ```
+//!
+//! (inside `fn main() { … }`).
 //!
 //! `cargo test` then runs every scenario against every SUT, each test named like
 //! `smtp::v6-greeting-421::mymta`; `cargo test -- --list`, `-- mymta` and `--exact` work as
