@@ -80,7 +80,6 @@ impl RunningDriver {
                 .map(|path| path.display().to_string())
                 .unwrap_or_default(),
             route: template::RouteVars::of(ctx.route),
-            rate: ctx.timing.clock.times(),
             settings: ctx.settings.clone(),
             message: None,
         };

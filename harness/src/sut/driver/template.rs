@@ -21,7 +21,6 @@
 //! | `{{settings}}` | every `[sut.NAME]` setting as `KEY = VALUE` lines (sorted; empty if none) |
 //! | `{{from}}` | `inject` commands only: the envelope sender (empty for the null sender) |
 //! | `{{to}}` | `inject` commands only: the recipients; an argument that is exactly `{{to}}` becomes one argument per recipient, elsewhere they are joined with `,` |
-//! | `{{wall DURATION}}` | `DURATION` of world time as wall time at the run's clock rate, in whole seconds (at least 1), e.g. `{{wall 15m}}` is `9s` at x100 and `900s` on the real clock: for a timer the MTA arms with `setitimer`/`alarm`, which libfaketime does not scale |
 //!
 //! A block `{{#if NAME}}…{{/if}}` is rendered only when the placeholder `NAME` has a non-empty
 //! value (blocks do not nest), e.g.
@@ -66,13 +65,11 @@ impl Scope {
         let mut text: Vec<String> = names.iter().map(|n| format!("{{{{{n}}}}}")).collect();
         text.push("{{setting.KEY}}".into());
         text.push("{{setting.KEY|DEFAULT}}".into());
-        text.push("{{wall DURATION}}".into());
         text.join(", ")
     }
 
     fn permits(self, name: &str) -> bool {
         BASE.contains(&name)
-            || wall_duration(name).is_some()
             || (self == Scope::Message && MESSAGE.contains(&name))
             || setting_key(name).is_some()
     }
@@ -100,8 +97,6 @@ pub(crate) struct Vars {
     pub route: RouteVars,
     /// `{{setting.KEY}}` and `{{settings}}`.
     pub settings: BTreeMap<String, String>,
-    /// The world clock's rate, for `{{wall DURATION}}` (1 on the real clock).
-    pub rate: u32,
     /// `{{from}}` and `{{to}}`, while rendering an `inject` command.
     pub message: Option<(String, Vec<String>)>,
 }
@@ -219,11 +214,6 @@ fn pieces(text: &str) -> Result<Vec<Piece<'_>>, String> {
     Ok(out)
 }
 
-/// The duration of a `wall DURATION` placeholder.
-fn wall_duration(name: &str) -> Option<std::time::Duration> {
-    humantime::parse_duration(name.strip_prefix("wall ")?.trim()).ok()
-}
-
 /// `KEY` and the default of a `setting.KEY` or `setting.KEY|DEFAULT` placeholder.
 fn setting_key(name: &str) -> Option<(&str, Option<&str>)> {
     let rest = name.strip_prefix("setting.")?;
@@ -317,11 +307,6 @@ fn value(name: &str, vars: &Vars, scope: Scope) -> Result<String, String> {
                 to.join(",")
             }
         }
-        other if wall_duration(other).is_some() => {
-            let world = wall_duration(other).expect("checked");
-            let seconds = world.as_secs() / u64::from(vars.rate.max(1));
-            format!("{}s", seconds.max(1))
-        }
         other => match setting_key(other) {
             Some((key, default)) => match (vars.settings.get(key), default) {
                 (Some(value), _) => value.clone(),
@@ -358,7 +343,6 @@ mod tests {
             resolv_conf: "/tmp/resolv.conf".into(),
             ca_file: String::new(),
             route: RouteVars::default(),
-            rate: 100,
             settings: BTreeMap::from([
                 ("b".to_string(), "2".to_string()),
                 ("a".to_string(), "1".to_string()),
@@ -425,11 +409,6 @@ mod tests {
         assert_eq!(vars.route.bind_ipv6, "2001:db8::10");
         assert_eq!(vars.route.bind_ipv4, "");
         assert!(uses_route(text));
-        assert_eq!(render("-q{{wall 15m}}", &vars).unwrap(), "-q9s");
-        assert_eq!(render("{{wall 1s}}", &vars).unwrap(), "1s");
-        vars.rate = 1;
-        assert_eq!(render("-q{{ wall 15m }}", &vars).unwrap(), "-q900s");
-        assert!(check("{{wall soon}}", Scope::Base).is_err());
         assert!(!uses_route("{{listen}}"));
         let err = check("{{#if ca_file}}{{#if listen}}x{{/if}}{{/if}}", Scope::Base).unwrap_err();
         assert!(err.contains("do not nest"), "{err}");
