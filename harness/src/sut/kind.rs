@@ -115,21 +115,43 @@ impl SutKind {
             }
         };
         let (program, args) = asked;
-        let output = tokio::process::Command::new(program)
+        // Read line by line: the first version line is enough, and some MTAs go on to other
+        // work after printing it (Sendmail's -bt looks up the machine's own name).
+        let mut child = tokio::process::Command::new(program)
             .args(&args)
             .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
             .kill_on_drop(true)
-            .output();
-        let output = tokio::time::timeout(std::time::Duration::from_secs(10), output)
-            .await
-            .ok()?
+            .spawn()
             .ok()?;
-        let text = format!(
-            "{}\n{}",
-            String::from_utf8_lossy(&output.stdout),
-            String::from_utf8_lossy(&output.stderr)
-        );
-        version_in(&text)
+        let (stdout, stderr) = (child.stdout.take()?, child.stderr.take()?);
+        let read = async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut out = tokio::io::BufReader::new(stdout).lines();
+            let mut err = tokio::io::BufReader::new(stderr).lines();
+            let (mut out_open, mut err_open) = (true, true);
+            while out_open || err_open {
+                let line = tokio::select! {
+                    line = out.next_line(), if out_open => line.ok().flatten().or_else(|| {
+                        out_open = false;
+                        None
+                    }),
+                    line = err.next_line(), if err_open => line.ok().flatten().or_else(|| {
+                        err_open = false;
+                        None
+                    }),
+                };
+                if let Some(version) = line.as_deref().and_then(version_in) {
+                    return Some(version);
+                }
+            }
+            None
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), read)
+            .await
+            .ok()
+            .flatten()
     }
 
     /// Starts the SUT inside the lab and waits until it is ready for mail.
