@@ -222,6 +222,8 @@ fn an_instance_has_its_host_name_hosts_file_and_dev_log() -> Result<(), Failed> 
 start = ["/bin/sh", "-c", 'logger -t probe "uname=$(uname -n) hosts=$(grep -c sut.sender.test /etc/hosts) env=$PROBE_ENV"; exec sleep 60']
 ready = ["/bin/sh", "-c", "test -S /dev/log"]
 inject = ["/bin/sh", "-c", "cat > /dev/null; logger -t probe injected"]
+# A step that leaves a process behind: it must end with the instance.
+queue = ["/bin/sh", "-c", "sleep 3013 > /dev/null 2>&1 & logger -t probe queue-listed"]
 
 [env]
 PROBE_ENV = "{{listen_port}}"
@@ -254,6 +256,23 @@ PROBE_ENV = "{{listen_port}}"
     }
     if !lines.iter().any(|line| line.ends_with("probe: injected")) {
         return Err(format!("the inject step's syslog line is missing: {lines:#?}").into());
+    }
+    if !lines
+        .iter()
+        .any(|line| line.ends_with("probe: queue-listed"))
+    {
+        return Err(format!("the queue step did not run: {lines:#?}").into());
+    }
+    // The queue step's backgrounded sleep ran in the instance's PID namespace and ended with it.
+    let left: Vec<String> = std::fs::read_dir("/proc")
+        .map_err(|e| e.to_string())?
+        .flatten()
+        .filter_map(|entry| std::fs::read(entry.path().join("cmdline")).ok())
+        .map(|cmdline| String::from_utf8_lossy(&cmdline).replace('\0', " "))
+        .filter(|cmdline| cmdline.trim() == "sleep 3013")
+        .collect();
+    if !left.is_empty() {
+        return Err(format!("a step's background process outlived the instance: {left:?}").into());
     }
     Ok(())
 }
