@@ -3,7 +3,8 @@
 # nftables, iproute2, dig, swaks, libfaketime (the accelerated world clock: MTAs run their stock
 # timers x100 under LD_PRELOAD), tshark (the pcap recorder's test reads its captures back with
 # it; not setuid: the tests run as root), and Chromium (run headless by tests/matrix_html.rs to
-# render the HTML matrix; about 400 MB; its dependencies bring a font). Idempotent; run as root.
+# render the HTML matrix; about 400 MB; its dependencies bring a font), and for the driver
+# files Sendmail (unpacked) and chasquid. Idempotent; run as root.
 # Rust (>= 1.95) must already be installed.
 set -euo pipefail
 export DEBIAN_FRONTEND=noninteractive
@@ -68,6 +69,24 @@ mkdir -p "$MXLAB_OPT"
 chmod 755 "$MXLAB_OPT"
 unpack exim4-daemon-light "$MXLAB_OPT/exim"
 unpack opensmtpd "$MXLAB_OPT/opensmtpd"
+
+# Sendmail 8.17 for drivers/sendmail.toml: sendmail-bin conflicts with postfix too, so it is
+# unpacked the same way (with sendmail-base and sendmail-cf: the m4 files its sendmail.cf is
+# generated from) under /opt/mxlab/sendmail; m4 and perl for its config and queue listing.
+# chasquid (Go) for drivers/chasquid.toml is an ordinary package that does not conflict; its
+# system service is not needed (policy-rc.d above keeps it from starting); the driver injects
+# with swaks over STARTTLS using a certificate made by openssl.
+need=()
+for pkg in m4 perl openssl chasquid; do
+  dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
+done
+if [ "${#need[@]}" -gt 0 ]; then
+  apt-get update -qq
+  apt-get install -y -qq --no-install-recommends "${need[@]}"
+fi
+unpack sendmail-bin "$MXLAB_OPT/sendmail"
+unpack sendmail-base "$MXLAB_OPT/sendmail"
+unpack sendmail-cf "$MXLAB_OPT/sendmail"
 
 # Exim: the Debian-exim user, and the instance directory. Exim trusts `-C FILE` in the
 # daemon's re-execs (which run as Debian-exim) only for paths listed in the compiled-in

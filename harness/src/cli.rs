@@ -58,7 +58,13 @@ enum Command {
         tag: Vec<String>,
     },
     /// Say what this machine can run: privileges, tools, and which SUTs are usable.
-    Doctor,
+    Doctor {
+        /// Also check this SUT end to end (a driver file PATH.toml, or a built-in name): that
+        /// it parses and is installed, its version, and a baseline delivery in a lab, with the
+        /// MTA's own log when it fails.
+        #[arg(long)]
+        sut: Option<SutKind>,
+    },
     /// Remove what runs killed with SIGKILL left behind (work directories, stray processes).
     Gc,
     /// Run seeded random worlds against the SUTs, judge them against invariants and each
@@ -180,9 +186,11 @@ impl Cli {
     /// Whether the command needs root or rootless mode (network namespaces, or a killed
     /// rootless run's files): `list` and `doctor` run without either.
     pub fn needs_privileges(&self) -> bool {
-        // `Doctor { .. }` also matches once doctor takes options.
-        #[allow(clippy::unneeded_struct_pattern)]
-        !matches!(self.command, Command::List { .. } | Command::Doctor { .. })
+        // `doctor --sut` runs a lab: that needs them.
+        !matches!(
+            self.command,
+            Command::List { .. } | Command::Doctor { sut: None }
+        )
     }
 
     /// Runs the command and returns the process's exit status.
@@ -197,7 +205,7 @@ impl Cli {
                 shell,
                 clock,
             } => explore(&scenario, &sut, &shell, &clock.run_options(None)).await,
-            Command::Doctor => doctor(),
+            Command::Doctor { sut } => doctor(sut).await,
             Command::Gc => gc(),
             Command::Chaos(args) => chaos(args).await,
         }
@@ -451,7 +459,15 @@ async fn matrix(args: MatrixArgs) -> ExitCode {
     let Some(finished) = execute(&work, args.jobs, false, &options).await else {
         return ExitCode::from(EXIT_INTERRUPTED);
     };
-    let table = crate::report::matrix::markdown(&finished) + &report_flaky(&finished, args.repeat);
+    // Each MTA's version, asked of the MTA itself, for the column headings.
+    let mut versions = crate::report::matrix::Versions::new();
+    for sut in &args.sut {
+        if let Some(version) = sut.version().await {
+            versions.insert(sut.name().to_string(), version);
+        }
+    }
+    let table = crate::report::matrix::markdown_with(&finished, &versions)
+        + &report_flaky(&finished, args.repeat);
     if let Err(err) = std::fs::create_dir_all(&args.out) {
         eprintln!("error: cannot create {}: {err}", args.out.display());
         return ExitCode::from(EXIT_USAGE);
@@ -459,7 +475,7 @@ async fn matrix(args: MatrixArgs) -> ExitCode {
     let written = write_file(&args.out.join("matrix.md"), &table).and_then(|()| {
         write_file(
             &args.out.join("matrix.html"),
-            &crate::report::matrix::html(&finished),
+            &crate::report::matrix::html_with(&finished, &versions),
         )
     });
     if let Err(status) = written {
@@ -569,7 +585,7 @@ async fn explore(
     }
 }
 
-fn doctor() -> ExitCode {
+async fn doctor(sut: Option<SutKind>) -> ExitCode {
     let mut usable = true;
     let mut check = |what: &str, result: Result<(), String>| {
         match &result {
@@ -624,6 +640,9 @@ fn doctor() -> ExitCode {
             Err(err) => println!("--    SUT {name}: {err}"),
         }
     }
+    if let Some(sut) = sut {
+        usable &= doctor_sut(&sut).await;
+    }
     if usable {
         ExitCode::SUCCESS
     } else {
@@ -670,6 +689,50 @@ async fn chaos(args: ChaosArgs) -> ExitCode {
             ExitCode::from(EXIT_USAGE)
         }
     }
+}
+
+/// `doctor --sut`: the SUT installed, its version, and a baseline delivery in a lab (the run's
+/// timeline when it is not a pass). Returns whether all went well.
+async fn doctor_sut(sut: &SutKind) -> bool {
+    let name = sut.name();
+    if let Err(err) = sut.check_installed() {
+        println!("FAIL  SUT {name}: {err}");
+        return false;
+    }
+    println!("ok    SUT {name} installed");
+    match sut.version().await {
+        Some(version) => println!("ok    SUT {name} version {version}"),
+        None => println!("--    SUT {name}: no version (a driver file says how with `version`)"),
+    }
+    let scenario = crate::scenario::ScenarioBuilder::new(
+        "doctor/baseline",
+        "one message to a dual-stack MX with nothing broken",
+    )
+    .mx("mx1", "example.test", 10)
+    .message("alice@sender.test", &["bob@example.test"])
+    .expect("delivered")
+    .within(std::time::Duration::from_secs(600))
+    .build()
+    .expect("the doctor's scenario is valid");
+    let options = lab::RunOptions::default();
+    let report = match lab::run_with(&scenario, sut, &options).await {
+        Ok(report) => report,
+        Err(err) => {
+            println!("FAIL  SUT {name} baseline delivery: {err}");
+            return false;
+        }
+    };
+    let passed = report.verdict.status == crate::verdict::Status::Pass;
+    println!(
+        "{}  SUT {name} baseline delivery: {} {}",
+        if passed { "ok  " } else { "FAIL" },
+        report.verdict.status,
+        report.verdict.summary
+    );
+    if !passed {
+        println!("{}", crate::report::console::render(&report, true));
+    }
+    passed
 }
 
 fn gc() -> ExitCode {

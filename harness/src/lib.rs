@@ -21,6 +21,7 @@ pub mod report;
 pub mod rootless;
 pub mod scenario;
 pub mod sut;
+pub mod testing;
 pub mod verdict;
 
 #[cfg(test)]

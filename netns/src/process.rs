@@ -60,6 +60,72 @@ pub struct SpawnOptions {
     /// start-fg`, for instance, runs `master -s` in the foreground instead of exec'ing
     /// `master -i`, which Postfix allows only as PID 1).
     pub own_pid_namespace: bool,
+    /// If set: the child gets its own UTS namespace (unshare CLONE_NEWUTS) with this host name,
+    /// so `gethostname(2)` and `uname -n` answer it instead of the machine's name.
+    pub hostname: Option<String>,
+    /// If set: the child's `/dev` is this directory (created if missing), with the host's
+    /// standard device nodes (`null`, `zero`, `full`, `random`, `urandom`, `tty`, `ptmx`),
+    /// `/dev/pts`, `/dev/shm` and `/dev/mqueue` bind-mounted into it and the `fd`, `stdin`,
+    /// `stdout` and `stderr` links made in it. Whatever else the caller puts there (a `log`
+    /// socket, say) is what the child finds in its `/dev`, and nothing the child creates there
+    /// reaches the host's `/dev`. Implies a private mount namespace; mounted before
+    /// `bind_mounts`, so those may cover parts of it (e.g. `/dev/shm`).
+    pub private_dev: Option<PathBuf>,
+}
+
+/// The host's device nodes a private `/dev` gets (those that exist).
+const DEV_NODES: &[&str] = &["null", "zero", "full", "random", "urandom", "tty", "ptmx"];
+
+/// The host's `/dev` subdirectories (usually mount points) a private `/dev` gets.
+const DEV_DIRS: &[&str] = &["pts", "shm", "mqueue"];
+
+/// The links every `/dev` has.
+const DEV_LINKS: &[(&str, &str)] = &[
+    ("fd", "/proc/self/fd"),
+    ("stdin", "/proc/self/fd/0"),
+    ("stdout", "/proc/self/fd/1"),
+    ("stderr", "/proc/self/fd/2"),
+];
+
+/// Fills `dir` with the mount points and links of a private `/dev` and returns the bind mounts
+/// (source, target, recursive) that make it the child's `/dev`, in order.
+fn private_dev_mounts(dir: &Path) -> io::Result<Vec<(PathBuf, PathBuf, bool)>> {
+    use std::os::unix::fs::DirBuilderExt;
+    std::fs::DirBuilder::new()
+        .recursive(true)
+        .mode(0o755)
+        .create(dir)?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o755))?;
+    let mut mounts = Vec::new();
+    let host = Path::new("/dev");
+    for name in DEV_NODES {
+        let source = host.join(name);
+        if std::fs::metadata(&source).is_err() {
+            continue;
+        }
+        let target = dir.join(name);
+        if std::fs::symlink_metadata(&target).is_err() {
+            std::fs::File::create(&target)?;
+        }
+        mounts.push((source, target, false));
+    }
+    for name in DEV_DIRS {
+        let source = host.join(name);
+        if !source.is_dir() {
+            continue;
+        }
+        let target = dir.join(name);
+        std::fs::create_dir_all(&target)?;
+        mounts.push((source, target, true));
+    }
+    for (name, points_to) in DEV_LINKS {
+        let link = dir.join(name);
+        if std::fs::symlink_metadata(&link).is_err() {
+            std::os::unix::fs::symlink(points_to, &link)?;
+        }
+    }
+    mounts.push((dir.to_owned(), host.to_owned(), true));
+    Ok(mounts)
 }
 
 /// A process started inside a namespace. Dropping it kills it (SIGKILL) and reaps it.
@@ -305,8 +371,30 @@ pub fn spawn(namespace: &Namespace, command: Command, options: SpawnOptions) -> 
     } else {
         None
     };
-    let mut bind_mounts = Vec::with_capacity(options.bind_mounts.len());
-    for (source, target) in &options.bind_mounts {
+    let dev_mounts = match &options.private_dev {
+        Some(dir) => private_dev_mounts(dir).map_err(|e| {
+            spawn_error(io::Error::new(
+                e.kind(),
+                format!("private /dev {}: {e}", dir.display()),
+            ))
+        })?,
+        None => Vec::new(),
+    };
+    let hostname = options
+        .hostname
+        .as_deref()
+        .map(|name| cstring(OsStr::new(name)))
+        .transpose()
+        .map_err(spawn_error)?;
+    let requested = dev_mounts.iter().cloned().chain(
+        options
+            .bind_mounts
+            .iter()
+            .map(|(source, target)| (source.clone(), target.clone(), false)),
+    );
+    let mut bind_mounts = Vec::with_capacity(dev_mounts.len() + options.bind_mounts.len());
+    for (source, target, recursive) in requested {
+        let (source, target) = (&source, &target);
         let mut pair = [source, target].into_iter().map(|path| {
             let absolute = std::fs::canonicalize(path).map_err(|e| {
                 spawn_error(io::Error::new(
@@ -323,11 +411,12 @@ pub fn spawn(namespace: &Namespace, command: Command, options: SpawnOptions) -> 
         let (Some(source), Some(target)) = (pair.next(), pair.next()) else {
             unreachable!("two paths");
         };
-        bind_mounts.push((source?, target?));
+        bind_mounts.push((source?, target?, recursive));
     }
     let setup = PreExec {
         resolv_conf,
         bind_mounts,
+        hostname,
         own_pid_namespace: options.own_pid_namespace,
         lifeline: lifeline.as_ref().map_or(-1, |(read, _)| read.as_raw_fd()),
     };
@@ -447,8 +536,10 @@ pub fn output(namespace: &Namespace, command: Command) -> Result<Output> {
 /// Everything the forked child does before exec, prepared before the fork.
 struct PreExec {
     resolv_conf: Option<CString>,
-    /// (source, target) bind mounts, in order.
-    bind_mounts: Vec<(CString, CString)>,
+    /// (source, target, recursive) bind mounts, in order.
+    bind_mounts: Vec<(CString, CString, bool)>,
+    /// The host name of the child's own UTS namespace, if it gets one.
+    hostname: Option<CString>,
     own_pid_namespace: bool,
     /// The lifeline's read end (with `own_pid_namespace`; -1 otherwise).
     lifeline: libc::c_int,
@@ -479,14 +570,23 @@ impl PreExec {
                     std::ptr::null(),
                 ))?;
             }
-            for (source, target) in &self.bind_mounts {
+            for (source, target, recursive) in &self.bind_mounts {
+                let flags = if *recursive {
+                    libc::MS_BIND | libc::MS_REC
+                } else {
+                    libc::MS_BIND
+                };
                 check(libc::mount(
                     source.as_ptr(),
                     target.as_ptr(),
                     std::ptr::null(),
-                    libc::MS_BIND,
+                    flags,
                     std::ptr::null(),
                 ))?;
+            }
+            if let Some(name) = &self.hostname {
+                check(libc::unshare(libc::CLONE_NEWUTS))?;
+                check(libc::sethostname(name.as_ptr(), name.as_bytes().len()))?;
             }
             check(libc::prctl(
                 libc::PR_SET_PDEATHSIG,

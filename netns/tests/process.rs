@@ -699,3 +699,65 @@ fn harness_crash_ends_a_pid_namespace_whose_command_changed_credentials() {
         t0.elapsed()
     );
 }
+
+#[test]
+fn hostname_and_private_dev_apply_only_to_the_child() {
+    if !root_or_skip("hostname_and_private_dev_apply_only_to_the_child") {
+        return;
+    }
+    let ns = namespace("uts");
+    let dev = tempfile::tempdir().unwrap();
+    let dev_dir = dev.path().join("dev");
+    let host_name_before = std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap();
+    let mut command = Command::new("sh");
+    // The child writes into its /dev, reads a device node and lists what it finds there.
+    command
+        .args([
+            "-c",
+            "uname -n; echo x > /dev/mxlab-marker; head -c 4 /dev/zero | od -An -tx1; \
+             test -c /dev/null && echo null-is-a-device; ls /dev/marker-from-caller",
+        ])
+        .stdout(Stdio::piped());
+    std::fs::create_dir_all(&dev_dir).unwrap();
+    std::fs::write(dev_dir.join("marker-from-caller"), "").unwrap();
+    let mut process = netns::spawn(
+        &ns,
+        command,
+        SpawnOptions {
+            own_pid_namespace: true,
+            hostname: Some("sut.sender.test".into()),
+            private_dev: Some(dev_dir.clone()),
+            ..SpawnOptions::default()
+        },
+    )
+    .unwrap();
+    let mut seen = String::new();
+    process
+        .take_stdout()
+        .unwrap()
+        .read_to_string(&mut seen)
+        .unwrap();
+    let lines: Vec<&str> = seen.lines().map(str::trim).collect();
+    assert_eq!(
+        lines,
+        [
+            "sut.sender.test",
+            "00 00 00 00",
+            "null-is-a-device",
+            "/dev/marker-from-caller"
+        ]
+    );
+    assert_eq!(
+        std::fs::read_to_string("/proc/sys/kernel/hostname").unwrap(),
+        host_name_before,
+        "the host keeps its name"
+    );
+    assert!(
+        !std::path::Path::new("/dev/mxlab-marker").exists(),
+        "what the child writes in its /dev stays out of the host's"
+    );
+    assert_eq!(
+        std::fs::read_to_string(dev_dir.join("mxlab-marker")).unwrap(),
+        "x\n"
+    );
+}

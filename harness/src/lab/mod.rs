@@ -275,7 +275,7 @@ pub async fn run_with(
             sut.name().replace(['/', ':'], "_")
         ))
     });
-    let lab = Lab::up(
+    let lab = match Lab::up(
         &plan,
         &prefix,
         &clock,
@@ -284,7 +284,20 @@ pub async fn run_with(
         pcap.as_deref(),
         options.timeouts,
     )
-    .await?;
+    .await
+    {
+        Ok(lab) => lab,
+        // The SUT did not start: an error verdict that keeps what it logged (its own reason,
+        // often only in its syslog lines) and how long the attempt took.
+        Err(error @ LabError::Sut(_)) => {
+            return Ok(RunReport {
+                events: log.snapshot(),
+                wall: started.elapsed(),
+                ..RunReport::harness_error(scenario, sut, options, &error)
+            })
+        }
+        Err(error) => return Err(error),
+    };
     let topology_up = lab.topology_up;
     log.record(EventKind::Harness {
         message: format!(
@@ -353,7 +366,13 @@ pub async fn run_with(
     let events = log.snapshot();
     let verdict = match clock_escaped.flatten() {
         Some(reason) => Verdict::error(reason),
-        None => verdict::judge(expect, &plan.messages, &events, sut.name(), plan.clock),
+        None => verdict::judge(
+            &sut.expectations(&scenario.name, expect),
+            &plan.messages,
+            &events,
+            sut.name(),
+            plan.clock,
+        ),
     };
     Ok(RunReport {
         clock: plan.clock,

@@ -120,13 +120,33 @@ fn cell<'r>(runs: &'r [RunReport], scenario: &str, sut: &str) -> Option<&'r RunR
         .find(|run| run.mutant.is_none() && run.scenario == scenario && run.sut == sut)
 }
 
+/// SUT name → the MTA's version as it reports it (see [`SutKind::version`]), for the column
+/// headings.
+///
+/// [`SutKind::version`]: crate::sut::SutKind::version
+pub type Versions = std::collections::BTreeMap<String, String>;
+
+/// A column heading: the SUT's name and, if known, its version (`postfix 3.7.11`).
+fn heading(sut: &str, versions: &Versions) -> String {
+    match versions.get(sut) {
+        Some(version) => format!("{sut} {version}"),
+        None => sut.to_string(),
+    }
+}
+
 /// The matrix as a Markdown table; notes follow the table, numbered.
 pub fn markdown(runs: &[RunReport]) -> String {
+    markdown_with(runs, &Versions::new())
+}
+
+/// [`markdown`] with each SUT's version in its column heading.
+pub fn markdown_with(runs: &[RunReport], versions: &Versions) -> String {
     let (scenarios, suts) = axes(runs);
     let mutants = has_mutants(runs);
+    let headings: Vec<String> = suts.iter().map(|sut| heading(sut, versions)).collect();
     let mut out = format!(
         "| scenario | {} |{}\n|---|{}{}\n",
-        suts.join(" | "),
+        headings.join(" | "),
         if mutants { " mutants |" } else { "" },
         "---|".repeat(suts.len()),
         if mutants { "---|" } else { "" }
@@ -173,6 +193,11 @@ fn escape(text: &str) -> String {
 
 /// The matrix as a self-contained HTML page (inline CSS, no scripts, no external assets).
 pub fn html(runs: &[RunReport]) -> String {
+    html_with(runs, &Versions::new())
+}
+
+/// [`html`] with each SUT's version in its column heading.
+pub fn html_with(runs: &[RunReport], versions: &Versions) -> String {
     let (scenarios, suts) = axes(runs);
     let mut out = String::from(
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">\
@@ -184,7 +209,7 @@ th{background:#eee}.pass{background:#dff5dd}.fail{background:#f8d7d5}.xfail{back
 </style></head><body>\n<h1>mxlab compatibility matrix</h1>\n<table id=\"matrix\">\n<thead><tr><th>scenario</th>",
     );
     for sut in &suts {
-        let _ = write!(out, "<th>{}</th>", escape(sut));
+        let _ = write!(out, "<th>{}</th>", escape(&heading(sut, versions)));
     }
     let mutants = has_mutants(runs);
     if mutants {
@@ -267,6 +292,25 @@ mod tests {
         assert!(
             text.contains("1. expected via = \"ipv6\": accepted over ipv4 by mx1"),
             "{text}"
+        );
+    }
+
+    #[test]
+    fn column_headings_name_each_mta_version_where_known() {
+        let versions = Versions::from([("postfix".to_string(), "3.7.11".to_string())]);
+        let text = markdown_with(&runs(), &versions);
+        assert!(
+            text.starts_with("| scenario | postfix 3.7.11 | exim |\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| smtp/x | PASS ipv4 0.30s | FAIL [1] |"),
+            "{text}"
+        );
+        let page = html_with(&runs(), &versions);
+        assert!(
+            page.contains("<th>postfix 3.7.11</th><th>exim</th>"),
+            "{page}"
         );
     }
 

@@ -3,7 +3,7 @@
 //! running instance, and making the directories of an instance.
 
 use std::fs::File;
-use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
@@ -13,6 +13,7 @@ use std::time::{Duration, Instant};
 use tokio::io::AsyncWriteExt;
 
 use crate::events::{EventKind, EventLog};
+use crate::family::Family;
 use crate::sut::{smtp, OutgoingMessage, SutError};
 
 /// The address every driver's injection listener binds inside the SUT namespace.
@@ -24,6 +25,15 @@ const PROBE_INTERVAL: Duration = Duration::from_millis(20);
 /// [`LISTEN_ADDRESS`] as a socket address.
 pub(crate) fn listen_address() -> SocketAddr {
     SocketAddr::V4(SocketAddrV4::new(Ipv4Addr::LOCALHOST, 2525))
+}
+
+/// The injection listener of an MTA that listens on `family` only: [`LISTEN_ADDRESS`] for
+/// IPv4 (and for both families), `[::1]:2525` for an IPv6-only MTA.
+pub(crate) fn listen_address_for(family: Option<Family>) -> SocketAddr {
+    match family {
+        Some(Family::Ipv6) => SocketAddr::V6(SocketAddrV6::new(Ipv6Addr::LOCALHOST, 2525, 0, 0)),
+        _ => listen_address(),
+    }
 }
 
 /// Connects to `address` from a socket made on a short-lived thread inside the network
@@ -60,16 +70,16 @@ pub(crate) fn inject_error(
     }
 }
 
-/// Hands `message` to the SUT's SMTP listener at [`LISTEN_ADDRESS`] inside the network
-/// namespace `net` and returns the reply to the end of DATA; any refusal is an error naming
-/// the step.
+/// Hands `message` to the SUT's SMTP listener at `listen` inside the network namespace `net`
+/// and returns the reply to the end of DATA; any refusal is an error naming the step.
 pub(crate) async fn send_over_smtp(
     sut: &'static str,
     net: BorrowedFd<'_>,
+    listen: SocketAddr,
     message: &OutgoingMessage,
 ) -> Result<String, SutError> {
-    let stream = connect_in(net, listen_address())
-        .map_err(|e| inject_error(sut, message, format!("connecting to {LISTEN_ADDRESS}: {e}")))?;
+    let stream = connect_in(net, listen)
+        .map_err(|e| inject_error(sut, message, format!("connecting to {listen}: {e}")))?;
     smtp::send(stream, message)
         .await
         .map_err(|detail| inject_error(sut, message, detail))
@@ -84,12 +94,12 @@ pub(crate) fn record_injection(log: &EventLog, message: &OutgoingMessage, reply:
     });
 }
 
-/// One readiness probe: connects to [`LISTEN_ADDRESS`] inside `ns`, expects a 220 greeting
+/// One readiness probe: connects to `listen` inside `ns`, expects a 220 greeting
 /// within 2 s, says QUIT and hangs up without waiting for the 221 (Exim 4.96 holds its 221 back
 /// for 200 ms, which would only inflate the measured start-up time). The error says what
 /// happened instead.
-pub(crate) async fn probe_greeting(ns: BorrowedFd<'_>) -> Result<(), String> {
-    let stream = connect_in(ns, listen_address()).map_err(|e| format!("connect: {e}"))?;
+pub(crate) async fn probe_greeting(ns: BorrowedFd<'_>, listen: SocketAddr) -> Result<(), String> {
+    let stream = connect_in(ns, listen).map_err(|e| format!("connect: {e}"))?;
     let mut stream = tokio::io::BufReader::new(stream);
     let greeting = tokio::time::timeout(Duration::from_secs(2), smtp::read_reply(&mut stream))
         .await
@@ -109,6 +119,8 @@ pub(crate) enum NotReady {
     Exited(ExitStatus),
     /// No greeting within the time allowed; the last probe's outcome.
     TimedOut {
+        /// The listener probed.
+        address: SocketAddr,
         /// How long it waited.
         waited: Duration,
         /// The last probe's outcome.
@@ -133,9 +145,13 @@ impl NotReady {
                 status: status.to_string(),
                 log_tail: log_tail(),
             },
-            NotReady::TimedOut { waited, detail } => SutError::NotReady {
+            NotReady::TimedOut {
+                address,
+                waited,
+                detail,
+            } => SutError::NotReady {
                 sut,
-                address: LISTEN_ADDRESS.into(),
+                address: address.to_string(),
                 waited,
                 detail,
                 log_tail: log_tail(),
@@ -149,11 +165,12 @@ impl NotReady {
     }
 }
 
-/// Probes [`LISTEN_ADDRESS`] inside `ns` until it greets with 220, `process` exits, or
-/// `timeout` has passed since `begun`.
+/// Probes `listen` inside `ns` until it greets with 220, `process` exits, or `timeout` has
+/// passed since `begun`.
 pub(crate) async fn wait_for_greeting(
     process: &mut netns::Process,
     ns: BorrowedFd<'_>,
+    listen: SocketAddr,
     begun: Instant,
     timeout: Duration,
 ) -> Result<(), NotReady> {
@@ -163,12 +180,13 @@ pub(crate) async fn wait_for_greeting(
             Ok(None) => {}
             Err(e) => return Err(NotReady::Watch(e.to_string())),
         }
-        let detail = match probe_greeting(ns).await {
+        let detail = match probe_greeting(ns, listen).await {
             Ok(()) => return Ok(()),
             Err(detail) => detail,
         };
         if begun.elapsed() >= timeout {
             return Err(NotReady::TimedOut {
+                address: listen,
                 waited: begun.elapsed(),
                 detail,
             });
@@ -187,6 +205,8 @@ pub(crate) struct InstanceNamespaces {
     pub mount: OwnedFd,
     /// The instance's PID namespace, for the children of tools (`pid_for_children`).
     pub pid: Option<OwnedFd>,
+    /// The instance's UTS namespace (its host name).
+    pub uts: OwnedFd,
 }
 
 impl InstanceNamespaces {
@@ -210,34 +230,94 @@ impl InstanceNamespaces {
                 .map_err(|e| io_error(sut, "duplicate the SUT namespace's descriptor", e))?,
             mount: open("mnt")?,
             pid: Some(open("pid_for_children")?),
+            uts: open("uts")?,
         })
     }
 
-    /// Makes `command` run inside these namespaces (network and mount; with `in_pid` its
-    /// children also land in the instance's PID namespace, so stopping the instance ends them).
+    /// Makes `command` run inside these namespaces (network, mount and UTS; with `in_pid` in
+    /// the instance's PID namespace too, behind a small waiter, so stopping the instance ends
+    /// the command and whatever it started).
     pub(crate) fn enter(&self, command: &mut tokio::process::Command, in_pid: bool) {
         let net = self.net.as_raw_fd();
         let mount = self.mount.as_raw_fd();
+        let uts = self.uts.as_raw_fd();
         let pid = match (&self.pid, in_pid) {
             (Some(fd), true) => fd.as_raw_fd(),
             _ => -1,
         };
-        // SAFETY: only setns(2), async-signal-safe, on descriptors that stay open (owned by
-        // `self`, which outlives the spawn) and are close-on-exec.
+        // SAFETY: only async-signal-safe syscalls (setns, fork, prctl, close_range, waitpid,
+        // kill, _exit) on descriptors that stay open (owned by `self`, which outlives the
+        // spawn) and are close-on-exec.
         unsafe {
             command.pre_exec(move || {
                 for (fd, kind) in [
                     (net, libc::CLONE_NEWNET),
                     (mount, libc::CLONE_NEWNS),
+                    (uts, libc::CLONE_NEWUTS),
                     (pid, libc::CLONE_NEWPID),
                 ] {
                     if fd >= 0 && libc::setns(fd, kind) != 0 {
                         return Err(std::io::Error::last_os_error());
                     }
                 }
+                if pid >= 0 {
+                    into_pid_namespace()?;
+                }
                 Ok(())
             });
         }
+    }
+}
+
+/// After setns(CLONE_NEWPID) in a freshly forked child: only its children join the PID
+/// namespace (and a process whose namespace for children differs from its own cannot start
+/// threads), so it forks once more. The new child returns to exec the command inside the
+/// namespace and dies with its parent; the parent becomes a *waiter* that holds no
+/// descriptors, waits for it and exits the same way (re-raising a signal that killed it).
+///
+/// # Safety
+/// Only in a freshly forked, single-threaded child before exec.
+unsafe fn into_pid_namespace() -> std::io::Result<()> {
+    // SAFETY: raw syscalls on stack data in a single-threaded child.
+    unsafe {
+        let child = libc::fork();
+        if child < 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+        if child == 0 {
+            libc::prctl(
+                libc::PR_SET_PDEATHSIG,
+                libc::SIGKILL as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+                0 as libc::c_ulong,
+            );
+            return Ok(());
+        }
+        // The waiter: its copies of the pipes (std's exec-status pipe, the caller's stdio)
+        // would keep readers waiting; the command has its own.
+        libc::syscall(
+            libc::SYS_close_range,
+            0 as libc::c_uint,
+            libc::c_uint::MAX,
+            0 as libc::c_uint,
+        );
+        let mut status: libc::c_int = 0;
+        while libc::waitpid(child, &mut status, 0) < 0 {
+            if *libc::__errno_location() != libc::EINTR {
+                libc::_exit(127);
+            }
+        }
+        if libc::WIFSIGNALED(status) {
+            let signal = libc::WTERMSIG(status);
+            libc::signal(signal, libc::SIG_DFL);
+            libc::kill(libc::getpid(), signal);
+        }
+        libc::_exit(if libc::WIFEXITED(status) {
+            libc::WEXITSTATUS(status)
+        } else {
+            127
+        })
     }
 }
 

@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 
 use crate::events::{EventKind, EventLog, QueueEntry};
 use crate::sut::common::{self, InstanceNamespaces, LISTEN_ADDRESS};
+use crate::sut::instance::Isolation;
 use crate::sut::logtail::{last_lines, LogTail};
 use crate::sut::{faketime, OutgoingMessage, RunningSut, SutContext, SutError, Timing};
 
@@ -99,7 +100,8 @@ impl Exim {
             .stderr(out2)
             .envs(faketime::environment(ctx.timing.clock));
         let tail = LogTail::start(layout.mainlog.clone(), ctx.log.clone());
-        let options = netns::SpawnOptions {
+        let isolation = Isolation::prepare(SUT, &ctx)?;
+        let options = isolation.spawn_options(netns::SpawnOptions {
             resolv_conf: Some(ctx.resolv_conf.to_path_buf()),
             own_pid_namespace: true,
             bind_mounts: [(layout.work_dir.clone(), INSTANCE_DIR.into())]
@@ -110,7 +112,8 @@ impl Exim {
                     ctx.work_dir,
                 )?)
                 .collect(),
-        };
+            ..Default::default()
+        });
         let process =
             netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {
                 sut: SUT,
@@ -128,6 +131,7 @@ impl Exim {
             log: ctx.log,
             process,
             tail,
+            isolation,
             startup: Duration::ZERO,
             kicks: Mutex::new(Vec::new()),
         };
@@ -156,6 +160,7 @@ pub struct RunningExim {
     log: EventLog,
     process: netns::Process,
     tail: LogTail,
+    isolation: Isolation,
     startup: Duration,
     /// `exim -qff` runs started by [`RunningExim::kick`] that were still going.
     kicks: Mutex<Vec<tokio::process::Child>>,
@@ -189,7 +194,13 @@ impl RunningExim {
     /// the reply to the end of DATA. Records [`EventKind::MessageInjected`]. Any refusal
     /// (non-2xx reply) is an error naming the step.
     pub async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
-        let reply = common::send_over_smtp(SUT, self.namespaces.net.as_fd(), message).await?;
+        let reply = common::send_over_smtp(
+            SUT,
+            self.namespaces.net.as_fd(),
+            common::listen_address(),
+            message,
+        )
+        .await?;
         common::record_injection(&self.log, message, &reply);
         Ok(reply)
     }
@@ -277,6 +288,7 @@ impl RunningExim {
             layout,
             mut process,
             tail,
+            isolation,
             log,
             kicks,
             ..
@@ -297,6 +309,7 @@ impl RunningExim {
         }
         tracing::info!(seconds = begun.elapsed().as_secs_f64(), "Exim stopped");
         tail.finish().await;
+        isolation.finish().await;
         for (path, prefix) in [
             (&layout.paniclog, "exim paniclog"),
             (&layout.stderr, "exim -bdf"),
@@ -330,9 +343,15 @@ impl RunningExim {
     /// Polls the listener until it greets, the process exits, or the time is up.
     async fn wait_ready(&mut self, begun: Instant) -> Result<(), SutError> {
         let ns = self.namespaces.net.as_fd();
-        common::wait_for_greeting(&mut self.process, ns, begun, READY_TIMEOUT)
-            .await
-            .map_err(|not_ready| not_ready.into_error(SUT, "exim -bdf", || self.log_tail()))
+        common::wait_for_greeting(
+            &mut self.process,
+            ns,
+            common::listen_address(),
+            begun,
+            READY_TIMEOUT,
+        )
+        .await
+        .map_err(|not_ready| not_ready.into_error(SUT, "exim -bdf", || self.log_tail()))
     }
 
     /// The end of the main and panic logs and of the daemon's output, for error messages.

@@ -48,6 +48,25 @@ impl SutKind {
         }
     }
 
+    /// The scenario's `[expect]` for this SUT: a driver file's `[xfail]` entry for `scenario`
+    /// is added unless the scenario has its own entry for the SUT (the scenario's wins).
+    pub fn expectations(
+        &self,
+        scenario: &str,
+        expect: &crate::scenario::Expect,
+    ) -> crate::scenario::Expect {
+        let mut expect = expect.clone();
+        if let SutKind::Driver(driver) = self {
+            if let Some(xfail) = driver.xfail(scenario) {
+                expect
+                    .xfail
+                    .entry(driver.name.clone())
+                    .or_insert_with(|| toml::Spanned::new(0..0, xfail.clone()));
+            }
+        }
+        expect
+    }
+
     /// Checks that the SUT is installed and usable, before anything is built.
     pub fn check_installed(&self) -> Result<(), SutError> {
         match self {
@@ -75,6 +94,66 @@ impl SutKind {
         !matches!(self, SutKind::Reference(_)) && self.can_accelerate()
     }
 
+    /// The MTA's version as the MTA itself reports it (`postconf -d mail_version`, `exim -bV`,
+    /// `smtpd -h`, a driver file's `version` command; mxlab's own for the reference sender),
+    /// e.g. `3.7.11`; `None` if it is not installed or does not say.
+    pub async fn version(&self) -> Option<String> {
+        let asked: (&str, Vec<String>) = match self {
+            SutKind::Reference(_) => return Some(env!("CARGO_PKG_VERSION").to_string()),
+            SutKind::Postfix => (
+                "/usr/sbin/postconf",
+                vec!["-d".into(), "-h".into(), "mail_version".into()],
+            ),
+            SutKind::Exim => (
+                super::exim::config::EXIM,
+                vec!["-C".into(), "/dev/null".into(), "-bV".into()],
+            ),
+            SutKind::Opensmtpd => (super::opensmtpd::config::SMTPD, vec!["-h".into()]),
+            SutKind::Driver(driver) => {
+                let argv = driver.version_command()?;
+                (argv[0].as_str(), argv[1..].to_vec())
+            }
+        };
+        let (program, args) = asked;
+        // Read line by line: the first version line is enough, and some MTAs go on to other
+        // work after printing it (Sendmail's -bt looks up the machine's own name).
+        let mut child = tokio::process::Command::new(program)
+            .args(&args)
+            .stdin(std::process::Stdio::null())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .kill_on_drop(true)
+            .spawn()
+            .ok()?;
+        let (stdout, stderr) = (child.stdout.take()?, child.stderr.take()?);
+        let read = async move {
+            use tokio::io::AsyncBufReadExt;
+            let mut out = tokio::io::BufReader::new(stdout).lines();
+            let mut err = tokio::io::BufReader::new(stderr).lines();
+            let (mut out_open, mut err_open) = (true, true);
+            while out_open || err_open {
+                let line = tokio::select! {
+                    line = out.next_line(), if out_open => line.ok().flatten().or_else(|| {
+                        out_open = false;
+                        None
+                    }),
+                    line = err.next_line(), if err_open => line.ok().flatten().or_else(|| {
+                        err_open = false;
+                        None
+                    }),
+                };
+                if let Some(version) = line.as_deref().and_then(version_in) {
+                    return Some(version);
+                }
+            }
+            None
+        };
+        tokio::time::timeout(std::time::Duration::from_secs(10), read)
+            .await
+            .ok()
+            .flatten()
+    }
+
     /// Starts the SUT inside the lab and waits until it is ready for mail.
     pub async fn start(&self, ctx: SutContext<'_>) -> Result<Box<dyn RunningSut>, SutError> {
         match self {
@@ -87,6 +166,16 @@ impl SutKind {
             )),
         }
     }
+}
+
+/// The version in an MTA's version output: the first word that starts with a digit, on the
+/// first line that has one (`Exim version 4.96 #2 built …` gives `4.96`).
+fn version_in(text: &str) -> Option<String> {
+    text.lines().find_map(|line| {
+        line.split_whitespace()
+            .find(|word| word.starts_with(|c: char| c.is_ascii_digit()) && word.contains('.'))
+            .map(|word| word.trim_end_matches([',', ';', ':']).to_string())
+    })
 }
 
 impl fmt::Display for SutKind {
@@ -142,6 +231,23 @@ impl FromStr for SutKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn versions_are_read_from_what_the_mta_prints() {
+        for (output, version) in [
+            ("3.7.11\n", "3.7.11"),
+            (
+                "2026-12-04 15:59:11 Warning: purging the environment.\nExim version 4.96 #2 built 26-Nov-2026\n",
+                "4.96",
+            ),
+            ("version: OpenSMTPD 6.8.0p2\nusage: smtpd [-dFhnv]\n", "6.8.0p2"),
+            ("Version 8.17.1.9\n Compiled with: DNSMAP\n", "8.17.1.9"),
+            ("chasquid 1.11-2+b2 (source date: 2023-04-09 07:19:28 +0000 UTC)\n", "1.11-2+b2"),
+        ] {
+            assert_eq!(version_in(output).as_deref(), Some(version), "{output}");
+        }
+        assert_eq!(version_in("no version here\n"), None);
+    }
 
     #[test]
     fn names_round_trip_and_unknown_ones_list_the_known() {

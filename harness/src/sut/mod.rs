@@ -2,7 +2,8 @@
 //!
 //! A driver writes a private, throwaway configuration into a fresh work directory, starts the
 //! MTA in the SUT's network namespace (in a PID namespace of its own, with the lab's
-//! `resolv.conf` bind-mounted over `/etc/resolv.conf`), hands it messages over SMTP, reads its
+//! `resolv.conf` bind-mounted over `/etc/resolv.conf`, its own host name, an `/etc/hosts`
+//! naming it and a `/dev/log` the harness receives on), hands it messages over SMTP, reads its
 //! queue and stops it. Everything the MTA logs ends up in the run's [`EventLog`] as
 //! [`EventKind::SutLog`](crate::events::EventKind::SutLog) events.
 
@@ -19,6 +20,7 @@ mod common;
 pub mod driver;
 pub mod exim;
 pub mod faketime;
+mod instance;
 mod kind;
 mod logtail;
 pub mod opensmtpd;

@@ -16,6 +16,7 @@ use std::time::{Duration, Instant};
 
 use crate::events::{EventKind, EventLog, QueueEntry};
 use crate::sut::common::{self, InstanceNamespaces, LISTEN_ADDRESS};
+use crate::sut::instance::Isolation;
 use crate::sut::logtail::{last_lines, LogTail};
 use crate::sut::{faketime, OutgoingMessage, RunningSut, SutContext, SutError, Timeouts};
 
@@ -122,7 +123,8 @@ impl Opensmtpd {
             .stderr(out2)
             .envs(faketime::environment(ctx.timing.clock));
         let tail = LogTail::start(layout.log.clone(), ctx.log.clone());
-        let options = netns::SpawnOptions {
+        let isolation = Isolation::prepare(SUT, &ctx)?;
+        let options = isolation.spawn_options(netns::SpawnOptions {
             resolv_conf: Some(ctx.resolv_conf.to_path_buf()),
             own_pid_namespace: true,
             // /run is covered last; the lab's resolv.conf is bound once more in case
@@ -139,7 +141,8 @@ impl Opensmtpd {
                 ctx.work_dir,
             )?)
             .collect(),
-        };
+            ..Default::default()
+        });
         let process =
             netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {
                 sut: SUT,
@@ -153,6 +156,7 @@ impl Opensmtpd {
             log: ctx.log,
             process,
             tail,
+            isolation,
             startup: Duration::ZERO,
         };
         match running.wait_ready(begun).await {
@@ -187,6 +191,7 @@ pub struct RunningOpensmtpd {
     log: EventLog,
     process: netns::Process,
     tail: LogTail,
+    isolation: Isolation,
     startup: Duration,
 }
 
@@ -218,7 +223,13 @@ impl RunningOpensmtpd {
     /// the reply to the end of DATA. Records [`EventKind::MessageInjected`]. Any refusal
     /// (non-2xx reply) is an error naming the step.
     pub async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
-        let reply = common::send_over_smtp(SUT, self.namespaces.net.as_fd(), message).await?;
+        let reply = common::send_over_smtp(
+            SUT,
+            self.namespaces.net.as_fd(),
+            common::listen_address(),
+            message,
+        )
+        .await?;
         common::record_injection(&self.log, message, &reply);
         Ok(reply)
     }
@@ -250,7 +261,10 @@ impl RunningOpensmtpd {
     /// of them, then SIGKILL after a grace period) and records the log lines not yet recorded.
     pub async fn stop(self) -> Result<(), SutError> {
         let RunningOpensmtpd {
-            mut process, tail, ..
+            mut process,
+            tail,
+            isolation,
+            ..
         } = self;
         let begun = Instant::now();
         let stopped = process
@@ -263,6 +277,7 @@ impl RunningOpensmtpd {
             });
         tracing::info!(seconds = begun.elapsed().as_secs_f64(), "OpenSMTPD stopped");
         tail.finish().await;
+        isolation.finish().await;
         stopped
     }
 
@@ -285,9 +300,15 @@ impl RunningOpensmtpd {
     /// Polls the listener until it greets, the process exits, or the time is up.
     async fn wait_ready(&mut self, begun: Instant) -> Result<(), SutError> {
         let ns = self.namespaces.net.as_fd();
-        common::wait_for_greeting(&mut self.process, ns, begun, READY_TIMEOUT)
-            .await
-            .map_err(|not_ready| not_ready.into_error(SUT, "smtpd -d", || self.log_tail()))
+        common::wait_for_greeting(
+            &mut self.process,
+            ns,
+            common::listen_address(),
+            begun,
+            READY_TIMEOUT,
+        )
+        .await
+        .map_err(|not_ready| not_ready.into_error(SUT, "smtpd -d", || self.log_tail()))
     }
 
     /// The end of smtpd's log, for error messages.

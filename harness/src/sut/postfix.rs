@@ -13,7 +13,8 @@ use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
 use crate::events::{EventKind, EventLog, QueueEntry};
-use crate::sut::common::{self, NotReady, LISTEN_ADDRESS};
+use crate::sut::common::{self, NotReady};
+use crate::sut::instance::Isolation;
 use crate::sut::logtail::{last_lines, LogTail};
 use crate::sut::{faketime, OutgoingMessage, RunningSut, SutContext, SutError, Timing};
 
@@ -77,6 +78,7 @@ impl Postfix {
                 .entry("smtp_tls_CAfile".to_string())
                 .or_insert_with(|| ca_file.display().to_string());
         }
+        let listen = common::listen_address_for(config::listen_family(&settings));
         prepare(
             ctx.work_dir,
             &layout,
@@ -84,6 +86,7 @@ impl Postfix {
             &settings,
             ctx.route.only,
             ctx.timing,
+            listen,
         )?;
         let ns_fd = ctx
             .namespace
@@ -106,11 +109,13 @@ impl Postfix {
             .stderr(out2)
             .envs(faketime::environment(ctx.timing.clock));
         let tail = LogTail::start(layout.maillog.clone(), ctx.log.clone());
-        let options = netns::SpawnOptions {
+        let isolation = Isolation::prepare(SUT, &ctx)?;
+        let options = isolation.spawn_options(netns::SpawnOptions {
             resolv_conf: Some(ctx.resolv_conf.to_path_buf()),
             own_pid_namespace: true,
             bind_mounts: faketime::SharedClock::prepare(SUT, ctx.timing.clock, ctx.work_dir)?,
-        };
+            ..Default::default()
+        });
         let process =
             netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {
                 sut: SUT,
@@ -123,6 +128,8 @@ impl Postfix {
             log: ctx.log,
             process,
             tail,
+            isolation,
+            listen,
             startup: Duration::ZERO,
         };
         match running.wait_ready(begun).await {
@@ -130,7 +137,8 @@ impl Postfix {
                 running.startup = begun.elapsed();
                 tracing::info!(
                     seconds = running.startup.as_secs_f64(),
-                    "Postfix is listening on {LISTEN_ADDRESS}"
+                    "Postfix is listening on {}",
+                    running.listen
                 );
                 Ok(running)
             }
@@ -150,6 +158,9 @@ pub struct RunningPostfix {
     log: EventLog,
     process: netns::Process,
     tail: LogTail,
+    isolation: Isolation,
+    /// The injection listener (`[::1]:2525` for an IPv6-only Postfix).
+    listen: std::net::SocketAddr,
     startup: Duration,
 }
 
@@ -177,11 +188,11 @@ impl RunningSut for RunningPostfix {
 }
 
 impl RunningPostfix {
-    /// Injects `message` over SMTP to [`LISTEN_ADDRESS`] inside the SUT namespace and returns
+    /// Injects `message` over SMTP to its listener inside the SUT namespace and returns
     /// the reply to the end of DATA. Records [`EventKind::MessageInjected`]. Any refusal
     /// (non-2xx reply) is an error naming the step.
     pub async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
-        let reply = common::send_over_smtp(SUT, self.ns_fd.as_fd(), message).await?;
+        let reply = common::send_over_smtp(SUT, self.ns_fd.as_fd(), self.listen, message).await?;
         common::record_injection(&self.log, message, &reply);
         Ok(reply)
     }
@@ -214,6 +225,7 @@ impl RunningPostfix {
             layout,
             mut process,
             tail,
+            isolation,
             log,
             ..
         } = self;
@@ -228,6 +240,7 @@ impl RunningPostfix {
             });
         tracing::info!(seconds = begun.elapsed().as_secs_f64(), "Postfix stopped");
         tail.finish().await;
+        isolation.finish().await;
         for line in last_lines(&layout.stderr, usize::MAX) {
             log.record(EventKind::SutLog {
                 line: format!("postfix start-fg: {line}"),
@@ -255,7 +268,9 @@ impl RunningPostfix {
     /// Polls the listener until it greets, the process exits, or the time is up.
     async fn wait_ready(&mut self, begun: Instant) -> Result<(), SutError> {
         let ns = self.ns_fd.as_fd();
-        match common::wait_for_greeting(&mut self.process, ns, begun, READY_TIMEOUT).await {
+        match common::wait_for_greeting(&mut self.process, ns, self.listen, begun, READY_TIMEOUT)
+            .await
+        {
             Ok(()) => Ok(()),
             // Postfix prints fatal configuration errors only to a terminal: ask `postfix check`.
             Err(NotReady::Exited(status)) => {
@@ -280,6 +295,12 @@ impl RunningPostfix {
             last_lines(&self.layout.stderr, TAIL_LINES)
                 .into_iter()
                 .map(|l| format!("postfix start-fg: {l}")),
+        );
+        lines.extend(
+            self.isolation
+                .last_syslog_lines(TAIL_LINES)
+                .into_iter()
+                .map(|l| format!("syslog: {l}")),
         );
         if lines.is_empty() {
             format!(
@@ -392,11 +413,12 @@ fn prepare(
     settings: &std::collections::BTreeMap<String, String>,
     only_family: Option<crate::family::Family>,
     timing: Timing,
+    listen: std::net::SocketAddr,
 ) -> Result<(), SutError> {
     let main_cf = config::main_cf(layout, hostname, settings, timing)?;
     let stock = std::fs::read_to_string(STOCK_MASTER_CF)
         .map_err(|e| io_error(&format!("read {STOCK_MASTER_CF}"), e))?;
-    let mut master_cf = config::master_cf(&stock, LISTEN_ADDRESS);
+    let mut master_cf = config::master_cf(&stock, &listen.to_string());
     if let Some(family) = only_family {
         master_cf.push_str(&config::family_transport(family));
     }

@@ -1,6 +1,6 @@
 //! Reading and checking driver files.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::path::{Component, Path, PathBuf};
 use std::time::Duration;
@@ -11,6 +11,8 @@ use toml::Spanned;
 
 use super::template::{self, Scope};
 use super::{ConfigFile, DriverClock, DriverError, DriverFile, Inject, Ready};
+use crate::family::Family;
+use crate::scenario::Xfail;
 use crate::sut::SutKind;
 
 /// How long `ready` may take when the file does not say.
@@ -31,6 +33,8 @@ const TOP_LEVEL: &[&str] = &[
     "stop",
     "log",
     "clock",
+    "listen_family",
+    "version",
 ];
 
 /// A driver file as written, before it is checked.
@@ -53,8 +57,14 @@ struct RawDriver {
     kick: Option<Spanned<Vec<String>>>,
     queue: Option<Spanned<Vec<String>>>,
     stop: Option<Spanned<Vec<String>>>,
+    version: Option<Spanned<Vec<String>>>,
     log: Option<Spanned<String>>,
     clock: Option<Spanned<String>>,
+    listen_family: Option<Spanned<String>>,
+    #[serde(default)]
+    env: BTreeMap<String, Spanned<String>>,
+    #[serde(default)]
+    xfail: BTreeMap<String, Spanned<Xfail>>,
 }
 
 /// One `[[config]]` entry as written.
@@ -63,6 +73,7 @@ struct RawDriver {
 struct RawConfig {
     path: Spanned<String>,
     template: Spanned<String>,
+    filter: Option<Spanned<Vec<String>>>,
 }
 
 /// `ready` as written: a port, an address or a command.
@@ -160,7 +171,8 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<DriverFile, DriverError> 
         let mut message = err.message().trim().to_string();
         let misplaced = TOP_LEVEL
             .iter()
-            .any(|key| message.starts_with(&format!("unknown field `{key}`, expected `path`")));
+            .any(|key| message.starts_with(&format!("unknown field `{key}`, expected")))
+            && message.contains("`path`");
         if misplaced {
             message.push_str(
                 " (top-level keys must come before the first [[config]] table: after it they \
@@ -202,9 +214,22 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<DriverFile, DriverError> 
                 format!("config {:?}: {message}", entry.path.get_ref()),
             )
         })?;
+        let filter = entry
+            .filter
+            .as_ref()
+            .map(|argv| {
+                checked_command("filter", argv.get_ref(), Scope::Base).map_err(|message| {
+                    at(
+                        argv.span().start,
+                        format!("config {:?}: {message}", entry.path.get_ref()),
+                    )
+                })
+            })
+            .transpose()?;
         config.push(ConfigFile {
             path: relative,
             template: entry.template.get_ref().clone(),
+            filter,
         });
     }
 
@@ -294,6 +319,15 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<DriverFile, DriverError> 
     let kick = optional("kick", &raw.kick)?;
     let queue = optional("queue", &raw.queue)?;
     let stop = optional("stop", &raw.stop)?;
+    let version = optional("version", &raw.version)?;
+    if let (Some(argv), Some(given)) = (&version, &raw.version) {
+        if argv.iter().any(|arg| arg.contains("{{")) {
+            return Err(at(
+                given.span().start,
+                "`version` runs outside any lab: it takes no placeholders".into(),
+            ));
+        }
+    }
     let log = match &raw.log {
         None => None,
         Some(log) => {
@@ -302,6 +336,52 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<DriverFile, DriverError> 
             Some(relative)
         }
     };
+
+    let listen_family = match &raw.listen_family {
+        None => None,
+        Some(given) => Some(match given.get_ref().as_str() {
+            "ipv4" => Family::Ipv4,
+            "ipv6" => Family::Ipv6,
+            other => {
+                return Err(at(
+                    given.span().start,
+                    format!(
+                        "`listen_family`: unknown value {other:?}; write \"ipv6\" for an MTA \
+                         that listens on IPv6 only (then {{{{listen}}}} is [::1]:2525), else \
+                         leave it out"
+                    ),
+                ))
+            }
+        }),
+    };
+    let mut env = Vec::new();
+    for (key, value) in &raw.env {
+        let valid = !key.is_empty()
+            && !key.starts_with(|c: char| c.is_ascii_digit())
+            && key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_');
+        if !valid {
+            return Err(at(
+                value.span().start,
+                format!("[env]: {key:?} is not a variable name (letters, digits and `_`)"),
+            ));
+        }
+        template::check(value.get_ref(), Scope::Base)
+            .map_err(|message| at(value.span().start, format!("[env] {key}: {message}")))?;
+        env.push((key.clone(), value.get_ref().clone()));
+    }
+    let mut xfail = BTreeMap::new();
+    for (scenario, entry) in raw.xfail {
+        if !scenario.contains('/') {
+            return Err(at(
+                entry.span().start,
+                format!(
+                    "[xfail]: {scenario:?} is not a scenario name like \"tls/starttls-verified\" \
+                     (its path under scenarios/ without .toml)"
+                ),
+            ));
+        }
+        xfail.insert(scenario, entry.into_inner());
+    }
 
     let label: &'static str = Box::leak(format!("{name} ({})", path.display()).into_boxed_str());
     Ok(DriverFile {
@@ -321,7 +401,11 @@ pub(super) fn parse(path: &Path, text: &str) -> Result<DriverFile, DriverError> 
         kick,
         queue,
         stop,
+        version,
         log,
+        listen_family,
+        env,
+        xfail,
         label,
     })
 }

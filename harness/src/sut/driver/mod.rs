@@ -28,6 +28,9 @@
 //! queue = ["/usr/sbin/mymtactl", "list"]   # the queue, see below; none: always empty
 //! stop = ["/usr/sbin/mymtactl", "stop"]    # then up to 5 s for `start` to exit; always
 //!                                          # followed by SIGTERM/SIGKILL of the PID namespace
+//! version = ["/usr/sbin/mymta", "-V"]   # prints the MTA's version (the first word starting
+//!                                 # with a digit is taken), named in the matrix; runs
+//!                                 # outside any lab, so no placeholders
 //! log = "log/mymta.log"           # a log file in the work directory, recorded as SUT log
 //!                                 # lines (start's own stdout/stderr always are)
 //! clock = "faketime"              # the MTA honours libfaketime's LD_PRELOAD: `start` gets
@@ -42,8 +45,37 @@
 //! template = """
 //! hostname {{hostname}}
 //! listen {{listen}}
+//! {{#if route.relay}}relay {{route.relay}}{{/if}}
 //! {{settings}}"""
+//!
+//! [[config]]
+//! path = "mymta.cf"
+//! filter = ["/usr/bin/m4"]        # optional: the rendered template is piped through this
+//!                                 # command (run in the work directory with [env], 30 s at
+//!                                 # most) and its standard output is the file
+//! template = "include(`/usr/share/mymta/cf.m4')dnl\n"
 //! ```
+//!
+//! More keys (all optional), before the first table:
+//!
+//! ```toml
+//! listen_family = "ipv6"          # an IPv6-only MTA: {{listen}} is [::1]:2525
+//!
+//! [env]                           # environment of `start`, every step and filter (templates)
+//! LD_LIBRARY_PATH = "/opt/mymta/lib"
+//! MYMTA_HOSTNAME = "{{hostname}}"
+//!
+//! [xfail]                         # known deviations by scenario, merged with the scenarios'
+//!                                 # own [expect.xfail] (a scenario's own entry wins)
+//! "tls/starttls-verified" = { expects = ["outcome"], reason = "delivers without verifying: \
+//!   its log says verify=FAIL" }
+//! ```
+//!
+//! Every instance runs with its own host name (`uname -n` is `{{hostname}}`), an `/etc/hosts`
+//! naming it on the SUT's addresses, and a `/dev/log` whose messages are recorded as SUT log
+//! lines: an MTA that logs to syslog needs nothing more. The steps run inside the instance's
+//! network, mount and UTS namespaces, and what they start lands in its PID namespace (a
+//! backgrounded queue run ends with the instance).
 //!
 //! `queue` prints one queued message per line: `ID<TAB>RECIPIENTS<TAB>REASON`, recipients
 //! separated by `,`, the reason optional (`ID<TAB>RECIPIENTS` is fine too); a line without a tab
@@ -92,10 +124,18 @@ pub struct DriverFile {
     queue: Option<Vec<String>>,
     /// Stop the MTA gracefully.
     stop: Option<Vec<String>>,
+    /// Print the MTA's version (run outside any lab, no placeholders).
+    version: Option<Vec<String>>,
     /// A log file in the work directory to record.
     log: Option<String>,
     /// Whether the MTA can run on the accelerated world clock.
     clock: DriverClock,
+    /// The only family the MTA listens on (`listen_family = …`), which sets `{{listen}}`.
+    listen_family: Option<crate::family::Family>,
+    /// Environment variables (templates) for `start` and every step.
+    env: Vec<(String, String)>,
+    /// Known deviations by scenario name (`[xfail]`), merged with the scenarios' own.
+    xfail: std::collections::BTreeMap<String, crate::scenario::Xfail>,
     /// `NAME (PATH)`, the SUT as named in [`SutError`](crate::sut::SutError)s (leaked once per
     /// loaded file: those errors name their SUT with a `&'static str`).
     label: &'static str,
@@ -117,6 +157,9 @@ struct ConfigFile {
     path: String,
     /// Its text, a template.
     template: String,
+    /// A command the rendered text is piped through; its standard output is the file (e.g.
+    /// `m4` for a `sendmail.mc`).
+    filter: Option<Vec<String>>,
 }
 
 /// How the driver tells that the MTA is ready.
@@ -201,6 +244,26 @@ impl DriverFile {
     /// Parses and checks driver-file text; `path` names it in errors.
     pub fn parse(path: &Path, text: &str) -> Result<Self, DriverError> {
         file::parse(path, text)
+    }
+
+    /// The `version` command, if the driver has one.
+    pub(crate) fn version_command(&self) -> Option<&[String]> {
+        self.version.as_deref()
+    }
+
+    /// Whether a template of the driver uses a `{{route.…}}` placeholder.
+    fn uses_route(&self) -> bool {
+        self.config
+            .iter()
+            .map(|file| file.template.as_str())
+            .chain(self.env.iter().map(|(_, value)| value.as_str()))
+            .chain(self.start.iter().map(String::as_str))
+            .any(template::uses_route)
+    }
+
+    /// The driver's known deviation in `scenario` (`[xfail]`), if it lists one.
+    pub fn xfail(&self, scenario: &str) -> Option<&crate::scenario::Xfail> {
+        self.xfail.get(scenario)
     }
 
     /// Whether the MTA can run on an accelerated world clock (`clock = "faketime"`).

@@ -12,7 +12,8 @@ use tokio::io::AsyncWriteExt;
 use super::template::{self, Vars};
 use super::{queue, DriverFile, Inject, Ready};
 use crate::events::{EventKind, EventLog, QueueEntry};
-use crate::sut::common::{self, connect_in, InstanceNamespaces, LISTEN_ADDRESS};
+use crate::sut::common::{self, connect_in, InstanceNamespaces};
+use crate::sut::instance::Isolation;
 use crate::sut::logtail::{last_lines, LogTail};
 use crate::sut::{faketime, smtp, OutgoingMessage, RunningSut, SutContext, SutError, SutRoute};
 
@@ -32,11 +33,18 @@ const TAIL_LINES: usize = 25;
 pub struct RunningDriver {
     driver: Arc<DriverFile>,
     vars: Vars,
+    /// The rendered `[env]`.
+    env: Vec<(String, String)>,
+    /// libfaketime's environment on an accelerated clock: the steps share the MTA's clock.
+    clock_env: Vec<(&'static str, String)>,
+    /// The injection listener.
+    listen: SocketAddr,
     work_dir: PathBuf,
     namespaces: InstanceNamespaces,
     log: EventLog,
     process: netns::Process,
     tails: Vec<LogTail>,
+    isolation: Isolation,
 }
 
 impl RunningDriver {
@@ -51,30 +59,48 @@ impl RunningDriver {
         let sut = driver.label;
         driver.check_installed()?;
         common::make_traversable(sut, ctx.work_dir)?;
-        if *ctx.route != SutRoute::default() {
+        if *ctx.route != SutRoute::default() && !driver.uses_route() {
             ctx.log.record(EventKind::Harness {
                 message: format!(
-                    "driver files have no placeholders for [route]: {sut} runs without the \
-                     scenario's relay, family restriction and source addresses"
+                    "{sut} uses no {{{{route.…}}}} placeholder: it runs without the scenario's \
+                     [route] (relay, family restriction, source addresses)"
                 ),
             });
         }
+        let listen = common::listen_address_for(driver.listen_family);
         let vars = Vars {
             hostname: ctx.hostname.to_string(),
             work_dir: ctx.work_dir.display().to_string(),
-            listen: LISTEN_ADDRESS.to_string(),
+            listen: listen.to_string(),
+            listen_address: listen.ip().to_string(),
+            listen_port: listen.port().to_string(),
             resolv_conf: ctx.resolv_conf.display().to_string(),
+            ca_file: ctx
+                .ca_file
+                .map(|path| path.display().to_string())
+                .unwrap_or_default(),
+            route: template::RouteVars::of(ctx.route),
             settings: ctx.settings.clone(),
             message: None,
         };
+        let env = render_env(sut, &driver.env, &vars)?;
         for file in &driver.config {
             let target = ctx.work_dir.join(&file.path);
-            let text = template::render(&file.template, &vars)
+            let mut text = template::render(&file.template, &vars)
                 .map_err(|reason| bad_template(sut, &format!("config {:?}", file.path), reason))?;
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| {
                     common::io_error(sut, &format!("create {}", parent.display()), e)
                 })?;
+            }
+            if let Some(filter) = &file.filter {
+                let argv = render_argv(
+                    sut,
+                    &format!("config {:?} filter", file.path),
+                    filter,
+                    &vars,
+                )?;
+                text = run_filter(sut, &argv, text, ctx.work_dir, &env).await?;
             }
             std::fs::write(&target, text)
                 .map_err(|e| common::io_error(sut, &format!("write {}", target.display()), e))?;
@@ -96,16 +122,19 @@ impl RunningDriver {
             .stdin(Stdio::null())
             .stdout(out)
             .stderr(out2)
-            .envs(faketime::environment(ctx.timing.clock));
+            .envs(faketime::environment(ctx.timing.clock))
+            .envs(env.iter().map(|(k, v)| (k, v)));
         let mut tails = vec![LogTail::start(output_path, ctx.log.clone())];
         if let Some(log) = &driver.log {
             tails.push(LogTail::start(ctx.work_dir.join(log), ctx.log.clone()));
         }
-        let options = netns::SpawnOptions {
+        let isolation = Isolation::prepare(sut, &ctx)?;
+        let options = isolation.spawn_options(netns::SpawnOptions {
             resolv_conf: Some(ctx.resolv_conf.to_path_buf()),
             own_pid_namespace: true,
             bind_mounts: faketime::SharedClock::prepare(sut, ctx.timing.clock, ctx.work_dir)?,
-        };
+            ..Default::default()
+        });
         let process =
             netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {
                 sut,
@@ -116,11 +145,15 @@ impl RunningDriver {
         let mut running = RunningDriver {
             driver,
             vars,
+            env,
+            clock_env: faketime::environment(ctx.timing.clock),
+            listen,
             work_dir: ctx.work_dir.to_path_buf(),
             namespaces,
             log: ctx.log,
             process,
             tails,
+            isolation,
         };
         match running.wait_ready(begun).await {
             Ok(()) => {
@@ -141,7 +174,8 @@ impl RunningDriver {
         let sut = self.driver.label;
         let reply = match &self.driver.inject {
             Inject::Smtp => {
-                common::send_over_smtp(sut, self.namespaces.net.as_fd(), message).await?
+                common::send_over_smtp(sut, self.namespaces.net.as_fd(), self.listen, message)
+                    .await?
             }
             Inject::Command(argv) => {
                 let mut vars = self.vars.clone();
@@ -188,7 +222,10 @@ impl RunningDriver {
             None => None,
         };
         let RunningDriver {
-            mut process, tails, ..
+            mut process,
+            tails,
+            isolation,
+            ..
         } = self;
         if matches!(step, Some(Ok(()))) {
             let waited = Instant::now();
@@ -207,6 +244,7 @@ impl RunningDriver {
         for tail in tails {
             tail.finish().await;
         }
+        isolation.finish().await;
         step.unwrap_or(Ok(())).and(stopped)
     }
 
@@ -290,14 +328,25 @@ impl RunningDriver {
                 text.extend(lines);
             }
         }
+        let syslog = self.isolation.last_syslog_lines(TAIL_LINES);
+        if syslog.is_empty() {
+            text.push("(nothing on /dev/log)".into());
+        }
+        text.extend(syslog.into_iter().map(|line| format!("syslog: {line}")));
         text.join("\n")
     }
 
-    /// A step's command, ready to run inside the instance's network and mount namespaces.
+    /// A step's command, ready to run inside the instance's network, mount and UTS
+    /// namespaces, on the MTA's clock, with the driver's `[env]`; what it starts lands in the instance's PID
+    /// namespace, so stopping the instance ends it (a backgrounded queue run included).
     fn command(&self, argv: &[String]) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(&argv[0]);
-        command.args(&argv[1..]).current_dir(&self.work_dir);
-        self.namespaces.enter(&mut command, false);
+        command
+            .args(&argv[1..])
+            .current_dir(&self.work_dir)
+            .envs(self.clock_env.iter().cloned())
+            .envs(self.env.iter().map(|(k, v)| (k, v)));
+        self.namespaces.enter(&mut command, true);
         command
     }
 
@@ -385,6 +434,73 @@ async fn probe(ns: BorrowedFd<'_>, address: SocketAddr) -> Result<(), String> {
     let _ = stream.get_mut().write_all(b"QUIT\r\n").await;
     let _ = stream.get_mut().shutdown().await;
     Ok(())
+}
+
+/// Pipes `input` through the filter command `argv` (in `work_dir`, with `env`) and returns its
+/// standard output; a non-zero exit is an error quoting its standard error.
+async fn run_filter(
+    sut: &'static str,
+    argv: &[String],
+    input: String,
+    work_dir: &std::path::Path,
+    env: &[(String, String)],
+) -> Result<String, SutError> {
+    let line = argv.join(" ");
+    let failed = |status: String, output: String| SutError::Command {
+        sut,
+        command: line.clone(),
+        status,
+        output,
+    };
+    let mut child = tokio::process::Command::new(&argv[0])
+        .args(&argv[1..])
+        .current_dir(work_dir)
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| failed(format!("cannot run: {e}"), String::new()))?;
+    let mut stdin = child.stdin.take().expect("stdin is piped");
+    let writer = tokio::spawn(async move {
+        let written = stdin.write_all(input.as_bytes()).await;
+        drop(stdin);
+        written
+    });
+    let output = tokio::time::timeout(TOOL_TIMEOUT, child.wait_with_output())
+        .await
+        .map_err(|_| {
+            failed(
+                format!("no exit within {} s", TOOL_TIMEOUT.as_secs()),
+                String::new(),
+            )
+        })?
+        .map_err(|e| failed(format!("cannot run: {e}"), String::new()))?;
+    let _ = writer.await;
+    if !output.status.success() {
+        return Err(failed(
+            output.status.to_string(),
+            String::from_utf8_lossy(&output.stderr).trim().to_string(),
+        ));
+    }
+    String::from_utf8(output.stdout)
+        .map_err(|_| failed("exit 0".into(), "its output is not UTF-8".into()))
+}
+
+/// Renders the driver's `[env]`.
+fn render_env(
+    sut: &'static str,
+    env: &[(String, String)],
+    vars: &Vars,
+) -> Result<Vec<(String, String)>, SutError> {
+    env.iter()
+        .map(|(key, value)| {
+            template::render(value, vars)
+                .map(|rendered| (key.clone(), rendered))
+                .map_err(|reason| bad_template(sut, &format!("env {key}"), reason))
+        })
+        .collect()
 }
 
 /// Renders a step's command.

@@ -8,18 +8,41 @@
 //! |---|---|
 //! | `{{hostname}}` | the SUT's host name, e.g. `sut.sender.test` |
 //! | `{{work_dir}}` | the instance's fresh work directory (absolute) |
-//! | `{{listen}}` | the injection listener, `127.0.0.1:2525` |
+//! | `{{listen}}` | the injection listener, `127.0.0.1:2525` (`[::1]:2525` with `listen_family = "ipv6"`) |
+//! | `{{listen_address}}` | its address alone, `127.0.0.1` (or `::1`) |
+//! | `{{listen_port}}` | its port alone, `2525` |
+//! | `{{ca_file}}` | the run's CA certificate (PEM) when a fake MX offers STARTTLS; empty otherwise |
+//! | `{{route.relay}}` | the scenario's `[route] relay` host; empty if none |
+//! | `{{route.family}}` | the only family `[route]` allows delivery over, `ipv4` or `ipv6`; empty for both |
+//! | `{{route.bind_ipv4}}`, `{{route.bind_ipv6}}` | the source address `[route]` binds for that family; empty if none |
 //! | `{{resolv_conf}}` | the lab's `resolv.conf` (also bind-mounted over `/etc/resolv.conf`) |
 //! | `{{setting.KEY}}` | the scenario's `[sut.NAME]` setting `KEY`; an error if it is not set |
 //! | `{{setting.KEY\|DEFAULT}}` | the same, `DEFAULT` (may be empty) if it is not set |
 //! | `{{settings}}` | every `[sut.NAME]` setting as `KEY = VALUE` lines (sorted; empty if none) |
 //! | `{{from}}` | `inject` commands only: the envelope sender (empty for the null sender) |
 //! | `{{to}}` | `inject` commands only: the recipients; an argument that is exactly `{{to}}` becomes one argument per recipient, elsewhere they are joined with `,` |
+//!
+//! A block `{{#if NAME}}…{{/if}}` is rendered only when the placeholder `NAME` has a non-empty
+//! value (blocks do not nest), e.g.
+//! `{{#if route.relay}}define(`SMART_HOST', `[{{route.relay}}]')dnl{{/if}}`.
 
 use std::collections::BTreeMap;
 
 /// Placeholders every template may use (`setting.KEY` aside).
-pub(crate) const BASE: &[&str] = &["hostname", "work_dir", "listen", "resolv_conf", "settings"];
+pub(crate) const BASE: &[&str] = &[
+    "hostname",
+    "work_dir",
+    "listen",
+    "listen_address",
+    "listen_port",
+    "resolv_conf",
+    "ca_file",
+    "route.relay",
+    "route.family",
+    "route.bind_ipv4",
+    "route.bind_ipv6",
+    "settings",
+];
 /// Placeholders only `inject` commands may use.
 pub(crate) const MESSAGE: &[&str] = &["from", "to"];
 
@@ -61,12 +84,71 @@ pub(crate) struct Vars {
     pub work_dir: String,
     /// `{{listen}}`.
     pub listen: String,
+    /// `{{listen_address}}`.
+    pub listen_address: String,
+    /// `{{listen_port}}`.
+    pub listen_port: String,
     /// `{{resolv_conf}}`.
     pub resolv_conf: String,
+    /// `{{ca_file}}` (empty without one).
+    pub ca_file: String,
+    /// `{{route.relay}}`, `{{route.family}}`, `{{route.bind_ipv4}}`, `{{route.bind_ipv6}}`
+    /// (each empty when not set).
+    pub route: RouteVars,
     /// `{{setting.KEY}}` and `{{settings}}`.
     pub settings: BTreeMap<String, String>,
     /// `{{from}}` and `{{to}}`, while rendering an `inject` command.
     pub message: Option<(String, Vec<String>)>,
+}
+
+/// The `[route]` values as placeholders: empty strings where the scenario sets nothing.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct RouteVars {
+    /// The relay host.
+    pub relay: String,
+    /// `ipv4` or `ipv6`.
+    pub family: String,
+    /// The IPv4 source address.
+    pub bind_ipv4: String,
+    /// The IPv6 source address.
+    pub bind_ipv6: String,
+}
+
+impl RouteVars {
+    /// The placeholders for `route`.
+    pub(crate) fn of(route: &crate::sut::SutRoute) -> Self {
+        let bind = |v6: bool| {
+            route
+                .bind
+                .iter()
+                .find(|a| a.is_ipv6() == v6)
+                .map(ToString::to_string)
+                .unwrap_or_default()
+        };
+        Self {
+            relay: route.relay.clone().unwrap_or_default(),
+            family: route.only.map(|f| f.to_string()).unwrap_or_default(),
+            bind_ipv4: bind(false),
+            bind_ipv6: bind(true),
+        }
+    }
+}
+
+/// Placeholders naming the scenario's `[route]`.
+pub(crate) const ROUTE: &[&str] = &[
+    "route.relay",
+    "route.family",
+    "route.bind_ipv4",
+    "route.bind_ipv6",
+];
+
+/// Whether `text` uses a `[route]` placeholder (so the driver applies the scenario's route).
+pub(crate) fn uses_route(text: &str) -> bool {
+    pieces(text).is_ok_and(|pieces| {
+        pieces.iter().any(|piece| {
+            matches!(piece, Piece::Placeholder(name) | Piece::If(name) if ROUTE.contains(name))
+        })
+    })
 }
 
 /// One piece of a parsed template.
@@ -74,6 +156,10 @@ pub(crate) struct Vars {
 enum Piece<'t> {
     Text(&'t str),
     Placeholder(&'t str),
+    /// `{{#if NAME}}`: what follows up to [`Piece::EndIf`] only when `NAME` is not empty.
+    If(&'t str),
+    /// `{{/if}}`.
+    EndIf,
 }
 
 /// Splits `text` into literal text and placeholder names (trimmed).
@@ -96,11 +182,34 @@ fn pieces(text: &str) -> Result<Vec<Piece<'_>>, String> {
                 &rest[open..open + close + 4]
             ));
         }
-        out.push(Piece::Placeholder(name));
+        out.push(if let Some(condition) = name.strip_prefix("#if ") {
+            Piece::If(condition.trim())
+        } else if name == "/if" {
+            Piece::EndIf
+        } else {
+            Piece::Placeholder(name)
+        });
         rest = &after[close + 2..];
     }
     if !rest.is_empty() {
         out.push(Piece::Text(rest));
+    }
+    let mut open = false;
+    for piece in &out {
+        match piece {
+            Piece::If(name) if open => {
+                return Err(format!(
+                    "{{{{#if {name}}}}} inside another {{{{#if}}}} block: blocks do not nest"
+                ))
+            }
+            Piece::If(_) => open = true,
+            Piece::EndIf if !open => return Err("{{/if}} without an {{#if NAME}}".into()),
+            Piece::EndIf => open = false,
+            _ => {}
+        }
+    }
+    if open {
+        return Err("an {{#if NAME}} block is not closed with {{/if}}".into());
     }
     Ok(out)
 }
@@ -122,7 +231,7 @@ fn setting_key(name: &str) -> Option<(&str, Option<&str>)> {
 /// Checks that `text` is well formed and uses only placeholders `scope` allows.
 pub(crate) fn check(text: &str, scope: Scope) -> Result<(), String> {
     for piece in pieces(text)? {
-        if let Piece::Placeholder(name) = piece {
+        if let Piece::Placeholder(name) | Piece::If(name) = piece {
             if !scope.permits(name) {
                 return Err(unknown(name, scope));
             }
@@ -147,8 +256,12 @@ pub(crate) fn render(text: &str, vars: &Vars) -> Result<String, String> {
         Scope::Base
     };
     let mut out = String::with_capacity(text.len());
+    let mut skipping = false;
     for piece in pieces(text)? {
         match piece {
+            Piece::If(name) => skipping = value(name, vars, scope)?.is_empty(),
+            Piece::EndIf => skipping = false,
+            _ if skipping => {}
             Piece::Text(literal) => out.push_str(literal),
             Piece::Placeholder(name) => out.push_str(&value(name, vars, scope)?),
         }
@@ -173,7 +286,14 @@ fn value(name: &str, vars: &Vars, scope: Scope) -> Result<String, String> {
         "hostname" => vars.hostname.clone(),
         "work_dir" => vars.work_dir.clone(),
         "listen" => vars.listen.clone(),
+        "listen_address" => vars.listen_address.clone(),
+        "listen_port" => vars.listen_port.clone(),
         "resolv_conf" => vars.resolv_conf.clone(),
+        "ca_file" => vars.ca_file.clone(),
+        "route.relay" => vars.route.relay.clone(),
+        "route.family" => vars.route.family.clone(),
+        "route.bind_ipv4" => vars.route.bind_ipv4.clone(),
+        "route.bind_ipv6" => vars.route.bind_ipv6.clone(),
         "settings" => vars
             .settings
             .iter()
@@ -218,7 +338,11 @@ mod tests {
             hostname: "sut.sender.test".into(),
             work_dir: "/tmp/w".into(),
             listen: "127.0.0.1:2525".into(),
+            listen_address: "127.0.0.1".into(),
+            listen_port: "2525".into(),
             resolv_conf: "/tmp/resolv.conf".into(),
+            ca_file: String::new(),
+            route: RouteVars::default(),
             settings: BTreeMap::from([
                 ("b".to_string(), "2".to_string()),
                 ("a".to_string(), "1".to_string()),
@@ -260,6 +384,43 @@ mod tests {
         let err = render("a {{hostname", &vars()).unwrap_err();
         assert_eq!(err, "unclosed placeholder starting \"{{hostname\"");
         assert!(render("{{}}", &vars()).unwrap_err().contains("malformed"));
+    }
+
+    #[test]
+    fn listener_parts_ca_and_route_render_and_blocks_follow_their_condition() {
+        let mut vars = vars();
+        let text = "{{listen_address}} port {{listen_port}}\n\
+                    {{#if route.relay}}relay [{{route.relay}}]\n{{/if}}\
+                    {{#if ca_file}}ca {{ca_file}}\n{{/if}}family={{route.family}}.";
+        assert_eq!(
+            render(text, &vars).unwrap(),
+            "127.0.0.1 port 2525\nfamily=."
+        );
+        vars.route = RouteVars::of(&crate::sut::SutRoute {
+            relay: Some("smarthost.isp.test".into()),
+            only: Some(crate::family::Family::Ipv6),
+            bind: vec!["2001:db8::10".parse().unwrap()],
+        });
+        vars.ca_file = "/w/ca.pem".into();
+        assert_eq!(
+            render(text, &vars).unwrap(),
+            "127.0.0.1 port 2525\nrelay [smarthost.isp.test]\nca /w/ca.pem\nfamily=ipv6."
+        );
+        assert_eq!(vars.route.bind_ipv6, "2001:db8::10");
+        assert_eq!(vars.route.bind_ipv4, "");
+        assert!(uses_route(text));
+        assert!(!uses_route("{{listen}}"));
+        let err = check("{{#if ca_file}}{{#if listen}}x{{/if}}{{/if}}", Scope::Base).unwrap_err();
+        assert!(err.contains("do not nest"), "{err}");
+        assert!(check("{{#if ca_file}}x", Scope::Base)
+            .unwrap_err()
+            .contains("not closed"));
+        assert!(check("x{{/if}}", Scope::Base)
+            .unwrap_err()
+            .contains("without"));
+        assert!(check("{{#if nope}}x{{/if}}", Scope::Base)
+            .unwrap_err()
+            .contains("unknown placeholder {{nope}}"));
     }
 
     #[test]

@@ -79,7 +79,7 @@ fn an_unknown_key_is_named_with_its_line_and_column_and_the_allowed_keys() {
     assert!(err.contains("`kick`") && err.contains("`queue`"), "{err}");
     let err = error_of(&MINIMAL.replace("path = ", "mode = \"0644\"\npath = "));
     assert!(err.starts_with("d.toml:7:1: unknown field `mode`"), "{err}");
-    assert!(err.contains("`path` or `template`"), "{err}");
+    assert!(err.contains("`path`, `template`, `filter`"), "{err}");
     // A top-level key after the first [[config]] belongs to that table: say so.
     let err = error_of(&format!("{MINIMAL}kick = [\"/bin/true\"]\n"));
     assert!(
@@ -204,4 +204,74 @@ fn an_unknown_driver_clock_is_refused_at_its_line() {
         err.contains("d.toml:5:") && err.contains("\"x100\"") && err.contains("\"faketime\""),
         "{err}"
     );
+}
+
+#[test]
+fn env_xfail_listen_family_filter_and_version_are_read_and_checked() {
+    let text = with(
+        "listen_family = \"ipv6\"\nversion = [\"/usr/sbin/mymta\", \"-V\"]\n\
+         [env]\nLD_LIBRARY_PATH = \"/opt/mymta/lib\"\nMYMTA_HOME = \"{{work_dir}}\"\n\
+         [xfail]\n\"tls/starttls-verified\" = { expects = [\"outcome\"], reason = \"no verify\" }\n",
+    )
+    .replace(
+        "path = \"etc/mymta.conf\"",
+        "path = \"etc/mymta.conf\"\nfilter = [\"/usr/bin/m4\", \"-P\"]",
+    );
+    let driver = DriverFile::parse(Path::new("d.toml"), &text).unwrap();
+    assert_eq!(driver.listen_family, Some(crate::family::Family::Ipv6));
+    assert_eq!(
+        driver.env,
+        [
+            ("LD_LIBRARY_PATH".to_string(), "/opt/mymta/lib".to_string()),
+            ("MYMTA_HOME".to_string(), "{{work_dir}}".to_string())
+        ]
+    );
+    assert_eq!(
+        driver.config[0].filter.as_deref(),
+        Some(&["/usr/bin/m4".to_string(), "-P".to_string()][..])
+    );
+    assert_eq!(
+        driver.version_command(),
+        Some(&["/usr/sbin/mymta".to_string(), "-V".to_string()][..])
+    );
+    let xfail = driver.xfail("tls/starttls-verified").unwrap();
+    assert_eq!(xfail.reason, "no verify");
+    assert!(driver.xfail("baseline/dual-stack").is_none());
+
+    let err = error_of(&with("[env]\n\"BAD-NAME\" = \"x\"\n"));
+    assert!(err.contains("not a variable name"), "{err}");
+    let err = error_of(&with("[env]\nX = \"{{nope}}\"\n"));
+    assert!(
+        err.contains("[env] X: unknown placeholder {{nope}}"),
+        "{err}"
+    );
+    let err = error_of(&with(
+        "[xfail]\nbaseline = { expects = [\"outcome\"], reason = \"r\" }\n",
+    ));
+    assert!(err.contains("not a scenario name"), "{err}");
+    let err = error_of(&with("listen_family = \"both\"\n"));
+    assert!(
+        err.contains("`listen_family`: unknown value \"both\""),
+        "{err}"
+    );
+    let err = error_of(&with("version = [\"/bin/mta\", \"{{work_dir}}\"]\n"));
+    assert!(err.contains("takes no placeholders"), "{err}");
+}
+
+#[test]
+fn a_driver_xfail_joins_the_scenario_expectations_unless_the_scenario_has_its_own() {
+    let text =
+        with("[xfail]\n\"smtp/x\" = { expects = [\"outcome\"], reason = \"from the driver\" }\n");
+    let sut = SutKind::Driver(std::sync::Arc::new(
+        DriverFile::parse(Path::new("d.toml"), &text).unwrap(),
+    ));
+    let plain = crate::scenario::ScenarioBuilder::new("smtp/x", "x")
+        .mx("mx1", "example.test", 10)
+        .message("alice@sender.test", &["bob@example.test"])
+        .expect("delivered")
+        .build()
+        .unwrap();
+    let merged = sut.expectations("smtp/x", &plain.expect);
+    assert_eq!(merged.xfail["mymta"].get_ref().reason, "from the driver");
+    assert!(sut.expectations("smtp/y", &plain.expect).xfail.is_empty());
 }

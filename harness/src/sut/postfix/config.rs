@@ -269,6 +269,22 @@ fn bad(key: &str, reason: String) -> SutError {
     }
 }
 
+/// The only family Postfix listens on, from its `inet_protocols` setting (`ipv4` or `ipv6`
+/// alone); `None` when it uses both (the default, `all`).
+pub fn listen_family(settings: &BTreeMap<String, String>) -> Option<Family> {
+    let protocols: Vec<String> = settings
+        .get("inet_protocols")?
+        .split([',', ' '])
+        .filter(|p| !p.is_empty())
+        .map(str::to_ascii_lowercase)
+        .collect();
+    match protocols.as_slice() {
+        [only] if only == "ipv6" => Some(Family::Ipv6),
+        [only] if only == "ipv4" => Some(Family::Ipv4),
+        _ => None,
+    }
+}
+
 /// Rewrites a stock `master.cf`: every service runs unchrooted (as `postconf -F
 /// '*/*/chroot = n'` would do; a chrooted `smtp` would need a resolv.conf inside the spool),
 /// every `inet` listener is replaced by one `smtpd` on `listen` only, and a `postlog` service
@@ -368,6 +384,16 @@ postlog   unix-dgram n  -       n       -       1       postlogd
             .filter(|l| l.split_whitespace().next() == Some(service))
             .map(|l| l.split_whitespace().map(str::to_string).collect())
             .collect()
+    }
+
+    #[test]
+    fn an_ipv6_only_postfix_listens_on_ipv6() {
+        let settings = |value: &str| BTreeMap::from([("inet_protocols".into(), value.into())]);
+        assert_eq!(listen_family(&settings("ipv6")), Some(Family::Ipv6));
+        assert_eq!(listen_family(&settings(" IPv4 ")), Some(Family::Ipv4));
+        assert_eq!(listen_family(&settings("ipv4, ipv6")), None);
+        assert_eq!(listen_family(&settings("all")), None);
+        assert_eq!(listen_family(&BTreeMap::new()), None);
     }
 
     #[test]
