@@ -55,9 +55,15 @@ pub enum TestingError {
     Scenario(#[from] crate::scenario::ScenarioError),
 }
 
-/// Runs the tests of [`trials`] with the command line's arguments and exits with libtest's
+/// Enters rootless mode when not root, then runs the tests of [`trials`] with the command
+/// line's arguments and exits with libtest's
 /// status; a bad SUT or scenario is reported and exits with status 2.
 pub fn main(scenario_dir: impl AsRef<Path>, suts: &[&str]) -> ! {
+    // Before libtest starts a thread: an ordinary user enters rootless mode (a user namespace
+    // with its subordinate ids mapped); where that is impossible the tests are ignored.
+    if let Err(err) = crate::rootless::enter() {
+        eprintln!("rootless mode unavailable: {err}");
+    }
     let args = Arguments::from_args();
     match trials(scenario_dir.as_ref(), suts) {
         Ok(trials) => libtest_mimic::run(&args, trials).exit(),
