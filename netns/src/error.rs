@@ -75,6 +75,23 @@ pub enum Error {
         waited: std::time::Duration,
     },
 
+    /// An IPv6 address was added but the kernel had not yet made it local (its route in table
+    /// `local`, which addrconf inserts from a work queue) in time.
+    #[error(
+        "network namespace {label}: address {address} on {interface} was still not local after \
+         {waited:?} (the kernel's addrconf work did not run; is the machine overloaded?)"
+    )]
+    AddressNotLocal {
+        /// The namespace's label.
+        label: String,
+        /// The interface's name.
+        interface: String,
+        /// The address.
+        address: std::net::Ipv6Addr,
+        /// How long mxlab waited.
+        waited: std::time::Duration,
+    },
+
     /// The topology specification is unusable.
     #[error("invalid topology spec: {0}")]
     InvalidSpec(String),

@@ -7,6 +7,7 @@ use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
 use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, State};
 use netlink_packet_route::neighbour::NeighbourState;
+use netlink_packet_route::route::RouteType;
 use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
@@ -78,8 +79,10 @@ impl Topology {
     /// Builds it over netlink: router + host namespaces, veth pairs created inside namespaces,
     /// links up BEFORE IPv6 addresses, IPv6 addresses NODAD and accept_dad=0 (all/default) in
     /// every namespace, default routes (both families) in each host via the router's address,
-    /// forwarding on in the router for both families. Interface names carry the "mxlab" prefix
-    /// (≤ 15 chars): host side "mxlab0", router side "mxlab-<host>".
+    /// forwarding on in the router for both families. Returns once every link is operational
+    /// and every IPv6 address is local (the kernel delivers packets to it, see
+    /// `Netlink::wait_local`). Interface names carry the "mxlab" prefix (≤ 15 chars): host
+    /// side "mxlab0", router side "mxlab-<host>".
     ///
     /// Must be called inside a tokio runtime. Namespace labels are "<prefix>-router" and
     /// "<prefix>-<host>". On error everything created so far is dropped again.
@@ -270,6 +273,44 @@ impl Netlink {
                 return Err(Error::LinkNotOperational {
                     label: self.label.clone(),
                     interface: name.to_owned(),
+                    waited: started.elapsed(),
+                });
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(1)).await;
+        }
+    }
+
+    /// Waits until the kernel delivers packets for `addr` locally. An IPv6 address is listed
+    /// (and a socket may bind it) as soon as it is added, but its route in table `local` is
+    /// inserted later, by addrconf's work queue (for a NODAD address: `addrconf_dad_work` →
+    /// `addrconf_dad_completed`, which needs the RTNL lock other namespaces' set-up and teardown
+    /// hold). Until then a packet to the address matches only the link's prefix route and is
+    /// "forwarded" — on a host without forwarding: dropped (`ip6_forward`, `IP_INADDRERRORS`),
+    /// with no RST: a lost first SYN.
+    async fn wait_local(&self, index: u32, name: &str, addr: Ipv6Addr) -> Result<()> {
+        let started = std::time::Instant::now();
+        loop {
+            // `ip -6 route get <addr> oif <name>`: the kernel's own lookup, as a packet sees it.
+            let query = RouteMessageBuilder::<Ipv6Addr>::new()
+                .destination_prefix(addr, 128)
+                .output_interface(index)
+                .build();
+            let route = self
+                .handle
+                .route()
+                .get(query)
+                .execute()
+                .try_next()
+                .await
+                .map_err(self.err(format!("look up the route to {addr} on {name}")))?;
+            if route.is_some_and(|route| route.header.kind == RouteType::Local) {
+                return Ok(());
+            }
+            if started.elapsed() > OPERATIONAL_TIMEOUT {
+                return Err(Error::AddressNotLocal {
+                    label: self.label.clone(),
+                    interface: name.to_owned(),
+                    address: addr,
                     waited: started.elapsed(),
                 });
             }
@@ -493,6 +534,16 @@ async fn link_host(
         router_nl.wait_operational(router_index, rif),
         host_nl.wait_operational(host_index, HOST_INTERFACE)
     )?;
+    if let Some(v6) = &spec.ipv6 {
+        // IPv4 addresses are local as soon as they are added; IPv6 ones only once addrconf's
+        // work queue has run (see `wait_local`).
+        futures::try_join!(
+            router_nl.wait_local(router_index, rif, v6.router),
+            router_nl.wait_local(router_index, rif, ROUTER_LINK_LOCAL),
+            host_nl.wait_local(host_index, HOST_INTERFACE, v6.host),
+            host_nl.wait_local(host_index, HOST_INTERFACE, HOST_LINK_LOCAL),
+        )?;
+    }
     Ok(())
 }
 

@@ -343,3 +343,66 @@ async fn invalid_spec_is_rejected_before_anything_is_created() {
     assert!(matches!(err, netns::Error::InvalidSpec(_)), "{err}");
     assert!(err.to_string().contains("appears twice"), "{err}");
 }
+
+/// Builds of many topologies at once (while others are dropped) must still hand back hosts
+/// whose IPv6 addresses receive at once. The kernel makes a new IPv6 address local (its route
+/// in table `local`) from a work queue that waits for the RTNL lock; under this load that can
+/// come after the build, and a SYN sent then to the address is dropped without an answer
+/// (`ip6_forward`, IP_INADDRERRORS) — seen as a lost first SYN. `Topology::build` waits for it.
+#[test]
+fn ipv6_addresses_receive_right_after_concurrent_builds() {
+    if !root_or_skip("ipv6_addresses_receive_right_after_concurrent_builds") {
+        return;
+    }
+    const THREADS: usize = 8;
+    const ROUNDS: usize = 6;
+    // The kernel retransmits a lost SYN only after 1 s: a connect slower than this lost one.
+    const CONNECT_TIMEOUT: Duration = Duration::from_millis(900);
+    let failures: Vec<String> = std::thread::scope(|scope| {
+        let workers: Vec<_> = (0..THREADS)
+            .map(|thread| {
+                scope.spawn(move || {
+                    let runtime = tokio::runtime::Builder::new_current_thread()
+                        .enable_all()
+                        .build()
+                        .unwrap();
+                    let mut failures = Vec::new();
+                    for round in 0..ROUNDS {
+                        let spec = spec(&format!("c{thread}r{round}"), 3);
+                        let topology = runtime.block_on(Topology::build(&spec)).unwrap();
+                        let sut = topology.host("sut").unwrap();
+                        for to in &spec.hosts[1..] {
+                            let addr = SocketAddr::new(IpAddr::V6(to.ipv6.unwrap().host), 2525);
+                            let listener = topology
+                                .host(&to.name)
+                                .unwrap()
+                                .run(|| std::net::TcpListener::bind(addr))
+                                .unwrap()
+                                .unwrap();
+                            let connected = sut
+                                .run(|| {
+                                    std::net::TcpStream::connect_timeout(&addr, CONNECT_TIMEOUT)
+                                })
+                                .unwrap();
+                            if let Err(e) = connected {
+                                failures.push(format!("{}: sut → {addr}: {e}", spec.prefix));
+                            }
+                            drop(listener);
+                        }
+                    }
+                    failures
+                })
+            })
+            .collect();
+        workers
+            .into_iter()
+            .flat_map(|worker| worker.join().unwrap())
+            .collect()
+    });
+    assert!(
+        failures.is_empty(),
+        "{} of {} first IPv6 connects failed: {failures:#?}",
+        failures.len(),
+        THREADS * ROUNDS * 2
+    );
+}
