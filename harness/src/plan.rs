@@ -11,7 +11,7 @@ use crate::clock::ClockRate;
 use crate::dns::{reverse_name, DnsFault, DnsFaultAction, Record, RecordData, Zone};
 use crate::family::Family;
 use crate::mx::{
-    Activation, GreylistKey, ListenerBehaviour, Policy, SmtpStage as MxStage, StageAction,
+    Activation, Cut, GreylistKey, ListenerBehaviour, Policy, SmtpStage as MxStage, StageAction,
     StageRule, TlsMode,
 };
 use crate::scenario::{
@@ -352,6 +352,12 @@ fn apply_smtp_fault(
         (Some(reply), _) => Some(StageAction::Reply(reply.get_ref().clone())),
         (None, Some(SmtpAction::Stall)) => Some(StageAction::Stall),
         (None, Some(SmtpAction::Disconnect)) => Some(StageAction::Disconnect),
+        (None, Some(SmtpAction::Reset)) => Some(StageAction::Reset),
+        (None, Some(SmtpAction::AcceptThenReset)) => Some(StageAction::AcceptThen(Cut::Reset)),
+        (None, Some(SmtpAction::AcceptThenDisconnect)) => {
+            Some(StageAction::AcceptThen(Cut::Disconnect))
+        }
+        (None, Some(SmtpAction::AcceptThenStall)) => Some(StageAction::AcceptThen(Cut::Stall)),
         (None, Some(SmtpAction::Slow(rate))) => Some(StageAction::Slow {
             bytes_per_second: rate.saturating_mul(clock.times()),
         }),
@@ -366,6 +372,9 @@ fn apply_smtp_fault(
             SmtpStage::Mail => MxStage::Mail,
             SmtpStage::Rcpt => MxStage::Rcpt,
             SmtpStage::Data => MxStage::Data,
+            SmtpStage::Content => MxStage::Content {
+                after_bytes: fault.after.as_ref().map_or(0, |after| *after.get_ref()),
+            },
             SmtpStage::EndOfData => MxStage::EndOfData,
             SmtpStage::Quit => MxStage::Quit,
         };

@@ -262,6 +262,7 @@ async fn converse(
                     by_server: true,
                 }
             }
+            Next::Reset(reason) => return abort(stream, reason),
             Next::StartTls => match start_tls(stream, id, shared, session.tls_started()).await {
                 Ok(detail) => tls = Some(detail),
                 Err(ending) => return ending,
@@ -282,8 +283,26 @@ async fn converse(
             session.resume(answer, &mut effects);
             next = apply(shared, id, &tls, &mut effects, &mut out);
         }
-        debug_assert_eq!(matches!(next, Next::Close(_)), session.is_closed());
+        debug_assert_eq!(
+            matches!(next, Next::Close(_) | Next::Reset(_)),
+            session.is_closed()
+        );
     }
+}
+
+/// Ends the conversation with a TCP reset: `SO_LINGER` 0, so dropping the socket sends RST
+/// instead of FIN and discards whatever is unsent or unread.
+fn abort(stream: &Stream, reason: String) -> Ending {
+    let tcp = match stream {
+        Stream::Plain(tcp) => Some(tcp),
+        Stream::Tls(tls) => Some(tls.get_ref().0),
+        Stream::Gone => None,
+    };
+    let reason = match tcp.map(TcpStream::set_zero_linger) {
+        Some(Err(e)) => format!("{reason} (no reset: setting SO_LINGER failed: {e})"),
+        _ => reason,
+    };
+    Ending::now(reason)
 }
 
 /// Runs the server side of the TLS handshake after STARTTLS's `220` went out, and records
@@ -383,6 +402,8 @@ enum Next {
     StartTls,
     /// Close, for this reason.
     Close(String),
+    /// Abort with a TCP reset, for this reason.
+    Reset(String),
 }
 
 /// Records and carries out effects: replies are appended to `out`, messages stored. Returns
@@ -440,6 +461,7 @@ fn apply(
             }),
             Effect::StartTls => next = Next::StartTls,
             Effect::Close(reason) => next = Next::Close(reason),
+            Effect::Reset(reason) => next = Next::Reset(reason),
         }
     }
     next

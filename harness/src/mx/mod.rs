@@ -37,7 +37,9 @@ mod snapshots;
 #[cfg(test)]
 mod tests;
 
-pub use behaviour::{Activation, Extensions, ListenerBehaviour, SmtpStage, StageAction, StageRule};
+pub use behaviour::{
+    Activation, Cut, Extensions, ListenerBehaviour, SmtpStage, StageAction, StageRule,
+};
 pub use policy::{GreylistKey, Policy, PolicyContext, PolicyDns, PolicyState};
 pub use tls::{Authority, TlsError, TlsMode};
 

@@ -19,7 +19,7 @@ pub use duration::HumanDuration;
 pub use error::ScenarioError;
 pub use load::{find_scenarios, load, parse};
 pub use model::{
-    ClientKey, DnsAnswer, DnsFaultSpec, DsnExpect, Expect, Expectation, Extension, Fault,
+    ClientKey, Copies, DnsAnswer, DnsFaultSpec, DsnExpect, Expect, Expectation, Extension, Fault,
     MessageSpec, Mutant, MutantSut, MxSpec, NetFault, Outcome, PolicySpec, PtrFault, RouteSpec,
     Scenario, SmtpAction, SmtpFault, SmtpStage, StartTls, Window, Xfail,
 };

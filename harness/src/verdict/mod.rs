@@ -165,7 +165,7 @@ fn check(
         let earlier = &all_attempts[..tried_before];
         let tried = first_seen_families(earlier);
         let outcome = outcome_of(&fate);
-        summaries.push(summary(&fate, outcome, earlier, clock));
+        summaries.push(summary(&fate, &planned.message_id, outcome, earlier, clock));
         let id = &planned.message_id;
 
         if outcome != Some(expect.outcome) {
@@ -225,7 +225,24 @@ fn check(
                 });
             }
         }
-        if expect.exactly_once && fate.acceptances.len() > 1 {
+        let exactly_once = expect.exactly_once && expect.copies.is_none();
+        if let Some(copies) = expect.copies {
+            if !copies.allows(fate.acceptances.len()) {
+                failures.push(Failure {
+                    key: Some(Expectation::Copies),
+                    expectation: format!("copies = {copies}"),
+                    reason: match fate.acceptances.len() {
+                        0 => format!("no copy of message {id} was accepted"),
+                        n => format!(
+                            "{n} copies of message {id} were accepted: {}",
+                            copies_of(&fate)
+                        ),
+                    },
+                    evidence: evidence_of(&fate),
+                });
+            }
+        }
+        if exactly_once && fate.acceptances.len() > 1 {
             failures.push(Failure {
                 key: Some(Expectation::ExactlyOnce),
                 expectation: "exactly_once = true".into(),
@@ -257,7 +274,7 @@ fn check(
             failures.push(failure);
         }
     }
-    if expect.exactly_once {
+    if expect.exactly_once && expect.copies.is_none() {
         for (digest, indices) in observe::repeated_digests(events) {
             let already = failures
                 .iter()
@@ -473,8 +490,19 @@ fn evidence_of(fate: &MessageFate) -> Vec<usize> {
         .collect()
 }
 
+/// The sessions that accepted copies of a message: `session 3 (mx1 over ipv6), session 7 (mx1
+/// over ipv4)`.
+fn copies_of(fate: &MessageFate) -> String {
+    fate.acceptances
+        .iter()
+        .map(|a| format!("session {} ({} over {})", a.session, a.host, a.family))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn summary(
     fate: &MessageFate,
+    message_id: &str,
     outcome: Option<Outcome>,
     earlier: &[Attempt],
     clock: ClockRate,
@@ -482,10 +510,11 @@ fn summary(
     let mut text = match (fate.acceptances.as_slice(), outcome) {
         ([only], _) => format!("delivered once via {} by {}", only.family, only.host),
         ([first, ..], _) => format!(
-            "delivered {} times, first via {} by {}",
+            "delivered {} times, first via {} by {} (duplicates of {message_id}: {})",
             fate.acceptances.len(),
             first.family,
-            first.host
+            first.host,
+            copies_of(fate)
         ),
         ([], outcome) => describe(fate, outcome),
     };

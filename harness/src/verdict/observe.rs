@@ -206,6 +206,18 @@ pub fn attempts(events: &[Event]) -> Vec<Attempt> {
                     }
                 }
             }
+            // A session the MX cut on purpose (a reset in DATA, a lost 250): that, rather than
+            // the last reply before it, is what the attempt met.
+            EventKind::SmtpClosed {
+                session, reason, ..
+            } if reason.starts_with("scripted ") && !reason.starts_with("scripted 421") => {
+                if let Some(attempt) = attempts.iter_mut().find(|a| a.session == Some(*session)) {
+                    let is_error = |text: &str| text.starts_with(['4', '5']);
+                    if !attempt.reply.as_deref().is_some_and(is_error) {
+                        attempt.reply = Some(reason.clone());
+                    }
+                }
+            }
             _ => {}
         }
     }

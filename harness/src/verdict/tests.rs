@@ -282,6 +282,83 @@ fn a_second_acceptance_fails_exactly_once() {
     assert_eq!(judge_as(&expect, &messages, &log).status, Status::Pass);
 }
 
+/// The first session stores the message but loses its `250`; the retry stores a second copy.
+fn duplicate_log() -> Vec<Event> {
+    Log::new()
+        .injected(1.0)
+        .connect(1.1, "mx1", 3, Family::Ipv6)
+        .accepted(1.2, "mx1", 3, Family::Ipv6, ID, "aa")
+        .connect(4.0, "mx1", 7, Family::Ipv4)
+        .accepted(4.1, "mx1", 7, Family::Ipv4, ID, "aa")
+        .0
+}
+
+#[test]
+fn copies_count_acceptances_by_message_id_and_name_the_sessions() {
+    let log = duplicate_log();
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\ncopies = 1");
+    let verdict = judge_as(&expect, &messages, &log);
+    // `copies` replaces exactly_once: one failure, naming the Message-ID and both sessions.
+    assert_eq!(failed_expectations(&verdict), ["copies = 1"]);
+    assert_eq!(
+        verdict.failures[0].reason,
+        "2 copies of message <1.t@sender.test> were accepted: session 3 (mx1 over ipv6), \
+         session 7 (mx1 over ipv4)"
+    );
+    assert_eq!(verdict.failures[0].evidence, [0, 2, 4]);
+    assert!(
+        verdict.summary.contains(
+            "duplicates of <1.t@sender.test>: session 3 (mx1 over ipv6), session 7 (mx1 over ipv4)"
+        ),
+        "{}",
+        verdict.summary
+    );
+
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\ncopies = \"at most 2\"");
+    assert_eq!(judge_as(&expect, &messages, &log).status, Status::Pass);
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\ncopies = 2");
+    assert_eq!(judge_as(&expect, &messages, &log).status, Status::Pass);
+
+    // One copy meets `copies = 1` and "at most 2"; none meets neither.
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\ncopies = \"at most 2\"");
+    assert_eq!(
+        judge_as(&expect, &messages, &fallback_log()).status,
+        Status::Pass
+    );
+    let (expect, messages) = scenario_with("outcome = \"deferred\"\ncopies = \"at most 2\"");
+    let nothing = Log::new().injected(1.0).0;
+    let verdict = judge_as(&expect, &messages, &nothing);
+    assert!(failed_expectations(&verdict).contains(&"copies = \"at most 2\""));
+    // Three copies are too many for "at most 2".
+    let third = Log(duplicate_log())
+        .connect(9.0, "mx1", 9, Family::Ipv4)
+        .accepted(9.1, "mx1", 9, Family::Ipv4, ID, "aa")
+        .0;
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\ncopies = \"at most 2\"");
+    let verdict = judge_as(&expect, &messages, &third);
+    assert_eq!(failed_expectations(&verdict), ["copies = \"at most 2\""]);
+    assert!(verdict.failures[0].reason.starts_with("3 copies"));
+}
+
+#[test]
+fn copies_are_written_as_a_count_or_at_most_n() {
+    for bad in [
+        "copies = 0",
+        "copies = \"2\"",
+        "copies = \"at most x\"",
+        "copies = true",
+    ] {
+        let text = format!(
+            "description = \"t\"\n[[mx]]\nname = \"mx1\"\ndomain = \"example.test\"\n\
+             [[message]]\nto = [\"bob@example.test\"]\n[expect]\noutcome = \"delivered\"\n{bad}\n"
+        );
+        let error = parse(Path::new("scenarios/t.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("at most N"), "{bad}: {error}");
+    }
+}
+
 #[test]
 fn the_same_content_under_another_id_fails_exactly_once() {
     let log = Log::new()
@@ -566,4 +643,41 @@ fn many_attempts_are_counted_and_errors_win_over_the_goodbye() {
         "{}",
         verdict.summary
     );
+}
+
+#[test]
+fn a_session_the_mx_cut_on_purpose_is_described_by_the_cut() {
+    let log = Log::new()
+        .injected(1.0)
+        .connect(1.1, "mx1", 1, Family::Ipv6)
+        .at(
+            1.15,
+            EventKind::SmtpReply {
+                host: "mx1".into(),
+                session: 1,
+                reply: "354 End data with <CR><LF>.<CR><LF>".into(),
+            },
+        )
+        .at(
+            1.2,
+            EventKind::SmtpClosed {
+                host: "mx1".into(),
+                session: 1,
+                reason: "scripted reset at DATA content after 4000 bytes".into(),
+            },
+        )
+        .connect(4.0, "mx1", 2, Family::Ipv4)
+        .accepted(4.1, "mx1", 2, Family::Ipv4, ID, "aa")
+        .0;
+    let attempts = attempts(&log);
+    assert_eq!(
+        attempts[0].outcome(),
+        "scripted reset at DATA content after 4000 bytes"
+    );
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\ncopies = 1");
+    let verdict = judge_as(&expect, &messages, &log);
+    assert_eq!(verdict.status, Status::Pass);
+    assert!(verdict
+        .summary
+        .contains("after trying mx1 ipv6 (scripted reset at DATA content after 4000 bytes)"));
 }
