@@ -687,6 +687,11 @@ pub struct Expect {
     /// the final dot makes a second copy legitimate, RFC 1047).
     #[serde(default)]
     pub copies: Option<Copies>,
+    /// Longest time, in world time, from the first connection attempt (on the first family
+    /// tried) to the first SYN on the other family, e.g. `"45s"`. RFC 8305 (Happy Eyeballs
+    /// v2) recommends 250 ms between connection attempts as the reference.
+    #[serde(default)]
+    pub fallback_within: Option<HumanDuration>,
     /// DNS queries the MTA must have made, in this order (others may come between), each as
     /// `"NAME TYPE"`, e.g. `["mx1.example.test AAAA", "mx1.example.test A"]`.
     #[serde(default)]
@@ -728,11 +733,13 @@ pub enum Expectation {
     Dsn,
     /// `copies`
     Copies,
+    /// `fallback_within`
+    FallbackWithin,
 }
 
 impl Expectation {
     /// Every expectation, in `[expect]`'s order.
-    pub const ALL: [Expectation; 10] = [
+    pub const ALL: [Expectation; 11] = [
         Expectation::Outcome,
         Expectation::Via,
         Expectation::Mx,
@@ -743,6 +750,7 @@ impl Expectation {
         Expectation::Attempts,
         Expectation::Dsn,
         Expectation::Copies,
+        Expectation::FallbackWithin,
     ];
 
     /// Whether `expect` states this expectation (outcome, within and exactly_once always are).
@@ -751,6 +759,7 @@ impl Expectation {
             Expectation::Outcome | Expectation::Within => true,
             Expectation::ExactlyOnce => expect.copies.is_none(),
             Expectation::Copies => expect.copies.is_some(),
+            Expectation::FallbackWithin => expect.fallback_within.is_some(),
             Expectation::Via => expect.via.is_some(),
             Expectation::Mx => expect.mx.is_some(),
             Expectation::Tried => expect.tried.is_some(),
@@ -773,6 +782,7 @@ impl Expectation {
             Expectation::Attempts => "attempts",
             Expectation::Dsn => "dsn",
             Expectation::Copies => "copies",
+            Expectation::FallbackWithin => "fallback_within",
         }
     }
 }

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use observe::{attempts, fate, Acceptance, Attempt, MessageFate, COLLECTOR};
+pub use observe::{
+    attempts, fallback, fate, Acceptance, Attempt, Fallback, MessageFate, COLLECTOR,
+};
 
 use crate::clock::ClockRate;
 use crate::events::{Event, EventKind};
@@ -259,6 +261,13 @@ fn check(
             });
         }
     }
+    if let Some(limit) = &expect.fallback_within {
+        let (failure, story) = check_fallback(limit, &all_attempts, clock);
+        failures.extend(failure);
+        if let Some(story) = story {
+            summaries.push(story);
+        }
+    }
     if let Some(expected) = &expect.attempts {
         if let Some(failure) = check_attempts(expected, &all_attempts) {
             failures.push(failure);
@@ -302,6 +311,100 @@ fn check(
         summary: summaries.join("; "),
         failures,
     }
+}
+
+/// A span of wall time as the MTA's world time, compactly: `30s`, `0.5s` (wall time on the
+/// real clock).
+fn world(wall: Duration, clock: ClockRate) -> String {
+    let secs = clock.to_world(wall).as_secs_f64();
+    if secs >= 10.0 {
+        format!("{secs:.0}s")
+    } else if secs >= 1.0 {
+        format!("{secs:.1}s")
+    } else {
+        format!("{:.0}ms", secs * 1e3)
+    }
+}
+
+/// The timing of the attempts up to the fall-back: for each, its first SYN, its SYN
+/// retransmissions, when its session ended; then the first SYN on the other family. Times
+/// are the MTA's world time from the first attempt.
+pub fn fallback_story(attempts: &[Attempt], clock: ClockRate) -> String {
+    let Some(t0) = attempts.first().map(|a| a.started) else {
+        return "no connection attempt".to_string();
+    };
+    let at = |t: Duration| world(t.saturating_sub(t0), clock);
+    let shown = fallback(attempts).map_or(attempts.len(), |fb| fb.next + 1);
+    let mut parts = Vec::new();
+    for attempt in &attempts[..shown] {
+        let mut text = format!(
+            "{} {} first SYN at {}",
+            attempt.host,
+            attempt.family,
+            at(attempt.started)
+        );
+        if attempt.syns > 1 {
+            if let Some(last) = attempt.last_syn {
+                text.push_str(&format!(", {} SYNs (last at {})", attempt.syns, at(last)));
+            }
+        }
+        match (attempt.session, attempt.ended) {
+            (Some(_), Some(ended)) => text.push_str(&format!(
+                ", session ended at {} ({})",
+                at(ended),
+                attempt.outcome()
+            )),
+            (Some(_), None) => text.push_str(&format!(" ({})", attempt.outcome())),
+            (None, _) => text.push_str(", no session"),
+        }
+        parts.push(text);
+    }
+    format!(
+        "{} (MTA time at {clock}; SYN retransmissions and ICMP-driven aborts are kernel timers on the real clock)",
+        parts.join("; ")
+    )
+}
+
+/// The fall-back to the other family must come within `limit` of world time.
+fn check_fallback(
+    limit: &crate::scenario::HumanDuration,
+    attempts: &[Attempt],
+    clock: ClockRate,
+) -> (Option<Failure>, Option<String>) {
+    let expectation = format!("fallback_within = \"{limit}\"");
+    let story = fallback_story(attempts, clock);
+    let Some(fb) = fallback(attempts) else {
+        let families = first_seen_families(attempts);
+        return (
+            Some(Failure {
+                key: Some(Expectation::FallbackWithin),
+                expectation,
+                reason: format!(
+                    "the MTA never switched family: {} attempts, all over {}: {story}",
+                    attempts.len(),
+                    families
+                        .first()
+                        .map_or("nothing".to_string(), ToString::to_string)
+                ),
+                evidence: attempts.iter().map(|a| a.event).collect(),
+            }),
+            None,
+        );
+    };
+    let took = format!(
+        "fell back from {} to {} after {} of MTA time ({:.3}s wall)",
+        fb.from,
+        fb.to,
+        world(fb.took, clock),
+        fb.took.as_secs_f64()
+    );
+    let failure = (clock.to_world(fb.took) > limit.0).then(|| Failure {
+        key: Some(Expectation::FallbackWithin),
+        expectation,
+        reason: format!("{took}: {story}"),
+        evidence: attempts[..=fb.next].iter().map(|a| a.event).collect(),
+    });
+    (failure, Some(took))
 }
 
 /// The number of connection attempts per family must be as expected.

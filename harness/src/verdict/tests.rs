@@ -681,3 +681,89 @@ fn a_session_the_mx_cut_on_purpose_is_described_by_the_cut() {
         .summary
         .contains("after trying mx1 ipv6 (scripted reset at DATA content after 4000 bytes)"));
 }
+
+#[test]
+fn fallback_within_is_measured_in_world_time_from_the_first_attempt_to_the_other_family() {
+    // IPv6 at 1.1 s (refused with 421), IPv4 at 1.2 s: 100 ms of wall time.
+    let log = fallback_log();
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\nfallback_within = \"1s\"");
+    let verdict = judge_as(&expect, &messages, &log);
+    assert_eq!(verdict.status, Status::Pass, "{verdict:?}");
+    assert!(verdict
+        .summary
+        .contains("fell back from ipv6 to ipv4 after 100ms of MTA time (0.100s wall)"));
+
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\nfallback_within = \"50ms\"");
+    let verdict = judge_as(&expect, &messages, &log);
+    assert_eq!(
+        failed_expectations(&verdict),
+        ["fallback_within = \"50ms\""]
+    );
+    assert_eq!(
+        verdict.failures[0].reason,
+        "fell back from ipv6 to ipv4 after 100ms of MTA time (0.100s wall): mx1 ipv6 first SYN \
+         at 0ms (421 4.3.2 busy); mx1 ipv4 first SYN at 100ms (no reply) (MTA time at real; SYN \
+         retransmissions and ICMP-driven aborts are kernel timers on the real clock)"
+    );
+
+    // At x100 the same 100 ms of wall time are 10 s of the MTA's time.
+    let x100 = ClockRate::DEFAULT;
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\nfallback_within = \"5s\"");
+    let verdict = judge(&expect, &messages, &log, "postfix", x100);
+    assert_eq!(failed_expectations(&verdict), ["fallback_within = \"5s\""]);
+    assert!(verdict.failures[0].reason.contains("after 10s of MTA time"));
+}
+
+#[test]
+fn fallback_within_fails_when_the_mta_never_switches_family() {
+    let log = Log::new()
+        .injected(1.0)
+        .connect(1.1, "mx1", 1, Family::Ipv6)
+        .accepted(1.2, "mx1", 1, Family::Ipv6, ID, "aa")
+        .0;
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\nfallback_within = \"30s\"");
+    let verdict = judge_as(&expect, &messages, &log);
+    assert_eq!(failed_expectations(&verdict), ["fallback_within = \"30s\""]);
+    assert!(verdict.failures[0]
+        .reason
+        .starts_with("the MTA never switched family: 1 attempts, all over ipv6"));
+}
+
+#[test]
+fn syn_retransmissions_show_in_the_fallback_story() {
+    let syn = |secs: f64, family: Family, port: u16, retransmission: u32| {
+        let (client, server) = match family {
+            Family::Ipv4 => (format!("192.0.2.2:{port}"), "192.0.2.26:25".to_string()),
+            Family::Ipv6 => (
+                format!("[2001:db8::2]:{port}"),
+                "[2001:db8:0:3::2]:25".to_string(),
+            ),
+        };
+        Event {
+            at: Duration::from_secs_f64(secs),
+            kind: EventKind::TcpSyn {
+                host: "mx1".into(),
+                family,
+                client: client.parse().unwrap(),
+                server: server.parse().unwrap(),
+                retransmission,
+            },
+        }
+    };
+    let mut log = Log::new().injected(1.0).0;
+    log.push(syn(1.0, Family::Ipv6, 40000, 0));
+    log.push(syn(2.0, Family::Ipv6, 40000, 1));
+    log.push(syn(4.0, Family::Ipv6, 40000, 2));
+    log.push(syn(4.5, Family::Ipv4, 40001, 0));
+    let story = fallback_story(&attempts(&log), ClockRate::REAL);
+    assert!(
+        story.starts_with(
+            "mx1 ipv6 first SYN at 0ms, 3 SYNs (last at 3.0s), no session; mx1 ipv4 first SYN at 3.5s, no session"
+        ),
+        "{story}"
+    );
+    assert_eq!(
+        fallback(&attempts(&log)).unwrap().took,
+        Duration::from_millis(3500)
+    );
+}
