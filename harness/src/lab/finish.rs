@@ -18,12 +18,14 @@ const SESSION_GRACE: Duration = Duration::from_secs(1);
 /// An acceptance whose `250` never reached the MTA (the MX stored the message, then reset,
 /// closed or fell silent: RFC 1047's window) settles nothing by itself: the MTA still holds
 /// the message and may send it again, so only a later acceptance or an empty queue settles it.
+/// When the plan authenticates messages, an acceptance settles only once its authentication
+/// results are recorded.
 pub fn all_settled(events: &[Event], plan: &Plan, now: Duration) -> bool {
     plan.messages.iter().all(|planned| {
         events
             .iter()
             .enumerate()
-            .any(|(index, event)| settles(index, event, planned, events, now))
+            .any(|(index, event)| settles(index, event, planned, events, now, plan.authenticate))
     })
 }
 
@@ -41,11 +43,16 @@ fn settles(
     planned: &PlannedMessage,
     events: &[Event],
     now: Duration,
+    authenticate: bool,
 ) -> bool {
-    let EventKind::MessageAccepted { session, .. } = &event.kind else {
+    let EventKind::MessageAccepted { session, host, .. } = &event.kind else {
         return false;
     };
     if !accepts(event, planned) {
+        return false;
+    }
+    if authenticate && host != COLLECTOR && !authenticated(events, event) {
+        // The receiving MX records its authentication results shortly after the acceptance.
         return false;
     }
     let quiet = now.saturating_sub(event.at) >= SESSION_GRACE;
@@ -76,6 +83,15 @@ fn accepts(event: &Event, planned: &PlannedMessage) -> bool {
     let delivered = host != COLLECTOR && message_id.as_deref() == Some(planned.message_id.as_str());
     let bounced = host == COLLECTOR && from.is_empty() && to.contains(&planned.message.from);
     delivered || bounced
+}
+
+fn authenticated(events: &[Event], acceptance: &Event) -> bool {
+    let EventKind::MessageAccepted { host, session, .. } = &acceptance.kind else {
+        return true;
+    };
+    events.iter().any(|e| {
+        matches!(&e.kind, EventKind::MessageAuth { host: h, session: s, .. } if h == host && s == session)
+    })
 }
 
 fn queue_empty_after(events: &[Event], at: Duration) -> bool {

@@ -20,9 +20,9 @@ use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::policy::Gate;
+use super::policy::{Answer, AuthResults, Gate, Lookup};
 use super::reply::Reply;
-use super::session::{Effect, Session};
+use super::session::{Accepted, Effect, Session};
 use super::{stopped, Shared, StoredMessage, TlsMode};
 use crate::events::{EventKind, SessionId};
 
@@ -246,7 +246,7 @@ async fn converse(
         gate,
         &mut effects,
     );
-    let mut next = apply(shared, id, &tls, &mut effects, &mut out);
+    let mut next = apply(shared, id, client, &tls, &mut effects, &mut out);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         if !out.is_empty() {
@@ -276,18 +276,50 @@ async fn converse(
             Ok(Err(e)) => return Ending::now(format!("i/o error: {e}")),
             Err(_) => session.timeout(&mut effects),
         }
-        next = apply(shared, id, &tls, &mut effects, &mut out);
+        next = apply(shared, id, client, &tls, &mut effects, &mut out);
         // A policy waiting for DNS: look it up, then let the session go on.
         while let Some(lookup) = session.pending_lookup() {
             let answer = shared.policy.resolve(lookup).await;
             session.resume(answer, &mut effects);
-            next = apply(shared, id, &tls, &mut effects, &mut out);
+            next = apply(shared, id, client, &tls, &mut effects, &mut out);
         }
         debug_assert_eq!(
             matches!(next, Next::Close(_) | Next::Reset(_)),
             session.is_closed()
         );
     }
+}
+
+/// Authenticates an accepted message in the background (SPF, DKIM, DMARC against the scenario
+/// DNS) and records a `MessageAuth` event; the reply to the client does not wait for it.
+fn authenticate(shared: &Shared, id: SessionId, client: SocketAddr, message: &Accepted) {
+    let lookup = Lookup::Auth {
+        ip: client.ip(),
+        helo: message.helo.clone(),
+        sender: message.from.clone(),
+        host: shared.hostname.clone(),
+        message: Arc::new(message.content.clone()),
+    };
+    let (policy, log, host) = (
+        shared.policy.clone(),
+        shared.log.clone(),
+        shared.host.clone(),
+    );
+    let message_id = message.message_id.clone();
+    tokio::spawn(async move {
+        let results = match policy.resolve(lookup).await {
+            Answer::Auth(results) => results,
+            _ => AuthResults::temp_error("unexpected answer"),
+        };
+        log.record(EventKind::MessageAuth {
+            host,
+            session: id,
+            message_id,
+            spf: results.spf,
+            dkim: results.dkim,
+            dmarc: results.dmarc,
+        });
+    });
 }
 
 /// Ends the conversation with a TCP reset: `SO_LINGER` 0, so dropping the socket sends RST
@@ -411,6 +443,7 @@ enum Next {
 fn apply(
     shared: &Shared,
     id: SessionId,
+    client: SocketAddr,
     tls: &Option<String>,
     effects: &mut Vec<Effect>,
     out: &mut Output,
@@ -439,10 +472,13 @@ fn apply(
                     family: shared.family,
                     from: message.from.clone(),
                     to: message.to.clone(),
-                    content: message.content,
+                    content: message.content.clone(),
                     digest: message.digest.clone(),
                     tls: tls.clone(),
                 });
+                if shared.policy.authenticate {
+                    authenticate(shared, id, client, &message);
+                }
                 shared.log.record(EventKind::MessageAccepted {
                     host: shared.host.clone(),
                     session: id,

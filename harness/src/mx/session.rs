@@ -67,6 +67,8 @@ pub(crate) struct Accepted {
     pub(crate) message_id: Option<String>,
     /// The id given in the `250 ... queued as` reply.
     pub(crate) queue_id: String,
+    /// The HELO/EHLO name of the session.
+    pub(crate) helo: String,
 }
 
 /// What the session expects next.
@@ -857,6 +859,7 @@ impl Session {
             message_id: data::message_id(&content),
             content,
             queue_id: queue_id.clone(),
+            helo: self.helo.clone(),
         }));
         queue_id
     }

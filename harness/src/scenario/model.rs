@@ -44,6 +44,10 @@ pub struct Scenario {
     /// Messages handed to the system under test.
     #[serde(rename = "message")]
     pub messages: Vec<MessageSpec>,
+    /// The address families of the SUT that the sender domain's SPF record lists (both when
+    /// absent): `["ipv4"]` publishes `v=spf1 ip4:192.0.2.2 -all`.
+    #[serde(default)]
+    pub sender_spf: Option<Vec<Family>>,
     /// What a correct MTA does.
     pub expect: Expect,
     /// Known-bad configurations that must make the scenario fail (`[[mutant]]`).
@@ -692,6 +696,10 @@ pub struct Expect {
     /// v2) recommends 250 ms between connection attempts as the reference.
     #[serde(default)]
     pub fallback_within: Option<HumanDuration>,
+    /// The receiving MX's authentication results for every accepted copy of each message,
+    /// e.g. `{ spf = "pass" }` (RFC 8601 result words).
+    #[serde(default)]
+    pub auth: Option<AuthExpect>,
     /// DNS queries the MTA must have made, in this order (others may come between), each as
     /// `"NAME TYPE"`, e.g. `["mx1.example.test AAAA", "mx1.example.test A"]`.
     #[serde(default)]
@@ -735,11 +743,13 @@ pub enum Expectation {
     Copies,
     /// `fallback_within`
     FallbackWithin,
+    /// `auth`
+    Auth,
 }
 
 impl Expectation {
     /// Every expectation, in `[expect]`'s order.
-    pub const ALL: [Expectation; 11] = [
+    pub const ALL: [Expectation; 12] = [
         Expectation::Outcome,
         Expectation::Via,
         Expectation::Mx,
@@ -751,6 +761,7 @@ impl Expectation {
         Expectation::Dsn,
         Expectation::Copies,
         Expectation::FallbackWithin,
+        Expectation::Auth,
     ];
 
     /// Whether `expect` states this expectation (outcome, within and exactly_once always are).
@@ -760,6 +771,7 @@ impl Expectation {
             Expectation::ExactlyOnce => expect.copies.is_none(),
             Expectation::Copies => expect.copies.is_some(),
             Expectation::FallbackWithin => expect.fallback_within.is_some(),
+            Expectation::Auth => expect.auth.is_some(),
             Expectation::Via => expect.via.is_some(),
             Expectation::Mx => expect.mx.is_some(),
             Expectation::Tried => expect.tried.is_some(),
@@ -783,6 +795,7 @@ impl Expectation {
             Expectation::Dsn => "dsn",
             Expectation::Copies => "copies",
             Expectation::FallbackWithin => "fallback_within",
+            Expectation::Auth => "auth",
         }
     }
 }
@@ -909,6 +922,56 @@ impl<'de> Deserialize<'de> for Copies {
             ))),
         }
     }
+}
+
+/// An authentication result (RFC 8601 §2.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthResult {
+    /// `pass`
+    Pass,
+    /// `fail`
+    Fail,
+    /// `softfail` (SPF)
+    Softfail,
+    /// `neutral`
+    Neutral,
+    /// `none`
+    None,
+    /// `temperror`
+    Temperror,
+    /// `permerror`
+    Permerror,
+}
+
+impl AuthResult {
+    /// The result word.
+    pub fn word(self) -> &'static str {
+        match self {
+            AuthResult::Pass => "pass",
+            AuthResult::Fail => "fail",
+            AuthResult::Softfail => "softfail",
+            AuthResult::Neutral => "neutral",
+            AuthResult::None => "none",
+            AuthResult::Temperror => "temperror",
+            AuthResult::Permerror => "permerror",
+        }
+    }
+}
+
+/// Expected authentication results of every accepted copy of a message.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthExpect {
+    /// SPF of the MAIL FROM identity.
+    #[serde(default)]
+    pub spf: Option<AuthResult>,
+    /// DKIM of the first signature.
+    #[serde(default)]
+    pub dkim: Option<AuthResult>,
+    /// DMARC of the From domain.
+    #[serde(default)]
+    pub dmarc: Option<AuthResult>,
 }
 
 /// Expected fields of the bounce's delivery status notification.

@@ -227,6 +227,9 @@ fn check(
                 });
             }
         }
+        if let Some(auth) = &expect.auth {
+            failures.extend(check_auth(auth, id, &fate, events));
+        }
         let exactly_once = expect.exactly_once && expect.copies.is_none();
         if let Some(copies) = expect.copies {
             if !copies.allows(fate.acceptances.len()) {
@@ -405,6 +408,78 @@ fn check_fallback(
         evidence: attempts[..=fb.next].iter().map(|a| a.event).collect(),
     });
     (failure, Some(took))
+}
+
+/// Every accepted copy of message `id` must carry the expected authentication results.
+fn check_auth(
+    expected: &crate::scenario::AuthExpect,
+    id: &str,
+    fate: &MessageFate,
+    events: &[Event],
+) -> Option<Failure> {
+    let wanted: Vec<(&str, crate::scenario::AuthResult)> = [
+        ("spf", expected.spf),
+        ("dkim", expected.dkim),
+        ("dmarc", expected.dmarc),
+    ]
+    .into_iter()
+    .filter_map(|(name, result)| result.map(|r| (name, r)))
+    .collect();
+    let expectation = format!(
+        "auth = {{ {} }}",
+        wanted
+            .iter()
+            .map(|(name, result)| format!("{name} = \"{}\"", result.word()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut wrong = Vec::new();
+    let mut evidence = Vec::new();
+    for acceptance in &fate.acceptances {
+        let recorded = events
+            .iter()
+            .enumerate()
+            .find_map(|(index, event)| match &event.kind {
+                EventKind::MessageAuth {
+                    host,
+                    session,
+                    spf,
+                    dkim,
+                    dmarc,
+                    ..
+                } if *host == acceptance.host && *session == acceptance.session => {
+                    Some((index, [("spf", spf), ("dkim", dkim), ("dmarc", dmarc)]))
+                }
+                _ => None,
+            });
+        let copy = format!(
+            "{} over {} (session {})",
+            acceptance.host, acceptance.family, acceptance.session
+        );
+        let Some((index, results)) = recorded else {
+            wrong.push(format!("{copy}: no authentication results were recorded"));
+            evidence.push(acceptance.event);
+            continue;
+        };
+        let mismatched: Vec<String> = wanted
+            .iter()
+            .filter_map(|(name, result)| {
+                let (_, got) = results.iter().find(|(n, _)| n == name)?;
+                let word = got.split_once(' ').map_or(got.as_str(), |(w, _)| w);
+                (word != result.word()).then(|| format!("{name}={got}"))
+            })
+            .collect();
+        if !mismatched.is_empty() {
+            wrong.push(format!("{copy}: {}", mismatched.join(", ")));
+            evidence.extend([acceptance.event, index]);
+        }
+    }
+    (!wrong.is_empty()).then(|| Failure {
+        key: Some(Expectation::Auth),
+        expectation,
+        reason: format!("message {id} accepted by {}", wrong.join("; ")),
+        evidence,
+    })
 }
 
 /// The number of connection attempts per family must be as expected.

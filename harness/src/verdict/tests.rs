@@ -767,3 +767,43 @@ fn syn_retransmissions_show_in_the_fallback_story() {
         Duration::from_millis(3500)
     );
 }
+
+#[test]
+fn auth_checks_every_accepted_copy_and_names_the_wrong_result() {
+    let auth = |secs: f64, session: u64, spf: &str| Event {
+        at: Duration::from_secs_f64(secs),
+        kind: EventKind::MessageAuth {
+            host: "mx1".into(),
+            session,
+            message_id: Some(ID.into()),
+            spf: spf.into(),
+            dkim: "none".into(),
+            dmarc: "none".into(),
+        },
+    };
+    let mut log = fallback_log();
+    log.push(auth(1.31, 2, "pass"));
+    let (expect, messages) =
+        scenario_with("outcome = \"delivered\"\nauth = { spf = \"pass\", dkim = \"none\" }");
+    assert_eq!(judge_as(&expect, &messages, &log).status, Status::Pass);
+
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\nauth = { spf = \"fail\" }");
+    let verdict = judge_as(&expect, &messages, &log);
+    assert_eq!(failed_expectations(&verdict), ["auth = { spf = \"fail\" }"]);
+    assert_eq!(
+        verdict.failures[0].reason,
+        "message <1.t@sender.test> accepted by mx1 over ipv4 (session 2): spf=pass"
+    );
+
+    // A copy without recorded results fails too.
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\nauth = { spf = \"pass\" }");
+    let verdict = judge_as(&expect, &messages, &fallback_log());
+    assert!(verdict.failures[0]
+        .reason
+        .ends_with("no authentication results were recorded"));
+    // Detail after the word is ignored when comparing.
+    let mut log = fallback_log();
+    log.push(auth(1.31, 2, "fail (not allowed)"));
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\nauth = { spf = \"fail\" }");
+    assert_eq!(judge_as(&expect, &messages, &log).status, Status::Pass);
+}
