@@ -42,9 +42,27 @@ domain = "example.test"
 name = "busy"
 domain = "example.test"
 
+[[mx]]
+name = "tlsstall"
+domain = "example.test"
+
+[[mx]]
+name = "tlsalert"
+domain = "example.test"
+
 [[fault]]
 on = "reset"
 smtp = { stage = "end-of-data", action = "accept-then-reset" }
+
+[[fault]]
+on = "tlsstall"
+family = "ipv6"
+smtp = { starttls = "stalled" }
+
+[[fault]]
+on = "tlsalert"
+family = "ipv6"
+smtp = { starttls = "alert" }
 
 [[fault]]
 on = "silent"
@@ -154,7 +172,7 @@ impl World {
         let log = EventLog::new();
         let ids = SessionIds::new();
         let mut servers = Vec::new();
-        for name in ["reset", "silent", "middata", "busy"] {
+        for name in ["reset", "silent", "middata", "busy", "tlsstall", "tlsalert"] {
             let host = plan.host(name).unwrap();
             let mut listeners = Vec::new();
             for (family, behaviour) in &host.smtp {
@@ -339,6 +357,117 @@ async fn each_mid_transaction_fault_as_the_client_sees_it_over_both_families() {
     }
 }
 
+/// Sends EHLO and returns its reply.
+fn ehlo(stream: &mut TcpStream) -> String {
+    stream.write_all(b"EHLO sut.sender.test\r\n").unwrap();
+    reply(stream).unwrap()
+}
+
+/// The start of a TLS 1.2 ClientHello record: enough for the server to read a handshake.
+const CLIENT_HELLO: &[u8] = &[
+    0x16, 0x03, 0x01, 0x00, 0x2f, 0x01, 0x00, 0x00, 0x2b, 0x03, 0x03, 0x00, 0x01, 0x02, 0x03, 0x04,
+    0x05, 0x06, 0x07, 0x08, 0x09, 0x0a, 0x0b, 0x0c, 0x0d, 0x0e, 0x0f, 0x10, 0x11, 0x12, 0x13, 0x14,
+    0x15, 0x16, 0x17, 0x18, 0x19, 0x1a, 0x1b, 0x1c, 0x1d, 0x1e, 0x1f, 0x00, 0x00, 0x02, 0x00, 0x2f,
+    0x01, 0x00,
+];
+
+/// What the server sends after STARTTLS and a ClientHello: its bytes, until EOF or `wait`.
+fn after_client_hello(stream: &mut TcpStream, wait: Duration) -> (Vec<u8>, Option<ErrorKind>) {
+    stream.write_all(b"STARTTLS\r\n").unwrap();
+    assert!(reply(stream).unwrap().starts_with("220"));
+    stream.write_all(CLIENT_HELLO).unwrap();
+    stream.set_read_timeout(Some(wait)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 256];
+    loop {
+        match stream.read(&mut buf) {
+            Ok(0) => return (got, None),
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => return (got, Some(e.kind())),
+        }
+    }
+}
+
+/// STARTTLS faults on one family, from the SUT's namespace: over IPv6 `tlsstall` never answers
+/// the ClientHello and `tlsalert` answers it with a fatal alert; over IPv4 neither offers
+/// STARTTLS at all (the fault is on IPv6 only).
+async fn starttls_faults_hit_one_family_only() {
+    let world = World::new().await;
+    let sut = world.topology.host("sut").unwrap();
+    let (stall6, alert6) = (
+        world.address("tlsstall", Family::Ipv6),
+        world.address("tlsalert", Family::Ipv6),
+    );
+    let (stall4, alert4) = (
+        world.address("tlsstall", Family::Ipv4),
+        world.address("tlsalert", Family::Ipv4),
+    );
+    tokio::task::block_in_place(|| {
+        let connect = |to: SocketAddr| {
+            let mut stream = sut.run(move || TcpStream::connect(to)).unwrap().unwrap();
+            stream.set_read_timeout(Some(PROMPT)).unwrap();
+            assert!(reply(&mut stream).unwrap().starts_with("220"));
+            stream
+        };
+        for to in [stall4, alert4] {
+            let offer = ehlo(&mut connect(to));
+            assert!(!offer.contains("STARTTLS"), "IPv4 {to}: {offer}");
+        }
+        let mut stream = connect(stall6);
+        assert!(ehlo(&mut stream).contains("250-STARTTLS"));
+        let begun = Instant::now();
+        let (bytes, error) = after_client_hello(&mut stream, SILENCE);
+        let waited = begun.elapsed();
+        eprintln!(
+            "stalled: {} bytes, {error:?} after {:.0} ms",
+            bytes.len(),
+            waited.as_secs_f64() * 1e3
+        );
+        assert!(bytes.is_empty(), "the stalled handshake sent {bytes:?}");
+        assert!(matches!(
+            error,
+            Some(ErrorKind::WouldBlock | ErrorKind::TimedOut)
+        ));
+        assert!(waited >= SILENCE);
+        drop(stream); // the server records the stall once the client gives up
+
+        let mut stream = connect(alert6);
+        assert!(ehlo(&mut stream).contains("250-STARTTLS"));
+        let begun = Instant::now();
+        let (bytes, error) = after_client_hello(&mut stream, PROMPT);
+        eprintln!(
+            "alert: {bytes:02x?} then {error:?} (EOF when None) after {:.1} ms",
+            begun.elapsed().as_secs_f64() * 1e3
+        );
+        // One alert record: fatal (2) handshake_failure (40), then the server closes.
+        assert_eq!(bytes, [0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28]);
+        assert_eq!(error, None);
+    });
+    let tls_events = || -> Vec<String> {
+        world
+            .log
+            .snapshot()
+            .into_iter()
+            .filter_map(|e| match e.kind {
+                EventKind::SmtpTls { host, detail, .. } => Some(format!("{host}: {detail}")),
+                _ => None,
+            })
+            .collect()
+    };
+    let deadline = Instant::now() + PROMPT;
+    while tls_events().len() < 2 && Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    let mut tls_events = tls_events();
+    tls_events.sort();
+    assert_eq!(tls_events.len(), 2, "{tls_events:?}");
+    assert!(tls_events[0].starts_with("tlsalert: handshake failed: fatal alert"));
+    assert!(tls_events[1].starts_with("tlsstall: handshake stalled on purpose"));
+    for server in world.servers {
+        server.shutdown().await;
+    }
+}
+
 /// A real run of the reference sender against the lost-250 scenario with `copies = 1`: the
 /// MTA sends the message again after the reset, so the assertion must fail, naming both
 /// sessions; the shipped `copies = "at most 2"` passes on the same run's events.
@@ -373,6 +502,14 @@ fn main() {
                 common::runtime().block_on(
                     each_mid_transaction_fault_as_the_client_sees_it_over_both_families(),
                 );
+                Ok(())
+            },
+        ),
+        common::trial(
+            "starttls_faults_hit_one_family_only",
+            reason.clone(),
+            || {
+                common::runtime().block_on(starttls_faults_hit_one_family_only());
                 Ok(())
             },
         ),

@@ -407,6 +407,8 @@ fn apply_smtp_fault(
         behaviour.tls = match starttls {
             StartTls::Valid => TlsMode::Valid,
             StartTls::Broken => TlsMode::BrokenHandshake,
+            StartTls::Stalled => TlsMode::StalledHandshake,
+            StartTls::Alert => TlsMode::Alert,
             StartTls::Expired => TlsMode::Expired,
             StartTls::WrongName => TlsMode::WrongName,
             StartTls::OversizedChain => TlsMode::OversizedChain,

@@ -26,6 +26,10 @@ use super::session::{Accepted, Effect, Session};
 use super::{stopped, Shared, StoredMessage, TlsMode};
 use crate::events::{EventKind, SessionId};
 
+/// What [`TlsMode::Alert`] sends in answer to a ClientHello: one TLS 1.2 record holding a
+/// fatal (2) `handshake_failure` (40) alert (RFC 8446 §6).
+const HANDSHAKE_FAILURE: &[u8] = &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
+
 /// What [`TlsMode::BrokenHandshake`] sends in answer to a ClientHello: not a TLS record.
 const NOT_TLS: &[u8] = b"mxlab: this is not a TLS handshake\r\n";
 
@@ -371,6 +375,39 @@ async fn start_tls(
             );
             return Err(Ending {
                 reason: "tls handshake broken on purpose".into(),
+                by_server: true,
+            });
+        }
+        (None, TlsMode::StalledHandshake) => {
+            // Take the ClientHello and whatever follows, never answer, until the client gives
+            // up (or the idle timeout passes).
+            *stream = Stream::Plain(tcp);
+            let mut sink = [0u8; 16 * 1024];
+            let mut got = 0;
+            let ended = loop {
+                match tokio::time::timeout(timeout, stream.read(&mut sink)).await {
+                    Ok(Ok(0)) => break "client closed",
+                    Ok(Ok(n)) => got += n,
+                    Ok(Err(_)) => break "client reset",
+                    Err(_) => break "idle timeout",
+                }
+            };
+            record(format!(
+                "handshake stalled on purpose ({got} bytes of handshake read, never answered; {ended})"
+            ));
+            return Err(Ending::now(format!(
+                "tls handshake stalled on purpose ({ended})"
+            )));
+        }
+        (None, TlsMode::Alert) => {
+            // Take the ClientHello, answer with a fatal handshake_failure alert, close.
+            *stream = Stream::Plain(tcp);
+            let mut hello = [0u8; 16 * 1024];
+            let _ = tokio::time::timeout(timeout, stream.read(&mut hello)).await;
+            let _ = tokio::time::timeout(timeout, stream.write_all(HANDSHAKE_FAILURE)).await;
+            record("handshake failed: fatal alert handshake_failure sent on purpose".into());
+            return Err(Ending {
+                reason: "tls alert sent on purpose".into(),
                 by_server: true,
             });
         }

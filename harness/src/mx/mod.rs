@@ -377,7 +377,7 @@ impl RunningMx {
             reason,
         };
         let tls = match (mode, authority) {
-            (TlsMode::Off | TlsMode::BrokenHandshake, _) => None,
+            (mode, _) if mode == TlsMode::Off || mode.never_completes() => None,
             (_, None) => return Err(tls_error("no certificate authority given".into())),
             (_, Some(authority)) => authority
                 .server_config(hostname, mode)

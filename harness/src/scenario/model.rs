@@ -599,6 +599,10 @@ pub enum StartTls {
     WrongName,
     /// Four intermediates and a hundred names: a chain over 3 KB, for PMTU scenarios.
     OversizedChain,
+    /// The ClientHello is never answered: the handshake stalls until the client gives up.
+    Stalled,
+    /// The ClientHello is answered with a fatal TLS alert (`handshake_failure`).
+    Alert,
 }
 
 /// Stages of an SMTP session at which a fault can act.
