@@ -111,6 +111,23 @@ pub enum EventKind {
         /// The Message-ID header's value, if any.
         message_id: Option<String>,
     },
+    /// The server's authentication results for a message it accepted (RFC 8601 words, e.g.
+    /// `pass`, `fail`, `none`, with detail in parentheses), recorded after its
+    /// `MessageAccepted` when the scenario asks for them.
+    MessageAuth {
+        /// The host the server belongs to.
+        host: String,
+        /// Session id.
+        session: SessionId,
+        /// The Message-ID header's value, if any.
+        message_id: Option<String>,
+        /// SPF of the MAIL FROM identity.
+        spf: String,
+        /// DKIM of the first signature.
+        dkim: String,
+        /// DMARC of the From domain.
+        dmarc: String,
+    },
     /// A session ended.
     SmtpClosed {
         /// The host the server belongs to.
@@ -370,6 +387,17 @@ impl fmt::Display for EventKind {
                 f,
                 "smtp  {host}#{session} {family} accepted message <{from}> -> {} ({size} bytes)",
                 to.join(", ")
+            ),
+            EventKind::MessageAuth {
+                host,
+                session,
+                spf,
+                dkim,
+                dmarc,
+                ..
+            } => write!(
+                f,
+                "smtp  {host}#{session} authentication: spf={spf} dkim={dkim} dmarc={dmarc}"
             ),
             EventKind::SmtpClosed {
                 host,

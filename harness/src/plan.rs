@@ -11,7 +11,7 @@ use crate::clock::ClockRate;
 use crate::dns::{reverse_name, DnsFault, DnsFaultAction, Record, RecordData, Zone};
 use crate::family::Family;
 use crate::mx::{
-    Activation, GreylistKey, ListenerBehaviour, Policy, SmtpStage as MxStage, StageAction,
+    Activation, Cut, GreylistKey, ListenerBehaviour, Policy, SmtpStage as MxStage, StageAction,
     StageRule, TlsMode,
 };
 use crate::scenario::{
@@ -90,6 +90,9 @@ pub struct Plan {
     pub net_faults: Vec<NetFaultPlan>,
     /// Faults of the scenario DNS server.
     pub dns_faults: Vec<DnsFault>,
+    /// Whether the receiving MX hosts authenticate every accepted message (SPF, DKIM, DMARC;
+    /// the scenario has `expect.auth`).
+    pub authenticate: bool,
 }
 
 /// A message to inject and the Message-ID that identifies it in events.
@@ -166,6 +169,7 @@ impl Plan {
             net_faults,
             dns_faults,
             hosts,
+            authenticate: scenario.expect.auth.is_some(),
         }
     }
 
@@ -352,6 +356,12 @@ fn apply_smtp_fault(
         (Some(reply), _) => Some(StageAction::Reply(reply.get_ref().clone())),
         (None, Some(SmtpAction::Stall)) => Some(StageAction::Stall),
         (None, Some(SmtpAction::Disconnect)) => Some(StageAction::Disconnect),
+        (None, Some(SmtpAction::Reset)) => Some(StageAction::Reset),
+        (None, Some(SmtpAction::AcceptThenReset)) => Some(StageAction::AcceptThen(Cut::Reset)),
+        (None, Some(SmtpAction::AcceptThenDisconnect)) => {
+            Some(StageAction::AcceptThen(Cut::Disconnect))
+        }
+        (None, Some(SmtpAction::AcceptThenStall)) => Some(StageAction::AcceptThen(Cut::Stall)),
         (None, Some(SmtpAction::Slow(rate))) => Some(StageAction::Slow {
             bytes_per_second: rate.saturating_mul(clock.times()),
         }),
@@ -366,6 +376,9 @@ fn apply_smtp_fault(
             SmtpStage::Mail => MxStage::Mail,
             SmtpStage::Rcpt => MxStage::Rcpt,
             SmtpStage::Data => MxStage::Data,
+            SmtpStage::Content => MxStage::Content {
+                after_bytes: fault.after.as_ref().map_or(0, |after| *after.get_ref()),
+            },
             SmtpStage::EndOfData => MxStage::EndOfData,
             SmtpStage::Quit => MxStage::Quit,
         };
@@ -394,6 +407,8 @@ fn apply_smtp_fault(
         behaviour.tls = match starttls {
             StartTls::Valid => TlsMode::Valid,
             StartTls::Broken => TlsMode::BrokenHandshake,
+            StartTls::Stalled => TlsMode::StalledHandshake,
+            StartTls::Alert => TlsMode::Alert,
             StartTls::Expired => TlsMode::Expired,
             StartTls::WrongName => TlsMode::WrongName,
             StartTls::OversizedChain => TlsMode::OversizedChain,
@@ -594,7 +609,13 @@ fn address_record(addr: IpAddr) -> RecordData {
 }
 
 fn zones(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<Zone> {
-    let mut zones = ZoneSet::new(crate::scenario::zone_origins(scenario));
+    let mut origins = crate::scenario::zone_origins(scenario);
+    if scenario.expect.auth.is_some() {
+        // DMARC's tree walk (RFC 9989 §4.10) asks up to `_dmarc.test`: an empty `test` zone
+        // answers it with NXDOMAIN instead of REFUSED (which DMARC takes as a temperror).
+        origins.push("test".to_string());
+    }
+    let mut zones = ZoneSet::new(origins);
     zones.add(
         SENDER_DOMAIN,
         RecordData::Mx {
@@ -605,6 +626,17 @@ fn zones(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<Zone> {
     let spf = hosts[0]
         .addresses()
         .iter()
+        .filter(|addr| {
+            let family = if addr.is_ipv4() {
+                Family::Ipv4
+            } else {
+                Family::Ipv6
+            };
+            scenario
+                .sender_spf
+                .as_ref()
+                .is_none_or(|families| families.contains(&family))
+        })
         .map(|addr| match addr {
             IpAddr::V4(v4) => format!("ip4:{v4}"),
             IpAddr::V6(v6) => format!("ip6:{v6}"),
@@ -612,6 +644,13 @@ fn zones(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<Zone> {
         .collect::<Vec<_>>()
         .join(" ");
     zones.add(SENDER_DOMAIN, RecordData::Txt(format!("v=spf1 {spf} -all")));
+    if scenario.expect.auth.is_some() {
+        // A monitoring DMARC policy, so that DMARC is evaluated.
+        zones.add(
+            &format!("_dmarc.{SENDER_DOMAIN}"),
+            RecordData::Txt("v=DMARC1; p=none".into()),
+        );
+    }
     let relay = scenario.route.relay.as_ref().map(|relay| relay.get_ref());
     for mx in scenario
         .mxs
@@ -870,6 +909,43 @@ outcome = "delivered"
             .find(|z| z.origin == SENDER_DOMAIN)
             .unwrap();
         assert!(sender.records.iter().any(|r| matches!(&r.data, RecordData::Txt(t) if t == "v=spf1 ip4:192.0.2.2 ip6:2001:db8::2 -all")));
+    }
+
+    #[test]
+    fn sender_spf_limits_the_record_and_auth_publishes_dmarc() {
+        let text = SCENARIO
+            .replacen("[[mx]]", "sender_spf = [\"ipv4\"]\n\n[[mx]]", 1)
+            .replace("[expect]", "[expect]\nauth = { spf = \"pass\" }");
+        let planned = Plan::new(&parse(Path::new("x.toml"), &text).unwrap());
+        assert!(planned.authenticate);
+        let sender = planned
+            .zones
+            .iter()
+            .find(|z| z.origin == SENDER_DOMAIN)
+            .unwrap();
+        let txt: Vec<(&str, &str)> = sender
+            .records
+            .iter()
+            .filter_map(|r| match &r.data {
+                RecordData::Txt(t) => Some((r.name.as_str(), t.as_str())),
+                _ => None,
+            })
+            .collect();
+        assert_eq!(
+            txt,
+            [
+                (SENDER_DOMAIN, "v=spf1 ip4:192.0.2.2 -all"),
+                ("_dmarc.sender.test", "v=DMARC1; p=none")
+            ]
+        );
+        assert!(planned
+            .zones
+            .iter()
+            .any(|z| z.origin == "test" && z.records.is_empty()));
+        // Without `auth`: no DMARC record, no `test` zone, nothing authenticated.
+        let plain = plan();
+        assert!(!plain.authenticate);
+        assert!(!plain.zones.iter().any(|z| z.origin == "test"));
     }
 
     fn plan_with(extra: &str) -> Plan {

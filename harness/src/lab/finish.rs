@@ -14,11 +14,18 @@ const SESSION_GRACE: Duration = Duration::from_secs(1);
 /// then no duplicate can follow: that session has ended, or stayed quiet for a moment (so a
 /// duplicate sent in the same session would have been seen), or the SUT has since reported an
 /// empty queue (an MTA that keeps its session open for reuse has nothing left to send).
+///
+/// An acceptance whose `250` never reached the MTA (the MX stored the message, then reset,
+/// closed or fell silent: RFC 1047's window) settles nothing by itself: the MTA still holds
+/// the message and may send it again, so only a later acceptance or an empty queue settles it.
+/// When the plan authenticates messages, an acceptance settles only once its authentication
+/// results are recorded.
 pub fn all_settled(events: &[Event], plan: &Plan, now: Duration) -> bool {
     plan.messages.iter().all(|planned| {
         events
             .iter()
-            .any(|event| settles(event, planned, events, now))
+            .enumerate()
+            .any(|(index, event)| settles(index, event, planned, events, now, plan.authenticate))
     })
 }
 
@@ -30,13 +37,34 @@ pub fn all_accepted(events: &[Event], plan: &Plan) -> bool {
         .all(|planned| events.iter().any(|event| accepts(event, planned)))
 }
 
-fn settles(event: &Event, planned: &PlannedMessage, events: &[Event], now: Duration) -> bool {
-    let EventKind::MessageAccepted { session, .. } = &event.kind else {
+fn settles(
+    index: usize,
+    event: &Event,
+    planned: &PlannedMessage,
+    events: &[Event],
+    now: Duration,
+    authenticate: bool,
+) -> bool {
+    let EventKind::MessageAccepted { session, host, .. } = &event.kind else {
         return false;
     };
+    if !accepts(event, planned) {
+        return false;
+    }
+    if authenticate && host != COLLECTOR && !authenticated(events, event) {
+        // The receiving MX records its authentication results shortly after the acceptance.
+        return false;
+    }
     let quiet = now.saturating_sub(event.at) >= SESSION_GRACE;
-    accepts(event, planned)
-        && (quiet || session_closed(events, *session) || queue_empty_after(events, event.at))
+    let closed = session_closed(events, *session);
+    let replied = events[index..].iter().any(
+        |later| matches!(&later.kind, EventKind::SmtpReply { session: s, .. } if s == session),
+    );
+    if (quiet || closed) && !replied {
+        // The reply was lost: the MTA still has the message.
+        return queue_empty_after(events, event.at);
+    }
+    quiet || closed || queue_empty_after(events, event.at)
 }
 
 /// Whether `event` is `planned`'s acceptance by a receiving MX or its bounce's acceptance by
@@ -55,6 +83,15 @@ fn accepts(event: &Event, planned: &PlannedMessage) -> bool {
     let delivered = host != COLLECTOR && message_id.as_deref() == Some(planned.message_id.as_str());
     let bounced = host == COLLECTOR && from.is_empty() && to.contains(&planned.message.from);
     delivered || bounced
+}
+
+fn authenticated(events: &[Event], acceptance: &Event) -> bool {
+    let EventKind::MessageAccepted { host, session, .. } = &acceptance.kind else {
+        return true;
+    };
+    events.iter().any(|e| {
+        matches!(&e.kind, EventKind::MessageAuth { host: h, session: s, .. } if h == host && s == session)
+    })
 }
 
 fn queue_empty_after(events: &[Event], at: Duration) -> bool {
@@ -106,6 +143,20 @@ outcome = "delivered"
 
     /// mx1 accepts the planned message at 100 ms in session 1, which stays open.
     fn accepted(plan: &Plan) -> Vec<Event> {
+        let mut events = stored(plan);
+        events.push(at(
+            101,
+            EventKind::SmtpReply {
+                host: "mx1".into(),
+                session: 1,
+                reply: "250 2.0.0 Ok: queued as mxlab-1-1".into(),
+            },
+        ));
+        events
+    }
+
+    /// mx1 stores the planned message at 100 ms in session 1 and sends no reply.
+    fn stored(plan: &Plan) -> Vec<Event> {
         vec![at(
             100,
             EventKind::MessageAccepted {
@@ -168,6 +219,34 @@ outcome = "delivered"
             events.extend(extra.iter().cloned());
             assert_eq!(all_settled(&events, &plan, now), settled, "{extra:?}");
         }
+    }
+
+    #[test]
+    fn a_lost_reply_settles_only_on_an_empty_queue() {
+        let plan = plan();
+        let mut events = stored(&plan);
+        events.push(at(
+            110,
+            EventKind::SmtpClosed {
+                host: "mx1".into(),
+                session: 1,
+                reason: "scripted reset after storing mxlab-1-1".into(),
+            },
+        ));
+        // Neither the close nor a quiet second settles it: the MTA may send it again.
+        assert!(!all_settled(&events, &plan, Duration::from_millis(130)));
+        assert!(!all_settled(&events, &plan, Duration::from_secs(5)));
+        events.push(queue(
+            300,
+            vec![QueueEntry {
+                id: "Q1".into(),
+                recipients: vec!["bob@example.test".into()],
+                reason: Some("lost connection".into()),
+            }],
+        ));
+        assert!(!all_settled(&events, &plan, Duration::from_secs(5)));
+        events.push(queue(600, Vec::new()));
+        assert!(all_settled(&events, &plan, Duration::from_secs(5)));
     }
 
     #[test]

@@ -98,10 +98,13 @@ impl Lab {
             .filter(|h| matches!(h.role, Role::Mx | Role::Collector))
         {
             let listeners = bind_smtp(host, &topology)?;
-            let needs_dns = host
-                .smtp
-                .values()
-                .any(|b| b.policies.iter().any(mx::Policy::needs_dns));
+            // Authentication results are recorded by the receiving MX hosts, not the collector.
+            let authenticate = plan.authenticate && host.role == Role::Mx;
+            let needs_dns = authenticate
+                || host
+                    .smtp
+                    .values()
+                    .any(|b| b.policies.iter().any(mx::Policy::needs_dns));
             let policy_dns = if needs_dns {
                 let namespace = namespace(&topology, &host.name);
                 Some(
@@ -123,7 +126,15 @@ impl Lab {
                 ids.clone(),
                 mx::Limits::default(),
                 authority.as_ref(),
-                &mx::PolicyContext::new(policy_state.clone(), policy_dns).with_clock(clock.clone()),
+                &{
+                    let context = mx::PolicyContext::new(policy_state.clone(), policy_dns)
+                        .with_clock(clock.clone());
+                    if authenticate {
+                        context.authenticating()
+                    } else {
+                        context
+                    }
+                },
             )?);
         }
 

@@ -24,6 +24,14 @@ pub enum SmtpStage {
     Rcpt,
     /// The reply to DATA (normally `354`).
     Data,
+    /// The message content after `354`: the rule acts once this many bytes of content (as
+    /// sent, before dot-unstuffing) have arrived, in the middle of the DATA phase. Only
+    /// [`StageAction::Reset`], [`StageAction::Disconnect`] and [`StageAction::Stall`] act here;
+    /// nothing is stored.
+    Content {
+        /// Content bytes let through before the rule acts.
+        after_bytes: usize,
+    },
     /// The reply after the end-of-data line (normally `250 ... queued as ...`).
     EndOfData,
     /// The reply to QUIT.
@@ -40,6 +48,9 @@ impl fmt::Display for SmtpStage {
             SmtpStage::Mail => "MAIL",
             SmtpStage::Rcpt => "RCPT",
             SmtpStage::Data => "DATA",
+            SmtpStage::Content { after_bytes } => {
+                return write!(f, "DATA content after {after_bytes} bytes")
+            }
             SmtpStage::EndOfData => "end of data",
             SmtpStage::Quit => "QUIT",
         })
@@ -69,6 +80,34 @@ pub enum StageAction {
         /// The rate.
         bytes_per_second: u32,
     },
+    /// Abort the connection with a TCP reset (RST, no FIN) at this stage, without a reply. A
+    /// reset at end of data stores nothing.
+    Reset,
+    /// At end of data only: store the message, then lose the reply — the duplicate-delivery
+    /// window of RFC 1047, where the server has the message but the client never hears so.
+    AcceptThen(Cut),
+}
+
+/// How a reply is lost after the message was stored ([`StageAction::AcceptThen`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Cut {
+    /// A TCP reset instead of the `250`.
+    Reset,
+    /// A close (FIN) instead of the `250`.
+    Disconnect,
+    /// Silence: no `250`, the connection stays open until the client gives up (or the idle
+    /// timeout passes).
+    Stall,
+}
+
+impl fmt::Display for Cut {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Cut::Reset => "reset",
+            Cut::Disconnect => "disconnect",
+            Cut::Stall => "silence",
+        })
+    }
 }
 
 /// A scripted behaviour at one stage.
@@ -137,7 +176,11 @@ impl StageRule {
 
     /// Whether the rule acts at `stage` (for RCPT: for `recipient`).
     pub(crate) fn matches(&self, stage: SmtpStage, recipient: Option<&str>) -> bool {
-        if self.stage != stage {
+        let same = match (self.stage, stage) {
+            (SmtpStage::Content { .. }, SmtpStage::Content { .. }) => true,
+            (ours, theirs) => ours == theirs,
+        };
+        if !same {
             return false;
         }
         match (&self.recipient, stage, recipient) {
@@ -254,6 +297,14 @@ impl ListenerBehaviour {
             .iter()
             .find(|rule| rule.matches(stage, recipient))
             .map(|rule| &rule.action)
+    }
+
+    /// The first content rule: after how many content bytes it acts, and how.
+    pub(crate) fn content_cut(&self) -> Option<(usize, &StageAction)> {
+        self.rules.iter().find_map(|rule| match rule.stage {
+            SmtpStage::Content { after_bytes } => Some((after_bytes, &rule.action)),
+            _ => None,
+        })
     }
 
     /// Whether STARTTLS is advertised and accepted.

@@ -20,11 +20,15 @@ use tokio::sync::watch;
 use tokio_rustls::server::TlsStream;
 use tokio_rustls::TlsAcceptor;
 
-use super::policy::Gate;
+use super::policy::{Answer, AuthResults, Gate, Lookup};
 use super::reply::Reply;
-use super::session::{Effect, Session};
+use super::session::{Accepted, Effect, Session};
 use super::{stopped, Shared, StoredMessage, TlsMode};
 use crate::events::{EventKind, SessionId};
+
+/// What [`TlsMode::Alert`] sends in answer to a ClientHello: one TLS 1.2 record holding a
+/// fatal (2) `handshake_failure` (40) alert (RFC 8446 §6).
+const HANDSHAKE_FAILURE: &[u8] = &[0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28];
 
 /// What [`TlsMode::BrokenHandshake`] sends in answer to a ClientHello: not a TLS record.
 const NOT_TLS: &[u8] = b"mxlab: this is not a TLS handshake\r\n";
@@ -246,7 +250,7 @@ async fn converse(
         gate,
         &mut effects,
     );
-    let mut next = apply(shared, id, &tls, &mut effects, &mut out);
+    let mut next = apply(shared, id, client, &tls, &mut effects, &mut out);
     let mut buf = vec![0u8; 64 * 1024];
     loop {
         if !out.is_empty() {
@@ -262,6 +266,7 @@ async fn converse(
                     by_server: true,
                 }
             }
+            Next::Reset(reason) => return abort(stream, reason),
             Next::StartTls => match start_tls(stream, id, shared, session.tls_started()).await {
                 Ok(detail) => tls = Some(detail),
                 Err(ending) => return ending,
@@ -275,15 +280,65 @@ async fn converse(
             Ok(Err(e)) => return Ending::now(format!("i/o error: {e}")),
             Err(_) => session.timeout(&mut effects),
         }
-        next = apply(shared, id, &tls, &mut effects, &mut out);
+        next = apply(shared, id, client, &tls, &mut effects, &mut out);
         // A policy waiting for DNS: look it up, then let the session go on.
         while let Some(lookup) = session.pending_lookup() {
             let answer = shared.policy.resolve(lookup).await;
             session.resume(answer, &mut effects);
-            next = apply(shared, id, &tls, &mut effects, &mut out);
+            next = apply(shared, id, client, &tls, &mut effects, &mut out);
         }
-        debug_assert_eq!(matches!(next, Next::Close(_)), session.is_closed());
+        debug_assert_eq!(
+            matches!(next, Next::Close(_) | Next::Reset(_)),
+            session.is_closed()
+        );
     }
+}
+
+/// Authenticates an accepted message in the background (SPF, DKIM, DMARC against the scenario
+/// DNS) and records a `MessageAuth` event; the reply to the client does not wait for it.
+fn authenticate(shared: &Shared, id: SessionId, client: SocketAddr, message: &Accepted) {
+    let lookup = Lookup::Auth {
+        ip: client.ip(),
+        helo: message.helo.clone(),
+        sender: message.from.clone(),
+        host: shared.hostname.clone(),
+        message: Arc::new(message.content.clone()),
+    };
+    let (policy, log, host) = (
+        shared.policy.clone(),
+        shared.log.clone(),
+        shared.host.clone(),
+    );
+    let message_id = message.message_id.clone();
+    tokio::spawn(async move {
+        let results = match policy.resolve(lookup).await {
+            Answer::Auth(results) => results,
+            _ => AuthResults::temp_error("unexpected answer"),
+        };
+        log.record(EventKind::MessageAuth {
+            host,
+            session: id,
+            message_id,
+            spf: results.spf,
+            dkim: results.dkim,
+            dmarc: results.dmarc,
+        });
+    });
+}
+
+/// Ends the conversation with a TCP reset: `SO_LINGER` 0, so dropping the socket sends RST
+/// instead of FIN and discards whatever is unsent or unread.
+fn abort(stream: &Stream, reason: String) -> Ending {
+    let tcp = match stream {
+        Stream::Plain(tcp) => Some(tcp),
+        Stream::Tls(tls) => Some(tls.get_ref().0),
+        Stream::Gone => None,
+    };
+    let reason = match tcp.map(TcpStream::set_zero_linger) {
+        Some(Err(e)) => format!("{reason} (no reset: setting SO_LINGER failed: {e})"),
+        _ => reason,
+    };
+    Ending::now(reason)
 }
 
 /// Runs the server side of the TLS handshake after STARTTLS's `220` went out, and records
@@ -320,6 +375,39 @@ async fn start_tls(
             );
             return Err(Ending {
                 reason: "tls handshake broken on purpose".into(),
+                by_server: true,
+            });
+        }
+        (None, TlsMode::StalledHandshake) => {
+            // Take the ClientHello and whatever follows, never answer, until the client gives
+            // up (or the idle timeout passes).
+            *stream = Stream::Plain(tcp);
+            let mut sink = [0u8; 16 * 1024];
+            let mut got = 0;
+            let ended = loop {
+                match tokio::time::timeout(timeout, stream.read(&mut sink)).await {
+                    Ok(Ok(0)) => break "client closed",
+                    Ok(Ok(n)) => got += n,
+                    Ok(Err(_)) => break "client reset",
+                    Err(_) => break "idle timeout",
+                }
+            };
+            record(format!(
+                "handshake stalled on purpose ({got} bytes of handshake read, never answered; {ended})"
+            ));
+            return Err(Ending::now(format!(
+                "tls handshake stalled on purpose ({ended})"
+            )));
+        }
+        (None, TlsMode::Alert) => {
+            // Take the ClientHello, answer with a fatal handshake_failure alert, close.
+            *stream = Stream::Plain(tcp);
+            let mut hello = [0u8; 16 * 1024];
+            let _ = tokio::time::timeout(timeout, stream.read(&mut hello)).await;
+            let _ = tokio::time::timeout(timeout, stream.write_all(HANDSHAKE_FAILURE)).await;
+            record("handshake failed: fatal alert handshake_failure sent on purpose".into());
+            return Err(Ending {
+                reason: "tls alert sent on purpose".into(),
                 by_server: true,
             });
         }
@@ -383,6 +471,8 @@ enum Next {
     StartTls,
     /// Close, for this reason.
     Close(String),
+    /// Abort with a TCP reset, for this reason.
+    Reset(String),
 }
 
 /// Records and carries out effects: replies are appended to `out`, messages stored. Returns
@@ -390,6 +480,7 @@ enum Next {
 fn apply(
     shared: &Shared,
     id: SessionId,
+    client: SocketAddr,
     tls: &Option<String>,
     effects: &mut Vec<Effect>,
     out: &mut Output,
@@ -418,10 +509,13 @@ fn apply(
                     family: shared.family,
                     from: message.from.clone(),
                     to: message.to.clone(),
-                    content: message.content,
+                    content: message.content.clone(),
                     digest: message.digest.clone(),
                     tls: tls.clone(),
                 });
+                if shared.policy.authenticate {
+                    authenticate(shared, id, client, &message);
+                }
                 shared.log.record(EventKind::MessageAccepted {
                     host: shared.host.clone(),
                     session: id,
@@ -440,6 +534,7 @@ fn apply(
             }),
             Effect::StartTls => next = Next::StartTls,
             Effect::Close(reason) => next = Next::Close(reason),
+            Effect::Reset(reason) => next = Next::Reset(reason),
         }
     }
     next

@@ -151,7 +151,7 @@ fn steps_from_effects(effects: &[Effect]) -> Vec<Step> {
                 recipients: accepted.to.len(),
                 size: accepted.content.len(),
             }),
-            Effect::Close(reason) => Some(Step::Closed(reason.clone())),
+            Effect::Close(reason) | Effect::Reset(reason) => Some(Step::Closed(reason.clone())),
             Effect::StartTls => panic!("STARTTLS accepted without TLS"),
             #[allow(unreachable_patterns)]
             _ => None,

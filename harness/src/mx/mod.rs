@@ -37,7 +37,9 @@ mod snapshots;
 #[cfg(test)]
 mod tests;
 
-pub use behaviour::{Activation, Extensions, ListenerBehaviour, SmtpStage, StageAction, StageRule};
+pub use behaviour::{
+    Activation, Cut, Extensions, ListenerBehaviour, SmtpStage, StageAction, StageRule,
+};
 pub use policy::{GreylistKey, Policy, PolicyContext, PolicyDns, PolicyState};
 pub use tls::{Authority, TlsError, TlsMode};
 
@@ -375,7 +377,7 @@ impl RunningMx {
             reason,
         };
         let tls = match (mode, authority) {
-            (TlsMode::Off | TlsMode::BrokenHandshake, _) => None,
+            (mode, _) if mode == TlsMode::Off || mode.never_completes() => None,
             (_, None) => return Err(tls_error("no certificate authority given".into())),
             (_, Some(authority)) => authority
                 .server_config(hostname, mode)

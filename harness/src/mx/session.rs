@@ -21,7 +21,7 @@ use std::sync::Arc;
 
 use smtp_proto::{Error as ParseError, MailFrom, RcptTo, Request};
 
-use super::behaviour::{ListenerBehaviour, SmtpStage, StageAction};
+use super::behaviour::{Cut, ListenerBehaviour, SmtpStage, StageAction};
 use super::data::{self, DataEnd, DataReader};
 use super::line::{Line, LineReader};
 use super::policy::{Answer, Gate, Lookup, Verdict};
@@ -45,6 +45,9 @@ pub(crate) enum Effect {
     StartTls,
     /// Close the connection once the replies so far are sent; the reason is for the log.
     Close(String),
+    /// Abort the connection with a TCP reset once the replies so far are sent (no FIN, no
+    /// drain); the reason is for the log.
+    Reset(String),
     /// Log a policy decision (see [`super::policy`]); it precedes the reply it leads to.
     Policy(String),
 }
@@ -64,6 +67,8 @@ pub(crate) struct Accepted {
     pub(crate) message_id: Option<String>,
     /// The id given in the `250 ... queued as` reply.
     pub(crate) queue_id: String,
+    /// The HELO/EHLO name of the session.
+    pub(crate) helo: String,
 }
 
 /// What the session expects next.
@@ -71,8 +76,9 @@ pub(crate) struct Accepted {
 enum Mode {
     /// Command lines.
     Command,
-    /// Message content after `354`.
-    Data(DataReader),
+    /// Message content after `354`, and how many more content bytes pass before a
+    /// [`SmtpStage::Content`] rule acts (`None`: no such rule).
+    Data(DataReader, Option<usize>),
     /// A rule stalled the session at this stage: lines are logged, never answered.
     Stalled(SmtpStage),
     /// STARTTLS was accepted: input until the handshake is discarded (counted here).
@@ -127,6 +133,8 @@ pub(crate) struct Session {
     mail_candidate: Option<String>,
     /// The command line being decided (kept only with policies, to decide it again).
     last_line: Vec<u8>,
+    /// A scripted `421` was just sent: close once the command is done (RFC 5321 §3.8).
+    closing: Option<SmtpStage>,
 }
 
 /// Whether a reply is 2xx (positive completion).
@@ -228,6 +236,7 @@ impl Session {
             helo: String::new(),
             mail_candidate: None,
             last_line: Vec::new(),
+            closing: None,
         };
         let mark = effects.len();
         let (greeting, pace) = match session.rule(SmtpStage::Greeting, None, effects) {
@@ -248,7 +257,7 @@ impl Session {
 
     /// Whether the session is receiving message content.
     pub(crate) fn in_data(&self) -> bool {
-        matches!(self.mode, Mode::Data(_))
+        matches!(self.mode, Mode::Data(..))
     }
 
     /// Whether the session has decided to close.
@@ -301,12 +310,18 @@ impl Session {
                     held.extend_from_slice(bytes);
                     return;
                 }
-                Mode::Data(reader) => {
-                    let (used, end) = reader.push(bytes);
+                Mode::Data(reader, cut) => {
+                    let allowed = cut.map_or(bytes.len(), |left| left.min(bytes.len()));
+                    let (used, end) = reader.push(&bytes[..allowed]);
                     bytes = &bytes[used..];
+                    if let Some(left) = cut {
+                        *left -= used;
+                    }
                     if let Some(end) = end {
                         self.mode = Mode::Command;
                         self.end_of_data(end, effects);
+                    } else if *cut == Some(0) {
+                        self.cut_content(effects);
                     }
                 }
                 Mode::Command | Mode::Stalled(_) => {
@@ -323,6 +338,41 @@ impl Session {
     fn close(&mut self, reason: String, effects: &mut Vec<Effect>) {
         self.mode = Mode::Closed;
         effects.push(Effect::Close(reason));
+    }
+
+    fn reset(&mut self, reason: String, effects: &mut Vec<Effect>) {
+        self.mode = Mode::Closed;
+        effects.push(Effect::Reset(reason));
+    }
+
+    /// Enters the DATA phase, with the content rule's byte budget if there is one.
+    fn start_data(&mut self) {
+        let cut = self.behaviour.content_cut().map(|(after, _)| after);
+        self.mode = Mode::Data(DataReader::new(self.limits.max_message), cut);
+    }
+
+    /// The content rule's byte budget is used up: it acts in the middle of the content.
+    fn cut_content(&mut self, effects: &mut Vec<Effect>) {
+        let behaviour = self.behaviour.clone();
+        let Some((after_bytes, action)) = behaviour.content_cut() else {
+            return;
+        };
+        let stage = SmtpStage::Content { after_bytes };
+        self.reset_transaction();
+        match action {
+            StageAction::Reset => self.reset(format!("scripted reset at {stage}"), effects),
+            StageAction::Stall => self.mode = Mode::Stalled(stage),
+            _ => self.close(format!("scripted disconnect at {stage}"), effects),
+        }
+    }
+
+    /// Closes after a scripted `421` once the command that drew it is answered.
+    fn close_if_421(&mut self, effects: &mut Vec<Effect>) {
+        if let Some(stage) = self.closing.take() {
+            if !self.is_closed() {
+                self.close(format!("scripted 421 at {stage}"), effects);
+            }
+        }
     }
 
     /// A reply of the server's own; without its enhanced code if ENHANCEDSTATUSCODES is off.
@@ -361,7 +411,18 @@ impl Session {
             Some(StageAction::Slow { bytes_per_second }) => {
                 Staged::Normal(Some((*bytes_per_second).max(1)))
             }
-            Some(StageAction::Reply(text)) => Staged::Scripted(Reply::verbatim(text)),
+            Some(StageAction::Reply(text)) => {
+                let reply = Reply::verbatim(text);
+                if reply.code() == Some(421) && !matches!(stage, SmtpStage::Greeting) {
+                    self.closing = Some(stage);
+                }
+                Staged::Scripted(reply)
+            }
+            Some(StageAction::Reset) => {
+                self.reset(format!("scripted reset at {stage}"), effects);
+                Staged::Done
+            }
+            Some(StageAction::AcceptThen(_)) => Staged::Normal(None),
             Some(StageAction::Stall) => {
                 self.mode = Mode::Stalled(stage);
                 Staged::Done
@@ -433,6 +494,7 @@ impl Session {
         wire.extend_from_slice(b"\r\n");
         let request = Request::parse(&mut wire.iter());
         self.command(request, effects);
+        self.close_if_421(effects);
     }
 
     fn line(&mut self, line: Line, effects: &mut Vec<Effect>) {
@@ -622,12 +684,12 @@ impl Session {
                             let go = reply.code().is_some_and(|c| (300..400).contains(&c));
                             effects.push(Effect::Reply(reply));
                             if go {
-                                self.mode = Mode::Data(DataReader::new(self.limits.max_message));
+                                self.start_data();
                             }
                         }
                         Staged::Normal(pace) => {
                             self.reply(effects, 354, "End data with <CR><LF>.<CR><LF>");
-                            self.mode = Mode::Data(DataReader::new(self.limits.max_message));
+                            self.start_data();
                             pace_since(effects, mark, pace);
                         }
                     }
@@ -741,22 +803,18 @@ impl Session {
         let from = self.from.take().unwrap_or_default();
         let to = std::mem::take(&mut self.to);
         let mark = effects.len();
+        let lost = match self.behaviour.action(SmtpStage::EndOfData, None) {
+            Some(StageAction::AcceptThen(cut)) => Some(*cut),
+            _ => None,
+        };
         let pace = match self.rule(SmtpStage::EndOfData, None, effects) {
             Staged::Done => return,
             Staged::Scripted(reply) => {
                 if let (true, DataEnd::Complete { content, digest }) = (positive(&reply), end) {
-                    self.accepted += 1;
-                    let queue_id = format!("mxlab-{}-{}", self.id, self.accepted);
-                    effects.push(Effect::Accepted(Accepted {
-                        from,
-                        to,
-                        digest,
-                        message_id: data::message_id(&content),
-                        content,
-                        queue_id,
-                    }));
+                    self.store(from, to, content, digest, effects);
                 }
                 effects.push(Effect::Reply(reply));
+                self.close_if_421(effects);
                 return;
             }
             Staged::Normal(pace) => pace,
@@ -766,21 +824,44 @@ impl Session {
                 self.reply(effects, 552, "5.3.4 Error: message file too big");
             }
             DataEnd::Complete { content, digest } => {
-                self.accepted += 1;
-                let queue_id = format!("mxlab-{}-{}", self.id, self.accepted);
-                let reply = format!("2.0.0 Ok: queued as {queue_id}");
-                effects.push(Effect::Accepted(Accepted {
-                    from,
-                    to,
-                    digest,
-                    message_id: data::message_id(&content),
-                    content,
-                    queue_id,
-                }));
-                self.reply(effects, 250, reply);
+                let queue_id = self.store(from, to, content, digest, effects);
+                match lost {
+                    None => self.reply(effects, 250, format!("2.0.0 Ok: queued as {queue_id}")),
+                    Some(cut) => {
+                        let reason = format!("scripted {cut} after storing {queue_id}");
+                        match cut {
+                            Cut::Reset => self.reset(reason, effects),
+                            Cut::Disconnect => self.close(reason, effects),
+                            Cut::Stall => self.mode = Mode::Stalled(SmtpStage::EndOfData),
+                        }
+                    }
+                }
             }
         }
         pace_since(effects, mark, pace);
+    }
+
+    /// Stores an accepted message (the `Accepted` effect); returns its queue id.
+    fn store(
+        &mut self,
+        from: String,
+        to: Vec<String>,
+        content: Vec<u8>,
+        digest: String,
+        effects: &mut Vec<Effect>,
+    ) -> String {
+        self.accepted += 1;
+        let queue_id = format!("mxlab-{}-{}", self.id, self.accepted);
+        effects.push(Effect::Accepted(Accepted {
+            from,
+            to,
+            digest,
+            message_id: data::message_id(&content),
+            content,
+            queue_id: queue_id.clone(),
+            helo: self.helo.clone(),
+        }));
+        queue_id
     }
 }
 
@@ -1198,6 +1279,118 @@ mod tests {
         );
         assert!(accepted(&effects).is_empty());
         assert!(s.is_closed());
+    }
+
+    const TRANSACTION: &[u8] =
+        b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\nMessage-ID: <m@b>\r\n\r\nx\r\n.\r\n";
+
+    #[test]
+    fn a_lost_reply_after_the_dot_stores_the_message_first() {
+        for (cut, last) in [
+            (
+                Cut::Reset,
+                Some(Effect::Reset(
+                    "scripted reset after storing mxlab-7-1".into(),
+                )),
+            ),
+            (
+                Cut::Disconnect,
+                Some(Effect::Close(
+                    "scripted disconnect after storing mxlab-7-1".into(),
+                )),
+            ),
+            (Cut::Stall, None),
+        ] {
+            let (mut s, _) = start_with(with_rules(vec![StageRule::new(
+                SmtpStage::EndOfData,
+                StageAction::AcceptThen(cut),
+            )]));
+            let mut effects = Vec::new();
+            s.input(TRANSACTION, &mut effects);
+            let stored = accepted(&effects);
+            assert_eq!(stored.len(), 1, "{cut}: the message is stored");
+            assert_eq!(stored[0].message_id.as_deref(), Some("<m@b>"));
+            // HELO, MAIL, RCPT and DATA are answered; the end of data is not.
+            assert_eq!(reply_texts(&effects).len(), 4, "{cut}: {effects:?}");
+            assert!(matches!(effects.last(), Some(Effect::Accepted(_))) || last.is_some());
+            if let Some(last) = last {
+                assert_eq!(effects.last(), Some(&last));
+                assert!(s.is_closed());
+            } else {
+                // Silence: what the client sends next is logged and never answered.
+                let mut later = Vec::new();
+                s.input(b"QUIT\r\n", &mut later);
+                assert_eq!(later, vec![Effect::Command("QUIT".into())]);
+                assert!(!s.is_closed());
+            }
+        }
+    }
+
+    #[test]
+    fn a_content_rule_cuts_the_data_phase_after_so_many_bytes() {
+        let body = format!("Message-ID: <m@b>\r\n\r\n{}\r\n.\r\n", "y".repeat(50));
+        for (action, reset) in [(StageAction::Reset, true), (StageAction::Disconnect, false)] {
+            let (mut s, _) = start_with(with_rules(vec![StageRule::new(
+                SmtpStage::Content { after_bytes: 30 },
+                action.clone(),
+            )]));
+            let mut effects = Vec::new();
+            s.input(
+                b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\nDATA\r\n",
+                &mut effects,
+            );
+            // The content arrives in pieces; the cut comes after exactly 30 bytes of it.
+            s.input(&body.as_bytes()[..20], &mut effects);
+            assert!(s.in_data());
+            s.input(&body.as_bytes()[20..], &mut effects);
+            assert!(
+                accepted(&effects).is_empty(),
+                "{action:?}: nothing is stored"
+            );
+            let reason = "scripted {} at DATA content after 30 bytes";
+            let expected = if reset {
+                Effect::Reset(reason.replace("{}", "reset"))
+            } else {
+                Effect::Close(reason.replace("{}", "disconnect"))
+            };
+            assert_eq!(effects.last(), Some(&expected));
+            assert!(s.is_closed());
+        }
+        // A message shorter than the budget is not cut.
+        let (mut s, _) = start_with(with_rules(vec![StageRule::new(
+            SmtpStage::Content { after_bytes: 1000 },
+            StageAction::Reset,
+        )]));
+        let mut effects = Vec::new();
+        s.input(TRANSACTION, &mut effects);
+        assert_eq!(accepted(&effects).len(), 1);
+    }
+
+    #[test]
+    fn a_scripted_421_closes_after_its_reply() {
+        let (mut s, _) = start_with(with_rules(vec![reply(
+            SmtpStage::EndOfData,
+            "421 4.3.0 shutting down",
+        )]));
+        let mut effects = Vec::new();
+        s.input(TRANSACTION, &mut effects);
+        assert!(accepted(&effects).is_empty(), "a 421 stores nothing");
+        assert_eq!(
+            reply_texts(&effects).last().map(String::as_str),
+            Some("421 4.3.0 shutting down")
+        );
+        assert_eq!(
+            effects.last(),
+            Some(&Effect::Close("scripted 421 at end of data".into()))
+        );
+        // A scripted 451 does not close.
+        let (mut s, _) = start_with(with_rules(vec![reply(SmtpStage::Rcpt, "451 4.3.0 later")]));
+        let mut effects = Vec::new();
+        s.input(
+            b"HELO c\r\nMAIL FROM:<a@b>\r\nRCPT TO:<c@d>\r\n",
+            &mut effects,
+        );
+        assert!(!s.is_closed());
     }
 
     #[test]

@@ -32,6 +32,22 @@ pub enum TlsMode {
     /// A valid but large chain: a leaf with about 100 subject alternative names plus four
     /// intermediate CAs (well over 3 KB on the wire), for path-MTU tests.
     OversizedChain,
+    /// STARTTLS is accepted with `220`, then the server reads the client's ClientHello and
+    /// never answers it: the handshake stalls until the client gives up.
+    StalledHandshake,
+    /// STARTTLS is accepted with `220`, then the server answers the ClientHello with a fatal
+    /// TLS alert (`handshake_failure`) and closes.
+    Alert,
+}
+
+impl TlsMode {
+    /// Whether the mode never completes a handshake (so it needs no certificate).
+    pub fn never_completes(self) -> bool {
+        matches!(
+            self,
+            TlsMode::BrokenHandshake | TlsMode::StalledHandshake | TlsMode::Alert
+        )
+    }
 }
 
 impl fmt::Display for TlsMode {
@@ -43,6 +59,8 @@ impl fmt::Display for TlsMode {
             TlsMode::Expired => "expired",
             TlsMode::WrongName => "wrong-name",
             TlsMode::OversizedChain => "oversized-chain",
+            TlsMode::StalledHandshake => "stalled-handshake",
+            TlsMode::Alert => "alert",
         })
     }
 }
@@ -160,7 +178,10 @@ impl Authority {
         let key = KeyPair::generate()?;
         let issuer = &self.inner.issuer;
         let chain = match mode {
-            TlsMode::Off | TlsMode::BrokenHandshake => return Ok(None),
+            TlsMode::Off
+            | TlsMode::BrokenHandshake
+            | TlsMode::StalledHandshake
+            | TlsMode::Alert => return Ok(None),
             TlsMode::Valid => {
                 vec![leaf_params(vec![hostname.to_string()])?.signed_by(&key, issuer)?]
             }

@@ -9,7 +9,7 @@ use std::time::Duration;
 use crate::events::{Event, EventKind};
 use crate::family::Family;
 use crate::lab::{MutantStatus, RunReport};
-use crate::verdict::{Status, COLLECTOR};
+use crate::verdict::{attempts, fallback, Status, COLLECTOR};
 
 /// One cell of the matrix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -22,6 +22,9 @@ pub struct Cell {
     pub took: Option<Duration>,
     /// The first failed expectation, or the xfail reason, or the harness error.
     pub note: Option<String>,
+    /// Time to fall back to the other address family, in the MTA's world time: from the first
+    /// connection attempt to the first SYN on the other family, if the MTA switched.
+    pub fallback: Option<Duration>,
 }
 
 impl Cell {
@@ -42,15 +45,18 @@ impl Cell {
                 .map(|f| format!("expected {}: {}", f.expectation, f.reason)),
             Status::Error => Some(run.verdict.summary.clone()),
         };
+        let fallback = fallback(&attempts(&run.events)).map(|fb| run.clock.to_world(fb.took));
         Cell {
             status: run.verdict.status,
             family,
             took,
             note,
+            fallback,
         }
     }
 
-    /// `PASS ipv4 0.31s`, `FAIL ipv6 2.00s`, `XFAIL`, `ERROR`.
+    /// `PASS ipv4 0.31s`, `FAIL ipv6 2.00s`, `XFAIL`, `ERROR`; with `fallback 30s` (world
+    /// time) when the MTA switched address family.
     pub fn headline(&self) -> String {
         let mut text = self.status.to_string();
         if let Some(family) = self.family {
@@ -58,6 +64,14 @@ impl Cell {
         }
         if let Some(took) = self.took {
             let _ = write!(text, " {:.2}s", took.as_secs_f64());
+        }
+        if let Some(fallback) = self.fallback {
+            let secs = fallback.as_secs_f64();
+            let _ = if secs >= 10.0 {
+                write!(text, " fallback {secs:.0}s")
+            } else {
+                write!(text, " fallback {secs:.1}s")
+            };
         }
         text
     }

@@ -19,8 +19,9 @@ pub use duration::HumanDuration;
 pub use error::ScenarioError;
 pub use load::{find_scenarios, load, parse};
 pub use model::{
-    ClientKey, DnsAnswer, DnsFaultSpec, DsnExpect, Expect, Expectation, Extension, Fault,
-    MessageSpec, Mutant, MutantSut, MxSpec, NetFault, Outcome, PolicySpec, PtrFault, RouteSpec,
-    Scenario, SmtpAction, SmtpFault, SmtpStage, StartTls, Window, Xfail,
+    AuthExpect, AuthResult, ClientKey, Copies, DnsAnswer, DnsFaultSpec, DsnExpect, Expect,
+    Expectation, Extension, Fault, MessageSpec, Mutant, MutantSut, MxSpec, NetFault, Outcome,
+    PolicySpec, PtrFault, RouteSpec, Scenario, SmtpAction, SmtpFault, SmtpStage, StartTls, Window,
+    Xfail,
 };
 pub use validate::{zone_origins, MAX_MX_HOSTS, SENDER_DOMAIN};

@@ -44,6 +44,10 @@ pub struct Scenario {
     /// Messages handed to the system under test.
     #[serde(rename = "message")]
     pub messages: Vec<MessageSpec>,
+    /// The address families of the SUT that the sender domain's SPF record lists (both when
+    /// absent): `["ipv4"]` publishes `v=spf1 ip4:192.0.2.2 -all`.
+    #[serde(default)]
+    pub sender_spf: Option<Vec<Family>>,
     /// What a correct MTA does.
     pub expect: Expect,
     /// Known-bad configurations that must make the scenario fail (`[[mutant]]`).
@@ -511,9 +515,13 @@ pub struct SmtpFault {
     /// The full reply, e.g. `421 4.3.2 Service not available`; `\n` separates lines.
     #[serde(default)]
     pub reply: Option<Spanned<String>>,
-    /// Instead of a reply: `stall`, `disconnect` or `{ slow = BYTES_PER_SECOND }`.
+    /// Instead of a reply: `stall`, `disconnect`, `reset`, `{ slow = BYTES_PER_SECOND }`, or
+    /// at `end-of-data` `accept-then-reset`, `accept-then-disconnect`, `accept-then-stall`.
     #[serde(default)]
     pub action: Option<SmtpAction>,
+    /// At the `content` stage: how many bytes of message content pass before the action.
+    #[serde(default)]
+    pub after: Option<Spanned<usize>>,
     /// At the `rcpt` stage: only for this recipient.
     #[serde(default)]
     pub recipient: Option<String>,
@@ -538,6 +546,26 @@ pub enum SmtpAction {
     Disconnect,
     /// The normal reply, trickled at this many bytes per second.
     Slow(u32),
+    /// Abort the connection with a TCP reset, without a reply.
+    Reset,
+    /// At `end-of-data`: store the message, then reset the connection instead of the `250`.
+    AcceptThenReset,
+    /// At `end-of-data`: store the message, then close the connection instead of the `250`.
+    AcceptThenDisconnect,
+    /// At `end-of-data`: store the message, then say nothing until the client gives up.
+    AcceptThenStall,
+}
+
+impl SmtpAction {
+    /// Whether the action stores the message and then loses the `250` (RFC 1047's window).
+    pub fn accepts_first(self) -> bool {
+        matches!(
+            self,
+            SmtpAction::AcceptThenReset
+                | SmtpAction::AcceptThenDisconnect
+                | SmtpAction::AcceptThenStall
+        )
+    }
 }
 
 /// EHLO extensions that can be switched off.
@@ -571,6 +599,10 @@ pub enum StartTls {
     WrongName,
     /// Four intermediates and a hundred names: a chain over 3 KB, for PMTU scenarios.
     OversizedChain,
+    /// The ClientHello is never answered: the handshake stalls until the client gives up.
+    Stalled,
+    /// The ClientHello is answered with a fatal TLS alert (`handshake_failure`).
+    Alert,
 }
 
 /// Stages of an SMTP session at which a fault can act.
@@ -591,6 +623,8 @@ pub enum SmtpStage {
     Rcpt,
     /// The reply to DATA.
     Data,
+    /// In the middle of the message content, after `after` bytes of it.
+    Content,
     /// The reply after the message content.
     EndOfData,
     /// The reply to QUIT.
@@ -652,9 +686,24 @@ pub struct Expect {
     /// Time limit from injection to the outcome; for `deferred`, how long to observe.
     #[serde(default = "default_within")]
     pub within: HumanDuration,
-    /// No message accepted twice (by Message-ID or identical content).
+    /// No message accepted twice (by Message-ID or identical content). Ignored when
+    /// [`copies`](Self::copies) is given, which replaces it.
     #[serde(default = "yes")]
     pub exactly_once: bool,
+    /// How many copies of each message the receiving MX hosts may accept in all, counted by
+    /// Message-ID across sessions: `copies = 1` or `copies = "at most 2"` (a lost `250` after
+    /// the final dot makes a second copy legitimate, RFC 1047).
+    #[serde(default)]
+    pub copies: Option<Copies>,
+    /// Longest time, in world time, from the first connection attempt (on the first family
+    /// tried) to the first SYN on the other family, e.g. `"45s"`. RFC 8305 (Happy Eyeballs
+    /// v2) recommends 250 ms between connection attempts as the reference.
+    #[serde(default)]
+    pub fallback_within: Option<HumanDuration>,
+    /// The receiving MX's authentication results for every accepted copy of each message,
+    /// e.g. `{ spf = "pass" }` (RFC 8601 result words).
+    #[serde(default)]
+    pub auth: Option<AuthExpect>,
     /// DNS queries the MTA must have made, in this order (others may come between), each as
     /// `"NAME TYPE"`, e.g. `["mx1.example.test AAAA", "mx1.example.test A"]`.
     #[serde(default)]
@@ -694,11 +743,17 @@ pub enum Expectation {
     Attempts,
     /// `dsn`
     Dsn,
+    /// `copies`
+    Copies,
+    /// `fallback_within`
+    FallbackWithin,
+    /// `auth`
+    Auth,
 }
 
 impl Expectation {
     /// Every expectation, in `[expect]`'s order.
-    pub const ALL: [Expectation; 9] = [
+    pub const ALL: [Expectation; 12] = [
         Expectation::Outcome,
         Expectation::Via,
         Expectation::Mx,
@@ -708,12 +763,19 @@ impl Expectation {
         Expectation::Queried,
         Expectation::Attempts,
         Expectation::Dsn,
+        Expectation::Copies,
+        Expectation::FallbackWithin,
+        Expectation::Auth,
     ];
 
     /// Whether `expect` states this expectation (outcome, within and exactly_once always are).
     pub fn is_set_in(self, expect: &Expect) -> bool {
         match self {
-            Expectation::Outcome | Expectation::Within | Expectation::ExactlyOnce => true,
+            Expectation::Outcome | Expectation::Within => true,
+            Expectation::ExactlyOnce => expect.copies.is_none(),
+            Expectation::Copies => expect.copies.is_some(),
+            Expectation::FallbackWithin => expect.fallback_within.is_some(),
+            Expectation::Auth => expect.auth.is_some(),
             Expectation::Via => expect.via.is_some(),
             Expectation::Mx => expect.mx.is_some(),
             Expectation::Tried => expect.tried.is_some(),
@@ -735,6 +797,9 @@ impl Expectation {
             Expectation::Queried => "queried",
             Expectation::Attempts => "attempts",
             Expectation::Dsn => "dsn",
+            Expectation::Copies => "copies",
+            Expectation::FallbackWithin => "fallback_within",
+            Expectation::Auth => "auth",
         }
     }
 }
@@ -803,6 +868,114 @@ impl TryFrom<toml::Value> for Xfail {
             .collect::<Result<Vec<_>, _>>()?;
         Ok(Xfail { expects, reason })
     }
+}
+
+/// How many copies of a message may arrive: `copies = 1` or `copies = "at most 2"`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Copies {
+    /// Exactly this many (at least 1).
+    Exactly(u32),
+    /// At least one and at most this many.
+    AtMost(u32),
+}
+
+impl Copies {
+    /// Whether `count` accepted copies meet the expectation.
+    pub fn allows(self, count: usize) -> bool {
+        match self {
+            Copies::Exactly(n) => count == n as usize,
+            Copies::AtMost(n) => (1..=n as usize).contains(&count),
+        }
+    }
+}
+
+impl fmt::Display for Copies {
+    /// As written in a scenario: `1` or `"at most 2"`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Copies::Exactly(n) => write!(f, "{n}"),
+            Copies::AtMost(n) => write!(f, "\"at most {n}\""),
+        }
+    }
+}
+
+impl<'de> Deserialize<'de> for Copies {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        use serde::de::Error;
+        const FORM: &str =
+            "copies is a count (copies = 1) or \"at most N\" (copies = \"at most 2\")";
+        let count = |n: i64| match u32::try_from(n) {
+            Ok(n) if n >= 1 => Ok(n),
+            _ => Err(D::Error::custom(format!(
+                "{FORM}, with N at least 1; got {n}"
+            ))),
+        };
+        match toml::Value::deserialize(deserializer)? {
+            toml::Value::Integer(n) => Ok(Copies::Exactly(count(n)?)),
+            toml::Value::String(text) => {
+                let n = text
+                    .trim()
+                    .strip_prefix("at most")
+                    .and_then(|n| n.trim().parse::<i64>().ok())
+                    .ok_or_else(|| D::Error::custom(format!("{FORM}; got {text:?}")))?;
+                Ok(Copies::AtMost(count(n)?))
+            }
+            other => Err(D::Error::custom(format!(
+                "{FORM}; got a {}",
+                other.type_str()
+            ))),
+        }
+    }
+}
+
+/// An authentication result (RFC 8601 §2.7).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum AuthResult {
+    /// `pass`
+    Pass,
+    /// `fail`
+    Fail,
+    /// `softfail` (SPF)
+    Softfail,
+    /// `neutral`
+    Neutral,
+    /// `none`
+    None,
+    /// `temperror`
+    Temperror,
+    /// `permerror`
+    Permerror,
+}
+
+impl AuthResult {
+    /// The result word.
+    pub fn word(self) -> &'static str {
+        match self {
+            AuthResult::Pass => "pass",
+            AuthResult::Fail => "fail",
+            AuthResult::Softfail => "softfail",
+            AuthResult::Neutral => "neutral",
+            AuthResult::None => "none",
+            AuthResult::Temperror => "temperror",
+            AuthResult::Permerror => "permerror",
+        }
+    }
+}
+
+/// Expected authentication results of every accepted copy of a message.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuthExpect {
+    /// SPF of the MAIL FROM identity.
+    #[serde(default)]
+    pub spf: Option<AuthResult>,
+    /// DKIM of the first signature.
+    #[serde(default)]
+    pub dkim: Option<AuthResult>,
+    /// DMARC of the From domain.
+    #[serde(default)]
+    pub dmarc: Option<AuthResult>,
 }
 
 /// Expected fields of the bounce's delivery status notification.

@@ -6,7 +6,8 @@ use std::collections::BTreeSet;
 use toml::Spanned;
 
 use super::{
-    DnsFaultSpec, Fault, MutantSut, NetFault, PolicySpec, Scenario, SmtpFault, SmtpStage, Window,
+    DnsFaultSpec, Fault, MutantSut, NetFault, PolicySpec, Scenario, SmtpAction, SmtpFault,
+    SmtpStage, Window,
 };
 use crate::family::Family;
 
@@ -348,6 +349,31 @@ fn validate_smtp_fault(smtp: &Spanned<SmtpFault>) -> Result<(), Problem> {
         return Err(problem(
             smtp,
             "`recipient` applies to stage = \"rcpt\" only".into(),
+        ));
+    }
+    if fault.after.is_some() != (fault.stage == Some(SmtpStage::Content)) {
+        return Err(problem(
+            smtp,
+            "stage = \"content\" goes with `after = BYTES` (the content bytes before the action), e.g. { stage = \"content\", after = 2000, action = \"reset\" }".into(),
+        ));
+    }
+    if fault.stage == Some(SmtpStage::Content)
+        && !matches!(
+            fault.action,
+            Some(SmtpAction::Reset | SmtpAction::Disconnect | SmtpAction::Stall)
+        )
+    {
+        return Err(problem(
+            smtp,
+            "in the middle of the content the server can only act: action = \"reset\", \"disconnect\" or \"stall\"".into(),
+        ));
+    }
+    if fault.action.is_some_and(SmtpAction::accepts_first)
+        && fault.stage != Some(SmtpStage::EndOfData)
+    {
+        return Err(problem(
+            smtp,
+            "accept-then-reset, accept-then-disconnect and accept-then-stall apply to stage = \"end-of-data\" only".into(),
         ));
     }
     if let Some(reply) = &fault.reply {
@@ -909,12 +935,31 @@ outcome = "delivered"
             ("{ stage = \"rcpt\", action = \"wait\" }", "stall"),
             ("{ disable = [\"chunking\"] }", "pipelining"),
             ("{ starttls = \"self-signed\" }", "wrong-name"),
+            (
+                "{ stage = \"content\", action = \"reset\" }",
+                "`after = BYTES`",
+            ),
+            (
+                "{ stage = \"data\", action = \"reset\", after = 10 }",
+                "`after = BYTES`",
+            ),
+            (
+                "{ stage = \"content\", after = 10, reply = \"421 x\" }",
+                "can only act",
+            ),
+            (
+                "{ stage = \"rcpt\", action = \"accept-then-reset\" }",
+                "\"end-of-data\" only",
+            ),
         ] {
             let message = error_with(&format!("[[fault]]\non = \"mx1\"\nsmtp = {fault}"));
             assert!(message.contains(expected), "{fault}: {message}");
         }
         for fault in [
             "{ stage = \"end-of-data\", action = { slow = 20 } }",
+            "{ stage = \"end-of-data\", action = \"accept-then-stall\" }",
+            "{ stage = \"content\", after = 4000, action = \"reset\" }",
+            "{ stage = \"mail\", action = \"reset\" }",
             "{ stage = \"rcpt\", recipient = \"bob@example.test\", reply = \"550 5.1.1 no\" }",
             "{ disable = [\"pipelining\", \"8bitmime\"], ehlo_size = 4000, starttls = \"oversized-chain\" }",
         ] {

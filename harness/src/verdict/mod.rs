@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use serde::Serialize;
 
-pub use observe::{attempts, fate, Acceptance, Attempt, MessageFate, COLLECTOR};
+pub use observe::{
+    attempts, fallback, fate, Acceptance, Attempt, Fallback, MessageFate, COLLECTOR,
+};
 
 use crate::clock::ClockRate;
 use crate::events::{Event, EventKind};
@@ -165,7 +167,7 @@ fn check(
         let earlier = &all_attempts[..tried_before];
         let tried = first_seen_families(earlier);
         let outcome = outcome_of(&fate);
-        summaries.push(summary(&fate, outcome, earlier, clock));
+        summaries.push(summary(&fate, &planned.message_id, outcome, earlier, clock));
         let id = &planned.message_id;
 
         if outcome != Some(expect.outcome) {
@@ -225,7 +227,27 @@ fn check(
                 });
             }
         }
-        if expect.exactly_once && fate.acceptances.len() > 1 {
+        if let Some(auth) = &expect.auth {
+            failures.extend(check_auth(auth, id, &fate, events));
+        }
+        let exactly_once = expect.exactly_once && expect.copies.is_none();
+        if let Some(copies) = expect.copies {
+            if !copies.allows(fate.acceptances.len()) {
+                failures.push(Failure {
+                    key: Some(Expectation::Copies),
+                    expectation: format!("copies = {copies}"),
+                    reason: match fate.acceptances.len() {
+                        0 => format!("no copy of message {id} was accepted"),
+                        n => format!(
+                            "{n} copies of message {id} were accepted: {}",
+                            copies_of(&fate)
+                        ),
+                    },
+                    evidence: evidence_of(&fate),
+                });
+            }
+        }
+        if exactly_once && fate.acceptances.len() > 1 {
             failures.push(Failure {
                 key: Some(Expectation::ExactlyOnce),
                 expectation: "exactly_once = true".into(),
@@ -240,6 +262,13 @@ fn check(
                 ),
                 evidence: fate.acceptances.iter().map(|a| a.event).collect(),
             });
+        }
+    }
+    if let Some(limit) = &expect.fallback_within {
+        let (failure, story) = check_fallback(limit, &all_attempts, clock);
+        failures.extend(failure);
+        if let Some(story) = story {
+            summaries.push(story);
         }
     }
     if let Some(expected) = &expect.attempts {
@@ -257,7 +286,7 @@ fn check(
             failures.push(failure);
         }
     }
-    if expect.exactly_once {
+    if expect.exactly_once && expect.copies.is_none() {
         for (digest, indices) in observe::repeated_digests(events) {
             let already = failures
                 .iter()
@@ -285,6 +314,172 @@ fn check(
         summary: summaries.join("; "),
         failures,
     }
+}
+
+/// A span of wall time as the MTA's world time, compactly: `30s`, `0.5s` (wall time on the
+/// real clock).
+fn world(wall: Duration, clock: ClockRate) -> String {
+    let secs = clock.to_world(wall).as_secs_f64();
+    if secs >= 10.0 {
+        format!("{secs:.0}s")
+    } else if secs >= 1.0 {
+        format!("{secs:.1}s")
+    } else {
+        format!("{:.0}ms", secs * 1e3)
+    }
+}
+
+/// The timing of the attempts up to the fall-back: for each, its first SYN, its SYN
+/// retransmissions, when its session ended; then the first SYN on the other family. Times
+/// are the MTA's world time from the first attempt.
+pub fn fallback_story(attempts: &[Attempt], clock: ClockRate) -> String {
+    let Some(t0) = attempts.first().map(|a| a.started) else {
+        return "no connection attempt".to_string();
+    };
+    let at = |t: Duration| world(t.saturating_sub(t0), clock);
+    let shown = fallback(attempts).map_or(attempts.len(), |fb| fb.next + 1);
+    let mut parts = Vec::new();
+    for attempt in &attempts[..shown] {
+        let mut text = format!(
+            "{} {} first SYN at {}",
+            attempt.host,
+            attempt.family,
+            at(attempt.started)
+        );
+        if attempt.syns > 1 {
+            if let Some(last) = attempt.last_syn {
+                text.push_str(&format!(", {} SYNs (last at {})", attempt.syns, at(last)));
+            }
+        }
+        match (attempt.session, attempt.ended) {
+            (Some(_), Some(ended)) => text.push_str(&format!(
+                ", session ended at {} ({})",
+                at(ended),
+                attempt.outcome()
+            )),
+            (Some(_), None) => text.push_str(&format!(" ({})", attempt.outcome())),
+            (None, _) => text.push_str(", no session"),
+        }
+        parts.push(text);
+    }
+    format!(
+        "{} (MTA time at {clock}; SYN retransmissions and ICMP-driven aborts are kernel timers on the real clock)",
+        parts.join("; ")
+    )
+}
+
+/// The fall-back to the other family must come within `limit` of world time.
+fn check_fallback(
+    limit: &crate::scenario::HumanDuration,
+    attempts: &[Attempt],
+    clock: ClockRate,
+) -> (Option<Failure>, Option<String>) {
+    let expectation = format!("fallback_within = \"{limit}\"");
+    let story = fallback_story(attempts, clock);
+    let Some(fb) = fallback(attempts) else {
+        let families = first_seen_families(attempts);
+        return (
+            Some(Failure {
+                key: Some(Expectation::FallbackWithin),
+                expectation,
+                reason: format!(
+                    "the MTA never switched family: {} attempts, all over {}: {story}",
+                    attempts.len(),
+                    families
+                        .first()
+                        .map_or("nothing".to_string(), ToString::to_string)
+                ),
+                evidence: attempts.iter().map(|a| a.event).collect(),
+            }),
+            None,
+        );
+    };
+    let took = format!(
+        "fell back from {} to {} after {} of MTA time ({:.3}s wall)",
+        fb.from,
+        fb.to,
+        world(fb.took, clock),
+        fb.took.as_secs_f64()
+    );
+    let failure = (clock.to_world(fb.took) > limit.0).then(|| Failure {
+        key: Some(Expectation::FallbackWithin),
+        expectation,
+        reason: format!("{took}: {story}"),
+        evidence: attempts[..=fb.next].iter().map(|a| a.event).collect(),
+    });
+    (failure, Some(took))
+}
+
+/// Every accepted copy of message `id` must carry the expected authentication results.
+fn check_auth(
+    expected: &crate::scenario::AuthExpect,
+    id: &str,
+    fate: &MessageFate,
+    events: &[Event],
+) -> Option<Failure> {
+    let wanted: Vec<(&str, crate::scenario::AuthResult)> = [
+        ("spf", expected.spf),
+        ("dkim", expected.dkim),
+        ("dmarc", expected.dmarc),
+    ]
+    .into_iter()
+    .filter_map(|(name, result)| result.map(|r| (name, r)))
+    .collect();
+    let expectation = format!(
+        "auth = {{ {} }}",
+        wanted
+            .iter()
+            .map(|(name, result)| format!("{name} = \"{}\"", result.word()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let mut wrong = Vec::new();
+    let mut evidence = Vec::new();
+    for acceptance in &fate.acceptances {
+        let recorded = events
+            .iter()
+            .enumerate()
+            .find_map(|(index, event)| match &event.kind {
+                EventKind::MessageAuth {
+                    host,
+                    session,
+                    spf,
+                    dkim,
+                    dmarc,
+                    ..
+                } if *host == acceptance.host && *session == acceptance.session => {
+                    Some((index, [("spf", spf), ("dkim", dkim), ("dmarc", dmarc)]))
+                }
+                _ => None,
+            });
+        let copy = format!(
+            "{} over {} (session {})",
+            acceptance.host, acceptance.family, acceptance.session
+        );
+        let Some((index, results)) = recorded else {
+            wrong.push(format!("{copy}: no authentication results were recorded"));
+            evidence.push(acceptance.event);
+            continue;
+        };
+        let mismatched: Vec<String> = wanted
+            .iter()
+            .filter_map(|(name, result)| {
+                let (_, got) = results.iter().find(|(n, _)| n == name)?;
+                let word = got.split_once(' ').map_or(got.as_str(), |(w, _)| w);
+                (word != result.word()).then(|| format!("{name}={got}"))
+            })
+            .collect();
+        if !mismatched.is_empty() {
+            wrong.push(format!("{copy}: {}", mismatched.join(", ")));
+            evidence.extend([acceptance.event, index]);
+        }
+    }
+    (!wrong.is_empty()).then(|| Failure {
+        key: Some(Expectation::Auth),
+        expectation,
+        reason: format!("message {id} accepted by {}", wrong.join("; ")),
+        evidence,
+    })
 }
 
 /// The number of connection attempts per family must be as expected.
@@ -473,8 +668,19 @@ fn evidence_of(fate: &MessageFate) -> Vec<usize> {
         .collect()
 }
 
+/// The sessions that accepted copies of a message: `session 3 (mx1 over ipv6), session 7 (mx1
+/// over ipv4)`.
+fn copies_of(fate: &MessageFate) -> String {
+    fate.acceptances
+        .iter()
+        .map(|a| format!("session {} ({} over {})", a.session, a.host, a.family))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 fn summary(
     fate: &MessageFate,
+    message_id: &str,
     outcome: Option<Outcome>,
     earlier: &[Attempt],
     clock: ClockRate,
@@ -482,10 +688,11 @@ fn summary(
     let mut text = match (fate.acceptances.as_slice(), outcome) {
         ([only], _) => format!("delivered once via {} by {}", only.family, only.host),
         ([first, ..], _) => format!(
-            "delivered {} times, first via {} by {}",
+            "delivered {} times, first via {} by {} (duplicates of {message_id}: {})",
             fate.acceptances.len(),
             first.family,
-            first.host
+            first.host,
+            copies_of(fate)
         ),
         ([], outcome) => describe(fate, outcome),
     };

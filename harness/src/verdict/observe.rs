@@ -44,6 +44,38 @@ pub struct Attempt {
     pub session: Option<SessionId>,
     /// The session's first 4xx/5xx reply, or else its last reply, if any.
     pub reply: Option<String>,
+    /// When it started: its first SYN, or the session's start without a capture.
+    pub started: Duration,
+    /// When its last SYN (retransmission) was seen, if any was captured.
+    pub last_syn: Option<Duration>,
+    /// When its session ended, if it had one that ended.
+    pub ended: Option<Duration>,
+}
+
+/// The first switch of address family among the connection attempts: from the first attempt
+/// (on the first family) to the first attempt on the other family.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Fallback {
+    /// The family tried first.
+    pub from: Family,
+    /// The family fallen back to.
+    pub to: Family,
+    /// Index (into the attempts) of the first attempt on `to`; the ones before are on `from`.
+    pub next: usize,
+    /// Wall time from the first attempt's first SYN to the first SYN on `to`.
+    pub took: Duration,
+}
+
+/// The first family switch among `attempts`, if the MTA made one.
+pub fn fallback(attempts: &[Attempt]) -> Option<Fallback> {
+    let first = attempts.first()?;
+    let next = attempts.iter().position(|a| a.family != first.family)?;
+    Some(Fallback {
+        from: first.family,
+        to: attempts[next].family,
+        next,
+        took: attempts[next].started.saturating_sub(first.started),
+    })
 }
 
 impl Attempt {
@@ -173,7 +205,10 @@ pub fn attempts(events: &[Event]) -> Vec<Attempt> {
             .rev()
             .find(|a| syn && a.client == *client);
         match retransmitted {
-            Some(attempt) => attempt.syns += 1,
+            Some(attempt) => {
+                attempt.syns += 1;
+                attempt.last_syn = Some(event.at);
+            }
             None => attempts.push(Attempt {
                 event: index,
                 host: host.clone(),
@@ -182,6 +217,9 @@ pub fn attempts(events: &[Event]) -> Vec<Attempt> {
                 syns: u32::from(syn),
                 session,
                 reply: None,
+                started: event.at,
+                last_syn: syn.then_some(event.at),
+                ended: None,
             }),
         }
     }
@@ -203,6 +241,21 @@ pub fn attempts(events: &[Event]) -> Vec<Attempt> {
                     let is_error = |text: &str| text.starts_with(['4', '5']);
                     if !attempt.reply.as_deref().is_some_and(is_error) {
                         attempt.reply = Some(reply.clone());
+                    }
+                }
+            }
+            // A session the MX cut on purpose (a reset in DATA, a lost 250): that, rather than
+            // the last reply before it, is what the attempt met.
+            EventKind::SmtpClosed {
+                session, reason, ..
+            } => {
+                if let Some(attempt) = attempts.iter_mut().find(|a| a.session == Some(*session)) {
+                    attempt.ended = Some(event.at);
+                    let cut =
+                        reason.starts_with("scripted ") && !reason.starts_with("scripted 421");
+                    let is_error = |text: &str| text.starts_with(['4', '5']);
+                    if cut && !attempt.reply.as_deref().is_some_and(is_error) {
+                        attempt.reply = Some(reason.clone());
                     }
                 }
             }

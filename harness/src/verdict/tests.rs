@@ -282,6 +282,83 @@ fn a_second_acceptance_fails_exactly_once() {
     assert_eq!(judge_as(&expect, &messages, &log).status, Status::Pass);
 }
 
+/// The first session stores the message but loses its `250`; the retry stores a second copy.
+fn duplicate_log() -> Vec<Event> {
+    Log::new()
+        .injected(1.0)
+        .connect(1.1, "mx1", 3, Family::Ipv6)
+        .accepted(1.2, "mx1", 3, Family::Ipv6, ID, "aa")
+        .connect(4.0, "mx1", 7, Family::Ipv4)
+        .accepted(4.1, "mx1", 7, Family::Ipv4, ID, "aa")
+        .0
+}
+
+#[test]
+fn copies_count_acceptances_by_message_id_and_name_the_sessions() {
+    let log = duplicate_log();
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\ncopies = 1");
+    let verdict = judge_as(&expect, &messages, &log);
+    // `copies` replaces exactly_once: one failure, naming the Message-ID and both sessions.
+    assert_eq!(failed_expectations(&verdict), ["copies = 1"]);
+    assert_eq!(
+        verdict.failures[0].reason,
+        "2 copies of message <1.t@sender.test> were accepted: session 3 (mx1 over ipv6), \
+         session 7 (mx1 over ipv4)"
+    );
+    assert_eq!(verdict.failures[0].evidence, [0, 2, 4]);
+    assert!(
+        verdict.summary.contains(
+            "duplicates of <1.t@sender.test>: session 3 (mx1 over ipv6), session 7 (mx1 over ipv4)"
+        ),
+        "{}",
+        verdict.summary
+    );
+
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\ncopies = \"at most 2\"");
+    assert_eq!(judge_as(&expect, &messages, &log).status, Status::Pass);
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\ncopies = 2");
+    assert_eq!(judge_as(&expect, &messages, &log).status, Status::Pass);
+
+    // One copy meets `copies = 1` and "at most 2"; none meets neither.
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\ncopies = \"at most 2\"");
+    assert_eq!(
+        judge_as(&expect, &messages, &fallback_log()).status,
+        Status::Pass
+    );
+    let (expect, messages) = scenario_with("outcome = \"deferred\"\ncopies = \"at most 2\"");
+    let nothing = Log::new().injected(1.0).0;
+    let verdict = judge_as(&expect, &messages, &nothing);
+    assert!(failed_expectations(&verdict).contains(&"copies = \"at most 2\""));
+    // Three copies are too many for "at most 2".
+    let third = Log(duplicate_log())
+        .connect(9.0, "mx1", 9, Family::Ipv4)
+        .accepted(9.1, "mx1", 9, Family::Ipv4, ID, "aa")
+        .0;
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\ncopies = \"at most 2\"");
+    let verdict = judge_as(&expect, &messages, &third);
+    assert_eq!(failed_expectations(&verdict), ["copies = \"at most 2\""]);
+    assert!(verdict.failures[0].reason.starts_with("3 copies"));
+}
+
+#[test]
+fn copies_are_written_as_a_count_or_at_most_n() {
+    for bad in [
+        "copies = 0",
+        "copies = \"2\"",
+        "copies = \"at most x\"",
+        "copies = true",
+    ] {
+        let text = format!(
+            "description = \"t\"\n[[mx]]\nname = \"mx1\"\ndomain = \"example.test\"\n\
+             [[message]]\nto = [\"bob@example.test\"]\n[expect]\noutcome = \"delivered\"\n{bad}\n"
+        );
+        let error = parse(Path::new("scenarios/t.toml"), &text)
+            .unwrap_err()
+            .to_string();
+        assert!(error.contains("at most N"), "{bad}: {error}");
+    }
+}
+
 #[test]
 fn the_same_content_under_another_id_fails_exactly_once() {
     let log = Log::new()
@@ -566,4 +643,167 @@ fn many_attempts_are_counted_and_errors_win_over_the_goodbye() {
         "{}",
         verdict.summary
     );
+}
+
+#[test]
+fn a_session_the_mx_cut_on_purpose_is_described_by_the_cut() {
+    let log = Log::new()
+        .injected(1.0)
+        .connect(1.1, "mx1", 1, Family::Ipv6)
+        .at(
+            1.15,
+            EventKind::SmtpReply {
+                host: "mx1".into(),
+                session: 1,
+                reply: "354 End data with <CR><LF>.<CR><LF>".into(),
+            },
+        )
+        .at(
+            1.2,
+            EventKind::SmtpClosed {
+                host: "mx1".into(),
+                session: 1,
+                reason: "scripted reset at DATA content after 4000 bytes".into(),
+            },
+        )
+        .connect(4.0, "mx1", 2, Family::Ipv4)
+        .accepted(4.1, "mx1", 2, Family::Ipv4, ID, "aa")
+        .0;
+    let attempts = attempts(&log);
+    assert_eq!(
+        attempts[0].outcome(),
+        "scripted reset at DATA content after 4000 bytes"
+    );
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\ncopies = 1");
+    let verdict = judge_as(&expect, &messages, &log);
+    assert_eq!(verdict.status, Status::Pass);
+    assert!(verdict
+        .summary
+        .contains("after trying mx1 ipv6 (scripted reset at DATA content after 4000 bytes)"));
+}
+
+#[test]
+fn fallback_within_is_measured_in_world_time_from_the_first_attempt_to_the_other_family() {
+    // IPv6 at 1.1 s (refused with 421), IPv4 at 1.2 s: 100 ms of wall time.
+    let log = fallback_log();
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\nfallback_within = \"1s\"");
+    let verdict = judge_as(&expect, &messages, &log);
+    assert_eq!(verdict.status, Status::Pass, "{verdict:?}");
+    assert!(verdict
+        .summary
+        .contains("fell back from ipv6 to ipv4 after 100ms of MTA time (0.100s wall)"));
+
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\nfallback_within = \"50ms\"");
+    let verdict = judge_as(&expect, &messages, &log);
+    assert_eq!(
+        failed_expectations(&verdict),
+        ["fallback_within = \"50ms\""]
+    );
+    assert_eq!(
+        verdict.failures[0].reason,
+        "fell back from ipv6 to ipv4 after 100ms of MTA time (0.100s wall): mx1 ipv6 first SYN \
+         at 0ms (421 4.3.2 busy); mx1 ipv4 first SYN at 100ms (no reply) (MTA time at real; SYN \
+         retransmissions and ICMP-driven aborts are kernel timers on the real clock)"
+    );
+
+    // At x100 the same 100 ms of wall time are 10 s of the MTA's time.
+    let x100 = ClockRate::DEFAULT;
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\nfallback_within = \"5s\"");
+    let verdict = judge(&expect, &messages, &log, "postfix", x100);
+    assert_eq!(failed_expectations(&verdict), ["fallback_within = \"5s\""]);
+    assert!(verdict.failures[0].reason.contains("after 10s of MTA time"));
+}
+
+#[test]
+fn fallback_within_fails_when_the_mta_never_switches_family() {
+    let log = Log::new()
+        .injected(1.0)
+        .connect(1.1, "mx1", 1, Family::Ipv6)
+        .accepted(1.2, "mx1", 1, Family::Ipv6, ID, "aa")
+        .0;
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\nfallback_within = \"30s\"");
+    let verdict = judge_as(&expect, &messages, &log);
+    assert_eq!(failed_expectations(&verdict), ["fallback_within = \"30s\""]);
+    assert!(verdict.failures[0]
+        .reason
+        .starts_with("the MTA never switched family: 1 attempts, all over ipv6"));
+}
+
+#[test]
+fn syn_retransmissions_show_in_the_fallback_story() {
+    let syn = |secs: f64, family: Family, port: u16, retransmission: u32| {
+        let (client, server) = match family {
+            Family::Ipv4 => (format!("192.0.2.2:{port}"), "192.0.2.26:25".to_string()),
+            Family::Ipv6 => (
+                format!("[2001:db8::2]:{port}"),
+                "[2001:db8:0:3::2]:25".to_string(),
+            ),
+        };
+        Event {
+            at: Duration::from_secs_f64(secs),
+            kind: EventKind::TcpSyn {
+                host: "mx1".into(),
+                family,
+                client: client.parse().unwrap(),
+                server: server.parse().unwrap(),
+                retransmission,
+            },
+        }
+    };
+    let mut log = Log::new().injected(1.0).0;
+    log.push(syn(1.0, Family::Ipv6, 40000, 0));
+    log.push(syn(2.0, Family::Ipv6, 40000, 1));
+    log.push(syn(4.0, Family::Ipv6, 40000, 2));
+    log.push(syn(4.5, Family::Ipv4, 40001, 0));
+    let story = fallback_story(&attempts(&log), ClockRate::REAL);
+    assert!(
+        story.starts_with(
+            "mx1 ipv6 first SYN at 0ms, 3 SYNs (last at 3.0s), no session; mx1 ipv4 first SYN at 3.5s, no session"
+        ),
+        "{story}"
+    );
+    assert_eq!(
+        fallback(&attempts(&log)).unwrap().took,
+        Duration::from_millis(3500)
+    );
+}
+
+#[test]
+fn auth_checks_every_accepted_copy_and_names_the_wrong_result() {
+    let auth = |secs: f64, session: u64, spf: &str| Event {
+        at: Duration::from_secs_f64(secs),
+        kind: EventKind::MessageAuth {
+            host: "mx1".into(),
+            session,
+            message_id: Some(ID.into()),
+            spf: spf.into(),
+            dkim: "none".into(),
+            dmarc: "none".into(),
+        },
+    };
+    let mut log = fallback_log();
+    log.push(auth(1.31, 2, "pass"));
+    let (expect, messages) =
+        scenario_with("outcome = \"delivered\"\nauth = { spf = \"pass\", dkim = \"none\" }");
+    assert_eq!(judge_as(&expect, &messages, &log).status, Status::Pass);
+
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\nauth = { spf = \"fail\" }");
+    let verdict = judge_as(&expect, &messages, &log);
+    assert_eq!(failed_expectations(&verdict), ["auth = { spf = \"fail\" }"]);
+    assert_eq!(
+        verdict.failures[0].reason,
+        "message <1.t@sender.test> accepted by mx1 over ipv4 (session 2): spf=pass"
+    );
+
+    // A copy without recorded results fails too.
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\nauth = { spf = \"pass\" }");
+    let verdict = judge_as(&expect, &messages, &fallback_log());
+    assert!(verdict.failures[0]
+        .reason
+        .ends_with("no authentication results were recorded"));
+    // Detail after the word is ignored when comparing.
+    let mut log = fallback_log();
+    log.push(auth(1.31, 2, "fail (not allowed)"));
+    let (expect, messages) = scenario_with("outcome = \"delivered\"\nauth = { spf = \"fail\" }");
+    assert_eq!(judge_as(&expect, &messages, &log).status, Status::Pass);
 }

@@ -29,6 +29,7 @@
 //!
 //! [`EventKind::Policy`]: crate::events::EventKind::Policy
 
+mod auth;
 mod blocklist;
 mod greylist;
 mod ptr;
@@ -44,6 +45,7 @@ use std::net::IpAddr;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+pub(crate) use auth::AuthResults;
 pub use resolver::PolicyDns;
 
 pub(crate) use ptr::PtrOutcome;
@@ -242,6 +244,9 @@ pub struct PolicyContext {
     pub dns: Option<PolicyDns>,
     /// The scenario clock, for rules active in a time window only.
     pub clock: crate::clock::ScenarioClock,
+    /// Authenticate every accepted message (SPF, DKIM, DMARC) with [`dns`](Self::dns) and
+    /// record a `MessageAuth` event for it.
+    pub authenticate: bool,
 }
 
 impl PolicyContext {
@@ -251,6 +256,15 @@ impl PolicyContext {
             state,
             dns,
             clock: crate::clock::ScenarioClock::new(),
+            authenticate: false,
+        }
+    }
+
+    /// The same context, authenticating every accepted message (it needs `dns`).
+    pub fn authenticating(self) -> Self {
+        Self {
+            authenticate: true,
+            ..self
         }
     }
 
@@ -295,6 +309,19 @@ pub(crate) enum Lookup {
         /// The receiving host's name (for SPF macros).
         host: String,
     },
+    /// SPF, DKIM and DMARC of a received message.
+    Auth {
+        /// The client.
+        ip: IpAddr,
+        /// Its HELO/EHLO name.
+        helo: String,
+        /// The MAIL FROM address.
+        sender: String,
+        /// The receiving host's name.
+        host: String,
+        /// The message as received.
+        message: Arc<Vec<u8>>,
+    },
 }
 
 impl Lookup {
@@ -305,6 +332,7 @@ impl Lookup {
             Lookup::Spf {
                 helo, sender, ip, ..
             } => Answer::Spf(SpfOutcome::temp_error(*ip, helo, sender, why)),
+            Lookup::Auth { .. } => Answer::Auth(AuthResults::temp_error(why)),
         }
     }
 }
@@ -316,6 +344,8 @@ pub(crate) enum Answer {
     Ptr(IpAddr, PtrOutcome),
     /// For [`Lookup::Spf`].
     Spf(SpfOutcome),
+    /// For [`Lookup::Auth`].
+    Auth(AuthResults),
 }
 
 /// What the policies say about a command.
@@ -410,6 +440,7 @@ impl Gate {
         match answer {
             Answer::Ptr(_, outcome) => self.ptr = Some(outcome),
             Answer::Spf(outcome) => self.spf.push(outcome),
+            Answer::Auth(_) => {}
         }
     }
 

@@ -28,7 +28,7 @@ use mail_auth::MessageAuthenticator;
 use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinSet;
 
-use super::{ptr, spf, Answer, Lookup};
+use super::{auth, ptr, spf, Answer, Lookup};
 
 /// Per-query timeout of the policy resolver.
 pub const QUERY_TIMEOUT: Duration = Duration::from_secs(2);
@@ -243,5 +243,12 @@ async fn answer(
             sender,
             host,
         } => Answer::Spf(spf::check(authenticator, ip, &helo, &sender, &host).await),
+        Lookup::Auth {
+            ip,
+            helo,
+            sender,
+            host,
+            message,
+        } => Answer::Auth(auth::check(authenticator, ip, &helo, &sender, &host, &message).await),
     }
 }

@@ -42,6 +42,8 @@ pub struct Deliverer {
     pub hostname: String,
     /// The routing configuration (`[route]`): relay, family restriction, source addresses.
     pub route: SutRoute,
+    /// STARTTLS, verifying against the lab's CA, when the lab has one.
+    pub tls: Option<std::sync::Arc<rustls::ClientConfig>>,
 }
 
 impl Deliverer {
@@ -195,6 +197,7 @@ impl Deliverer {
             reply_timeout: self.settings.reply_timeout,
             bugs: self.bugs,
             bind: &self.route.bind,
+            tls: self.tls.as_ref(),
         };
         let mut pending: Vec<String> = envelope.recipients.to_vec();
         let mut results = Vec::new();

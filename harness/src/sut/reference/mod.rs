@@ -139,6 +139,16 @@ impl Reference {
                 bugs,
                 hostname: ctx.hostname.to_string(),
                 route: ctx.route.clone(),
+                tls: match ctx.ca_file {
+                    Some(path) => {
+                        Some(session::tls_config(path).map_err(|detail| SutError::Io {
+                            sut: SUT,
+                            action: format!("read the CA file {}", path.display()),
+                            source: std::io::Error::other(detail),
+                        })?)
+                    }
+                    None => None,
+                },
             },
             log: log.clone(),
             queue: Mutex::new(Queue::default()),

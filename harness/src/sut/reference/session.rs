@@ -3,7 +3,12 @@
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader};
+use std::pin::Pin;
+use std::sync::Arc;
+use std::task::{Context, Poll};
+
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
+use tokio::net::TcpStream;
 
 use super::bugs::{Bug, Bugs};
 use super::netio::{seconds, NetIo};
@@ -42,6 +47,122 @@ pub struct SessionConfig<'a> {
     pub bugs: Bugs,
     /// The source addresses to bind to (`[route] bind`), at most one per family.
     pub bind: &'a [std::net::IpAddr],
+    /// STARTTLS when the server offers it, verifying its certificate with this configuration
+    /// (RFC 3207); `None`: clear text only.
+    pub tls: Option<&'a Arc<rustls::ClientConfig>>,
+}
+
+/// A TLS client configuration trusting only the certificates in the PEM file at `ca_file`.
+pub fn tls_config(ca_file: &std::path::Path) -> Result<Arc<rustls::ClientConfig>, String> {
+    use rustls::pki_types::pem::PemObject;
+    use rustls::pki_types::CertificateDer;
+    let mut roots = rustls::RootCertStore::empty();
+    for cert in CertificateDer::pem_file_iter(ca_file).map_err(|e| e.to_string())? {
+        roots
+            .add(cert.map_err(|e| e.to_string())?)
+            .map_err(|e| e.to_string())?;
+    }
+    let provider = Arc::new(rustls::crypto::ring::default_provider());
+    let config = rustls::ClientConfig::builder_with_provider(provider)
+        .with_safe_default_protocol_versions()
+        .map_err(|e| e.to_string())?
+        .with_root_certificates(roots)
+        .with_no_client_auth();
+    Ok(Arc::new(config))
+}
+
+/// The connection of a session: plain TCP, or TLS after STARTTLS.
+pub enum Conn {
+    /// Before STARTTLS (or without it).
+    Plain(TcpStream),
+    /// After a successful handshake.
+    Tls(Box<tokio_rustls::client::TlsStream<TcpStream>>),
+    /// Lost in a failed handshake: reads see EOF, writes fail.
+    Gone,
+}
+
+impl AsyncRead for Conn {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
+            Conn::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl AsyncWrite for Conn {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<std::io::Result<usize>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
+            Conn::Gone => Poll::Ready(Err(std::io::ErrorKind::NotConnected.into())),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_flush(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
+            Conn::Gone => Poll::Ready(Ok(())),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<std::io::Result<()>> {
+        match self.get_mut() {
+            Conn::Plain(s) => Pin::new(s).poll_shutdown(cx),
+            Conn::Tls(s) => Pin::new(s.as_mut()).poll_shutdown(cx),
+            Conn::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// A stream a session can run STARTTLS on.
+pub trait StartTls: AsyncRead + AsyncWrite + Unpin {
+    /// Runs the client handshake for `name` with `config`, within `timeout`; the stream is
+    /// unusable after a failure.
+    fn start_tls(
+        &mut self,
+        config: Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+        timeout: Duration,
+    ) -> impl std::future::Future<Output = Result<String, String>>;
+}
+
+impl StartTls for Conn {
+    async fn start_tls(
+        &mut self,
+        config: Arc<rustls::ClientConfig>,
+        name: rustls::pki_types::ServerName<'static>,
+        timeout: Duration,
+    ) -> Result<String, String> {
+        let Conn::Plain(tcp) = std::mem::replace(self, Conn::Gone) else {
+            return Err("STARTTLS on a connection that is not plain TCP".into());
+        };
+        let handshake = tokio_rustls::TlsConnector::from(config).connect(name, tcp);
+        match tokio::time::timeout(timeout, handshake).await {
+            Ok(Ok(tls)) => {
+                let (_, connection) = tls.get_ref();
+                let detail = format!(
+                    "{:?} {:?}",
+                    connection.protocol_version(),
+                    connection.negotiated_cipher_suite().map(|s| s.suite())
+                );
+                *self = Conn::Tls(Box::new(tls));
+                Ok(detail)
+            }
+            Ok(Err(e)) => Err(format!("TLS handshake failed: {e}")),
+            Err(_) => Err(format!("no TLS handshake within {}", seconds(timeout))),
+        }
+    }
 }
 
 /// A permanent or temporary failure the MX host reported or caused.
@@ -102,6 +223,14 @@ enum Stop {
     All(RcptResult),
 }
 
+/// Whether an EHLO reply advertises STARTTLS.
+fn offers_starttls(ehlo: &Reply) -> bool {
+    ehlo.text.lines().any(|line| {
+        line.get(4..)
+            .is_some_and(|k| k.eq_ignore_ascii_case("STARTTLS"))
+    })
+}
+
 /// The server's reply, lines joined with spaces.
 fn flat(reply: &Reply) -> String {
     reply.text.replace('\n', " ")
@@ -148,7 +277,7 @@ pub async fn deliver(
         log.line(format!("connected to {peer} from {local_address}"));
     }
     let mut session = Session {
-        stream: BufReader::new(stream),
+        stream: BufReader::new(Conn::Plain(stream)),
         config,
         host,
         peer: &peer,
@@ -191,7 +320,7 @@ struct Session<'a, S> {
     ipv6: bool,
 }
 
-impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
+impl<S: StartTls> Session<'_, S> {
     fn failure(&self, reply: String, from_remote: bool, stage: &str) -> Failure {
         Failure {
             host: self.host.to_string(),
@@ -306,6 +435,34 @@ impl<S: AsyncRead + AsyncWrite + Unpin> Session<'_, S> {
             }
         } else if !(200..300).contains(&ehlo.code) {
             return Err(self.refused(&ehlo, "EHLO", false));
+        } else if let Some(tls) = self.config.tls.filter(|_| offers_starttls(&ehlo)) {
+            // Opportunistic STARTTLS (RFC 3207), verifying the certificate; a failed
+            // handshake leaves the connection unusable: next address.
+            let reply = self.command("STARTTLS").await?;
+            if reply.code == 220 {
+                let name = rustls::pki_types::ServerName::try_from(self.host.to_string()).map_err(
+                    |e| Stop::NextAddress(self.failure(e.to_string(), false, "STARTTLS")),
+                )?;
+                let timeout = self.config.reply_timeout;
+                match self
+                    .stream
+                    .get_mut()
+                    .start_tls(tls.clone(), name, timeout)
+                    .await
+                {
+                    Ok(detail) => self
+                        .log
+                        .line(format!("{}: TLS started ({detail})", self.peer)),
+                    Err(e) => {
+                        self.broken = true;
+                        return Err(Stop::NextAddress(self.failure(e, false, "STARTTLS")));
+                    }
+                }
+                let again = self.command(&format!("EHLO {}", self.config.helo)).await?;
+                if !(200..300).contains(&again.code) {
+                    return Err(self.refused(&again, "EHLO", false));
+                }
+            }
         }
         let mail = format!("MAIL FROM:<{}>", envelope.from);
         let reply = self.command(&mail).await?;
@@ -386,6 +543,32 @@ mod tests {
     use crate::sut::reference::netio::NetnsId;
     use tokio::io::AsyncReadExt;
 
+    impl StartTls for tokio::io::DuplexStream {
+        async fn start_tls(
+            &mut self,
+            _: Arc<rustls::ClientConfig>,
+            _: rustls::pki_types::ServerName<'static>,
+            _: Duration,
+        ) -> Result<String, String> {
+            Err("no TLS on an in-memory test stream".into())
+        }
+    }
+
+    #[test]
+    fn starttls_is_found_in_the_ehlo_reply() {
+        let reply = |text: &str| Reply {
+            code: 250,
+            text: text.into(),
+        };
+        assert!(offers_starttls(&reply(
+            "250-mx1\n250-STARTTLS\n250 SMTPUTF8"
+        )));
+        assert!(offers_starttls(&reply("250-mx1\n250 starttls")));
+        assert!(!offers_starttls(&reply(
+            "250-mx1\n250-X-STARTTLS-NOT\n250 SIZE"
+        )));
+    }
+
     /// Runs a transaction against a scripted server that sends `replies` one by one, each
     /// after reading one chunk from the client (after the greeting). Returns what was
     /// settled, how the transaction stopped, and what the client sent.
@@ -416,6 +599,7 @@ mod tests {
             reply_timeout: Duration::from_secs(2),
             bugs,
             bind: &[],
+            tls: None,
         };
         let log = Logger::new(EventLog::new(), "1: ".into());
         let mut session = Session {
