@@ -492,6 +492,7 @@ async fn copies_1_fails_when_the_lost_reply_makes_the_mta_send_again() {
 }
 
 fn main() {
+    common::enter();
     let args = libtest_mimic::Arguments::from_args();
     let reason = cannot_run();
     let tests = vec![
