@@ -149,7 +149,8 @@ fn the_correct_reference_sender_passes_every_scenario() -> Result<(), Failed> {
             report.wall.as_secs_f64(),
             report.verdict.summary
         );
-        // A declared xfail (e.g. no STARTTLS in the reference sender) is not a failure.
+        // A declared xfail (a deviation the scenario names for the reference sender) is not a
+        // failure.
         if !matches!(report.verdict.status, Status::Pass | Status::Xfail) {
             failed.push(report);
         }
