@@ -8,10 +8,8 @@ use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
 use crate::events::{EventKind, EventLog};
+use crate::sut::background::BackgroundTask;
 use crate::sut::{SutContext, SutError};
 
 /// The private `/dev` of an instance, under its work directory.
@@ -122,8 +120,7 @@ fn io(sut: &'static str, path: &Path, source: std::io::Error) -> SutError {
 pub(crate) struct SyslogReceiver {
     /// The last [`RECENT`] lines received.
     recent: Arc<Mutex<VecDeque<String>>>,
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    task: BackgroundTask,
 }
 
 impl SyslogReceiver {
@@ -138,7 +135,6 @@ impl SyslogReceiver {
         })?;
         std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o666))
             .map_err(|e| io(sut, path, e))?;
-        let (stop, mut stopped) = oneshot::channel();
         let recent = Arc::new(Mutex::new(VecDeque::new()));
         let kept = recent.clone();
         let record = move |datagram: &[u8]| {
@@ -151,7 +147,7 @@ impl SyslogReceiver {
                 log.record(EventKind::SutLog { line });
             }
         };
-        let task = tokio::spawn(async move {
+        let task = BackgroundTask::spawn(|mut stopped| async move {
             let mut buffer = vec![0u8; MAX_DATAGRAM];
             loop {
                 tokio::select! {
@@ -168,29 +164,12 @@ impl SyslogReceiver {
                 record(&buffer[..n]);
             }
         });
-        Ok(Self {
-            recent,
-            stop: Some(stop),
-            task: Some(task),
-        })
+        Ok(Self { recent, task })
     }
 
     /// Records the messages still queued and stops.
-    pub(crate) async fn finish(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for SyslogReceiver {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+    pub(crate) async fn finish(self) {
+        self.task.finish().await;
     }
 }
 

@@ -4,25 +4,21 @@ use std::io::{Read, Seek, SeekFrom};
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use tokio::sync::oneshot;
-use tokio::task::JoinHandle;
-
 use crate::events::{EventKind, EventLog};
+use crate::sut::background::BackgroundTask;
 
 /// How often the file is polled for new lines.
 const POLL: Duration = Duration::from_millis(25);
 
 /// A background task that turns new lines of a file into [`EventKind::SutLog`] events.
 pub(crate) struct LogTail {
-    stop: Option<oneshot::Sender<()>>,
-    task: Option<JoinHandle<()>>,
+    task: BackgroundTask,
 }
 
 impl LogTail {
     /// Starts following `path` from its beginning (it may not exist yet).
     pub(crate) fn start(path: PathBuf, log: EventLog) -> Self {
-        let (stop, mut stopped) = oneshot::channel();
-        let task = tokio::spawn(async move {
+        let task = BackgroundTask::spawn(|mut stopped| async move {
             let mut reader = LineReader::new(path);
             loop {
                 let done = tokio::select! {
@@ -37,28 +33,12 @@ impl LogTail {
                 }
             }
         });
-        Self {
-            stop: Some(stop),
-            task: Some(task),
-        }
+        Self { task }
     }
 
     /// Records every line written so far, including an unterminated last line, and stops.
-    pub(crate) async fn finish(mut self) {
-        if let Some(stop) = self.stop.take() {
-            let _ = stop.send(());
-        }
-        if let Some(task) = self.task.take() {
-            let _ = task.await;
-        }
-    }
-}
-
-impl Drop for LogTail {
-    fn drop(&mut self) {
-        if let Some(task) = self.task.take() {
-            task.abort();
-        }
+    pub(crate) async fn finish(self) {
+        self.task.finish().await;
     }
 }
 

@@ -15,6 +15,7 @@ use crate::clock::ClockRate;
 use crate::events::EventLog;
 use crate::family::Family;
 
+mod background;
 pub mod clockcheck;
 mod common;
 pub mod driver;
