@@ -182,27 +182,12 @@ within = "60s"
         let deadline = Instant::now() + Duration::from_secs(20);
         let work_dir = loop {
             assert!(Instant::now() < deadline, "the run did not come up");
-            let found = std::fs::read_dir(std::env::temp_dir())
-                .unwrap()
-                .flatten()
-                .find(|e| {
-                    std::fs::read_to_string(e.path().join("owner")).is_ok_and(|owner| {
-                        owner.split_whitespace().next() == Some(&pid.to_string())
-                    })
-                });
-            if let Some(entry) = found {
-                let log = std::fs::read_to_string(entry.path().join("postfix/log/maillog"));
-                if log.is_ok_and(|log| log.contains("421 4.3.2 go away")) {
-                    break entry.path();
-                }
+            if let Some(dir) = common::stuck_run_work_dir(pid) {
+                break dir;
             }
             std::thread::sleep(Duration::from_millis(50));
         };
-        let namespaces: BTreeSet<String> = std::fs::read_to_string(work_dir.join("namespaces"))
-            .unwrap()
-            .split_whitespace()
-            .map(|inode| format!("net:[{inode}]"))
-            .collect();
+        let namespaces = common::run_namespaces(&work_dir);
         assert_eq!(namespaces.len(), 5, "router + sut, dns, bounces, mx1");
         assert!(
             !live_members(&namespaces).is_empty(),

@@ -316,23 +316,12 @@ fn a_killed_rootless_run_leaves_nothing_after_gc(user: nix::unistd::User) -> Res
             let _ = child.wait();
             return Err("the rootless run did not come up within 20 s".into());
         }
-        let found = std::fs::read_dir("/tmp").unwrap().flatten().find(|e| {
-            std::fs::read_to_string(e.path().join("owner"))
-                .is_ok_and(|owner| owner.split_whitespace().next() == Some(&pid.to_string()))
-        });
-        if let Some(entry) = found {
-            let log = std::fs::read_to_string(entry.path().join("postfix/log/maillog"));
-            if log.is_ok_and(|log| log.contains("421 4.3.2 go away")) {
-                break entry.path();
-            }
+        if let Some(dir) = common::stuck_run_work_dir(pid) {
+            break dir;
         }
         std::thread::sleep(Duration::from_millis(50));
     };
-    let namespaces: BTreeSet<String> = std::fs::read_to_string(work_dir.join("namespaces"))
-        .unwrap()
-        .split_whitespace()
-        .map(|inode| format!("net:[{inode}]"))
-        .collect();
+    let namespaces = common::run_namespaces(&work_dir);
     let owned_by = owners(&work_dir);
     assert!(
         owned_by

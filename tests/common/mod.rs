@@ -65,3 +65,30 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .build()
         .expect("a tokio runtime")
 }
+
+/// One look for the work directory of the `mxlab` run with process id `pid` (its `owner` file
+/// names the pid), once that run's Postfix has logged the MX's 421: the run is then mid-way,
+/// with its labs, namespaces and processes all up.
+#[allow(dead_code)] // used by the test files that kill runs, not by every test file
+pub fn stuck_run_work_dir(pid: u32) -> Option<std::path::PathBuf> {
+    let entry = std::fs::read_dir(std::env::temp_dir())
+        .ok()?
+        .flatten()
+        .find(|e| {
+            std::fs::read_to_string(e.path().join("owner"))
+                .is_ok_and(|owner| owner.split_whitespace().next() == Some(&pid.to_string()))
+        })?;
+    let log = std::fs::read_to_string(entry.path().join("postfix/log/maillog")).ok()?;
+    log.contains("421 4.3.2 go away").then(|| entry.path())
+}
+
+/// The network namespaces a run recorded in its work directory, as `/proc/PID/ns/net` names
+/// them (`net:[INODE]`).
+#[allow(dead_code)] // used by the test files that kill runs, not by every test file
+pub fn run_namespaces(work_dir: &std::path::Path) -> BTreeSet<String> {
+    std::fs::read_to_string(work_dir.join("namespaces"))
+        .unwrap()
+        .split_whitespace()
+        .map(|inode| format!("net:[{inode}]"))
+        .collect()
+}
