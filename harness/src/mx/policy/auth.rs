@@ -5,7 +5,6 @@
 use std::net::IpAddr;
 
 use mail_auth::dmarc::verify::DmarcParameters;
-use mail_auth::spf::verify::SpfParameters;
 use mail_auth::{AuthenticatedMessage, MessageAuthenticator};
 
 use super::spf::Spf;
@@ -57,12 +56,9 @@ pub(super) async fn check(
     host: &str,
     message: &[u8],
 ) -> AuthResults {
-    let params = if sender.is_empty() {
-        SpfParameters::verify_ehlo(ip, helo, host)
-    } else {
-        SpfParameters::verify_mail_from(ip, helo, host, sender)
-    };
-    let spf_output = authenticator.verify_spf(params).await;
+    let spf_output = authenticator
+        .verify_spf(super::spf::parameters(ip, helo, sender, host))
+        .await;
     let spf = Spf::from(spf_output.result()).to_string();
     let Some(parsed) = AuthenticatedMessage::parse(message) else {
         return AuthResults {

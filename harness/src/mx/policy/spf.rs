@@ -138,6 +138,21 @@ fn domain_of<'a>(helo: &'a str, sender: &'a str) -> &'a str {
     }
 }
 
+/// The SPF check of the MAIL FROM identity (the HELO identity for the null sender), as seen
+/// by the receiving host `host`.
+pub(super) fn parameters<'x>(
+    ip: IpAddr,
+    helo: &'x str,
+    sender: &'x str,
+    host: &'x str,
+) -> SpfParameters<'x> {
+    if sender.is_empty() {
+        SpfParameters::verify_ehlo(ip, helo, host)
+    } else {
+        SpfParameters::verify_mail_from(ip, helo, host, sender)
+    }
+}
+
 /// Evaluates SPF for the MAIL FROM identity (the HELO identity for the null sender).
 pub(super) async fn check(
     authenticator: &MessageAuthenticator,
@@ -146,12 +161,9 @@ pub(super) async fn check(
     sender: &str,
     host: &str,
 ) -> SpfOutcome {
-    let params = if sender.is_empty() {
-        SpfParameters::verify_ehlo(ip, helo, host)
-    } else {
-        SpfParameters::verify_mail_from(ip, helo, host, sender)
-    };
-    let output = authenticator.verify_spf(params).await;
+    let output = authenticator
+        .verify_spf(parameters(ip, helo, sender, host))
+        .await;
     let result = Spf::from(output.result());
     SpfOutcome {
         ip,
