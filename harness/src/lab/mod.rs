@@ -346,7 +346,9 @@ pub async fn run_with(
             message: format!("gave up waiting after {:.1}s", deadline.as_secs_f64()),
         });
     }
-    lab.sut.queue().await?;
+    // A failed last look at the queue makes the run an ERROR that keeps its timeline, after
+    // the lab is down like any other run.
+    let final_queue = lab.sut.queue().await;
     if let Some(namespace) = &pid_namespace {
         processes.sample(namespace);
     }
@@ -364,9 +366,12 @@ pub async fn run_with(
         .is_accelerated()
         .then(|| selfcheck::conclude(log, plan.clock, &processes, log_start, sut_spawned));
     let events = log.snapshot();
-    let verdict = match clock_escaped.flatten() {
-        Some(reason) => Verdict::error(reason),
-        None => verdict::judge(
+    let verdict = match (final_queue, clock_escaped.flatten()) {
+        (Err(err), _) => {
+            Verdict::error(format!("reading the SUT's queue at the end failed: {err}"))
+        }
+        (Ok(_), Some(reason)) => Verdict::error(reason),
+        (Ok(_), None) => verdict::judge(
             &sut.expectations(&scenario.name, expect),
             &plan.messages,
             &events,

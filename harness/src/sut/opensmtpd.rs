@@ -37,6 +37,10 @@ const READY_TIMEOUT: Duration = Duration::from_secs(10);
 const STOP_GRACE: Duration = Duration::from_secs(2);
 /// How long `smtpctl` may take.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
+/// How often an `smtpctl` whose control-socket conversation was cut short is tried.
+const SMTPCTL_ATTEMPTS: u32 = 4;
+/// The pause before such a retry.
+const SMTPCTL_RETRY_PAUSE: Duration = Duration::from_millis(100);
 /// How often a start whose process handshake timed out on the accelerated clock is tried.
 const START_ATTEMPTS: u32 = 3;
 /// What smtpd logs when a child process misses the start-up handshake.
@@ -323,12 +327,41 @@ impl RunningOpensmtpd {
 
     /// Runs `smtpctl ARGS` in the instance's namespaces (it finds the control socket and the
     /// spool at their compiled-in paths) and returns its standard output.
+    ///
+    /// A control-socket conversation that smtpd cuts short (`imsg_read error`, `pipe closed`:
+    /// seen when the previous smtpctl was killed mid-request, e.g. a queue poll cancelled as
+    /// the run ends) says nothing about the mail; the command is tried again, at most
+    /// [`SMTPCTL_ATTEMPTS`] times, each retry recorded in the event log.
     async fn smtpctl(&self, args: &[&str]) -> Result<String, SutError> {
-        let mut command = tokio::process::Command::new(SMTPCTL);
-        command.args(args);
-        self.namespaces.enter(&mut command, false);
-        common::run_tool(SUT, command, smtpctl_command_line(args), TOOL_TIMEOUT).await
+        let mut attempt = 1;
+        loop {
+            let mut command = tokio::process::Command::new(SMTPCTL);
+            command.args(args);
+            self.namespaces.enter(&mut command, false);
+            match common::run_tool(SUT, command, smtpctl_command_line(args), TOOL_TIMEOUT).await {
+                Err(SutError::Command { output, .. })
+                    if attempt < SMTPCTL_ATTEMPTS && is_cut_short(&output) =>
+                {
+                    self.log.record(EventKind::Harness {
+                        message: format!(
+                            "`{}` was cut short ({output}); retrying ({attempt} of {})",
+                            smtpctl_command_line(args),
+                            SMTPCTL_ATTEMPTS - 1
+                        ),
+                    });
+                    attempt += 1;
+                    tokio::time::sleep(SMTPCTL_RETRY_PAUSE).await;
+                }
+                result => return result,
+            }
+        }
     }
+}
+
+/// Whether smtpctl's error output says the control socket's conversation was cut short,
+/// rather than that the request failed.
+fn is_cut_short(output: &str) -> bool {
+    output.contains("imsg_read error") || output.contains("pipe closed")
 }
 
 fn smtpctl_command_line(args: &[&str]) -> String {
@@ -392,4 +425,19 @@ fn prepare(
     common::make_dir(SUT, &layout.log_dir, root, root_group, 0o755)?;
     std::fs::write(&layout.config, text)
         .map_err(|e| io_error(&format!("write {}", layout.config.display()), e))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::is_cut_short;
+
+    #[test]
+    fn a_conversation_cut_short_is_told_from_a_refused_request() {
+        assert!(is_cut_short("smtpctl: imsg_read error"));
+        assert!(is_cut_short("smtpctl: pipe closed"));
+        assert!(!is_cut_short(
+            "smtpctl: connect: /run/smtpd.sock: No such file or directory"
+        ));
+        assert!(!is_cut_short("smtpctl: command failed"));
+    }
 }

@@ -11,6 +11,8 @@ pub struct Listed {
     pub frozen: bool,
     /// Recipients not yet delivered.
     pub pending: Vec<String>,
+    /// Whether Exim could not read the message's spool header while listing it.
+    pub unreadable: bool,
 }
 
 /// Parses `exim -bp`: per message a header line (`age size id <sender> [*** frozen ***]`),
@@ -25,12 +27,16 @@ pub fn parse_listing(output: &str) -> Result<Vec<Listed>, String> {
             continue;
         }
         let fields: Vec<&str> = line.split_whitespace().collect();
-        let is_header = fields.len() >= 4 && is_message_id(fields[2]) && fields[3].starts_with('<');
+        // The sender is missing when the message's spool header could not be read.
+        let is_header = fields.len() >= 3
+            && is_message_id(fields[2])
+            && fields.get(3).is_none_or(|sender| sender.starts_with('<'));
         if is_header {
             messages.push(Listed {
                 id: fields[2].to_string(),
                 frozen: line.contains("*** frozen ***"),
                 pending: Vec::new(),
+                unreadable: false,
             });
             in_message = true;
             continue;
@@ -43,6 +49,10 @@ pub fn parse_listing(output: &str) -> Result<Vec<Listed>, String> {
         };
         match fields.as_slice() {
             ["D" | "+D", ..] => {}
+            // The header could not be read (`*** spool read error: … ***`, or `*** spool
+            // format error ***`). With no recipient lines after it, the message was removed by
+            // a delivery between Exim's reading of the directory and of the header.
+            ["***", "spool", ..] => message.unreadable = true,
             [address] => message.pending.push((*address).to_string()),
             _ => {
                 return Err(format!(
@@ -52,6 +62,7 @@ pub fn parse_listing(output: &str) -> Result<Vec<Listed>, String> {
             }
         }
     }
+    messages.retain(|message| !(message.unreadable && message.pending.is_empty()));
     Ok(messages)
 }
 
@@ -151,16 +162,36 @@ mod tests {
                     id: "1xVNfv-000007-06".into(),
                     frozen: false,
                     pending: vec!["bob@example.test".into(), "dave@example.test".into()],
+                    unreadable: false,
                 },
                 Listed {
                     id: "1xVNfw-00000A-0B".into(),
                     frozen: true,
                     pending: vec!["a@sender.test".into()],
+                    unreadable: false,
                 },
             ]
         );
         assert!(parse_listing("").unwrap().is_empty());
         assert!(parse_listing("Exim configuration error\n").is_err());
+    }
+
+    #[test]
+    fn a_message_removed_while_listing_is_no_longer_queued() {
+        // What Exim prints for a message whose -H file vanished between reading the
+        // directory and reading the header (queue.c: no sender, the error on its own line).
+        let output = "\
+ 0m   1.3K 1xVNfv-000007-06 <alice@sender.test>
+          bob@example.test
+
+ 0m   1.3K 1xVNfw-000008-07
+    *** spool read error: No such file or directory ***
+
+";
+        let listed = parse_listing(output).expect("parses");
+        assert_eq!(listed.len(), 1);
+        assert_eq!(listed[0].id, "1xVNfv-000007-06");
+        assert_eq!(listed[0].pending, ["bob@example.test"]);
     }
 
     #[test]
