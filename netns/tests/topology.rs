@@ -44,10 +44,13 @@ async fn round_trip(
     to_addr: IpAddr,
     from_addr: IpAddr,
 ) -> Duration {
-    let listener = listen(topology.host(to).unwrap(), SocketAddr::new(to_addr, 2525));
+    // An ephemeral port: a second round trip to the same address must not meet the first
+    // one's closing connection (the kernel refused a fixed port with EADDRINUSE in CI).
+    let listener = listen(topology.host(to).unwrap(), SocketAddr::new(to_addr, 0));
+    let port = listener.local_addr().unwrap().port();
     let started = Instant::now();
     let (client, accepted) = tokio::join!(
-        connect(topology.host(from).unwrap(), SocketAddr::new(to_addr, 2525)),
+        connect(topology.host(from).unwrap(), SocketAddr::new(to_addr, port)),
         listener.accept()
     );
     let elapsed = started.elapsed();
