@@ -210,3 +210,132 @@ pub fn repeated_digests(events: &[Event]) -> Vec<(String, Vec<usize>)> {
         .map(|(digest, indices)| (digest.to_string(), indices))
         .collect()
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn at(millis: u64, kind: EventKind) -> Event {
+        Event {
+            at: Duration::from_millis(millis),
+            kind,
+        }
+    }
+
+    fn dsn(recipient: &str, status: &str) -> EventKind {
+        EventKind::DsnReceived {
+            recipient: Some(recipient.into()),
+            status: Some(status.into()),
+            diagnostic: None,
+        }
+    }
+
+    /// Two messages from alice, to bob and to carol; one bounce whose DSN names both.
+    fn bounced_twice() -> Vec<Event> {
+        let injected = |to: &str| EventKind::MessageInjected {
+            from: "alice@sender.test".into(),
+            to: vec![to.into()],
+            reply: "250 ok".into(),
+        };
+        vec![
+            at(0, injected("bob@example.test")),
+            at(1, injected("carol@example.test")),
+            at(
+                50,
+                EventKind::MessageAccepted {
+                    host: COLLECTOR.into(),
+                    session: 1,
+                    family: Family::Ipv6,
+                    from: String::new(),
+                    to: vec!["alice@sender.test".into()],
+                    size: 10,
+                    digest: "d".into(),
+                    message_id: None,
+                },
+            ),
+            at(60, dsn("bob@example.test", "4.4.1")),
+            at(60, dsn("carol@example.test", "5.1.1")),
+        ]
+    }
+
+    #[test]
+    fn the_second_recipient_of_a_dsn_gets_its_own_status() {
+        let events = bounced_twice();
+        let to = |rcpt: &str| vec![rcpt.to_string()];
+        let carol = fate(
+            &events,
+            1,
+            "<m2@x>",
+            "alice@sender.test",
+            &to("carol@example.test"),
+        );
+        assert_eq!(carol.outcome(), Some(Outcome::Bounced));
+        assert_eq!(carol.time_to_outcome(), Some(Duration::from_millis(49)));
+        let report = carol.bounce_report(&events, false).unwrap();
+        assert_eq!(report.status.as_deref(), Some("5.1.1"));
+        let bob = fate(
+            &events,
+            0,
+            "<m1@x>",
+            "alice@sender.test",
+            &to("bob@example.test"),
+        );
+        let report = bob.bounce_report(&events, false).unwrap();
+        assert_eq!(report.status.as_deref(), Some("4.4.1"));
+        let dave = fate(
+            &events,
+            1,
+            "<m3@x>",
+            "alice@sender.test",
+            &to("dave@example.test"),
+        );
+        assert_eq!(dave.bounce_report(&events, false), None);
+        assert_eq!(
+            dave.bounce_report(&events, true).unwrap().status.as_deref(),
+            Some("4.4.1")
+        );
+    }
+
+    #[test]
+    fn delivery_wins_over_a_bounce_and_a_queue_entry_is_deferred() {
+        let mut events = bounced_twice();
+        let to = vec!["bob@example.test".to_string()];
+        let queued = at(
+            70,
+            EventKind::SutQueue {
+                entries: vec![QueueEntry {
+                    id: "Q".into(),
+                    recipients: to.clone(),
+                    reason: None,
+                }],
+            },
+        );
+        let nowhere = fate(&events[..2], 0, "<m1@x>", "eve@sender.test", &to);
+        assert_eq!(nowhere.outcome(), None);
+        let deferred = fate(&[events[0].clone(), queued], 0, "<m1@x>", "a@x.test", &to);
+        assert_eq!(deferred.outcome(), Some(Outcome::Deferred));
+        events.push(at(
+            80,
+            EventKind::MessageAccepted {
+                host: "mx1".into(),
+                session: 2,
+                family: Family::Ipv4,
+                from: "alice@sender.test".into(),
+                to: to.clone(),
+                size: 10,
+                digest: "d".into(),
+                message_id: Some("<m1@x>".into()),
+            },
+        ));
+        let delivered = fate(&events, 0, "<m1@x>", "alice@sender.test", &to);
+        assert_eq!(delivered.outcome(), Some(Outcome::Delivered));
+        assert_eq!(delivered.bounce_report(&events, true), None);
+        assert_eq!(
+            first_delivery(&events),
+            Some(Arrival {
+                family: Family::Ipv4,
+                took: Duration::from_millis(80)
+            })
+        );
+    }
+}
