@@ -16,6 +16,7 @@ pub mod faults;
 pub mod gc;
 pub mod lab;
 pub mod mx;
+pub mod observe;
 pub mod plan;
 pub mod report;
 pub mod rootless;

@@ -1,8 +1,8 @@
 //! The two oracles: invariants every correct MTA keeps (RFC 5321 §5 and the world's plan),
 //! and the differential comparison of SUTs that ran the same world.
 //!
-//! Both read the run's typed observations ([`crate::verdict::fate`] and
-//! [`crate::verdict::attempts`]), never re-parsed log text.
+//! Both read the run's typed observations ([`crate::observe::fate`],
+//! [`crate::observe::attempts`] and [`crate::observe::SmtpReply`]), never re-parsed log text.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -10,9 +10,10 @@ use std::fmt;
 use crate::events::EventKind;
 use crate::family::Family;
 use crate::lab::RunReport;
+use crate::observe::{self, SmtpReply, COLLECTOR};
 use crate::plan::Plan;
 use crate::scenario::Scenario;
-use crate::verdict::{self, Status, COLLECTOR};
+use crate::verdict::Status;
 
 use super::render::Expectation;
 use super::world::World;
@@ -84,7 +85,7 @@ pub struct Story {
     /// The host of each connection attempt, in order.
     pub attempt_hosts: Vec<String>,
     /// The replies with a 5xx code that receiving MX hosts gave.
-    pub permanent_replies: Vec<String>,
+    pub permanent_replies: Vec<SmtpReply>,
     /// Hosts that accepted a message.
     pub accepting_hosts: BTreeSet<String>,
 }
@@ -94,23 +95,12 @@ impl Story {
     pub fn read(scenario: &Scenario, report: &RunReport) -> Story {
         let plan = Plan::new(scenario);
         let events = &report.events;
-        let dsns: Vec<(Option<String>, Option<String>, Option<String>)> = events
-            .iter()
-            .filter_map(|event| match &event.kind {
-                EventKind::DsnReceived {
-                    recipient,
-                    status,
-                    diagnostic,
-                } => Some((recipient.clone(), status.clone(), diagnostic.clone())),
-                _ => None,
-            })
-            .collect();
         let outcomes = plan
             .messages
             .iter()
             .enumerate()
             .map(|(ordinal, planned)| {
-                let fate = verdict::fate(
+                let fate = observe::fate(
                     events,
                     ordinal,
                     &planned.message_id,
@@ -124,26 +114,16 @@ impl Story {
                         copies: fate.acceptances.len(),
                     };
                 }
-                let mine = dsns.iter().find(|(recipient, _, _)| {
-                    recipient
-                        .as_deref()
-                        .is_some_and(|r| planned.message.to.iter().any(|to| r.contains(to)))
-                });
-                let only_message = plan.messages.len() == 1;
-                match mine.or(dsns.first().filter(|_| only_message)) {
-                    Some((_, status, diagnostic)) => Outcome::Bounced {
-                        status: status.clone(),
-                        diagnostic: diagnostic.clone(),
-                    },
-                    None if !fate.bounces.is_empty() && only_message => Outcome::Bounced {
-                        status: None,
-                        diagnostic: None,
+                match fate.bounce_report(events, plan.messages.len() == 1) {
+                    Some(report) => Outcome::Bounced {
+                        status: report.status,
+                        diagnostic: report.diagnostic,
                     },
                     None => Outcome::Deferred,
                 }
             })
             .collect();
-        let observed = verdict::attempts(events);
+        let observed = observe::attempts(events);
         let attempts = observed
             .iter()
             .map(|attempt| format!("{} {}: {}", attempt.host, attempt.family, attempt.outcome()))
@@ -153,10 +133,12 @@ impl Story {
         let mut accepting_hosts = BTreeSet::new();
         for event in events {
             match &event.kind {
-                EventKind::SmtpReply { host, reply, .. }
-                    if host != COLLECTOR && reply.starts_with('5') =>
-                {
-                    permanent_replies.push(reply.clone());
+                EventKind::SmtpReply { host, reply, .. } if host != COLLECTOR => {
+                    if let Some(reply) =
+                        SmtpReply::parse(reply).ok().filter(SmtpReply::is_permanent)
+                    {
+                        permanent_replies.push(reply);
+                    }
                 }
                 EventKind::MessageAccepted { host, .. } if host != COLLECTOR => {
                     accepting_hosts.insert(host.clone());
@@ -389,7 +371,10 @@ pub fn breaches(world: &World, story: &Story) -> Vec<Breach> {
                 if let Some(expected) = carried_status(&story.permanent_replies) {
                     let carried = status.as_deref() == Some(expected.as_str())
                         || diagnostic.as_deref().is_some_and(|d| {
-                            story.permanent_replies.iter().any(|r| d.contains(&r[..3]))
+                            story
+                                .permanent_replies
+                                .iter()
+                                .any(|r| d.contains(&r.code.to_string()))
                         });
                     if !carried && (status.is_some() || diagnostic.is_some()) {
                         breach(
@@ -398,7 +383,12 @@ pub fn breaches(world: &World, story: &Story) -> Vec<Breach> {
                                 "message {message}'s bounce says status {} / {}, the MX said {}",
                                 status.as_deref().unwrap_or("-"),
                                 diagnostic.as_deref().unwrap_or("-"),
-                                story.permanent_replies.join(" | ")
+                                story
+                                    .permanent_replies
+                                    .iter()
+                                    .map(ToString::to_string)
+                                    .collect::<Vec<_>>()
+                                    .join(" | ")
                             ),
                         );
                     }
@@ -435,14 +425,8 @@ pub fn breaches(world: &World, story: &Story) -> Vec<Breach> {
 }
 
 /// The enhanced status code of the first 5xx reply, e.g. `5.7.1`.
-fn carried_status(replies: &[String]) -> Option<String> {
-    replies.first().and_then(|reply| {
-        reply
-            .split_whitespace()
-            .nth(1)
-            .filter(|code| code.starts_with("5."))
-            .map(str::to_string)
-    })
+fn carried_status(replies: &[SmtpReply]) -> Option<String> {
+    replies.first().and_then(|reply| reply.enhanced.clone())
 }
 
 /// What SUTs can disagree on.
@@ -639,7 +623,7 @@ mod tests {
             status: Some("5.7.1".into()),
             diagnostic: Some("smtp; 550 5.7.1 Refused".into()),
         }]);
-        refused.permanent_replies = vec!["550 5.7.1 Refused".into()];
+        refused.permanent_replies = vec![SmtpReply::parse("550 5.7.1 Refused").unwrap()];
         assert!(breaches(&world(&[0]), &refused).is_empty());
     }
 

@@ -3,8 +3,8 @@
 use std::time::Duration;
 
 use crate::events::{Event, EventKind};
+use crate::observe::{landing, COLLECTOR};
 use crate::plan::{Plan, PlannedMessage};
-use crate::verdict::COLLECTOR;
 
 /// How long after an acceptance a session that stays open (an MTA keeping its connection for
 /// reuse) still counts as unfinished.
@@ -70,19 +70,7 @@ fn settles(
 /// Whether `event` is `planned`'s acceptance by a receiving MX or its bounce's acceptance by
 /// the collector.
 fn accepts(event: &Event, planned: &PlannedMessage) -> bool {
-    let EventKind::MessageAccepted {
-        host,
-        from,
-        to,
-        message_id,
-        ..
-    } = &event.kind
-    else {
-        return false;
-    };
-    let delivered = host != COLLECTOR && message_id.as_deref() == Some(planned.message_id.as_str());
-    let bounced = host == COLLECTOR && from.is_empty() && to.contains(&planned.message.from);
-    delivered || bounced
+    landing(&event.kind, &planned.message_id, &planned.message.from).is_some()
 }
 
 fn authenticated(events: &[Event], acceptance: &Event) -> bool {

@@ -5,7 +5,6 @@
 //! (Ctrl-C) leaves nothing behind. Namespaces are anonymous and the MTA dies with the harness,
 //! so even a killed harness leaks no namespace or process.
 
-mod dsn;
 mod finish;
 mod mutant;
 mod schedule;

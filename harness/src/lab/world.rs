@@ -3,7 +3,7 @@
 use std::net::{IpAddr, SocketAddr, TcpListener, UdpSocket};
 use std::time::{Duration, Instant};
 
-use super::{dsn, LabError};
+use super::LabError;
 use crate::capture::{self, SynWatch};
 use crate::clock::ScenarioClock;
 use crate::dns::{DnsServer, RunningDns};
@@ -11,9 +11,9 @@ use crate::events::EventKind;
 use crate::events::EventLog;
 use crate::family::Family;
 use crate::mx::{self, Listener, RunningMx, SessionIds};
+use crate::observe::{self, COLLECTOR};
 use crate::plan::{HostPlan, Plan, Role, SUT_HOSTNAME};
 use crate::sut::{RunningSut, SutContext, SutKind, Timeouts};
-use crate::verdict::COLLECTOR;
 
 /// A running world: namespaces, DNS, fake MX servers and the SUT. Dropping it tears it down.
 pub struct Lab {
@@ -205,7 +205,9 @@ impl Lab {
         for server in mx_servers {
             if server.host() == COLLECTOR {
                 for message in server.messages() {
-                    log.record(dsn::dsn_event(&message.content));
+                    for report in observe::read_dsn(&message.content) {
+                        log.record(report.event());
+                    }
                 }
             }
             server.shutdown().await;

@@ -6,10 +6,10 @@
 use std::fmt::Write as _;
 use std::time::Duration;
 
-use crate::events::{Event, EventKind};
 use crate::family::Family;
 use crate::lab::{MutantStatus, RunReport};
-use crate::verdict::{attempts, fallback, Status, COLLECTOR};
+use crate::observe::{attempts, fallback, first_delivery};
+use crate::verdict::Status;
 
 /// One cell of the matrix.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -30,7 +30,9 @@ pub struct Cell {
 impl Cell {
     /// The cell of one run.
     pub fn of(run: &RunReport) -> Cell {
-        let (family, took) = delivery(&run.events).unzip();
+        let (family, took) = first_delivery(&run.events)
+            .map(|arrival| (arrival.family, arrival.took))
+            .unzip();
         let note = match run.verdict.status {
             Status::Pass => None,
             Status::Xfail => run
@@ -75,20 +77,6 @@ impl Cell {
         }
         text
     }
-}
-
-/// The family and time of the first acceptance by a receiving MX after the first injection.
-fn delivery(events: &[Event]) -> Option<(Family, Duration)> {
-    let injected = events
-        .iter()
-        .find(|e| matches!(e.kind, EventKind::MessageInjected { .. }))?
-        .at;
-    events.iter().find_map(|event| match &event.kind {
-        EventKind::MessageAccepted { host, family, .. } if host != COLLECTOR => {
-            Some((*family, event.at.saturating_sub(injected)))
-        }
-        _ => None,
-    })
 }
 
 /// The rows (scenarios, in first-seen order) and columns (SUTs, in first-seen order; a
@@ -258,6 +246,7 @@ th{background:#eee}.pass{background:#dff5dd}.fail{background:#f8d7d5}.xfail{back
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::events::{Event, EventKind};
     use crate::lab::MutantRun;
     use crate::report::tests::sample;
 

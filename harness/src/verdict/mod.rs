@@ -3,14 +3,12 @@
 //! Each expectation is a predicate over the events; a failed one says what was expected, what
 //! was seen instead, and which events show it.
 
-mod observe;
-
 use std::fmt;
 use std::time::Duration;
 
 use serde::Serialize;
 
-pub use observe::{
+pub use crate::observe::{
     attempts, fallback, fate, Acceptance, Attempt, Fallback, MessageFate, COLLECTOR,
 };
 
@@ -166,7 +164,7 @@ fn check(
         });
         let earlier = &all_attempts[..tried_before];
         let tried = first_seen_families(earlier);
-        let outcome = outcome_of(&fate);
+        let outcome = fate.outcome();
         summaries.push(summary(&fate, &planned.message_id, outcome, earlier, clock));
         let id = &planned.message_id;
 
@@ -217,7 +215,7 @@ fn check(
                 });
             }
         }
-        if let Some(took) = time_to_outcome(&fate) {
+        if let Some(took) = fate.time_to_outcome() {
             if clock.to_world(took) > expect.within.0 {
                 failures.push(Failure {
                     key: Some(Expectation::Within),
@@ -287,7 +285,7 @@ fn check(
         }
     }
     if expect.exactly_once && expect.copies.is_none() {
-        for (digest, indices) in observe::repeated_digests(events) {
+        for (digest, indices) in crate::observe::repeated_digests(events) {
             let already = failures
                 .iter()
                 .any(|f| f.key == Some(Expectation::ExactlyOnce) && f.evidence == indices);
@@ -521,15 +519,9 @@ fn check_dsn(expected: &DsnExpect, events: &[Event]) -> Option<Failure> {
         .collect::<Vec<_>>()
         .join(", ")
     );
-    let received = events
-        .iter()
-        .enumerate()
-        .find_map(|(index, event)| match &event.kind {
-            EventKind::DsnReceived {
-                status, diagnostic, ..
-            } => Some((index, status, diagnostic)),
-            _ => None,
-        });
+    let received = crate::observe::dsn_reports(events)
+        .next()
+        .map(|(index, report)| (index, report.status, report.diagnostic));
     let Some((index, status, diagnostic)) = received else {
         return Some(Failure {
             key: Some(Expectation::Dsn),
@@ -617,18 +609,6 @@ fn normalize_query(query: &str) -> String {
     )
 }
 
-fn outcome_of(fate: &MessageFate) -> Option<Outcome> {
-    if !fate.acceptances.is_empty() {
-        Some(Outcome::Delivered)
-    } else if !fate.bounces.is_empty() {
-        Some(Outcome::Bounced)
-    } else if fate.queued.is_some() {
-        Some(Outcome::Deferred)
-    } else {
-        None
-    }
-}
-
 fn outcome_name(outcome: Outcome) -> &'static str {
     match outcome {
         Outcome::Delivered => "delivered",
@@ -647,16 +627,6 @@ fn describe(fate: &MessageFate, outcome: Option<Outcome>) -> String {
         (None, _) if fate.injected.is_none() => "never injected".to_string(),
         (None, _) => "lost: not delivered, not bounced and not in the queue".to_string(),
     }
-}
-
-fn time_to_outcome(fate: &MessageFate) -> Option<Duration> {
-    let (_, injected) = fate.injected?;
-    let done = fate
-        .acceptances
-        .first()
-        .map(|a| a.at)
-        .or_else(|| fate.bounces.first().map(|(_, at)| *at))?;
-    Some(done.saturating_sub(injected))
 }
 
 fn evidence_of(fate: &MessageFate) -> Vec<usize> {
@@ -699,7 +669,7 @@ fn summary(
     if !earlier.is_empty() {
         text.push_str(&format!(" after {}", describe_attempts(earlier)));
     }
-    if let Some(took) = time_to_outcome(fate) {
+    if let Some(took) = fate.time_to_outcome() {
         text.push_str(&format!(" in {}", elapsed(took, clock)));
     }
     text

@@ -53,16 +53,7 @@ impl Failed {
 /// The RFC 3463 enhanced status code at the start of a reply's text, e.g. `5.7.1` in
 /// `550 5.7.1 Relay denied` (or `550-5.7.1 ...`), if its class matches the reply code's.
 pub fn enhanced_status(reply: &str) -> Option<String> {
-    let code = reply.get(..3)?;
-    let token = reply.get(4..)?.split_whitespace().next()?;
-    let parts: Vec<&str> = token.split('.').collect();
-    let well_formed = parts.len() == 3
-        && parts[0].len() == 1
-        && parts[0] == &code[..1]
-        && parts[1..]
-            .iter()
-            .all(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()));
-    well_formed.then(|| token.to_string())
+    crate::observe::SmtpReply::parse(reply).ok()?.enhanced
 }
 
 /// Builds the bounce of `original` for `failed`: from `MAILER-DAEMON` with the null envelope

@@ -1,30 +1,14 @@
-//! What happened to each message, read off the event log.
+//! Connection attempts to the receiving MX hosts: per address and family, with their SYNs,
+//! sessions and the replies they met.
 
 use std::net::SocketAddr;
 use std::time::Duration;
 
-use crate::events::{Event, EventKind, QueueEntry, SessionId};
+use crate::events::{Event, EventKind, SessionId};
 use crate::family::Family;
 
-/// The host name of the sender domain's MX, which receives bounces.
-pub const COLLECTOR: &str = "bounces";
-
-/// An MX accepting a message.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Acceptance {
-    /// Index of the `MessageAccepted` event.
-    pub event: usize,
-    /// When.
-    pub at: Duration,
-    /// Which host.
-    pub host: String,
-    /// Over which family.
-    pub family: Family,
-    /// In which session.
-    pub session: SessionId,
-    /// Content digest.
-    pub digest: String,
-}
+use super::fate::COLLECTOR;
+use super::reply::SmtpReply;
 
 /// A connection attempt to a receiving MX (not the collector): a SYN seen on the wire, or a
 /// session the MX accepted.
@@ -82,91 +66,13 @@ impl Attempt {
     /// What the attempt met, e.g. `421 4.3.2 busy` or `no session, 3 SYNs`.
     pub fn outcome(&self) -> String {
         match (&self.reply, self.session) {
-            (Some(reply), _) => match reply.split_once('\n') {
-                // A multi-line reply: its first line, as `550 text …`.
-                Some((first, _)) => format!(
-                    "{}{} …",
-                    &first[..first.len().min(3)],
-                    first.get(4..).map_or(String::new(), |t| format!(" {t}"))
-                ),
-                None => reply.clone(),
-            },
+            // A reply by its first line, as `550 text …`; a cut session by its reason.
+            (Some(reply), _) => SmtpReply::parse(reply).map_or(reply.clone(), |r| r.headline()),
             (None, Some(_)) => "no reply".to_string(),
             (None, None) if self.syns == 1 => "no session, 1 SYN".to_string(),
             (None, None) => format!("no session, {} SYNs", self.syns),
         }
     }
-}
-
-/// Everything observed about one injected message.
-#[derive(Debug, Clone, Default)]
-pub struct MessageFate {
-    /// When it was handed to the system under test (index and time of the event).
-    pub injected: Option<(usize, Duration)>,
-    /// Every acceptance by a receiving MX, in order.
-    pub acceptances: Vec<Acceptance>,
-    /// Bounces for it received by the collector (index and time).
-    pub bounces: Vec<(usize, Duration)>,
-    /// Its entry in the final queue listing, if it was still queued.
-    pub queued: Option<QueueEntry>,
-}
-
-/// Reads the fate of the message with `message_id` sent by `from` to `to`, the
-/// `ordinal`-th injected message of the run.
-pub fn fate(
-    events: &[Event],
-    ordinal: usize,
-    message_id: &str,
-    from: &str,
-    to: &[String],
-) -> MessageFate {
-    let mut fate = MessageFate::default();
-    let mut injections = 0;
-    for (index, event) in events.iter().enumerate() {
-        match &event.kind {
-            EventKind::MessageInjected { .. } => {
-                if injections == ordinal {
-                    fate.injected = Some((index, event.at));
-                }
-                injections += 1;
-            }
-            EventKind::MessageAccepted {
-                host,
-                session,
-                family,
-                from: envelope_from,
-                to: envelope_to,
-                digest,
-                message_id: id,
-                ..
-            } => {
-                if host == COLLECTOR {
-                    let is_bounce =
-                        envelope_from.is_empty() && envelope_to.iter().any(|rcpt| rcpt == from);
-                    if is_bounce {
-                        fate.bounces.push((index, event.at));
-                    }
-                } else if id.as_deref() == Some(message_id) {
-                    fate.acceptances.push(Acceptance {
-                        event: index,
-                        at: event.at,
-                        host: host.clone(),
-                        family: *family,
-                        session: *session,
-                        digest: digest.clone(),
-                    });
-                }
-            }
-            EventKind::SutQueue { entries } => {
-                fate.queued = entries
-                    .iter()
-                    .find(|entry| entry.recipients.iter().any(|rcpt| to.contains(rcpt)))
-                    .cloned();
-            }
-            _ => {}
-        }
-    }
-    fate
 }
 
 /// Connection attempts to receiving MX hosts, in the order they were made.
@@ -238,8 +144,11 @@ pub fn attempts(events: &[Event]) -> Vec<Attempt> {
             }
             EventKind::SmtpReply { session, reply, .. } => {
                 if let Some(attempt) = attempts.iter_mut().find(|a| a.session == Some(*session)) {
-                    let is_error = |text: &str| text.starts_with(['4', '5']);
-                    if !attempt.reply.as_deref().is_some_and(is_error) {
+                    if !attempt
+                        .reply
+                        .as_deref()
+                        .is_some_and(SmtpReply::is_error_text)
+                    {
                         attempt.reply = Some(reply.clone());
                     }
                 }
@@ -253,8 +162,12 @@ pub fn attempts(events: &[Event]) -> Vec<Attempt> {
                     attempt.ended = Some(event.at);
                     let cut =
                         reason.starts_with("scripted ") && !reason.starts_with("scripted 421");
-                    let is_error = |text: &str| text.starts_with(['4', '5']);
-                    if cut && !attempt.reply.as_deref().is_some_and(is_error) {
+                    if cut
+                        && !attempt
+                            .reply
+                            .as_deref()
+                            .is_some_and(SmtpReply::is_error_text)
+                    {
                         attempt.reply = Some(reason.clone());
                     }
                 }
@@ -263,21 +176,4 @@ pub fn attempts(events: &[Event]) -> Vec<Attempt> {
         }
     }
     attempts
-}
-
-/// Digests accepted more than once by receiving MX hosts, with the events that accepted them.
-pub fn repeated_digests(events: &[Event]) -> Vec<(String, Vec<usize>)> {
-    let mut by_digest: std::collections::BTreeMap<&str, Vec<usize>> = Default::default();
-    for (index, event) in events.iter().enumerate() {
-        if let EventKind::MessageAccepted { host, digest, .. } = &event.kind {
-            if host != COLLECTOR {
-                by_digest.entry(digest).or_default().push(index);
-            }
-        }
-    }
-    by_digest
-        .into_iter()
-        .filter(|(_, indices)| indices.len() > 1)
-        .map(|(digest, indices)| (digest.to_string(), indices))
-        .collect()
 }
