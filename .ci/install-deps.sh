@@ -77,7 +77,7 @@ unpack opensmtpd "$MXLAB_OPT/opensmtpd"
 # system service is not needed (policy-rc.d above keeps it from starting); the driver injects
 # with swaks over STARTTLS using a certificate made by openssl.
 need=()
-for pkg in m4 perl openssl chasquid; do
+for pkg in m4 perl openssl chasquid gcc libc6-dev libwrap0 liblockfile1 libnet-ssleay-perl; do
   dpkg-query -W -f='${Status}' "$pkg" 2>/dev/null | grep -q "install ok installed" || need+=("$pkg")
 done
 if [ "${#need[@]}" -gt 0 ]; then
@@ -87,6 +87,16 @@ fi
 unpack sendmail-bin "$MXLAB_OPT/sendmail"
 unpack sendmail-base "$MXLAB_OPT/sendmail"
 unpack sendmail-cf "$MXLAB_OPT/sendmail"
+# The private sendmail copy is setgid smmsp/mail: the loader ignores LD_PRELOAD for a setgid
+# exec (AT_SECURE), so libfaketime would not load and Sendmail would run on the real clock.
+# Nothing here needs the group (the instance runs as root with its queue in the work directory).
+chmod g-s "$MXLAB_OPT/sendmail/usr/libexec/sendmail/sendmail"
+# Sendmail's event timer waits from signal-handler context, where libfaketime leaves the wait
+# unscaled: drivers/faketime-wait.c scales select/nanosleep by the faketime rate; the driver
+# preloads it before libfaketime. Rebuilt each time (idempotent, a few milliseconds).
+install -d -m 755 "$MXLAB_OPT/lib"
+gcc -O2 -Wall -shared -fPIC -o "$MXLAB_OPT/lib/faketime-wait.so" \
+  "$(dirname "$0")/../drivers/faketime-wait.c"
 
 # Exim: the Debian-exim user, and the instance directory. Exim trusts `-C FILE` in the
 # daemon's re-execs (which run as Debian-exim) only for paths listed in the compiled-in

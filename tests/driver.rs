@@ -163,6 +163,31 @@ fn sendmail_relays_as_the_scenario_says_and_logs_through_dev_log() -> Result<(),
     Ok(())
 }
 
+/// Sendmail's own interval queue run (`-q15m`, its event timer) comes at the accelerated clock:
+/// the first connection to mx1 is refused, Sendmail defers, and its next queue run delivers
+/// within the scenario's 2 h of world time (72 s at x100) with no kick from the harness. Fails
+/// when libfaketime is not loaded (a setgid sendmail) or the timer's wait is left unscaled
+/// (no drivers/faketime-wait.c): the 15 minutes then pass in real time.
+fn sendmail_retries_on_its_own_queue_interval_at_x100() -> Result<(), Failed> {
+    let sut = driver("sendmail.toml");
+    let report = run("scenarios/net/first-connection-refused.toml", &sut)?;
+    if report.clock != mxlab::clock::ClockRate::DEFAULT {
+        return Err(format!("Sendmail ran at {}, not the default x100", report.clock).into());
+    }
+    if report.verdict.status != Status::Pass {
+        return Err(format!("the retry scenario is {}", report.verdict.status).into());
+    }
+    let lines = sut_lines(&report);
+    let deferred = lines.iter().position(|line| line.contains("stat=Deferred"));
+    let sent = lines.iter().rposition(|line| line.contains("stat=Sent"));
+    match (deferred, sent) {
+        (Some(d), Some(s)) if d < s => Ok(()),
+        _ => {
+            Err(format!("no deferral followed by a delivery in Sendmail's log: {lines:#?}").into())
+        }
+    }
+}
+
 /// `tls/starttls-verified` fails for an MTA that does not check the certificate's name:
 /// Sendmail delivers to mx1, whose certificate names another host, and its log says why; the
 /// driver's [xfail] turns that failure into the XFAIL it describes (never a PASS).
@@ -335,6 +360,11 @@ fn main() {
             "sendmail_relays_as_the_scenario_says_and_logs_through_dev_log",
             &sendmail,
             sendmail_relays_as_the_scenario_says_and_logs_through_dev_log,
+        ),
+        driver_trial(
+            "sendmail_retries_on_its_own_queue_interval_at_x100",
+            &sendmail,
+            sendmail_retries_on_its_own_queue_interval_at_x100,
         ),
         driver_trial(
             "starttls_verified_fails_for_sendmail_which_does_not_check_the_name",

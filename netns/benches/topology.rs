@@ -1,6 +1,6 @@
 //! Benchmark: the standard mxlab topology (router, sut, dns, bounce collector, two MX hosts)
 //! brought up and down over netlink by `netns::Topology`, side by side with the same topology
-//! built by `ip` commands. Run as root: `cargo bench -p netns --bench topology [ITERATIONS]`.
+//! built by `ip` commands. Run as root: `cargo bench -p mxlab-netns --bench topology [ITERATIONS]`.
 //!
 //! Both sides are warmed up (one uncounted round each), then measured interleaved: each
 //! iteration runs both, alternating which goes first, so load from other work on the machine

@@ -13,7 +13,7 @@ pub fn root_or_skip(test: &str) -> bool {
     } else if std::env::var("MXLAB_REQUIRE_ALL").is_ok_and(|value| value == "1") {
         panic!("{test} needs root (network namespaces), and MXLAB_REQUIRE_ALL=1");
     } else {
-        eprintln!("skipping {test}: needs root (creates network namespaces); run `cargo test -p netns` as root");
+        eprintln!("skipping {test}: needs root (creates network namespaces); run `cargo test -p mxlab-netns` as root");
         false
     }
 }
