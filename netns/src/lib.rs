@@ -10,9 +10,12 @@
 //! - [`Topology`]: a router namespace plus one namespace per host, built over netlink.
 //! - [`spawn`] / [`output`]: processes inside a namespace, optionally with their own PID
 //!   namespace and resolv.conf.
+//! - [`ProcessNamespaces`] / [`run_in`] / [`enter_current_thread`]: joining namespaces that
+//!   exist (a running process's, or a network namespace on a thread).
 
 mod error;
 mod firewall;
+mod join;
 mod namespace;
 mod process;
 mod route;
@@ -20,6 +23,7 @@ mod topology;
 
 pub use error::Error;
 pub use firewall::Firewall;
+pub use join::{enter_current_thread, run_in, ProcessNamespaces};
 pub use namespace::Namespace;
 pub use process::{output, spawn, Process, SpawnOptions};
 pub use route::{Route, RouteKind, Routes, Rule};

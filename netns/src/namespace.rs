@@ -187,41 +187,23 @@ fn loopback_up() -> io::Result<()> {
 
 /// The calling thread's non-loopback, non-link-local interface addresses.
 fn interface_addresses() -> io::Result<Vec<std::net::IpAddr>> {
-    use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
-    let mut list: *mut libc::ifaddrs = std::ptr::null_mut();
-    // SAFETY: getifaddrs fills in a list we free below with freeifaddrs.
-    if unsafe { libc::getifaddrs(&mut list) } != 0 {
-        return Err(io::Error::last_os_error());
-    }
+    use std::net::IpAddr;
     let mut found = Vec::new();
-    let mut entry = list;
-    while !entry.is_null() {
-        // SAFETY: a node of the list getifaddrs returned, not freed yet.
-        let ifa = unsafe { &*entry };
-        entry = ifa.ifa_next;
-        if ifa.ifa_addr.is_null() {
+    for interface in nix::ifaddrs::getifaddrs()? {
+        let Some(address) = interface.address else {
             continue;
-        }
-        // SAFETY: ifa_addr points to a sockaddr whose family says which kind it is.
-        let address = unsafe {
-            match i32::from((*ifa.ifa_addr).sa_family) {
-                libc::AF_INET => {
-                    let sin = &*ifa.ifa_addr.cast::<libc::sockaddr_in>();
-                    IpAddr::V4(Ipv4Addr::from(u32::from_be(sin.sin_addr.s_addr)))
-                }
-                libc::AF_INET6 => {
-                    let sin6 = &*ifa.ifa_addr.cast::<libc::sockaddr_in6>();
-                    IpAddr::V6(Ipv6Addr::from(sin6.sin6_addr.s6_addr))
-                }
-                _ => continue,
-            }
+        };
+        let address = if let Some(sin) = address.as_sockaddr_in() {
+            IpAddr::V4(sin.ip())
+        } else if let Some(sin6) = address.as_sockaddr_in6() {
+            IpAddr::V6(sin6.ip())
+        } else {
+            continue;
         };
         let link_local = matches!(address, IpAddr::V6(v6) if v6.segments()[0] & 0xffc0 == 0xfe80);
         if !address.is_loopback() && !link_local {
             found.push(address);
         }
     }
-    // SAFETY: the list getifaddrs returned, freed once.
-    unsafe { libc::freeifaddrs(list) };
     Ok(found)
 }

@@ -2,7 +2,7 @@
 
 use std::ffi::{CString, OsStr, OsString};
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::process::CommandExt;
@@ -189,7 +189,8 @@ impl Process {
             )
         };
         if let Some(target) = term_target {
-            send_signal(&target, libc::SIGTERM).map_err(|e| self.error("sending SIGTERM", e))?;
+            send_signal(&target, rustix::process::Signal::TERM)
+                .map_err(|e| self.error("sending SIGTERM", e))?;
         }
         let Some(mut exit) = self.exit.take() else {
             return Ok(());
@@ -206,7 +207,7 @@ impl Process {
                         return Ok(());
                     }
                 }
-                let _ = send_signal(&self.pidfd, libc::SIGKILL);
+                let _ = send_signal(&self.pidfd, rustix::process::Signal::KILL);
                 exit.await
             }
         };
@@ -294,7 +295,7 @@ impl Process {
             return false;
         }
         match child_pidfd(self.pid) {
-            Some(init) => send_signal(&init, libc::SIGKILL).is_ok(),
+            Some(init) => send_signal(&init, rustix::process::Signal::KILL).is_ok(),
             None => false,
         }
     }
@@ -305,7 +306,7 @@ impl Process {
         if self.kill_init() && wait_exit(&self.pidfd, INIT_EXIT_PATIENCE) {
             return;
         }
-        let _ = send_signal(&self.pidfd, libc::SIGKILL);
+        let _ = send_signal(&self.pidfd, rustix::process::Signal::KILL);
     }
 }
 
@@ -605,20 +606,12 @@ impl PreExec {
 
 /// The lifeline pipe (close-on-exec): (read end for the init, write end for the [`Process`]).
 fn lifeline_pipe() -> io::Result<(OwnedFd, OwnedFd)> {
-    let mut fds: [libc::c_int; 2] = [-1; 2];
-    // SAFETY: pipe2 fills in two new file descriptors.
-    check(unsafe { libc::pipe2(fds.as_mut_ptr(), libc::O_CLOEXEC) })?;
-    // SAFETY: the kernel just returned these fds to us; nobody else owns them.
-    let (read, write) = unsafe { (OwnedFd::from_raw_fd(fds[0]), OwnedFd::from_raw_fd(fds[1])) };
+    let (read, write) = rustix::pipe::pipe_with(rustix::pipe::PipeFlags::CLOEXEC)?;
     if read.as_raw_fd() > 2 {
         return Ok((read, write));
     }
     // std's child puts the command's stdio on 0..=2 (over whatever is there), before pre_exec.
-    // SAFETY: fcntl(F_DUPFD_CLOEXEC) on a valid fd returns a new fd or -1.
-    let moved = unsafe { libc::fcntl(read.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
-    check(moved)?;
-    // SAFETY: as above, a fresh fd.
-    Ok((unsafe { OwnedFd::from_raw_fd(moved) }, write))
+    Ok((rustix::io::fcntl_dupfd_cloexec(&read, 3)?, write))
 }
 
 /// In the forked child (the waiter): unshares CLONE_NEWPID and forks the namespace's init,
@@ -965,46 +958,32 @@ fn is_executable(path: &Path) -> bool {
 }
 
 fn pidfd_open(pid: u32) -> io::Result<OwnedFd> {
-    // SAFETY: pidfd_open takes a pid and flags and returns a new fd or -1.
-    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid as libc::pid_t, 0 as libc::c_uint) };
-    if fd < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: the kernel just returned this fd to us; nobody else owns it.
-    Ok(unsafe { OwnedFd::from_raw_fd(fd as libc::c_int) })
+    let pid = i32::try_from(pid)
+        .ok()
+        .and_then(rustix::process::Pid::from_raw)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, format!("no pid {pid}")))?;
+    Ok(rustix::process::pidfd_open(
+        pid,
+        rustix::process::PidfdFlags::empty(),
+    )?)
 }
 
 /// Waits up to `timeout` for the process behind `pidfd` to exit (not necessarily be reaped).
 fn wait_exit(pidfd: &OwnedFd, timeout: Duration) -> bool {
-    let mut poll = libc::pollfd {
-        fd: pidfd.as_raw_fd(),
-        events: libc::POLLIN,
-        revents: 0,
-    };
-    let millis = libc::c_int::try_from(timeout.as_millis()).unwrap_or(libc::c_int::MAX);
-    // SAFETY: one valid pollfd.
-    unsafe { libc::poll(&mut poll, 1, millis) > 0 }
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let mut fds = [PollFd::new(pidfd, PollFlags::IN)];
+    let timeout = Timespec::try_from(timeout).unwrap_or(Timespec {
+        tv_sec: i64::MAX,
+        tv_nsec: 0,
+    });
+    matches!(poll(&mut fds, Some(&timeout)), Ok(n) if n > 0)
 }
 
-fn send_signal(pidfd: &OwnedFd, signal: libc::c_int) -> io::Result<()> {
-    // SAFETY: pidfd_send_signal with a valid fd, a signal number, no siginfo and no flags.
-    let ret = unsafe {
-        libc::syscall(
-            libc::SYS_pidfd_send_signal,
-            pidfd.as_raw_fd(),
-            signal,
-            std::ptr::null::<libc::siginfo_t>(),
-            0 as libc::c_uint,
-        )
-    };
-    if ret < 0 {
-        let e = io::Error::last_os_error();
-        if e.raw_os_error() == Some(libc::ESRCH) {
-            return Ok(()); // already gone
-        }
-        return Err(e);
+fn send_signal(pidfd: &OwnedFd, signal: rustix::process::Signal) -> io::Result<()> {
+    match rustix::process::pidfd_send_signal(pidfd, signal) {
+        Err(rustix::io::Errno::SRCH) => Ok(()), // already gone
+        other => Ok(other?),
     }
-    Ok(())
 }
 
 /// A pidfd for the single child of `pid` (the PID-1 process the waiter started), checked

@@ -2,9 +2,8 @@
 //! waiting for the MTA's greeting, running the MTAs' own tools inside the namespaces of a
 //! running instance, and making the directories of an instance.
 
-use std::fs::File;
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
-use std::os::fd::{AsRawFd, BorrowedFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
 use std::process::{ExitStatus, Stdio};
@@ -43,14 +42,8 @@ pub(crate) fn connect_in(
     ns: BorrowedFd<'_>,
     address: SocketAddr,
 ) -> std::io::Result<tokio::net::TcpStream> {
-    let stream = std::thread::scope(|scope| {
-        scope
-            .spawn(|| {
-                nix::sched::setns(ns, nix::sched::CloneFlags::CLONE_NEWNET)?;
-                std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1))
-            })
-            .join()
-            .unwrap_or_else(|_| Err(std::io::Error::other("connecting thread panicked")))
+    let stream = netns::run_in(ns, || {
+        std::net::TcpStream::connect_timeout(&address, Duration::from_secs(1))
     })?;
     stream.set_nonblocking(true)?;
     tokio::net::TcpStream::from_std(stream)
@@ -195,130 +188,16 @@ pub(crate) async fn wait_for_greeting(
     }
 }
 
-/// The namespaces of a running instance, held open so the MTA's tools can be run in them
-/// (and keep working after the instance stopped: an open descriptor keeps a namespace alive).
-pub(crate) struct InstanceNamespaces {
-    /// The SUT's network namespace.
-    pub net: OwnedFd,
-    /// The instance's private mount namespace (with the lab's resolv.conf and the driver's
-    /// bind mounts).
-    pub mount: OwnedFd,
-    /// The instance's PID namespace, for the children of tools (`pid_for_children`).
-    pub pid: Option<OwnedFd>,
-    /// The instance's UTS namespace (its host name).
-    pub uts: OwnedFd,
-}
-
-impl InstanceNamespaces {
-    /// Opens the namespaces of the process `process` spawned with a private mount namespace
-    /// (`resolv_conf`) and `own_pid_namespace`: the waiter's mount namespace is the one its
-    /// command runs in, and its `pid_for_children` is the command's PID namespace.
-    pub(crate) fn of(
-        sut: &'static str,
-        net: BorrowedFd<'_>,
-        process: &netns::Process,
-    ) -> Result<Self, SutError> {
-        let open = |name: &str| {
-            let path = format!("/proc/{}/ns/{name}", process.pid());
-            File::open(&path)
-                .map(OwnedFd::from)
-                .map_err(|e| io_error(sut, &format!("open {path}"), e))
-        };
-        Ok(Self {
-            net: net
-                .try_clone_to_owned()
-                .map_err(|e| io_error(sut, "duplicate the SUT namespace's descriptor", e))?,
-            mount: open("mnt")?,
-            pid: Some(open("pid_for_children")?),
-            uts: open("uts")?,
-        })
-    }
-
-    /// Makes `command` run inside these namespaces (network, mount and UTS; with `in_pid` in
-    /// the instance's PID namespace too, behind a small waiter, so stopping the instance ends
-    /// the command and whatever it started).
-    pub(crate) fn enter(&self, command: &mut tokio::process::Command, in_pid: bool) {
-        let net = self.net.as_raw_fd();
-        let mount = self.mount.as_raw_fd();
-        let uts = self.uts.as_raw_fd();
-        let pid = match (&self.pid, in_pid) {
-            (Some(fd), true) => fd.as_raw_fd(),
-            _ => -1,
-        };
-        // SAFETY: only async-signal-safe syscalls (setns, fork, prctl, close_range, waitpid,
-        // kill, _exit) on descriptors that stay open (owned by `self`, which outlives the
-        // spawn) and are close-on-exec.
-        unsafe {
-            command.pre_exec(move || {
-                for (fd, kind) in [
-                    (net, libc::CLONE_NEWNET),
-                    (mount, libc::CLONE_NEWNS),
-                    (uts, libc::CLONE_NEWUTS),
-                    (pid, libc::CLONE_NEWPID),
-                ] {
-                    if fd >= 0 && libc::setns(fd, kind) != 0 {
-                        return Err(std::io::Error::last_os_error());
-                    }
-                }
-                if pid >= 0 {
-                    into_pid_namespace()?;
-                }
-                Ok(())
-            });
-        }
-    }
-}
-
-/// After setns(CLONE_NEWPID) in a freshly forked child: only its children join the PID
-/// namespace (and a process whose namespace for children differs from its own cannot start
-/// threads), so it forks once more. The new child returns to exec the command inside the
-/// namespace and dies with its parent; the parent becomes a *waiter* that holds no
-/// descriptors, waits for it and exits the same way (re-raising a signal that killed it).
-///
-/// # Safety
-/// Only in a freshly forked, single-threaded child before exec.
-unsafe fn into_pid_namespace() -> std::io::Result<()> {
-    // SAFETY: raw syscalls on stack data in a single-threaded child.
-    unsafe {
-        let child = libc::fork();
-        if child < 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-        if child == 0 {
-            libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-            );
-            return Ok(());
-        }
-        // The waiter: its copies of the pipes (std's exec-status pipe, the caller's stdio)
-        // would keep readers waiting; the command has its own.
-        libc::syscall(
-            libc::SYS_close_range,
-            0 as libc::c_uint,
-            libc::c_uint::MAX,
-            0 as libc::c_uint,
-        );
-        let mut status: libc::c_int = 0;
-        while libc::waitpid(child, &mut status, 0) < 0 {
-            if *libc::__errno_location() != libc::EINTR {
-                libc::_exit(127);
-            }
-        }
-        if libc::WIFSIGNALED(status) {
-            let signal = libc::WTERMSIG(status);
-            libc::signal(signal, libc::SIG_DFL);
-            libc::kill(libc::getpid(), signal);
-        }
-        libc::_exit(if libc::WIFEXITED(status) {
-            libc::WEXITSTATUS(status)
-        } else {
-            127
-        })
-    }
+/// The namespaces of the running instance `process` (spawned in the network namespace `net`
+/// with a private mount namespace and `own_pid_namespace`), held open so the MTA's tools can
+/// be run in them, also after the instance stopped.
+pub(crate) fn namespaces_of(
+    sut: &'static str,
+    net: BorrowedFd<'_>,
+    process: &netns::Process,
+) -> Result<netns::ProcessNamespaces, SutError> {
+    netns::ProcessNamespaces::of(net, process)
+        .map_err(|e| io_error(sut, "open the instance's namespaces", e))
 }
 
 /// Runs one of the MTA's tools to completion (at most `timeout`) and returns its standard

@@ -12,7 +12,6 @@
 //! `-q1s` with retuned timers), runs in the foreground
 //! in a PID namespace of its own, so stopping that namespace ends every delivery process too.
 
-use std::os::fd::AsFd;
 use std::os::unix::fs::PermissionsExt;
 use std::path::Path;
 use std::process::Stdio;
@@ -20,7 +19,7 @@ use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
 use crate::events::{EventKind, EventLog, QueueEntry};
-use crate::sut::common::{self, InstanceNamespaces, LISTEN_ADDRESS};
+use crate::sut::common::{self, LISTEN_ADDRESS};
 use crate::sut::instance::Isolation;
 use crate::sut::logtail::{last_lines, LogTail};
 use crate::sut::{faketime, OutgoingMessage, RunningSut, SutContext, SutError, Timing};
@@ -124,7 +123,7 @@ impl Exim {
                 ),
                 detail: e.to_string(),
             })?;
-        let namespaces = InstanceNamespaces::of(SUT, ctx.namespace.fd(), &process)?;
+        let namespaces = common::namespaces_of(SUT, ctx.namespace.fd(), &process)?;
         let mut running = RunningExim {
             layout,
             namespaces,
@@ -156,7 +155,7 @@ impl Exim {
 /// [`RunningExim::stop`], which also records the last log lines).
 pub struct RunningExim {
     layout: Layout,
-    namespaces: InstanceNamespaces,
+    namespaces: netns::ProcessNamespaces,
     log: EventLog,
     process: netns::Process,
     tail: LogTail,
@@ -196,7 +195,7 @@ impl RunningExim {
     pub async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
         let reply = common::send_over_smtp(
             SUT,
-            self.namespaces.net.as_fd(),
+            self.namespaces.net(),
             common::listen_address(),
             message,
         )
@@ -231,7 +230,8 @@ impl RunningExim {
             .stdout(Stdio::null())
             .stderr(out)
             .kill_on_drop(true);
-        self.namespaces.enter(&mut command, true);
+        self.namespaces
+            .enter_before_exec(command.as_std_mut(), true);
         let mut child = command
             .spawn()
             .map_err(|e| fail(format!("cannot run: {e}"), String::new()))?;
@@ -257,7 +257,8 @@ impl RunningExim {
     /// [`EventKind::SutQueue`] event. Works after [`stop`](Self::stop) too.
     pub async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
         let mut command = self.exim("-bp");
-        self.namespaces.enter(&mut command, false);
+        self.namespaces
+            .enter_before_exec(command.as_std_mut(), false);
         let output =
             common::run_tool(SUT, command, self.exim_command_line("-bp"), TOOL_TIMEOUT).await?;
         let listed = queue::parse_listing(&output).map_err(|detail| SutError::Parse {
@@ -342,7 +343,7 @@ impl RunningExim {
 
     /// Polls the listener until it greets, the process exits, or the time is up.
     async fn wait_ready(&mut self, begun: Instant) -> Result<(), SutError> {
-        let ns = self.namespaces.net.as_fd();
+        let ns = self.namespaces.net();
         common::wait_for_greeting(
             &mut self.process,
             ns,

@@ -10,12 +10,11 @@
 //! ends every OpenSMTPD process. OpenSMTPD has no retry-interval setting (it retries after
 //! 400·n² s); the lab's kick (`smtpctl schedule all`) is what makes it retry promptly.
 
-use std::os::fd::AsFd;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
 use crate::events::{EventKind, EventLog, QueueEntry};
-use crate::sut::common::{self, InstanceNamespaces, LISTEN_ADDRESS};
+use crate::sut::common::{self, LISTEN_ADDRESS};
 use crate::sut::instance::Isolation;
 use crate::sut::logtail::{last_lines, LogTail};
 use crate::sut::{faketime, OutgoingMessage, RunningSut, SutContext, SutError, Timeouts};
@@ -153,7 +152,7 @@ impl Opensmtpd {
                 action: format!("start `{SMTPD} -d -f {}`", layout.config.display()),
                 detail: e.to_string(),
             })?;
-        let namespaces = InstanceNamespaces::of(SUT, ctx.namespace.fd(), &process)?;
+        let namespaces = common::namespaces_of(SUT, ctx.namespace.fd(), &process)?;
         let mut running = RunningOpensmtpd {
             layout,
             namespaces,
@@ -191,7 +190,7 @@ impl Opensmtpd {
 /// [`RunningOpensmtpd::stop`], which also records the last log lines).
 pub struct RunningOpensmtpd {
     layout: Layout,
-    namespaces: InstanceNamespaces,
+    namespaces: netns::ProcessNamespaces,
     log: EventLog,
     process: netns::Process,
     tail: LogTail,
@@ -229,7 +228,7 @@ impl RunningOpensmtpd {
     pub async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
         let reply = common::send_over_smtp(
             SUT,
-            self.namespaces.net.as_fd(),
+            self.namespaces.net(),
             common::listen_address(),
             message,
         )
@@ -303,7 +302,7 @@ impl RunningOpensmtpd {
 
     /// Polls the listener until it greets, the process exits, or the time is up.
     async fn wait_ready(&mut self, begun: Instant) -> Result<(), SutError> {
-        let ns = self.namespaces.net.as_fd();
+        let ns = self.namespaces.net();
         common::wait_for_greeting(
             &mut self.process,
             ns,
@@ -337,7 +336,8 @@ impl RunningOpensmtpd {
         loop {
             let mut command = tokio::process::Command::new(SMTPCTL);
             command.args(args);
-            self.namespaces.enter(&mut command, false);
+            self.namespaces
+                .enter_before_exec(command.as_std_mut(), false);
             match common::run_tool(SUT, command, smtpctl_command_line(args), TOOL_TIMEOUT).await {
                 Err(SutError::Command { output, .. })
                     if attempt < SMTPCTL_ATTEMPTS && is_cut_short(&output) =>

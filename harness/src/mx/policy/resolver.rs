@@ -15,7 +15,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -121,7 +121,7 @@ fn spawn(
         .name("mxlab-policy-dns".into())
         .spawn(move || {
             if let Some(fd) = namespace {
-                if let Err(e) = enter(fd) {
+                if let Err(e) = netns::enter_current_thread(fd.as_fd()) {
                     let _ = ready_tx.send(Err(e));
                     return;
                 }
@@ -151,20 +151,6 @@ fn spawn(
             place,
         }),
     })
-}
-
-/// Enters the network namespace of `fd` on this thread, and checks that it did.
-fn enter(fd: OwnedFd) -> io::Result<()> {
-    use std::os::unix::fs::MetadataExt;
-    nix::sched::setns(&fd, nix::sched::CloneFlags::CLONE_NEWNET).map_err(io::Error::from)?;
-    let wanted = std::fs::File::from(fd).metadata()?;
-    let here = std::fs::metadata("/proc/thread-self/ns/net")?;
-    if (here.dev(), here.ino()) != (wanted.dev(), wanted.ino()) {
-        return Err(io::Error::other(
-            "setns succeeded but the thread is not in the namespace",
-        ));
-    }
-    Ok(())
 }
 
 /// A resolver asking exactly `servers`.

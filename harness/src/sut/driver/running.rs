@@ -1,7 +1,7 @@
 //! Starting and driving an MTA described by a driver file.
 
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, BorrowedFd};
+use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -12,7 +12,7 @@ use tokio::io::AsyncWriteExt;
 use super::template::{self, Vars};
 use super::{queue, DriverFile, Inject, Ready};
 use crate::events::{EventKind, EventLog, QueueEntry};
-use crate::sut::common::{self, connect_in, InstanceNamespaces};
+use crate::sut::common::{self, connect_in};
 use crate::sut::instance::Isolation;
 use crate::sut::logtail::{last_lines, LogTail};
 use crate::sut::{faketime, smtp, OutgoingMessage, RunningSut, SutContext, SutError, SutRoute};
@@ -40,7 +40,7 @@ pub struct RunningDriver {
     /// The injection listener.
     listen: SocketAddr,
     work_dir: PathBuf,
-    namespaces: InstanceNamespaces,
+    namespaces: netns::ProcessNamespaces,
     log: EventLog,
     process: netns::Process,
     tails: Vec<LogTail>,
@@ -141,7 +141,7 @@ impl RunningDriver {
                 action: format!("start `{}`", argv.join(" ")),
                 detail: e.to_string(),
             })?;
-        let namespaces = InstanceNamespaces::of(sut, ctx.namespace.fd(), &process)?;
+        let namespaces = common::namespaces_of(sut, ctx.namespace.fd(), &process)?;
         let mut running = RunningDriver {
             driver,
             vars,
@@ -174,8 +174,7 @@ impl RunningDriver {
         let sut = self.driver.label;
         let reply = match &self.driver.inject {
             Inject::Smtp => {
-                common::send_over_smtp(sut, self.namespaces.net.as_fd(), self.listen, message)
-                    .await?
+                common::send_over_smtp(sut, self.namespaces.net(), self.listen, message).await?
             }
             Inject::Command(argv) => {
                 let mut vars = self.vars.clone();
@@ -288,7 +287,7 @@ impl RunningDriver {
                 }
             }
             let detail = match (address, &self.driver.ready) {
-                (Some(address), _) => probe(self.namespaces.net.as_fd(), address).await,
+                (Some(address), _) => probe(self.namespaces.net(), address).await,
                 (None, Ready::Command(argv)) => self
                     .run_step("ready", argv)
                     .await
@@ -346,7 +345,8 @@ impl RunningDriver {
             .current_dir(&self.work_dir)
             .envs(self.clock_env.iter().cloned())
             .envs(self.env.iter().map(|(k, v)| (k, v)));
-        self.namespaces.enter(&mut command, true);
+        self.namespaces
+            .enter_before_exec(command.as_std_mut(), true);
         command
     }
 
