@@ -123,7 +123,7 @@ impl Plan {
             fixed_host(1, "dns", &format!("ns.{SENDER_DOMAIN}"), Role::Dns),
             fixed_host(
                 2,
-                crate::verdict::COLLECTOR,
+                crate::observe::COLLECTOR,
                 &format!("mx.{SENDER_DOMAIN}"),
                 Role::Collector,
             ),

@@ -87,7 +87,7 @@ pub enum DnsError {
     #[error(
         "DNS fault \"{fault}\" has unknown record type {record_type:?}; use one of {known} \
          (or none for every type)",
-        known = super::faults::RECORD_TYPES.join(", ")
+        known = super::records::RECORD_TYPES.join(", ")
     )]
     UnknownRecordType {
         /// The fault, e.g. `servfail for mx1.example.test`.

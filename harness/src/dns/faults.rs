@@ -12,12 +12,9 @@ use hickory_proto::rr::{LowerName, Name, Record as HickoryRecord, RecordType};
 use hickory_server::net::xfer::Protocol;
 
 use super::error::DnsError;
-use super::records::Zone;
+use super::records::{parse_record_type, Zone};
 use super::zones::{parse_name, soa_record, NEGATIVE_TTL};
 use crate::clock::ScenarioClock;
-
-/// The record types a fault may be restricted to, as written in scenarios.
-pub const RECORD_TYPES: [&str; 9] = ["A", "AAAA", "MX", "PTR", "TXT", "CNAME", "SOA", "NS", "ANY"];
 
 /// What the server does instead of its normal answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -66,7 +63,7 @@ pub struct DnsFault {
     /// The query name it matches: case-insensitive, trailing dot optional, at or below a zone's
     /// origin. It need not have records (a fault can turn NXDOMAIN into SERVFAIL).
     pub name: String,
-    /// The query type it matches, one of [`RECORD_TYPES`] (case-insensitive); `None` matches
+    /// The query type it matches, one of [`RECORD_TYPES`](super::records::RECORD_TYPES) (case-insensitive); `None` matches
     /// every type. `ANY` matches queries of type ANY only.
     pub record_type: Option<String>,
     /// What the server does instead of its normal answer.
@@ -265,23 +262,6 @@ fn arm(fault: DnsFault, origins: &[(Name, &str)]) -> Result<Armed, DnsError> {
         applied: AtomicU32::new(0),
         soa: soa_record(origin, origin_text, NEGATIVE_TTL)?,
     })
-}
-
-/// One of [`RECORD_TYPES`], in any case.
-fn parse_record_type(text: &str) -> Option<RecordType> {
-    let record_type = match text.to_ascii_uppercase().as_str() {
-        "A" => RecordType::A,
-        "AAAA" => RecordType::AAAA,
-        "MX" => RecordType::MX,
-        "PTR" => RecordType::PTR,
-        "TXT" => RecordType::TXT,
-        "CNAME" => RecordType::CNAME,
-        "SOA" => RecordType::SOA,
-        "NS" => RecordType::NS,
-        "ANY" => RecordType::ANY,
-        _ => return None,
-    };
-    Some(record_type)
 }
 
 #[cfg(test)]

@@ -28,6 +28,7 @@ mod line;
 pub mod policy;
 mod reply;
 mod session;
+mod stage;
 pub mod tls;
 
 #[cfg(test)]
@@ -37,10 +38,9 @@ mod snapshots;
 #[cfg(test)]
 mod tests;
 
-pub use behaviour::{
-    Activation, Cut, Extensions, ListenerBehaviour, SmtpStage, StageAction, StageRule,
-};
+pub use behaviour::{Activation, Cut, Extensions, ListenerBehaviour, StageAction, StageRule};
 pub use policy::{GreylistKey, Policy, PolicyContext, PolicyDns, PolicyState};
+pub use stage::SmtpStage;
 pub use tls::{Authority, TlsError, TlsMode};
 
 use std::net::SocketAddr;

@@ -2,7 +2,7 @@
 //!
 //! Bytes go in ([`Session::input`]); [`Effect`]s come out in the order they happen: command
 //! lines to log, replies to send (and log), accepted messages, the STARTTLS upgrade, and the
-//! decision to close. The connection driver ([`super::conn`]) applies them. Keeping the machine
+//! decision to close. The connection driver (`mx::conn`) applies them. Keeping the machine
 //! pure makes its rules testable byte by byte and guarantees pipelined commands are answered
 //! one by one, in order.
 //!
@@ -21,11 +21,12 @@ use std::sync::Arc;
 
 use smtp_proto::{Error as ParseError, MailFrom, RcptTo, Request};
 
-use super::behaviour::{Cut, ListenerBehaviour, SmtpStage, StageAction};
+use super::behaviour::{Cut, ListenerBehaviour, StageAction};
 use super::data::{self, DataEnd, DataReader};
 use super::line::{Line, LineReader};
 use super::policy::{Answer, Gate, Lookup, Verdict};
 use super::reply::Reply;
+use super::stage::SmtpStage;
 use super::Limits;
 use crate::events::SessionId;
 

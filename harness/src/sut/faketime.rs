@@ -7,7 +7,7 @@
 //! `keep_environment`). What it cannot reach: kernel timers (TCP SYN retries and
 //! retransmission), `setitimer`, `epoll_pwait2`, processes started by a setuid exec (the
 //! loader drops `LD_PRELOAD` for AT_SECURE), static and Go binaries. The self-check in
-//! [`crate::sut::clockcheck`] catches a process that escaped.
+//! `sut::clockcheck` catches a process that escaped.
 //!
 //! All processes of one MTA must share one clock: libfaketime keeps its start in a shared
 //! memory object and a semaphore named by `FAKETIME_SHARED`. Left to itself, the first

@@ -22,7 +22,7 @@
 //! first seen, 451 for 5s`.
 //!
 //! DNS lookups (PTR, A/AAAA, SPF's TXT and whatever its mechanisms need) are made by the
-//! driver of the connection ([`super::conn`]) while the session waits: the session hands out a
+//! driver of the connection (`mx::conn`) while the session waits: the session hands out a
 //! [`Lookup`], the answer comes back through [`Gate::store`], and the command is decided again.
 //! Lookups run on the [`PolicyDns`] worker thread, which lives in the MX host's network
 //! namespace, so every DNS packet leaves from there.
@@ -51,7 +51,7 @@ pub use resolver::PolicyDns;
 pub(crate) use ptr::PtrOutcome;
 pub(crate) use spf::SpfOutcome;
 
-use super::behaviour::SmtpStage;
+use super::stage::SmtpStage;
 
 /// How a client is identified by [`Policy::Greylist`] and [`Policy::Rate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

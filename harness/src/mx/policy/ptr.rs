@@ -6,7 +6,7 @@ use std::net::IpAddr;
 use hickory_proto::rr::{Name, RData};
 use hickory_resolver::TokioResolver;
 
-use super::super::behaviour::SmtpStage;
+use super::super::stage::SmtpStage;
 
 /// At most this many PTR names are resolved forward (as Postfix and most MTAs cap it).
 const MAX_NAMES: usize = 10;
