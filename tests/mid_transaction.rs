@@ -15,7 +15,7 @@ use std::time::{Duration, Instant};
 use mxlab::events::{EventKind, EventLog};
 use mxlab::family::Family;
 use mxlab::lab;
-use mxlab::mx::{self, Listener, PolicyContext, RunningMx, SessionIds};
+use mxlab::mx::{self, Listener, RunningMx, SessionIds};
 use mxlab::plan::Plan;
 use mxlab::scenario::{self, parse, Copies};
 use mxlab::sut::reference::Bugs;
@@ -190,17 +190,11 @@ impl World {
                 });
             }
             servers.push(
-                mx::try_start_with(
-                    name,
-                    &host.fqdn,
-                    listeners,
-                    log.clone(),
-                    ids.clone(),
-                    mx::Limits::default(),
-                    None,
-                    &PolicyContext::default(),
-                )
-                .unwrap(),
+                mx::MxBuilder::new(name, &host.fqdn, log.clone())
+                    .listeners(listeners)
+                    .session_ids(ids.clone())
+                    .try_start()
+                    .unwrap(),
             );
         }
         World {

@@ -7,7 +7,7 @@
 //! with other work; the median and the spread over the rounds are reported):
 //!
 //! 1. `smtp-sink` (a child process, killed by its PID at the end), which throws messages away;
-//! 2. mxlab's server (`mx::try_start`) with a fresh event log; its events and messages are
+//! 2. mxlab's server (`mx::MxBuilder::try_start`) with a fresh event log; its events and messages are
 //!    dropped after the run. The server has no switch that turns recording off, so this is the
 //!    normal server: the cost of recording alone is *estimated* below, by replaying the
 //!    recorded events of one session into a fresh [`EventLog`];
@@ -40,7 +40,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use mxlab::events::{EventKind, EventLog};
 use mxlab::family::Family;
-use mxlab::mx::{self, Limits, Listener, ListenerBehaviour, SessionIds};
+use mxlab::mx::{self, Listener, ListenerBehaviour};
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
@@ -348,14 +348,9 @@ fn start_mx(runtime: &tokio::runtime::Runtime) -> Result<(SocketAddr, mx::Runnin
         behaviour: ListenerBehaviour::normal("mx1.example.test"),
     };
     let server = runtime.block_on(async {
-        mx::try_start(
-            "mx1",
-            "mx1.example.test",
-            vec![listener],
-            log.clone(),
-            SessionIds::new(),
-            Limits::default(),
-        )
+        mx::MxBuilder::new("mx1", "mx1.example.test", log.clone())
+            .listener(listener)
+            .try_start()
     })?;
     Ok((addr, server, log))
 }

@@ -118,24 +118,20 @@ impl Lab {
             } else {
                 None
             };
-            mx_servers.push(mx::try_start_with(
-                &host.name,
-                &host.fqdn,
-                listeners,
-                log.clone(),
-                ids.clone(),
-                mx::Limits::default(),
-                authority.as_ref(),
-                &{
-                    let context = mx::PolicyContext::new(policy_state.clone(), policy_dns)
-                        .with_clock(clock.clone());
-                    if authenticate {
-                        context.authenticating()
-                    } else {
-                        context
-                    }
-                },
-            )?);
+            let context =
+                mx::PolicyContext::new(policy_state.clone(), policy_dns).with_clock(clock.clone());
+            let mut builder = mx::MxBuilder::new(&host.name, &host.fqdn, log.clone())
+                .listeners(listeners)
+                .session_ids(ids.clone())
+                .policy(if authenticate {
+                    context.authenticating()
+                } else {
+                    context
+                });
+            if let Some(authority) = &authority {
+                builder = builder.tls(authority.clone());
+            }
+            mx_servers.push(builder.try_start()?);
         }
 
         let resolv_conf = work_dir.path().join("resolv.conf");

@@ -35,6 +35,7 @@ use super::reply::Reply;
 use super::session::{Effect, Session};
 use super::*;
 use crate::events::Event;
+use crate::events::EventKind;
 
 /// The most one network case may take, fresh transaction and shutdown included.
 const CASE_TIME: Duration = Duration::from_secs(5);
@@ -904,19 +905,15 @@ async fn network_case(
     let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let addr = socket.local_addr().expect("local address");
     let log = EventLog::new();
-    let mx = try_start(
-        "mx1",
-        HOSTNAME,
-        vec![Listener {
+    let mx = MxBuilder::new("mx1", HOSTNAME, log.clone())
+        .listeners(vec![Listener {
             socket,
             family: crate::family::Family::Ipv4,
             behaviour,
-        }],
-        log.clone(),
-        SessionIds::new(),
-        limits(),
-    )
-    .expect("start the server");
+        }])
+        .limits(limits())
+        .try_start()
+        .expect("start the server");
 
     let wire = converse(addr, &cut(input, chunking))
         .await

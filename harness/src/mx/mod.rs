@@ -2,11 +2,12 @@
 //! family, and which records every connection, command, reply, TLS handshake and accepted
 //! message into the run's [`EventLog`].
 //!
-//! [`start`] (or [`start_with`], for limits and TLS) serves a set of already-bound
+//! An [`MxBuilder`] (with limits, TLS and policies if needed) serves a set of already-bound
 //! [`Listener`]s (one per address family of one host) and returns a [`RunningMx`] holding the
 //! accepted messages.
 //!
-//! Modules: this one holds the public API and the accept loops; `behaviour` the scripting
+//! Modules: this one holds the public API and the accept loops; `builder` configures and
+//! starts a server; `behaviour` the scripting
 //! types ([`ListenerBehaviour`], [`StageRule`], ...); [`tls`] the per-run certificate
 //! authority; `conn` drives one connection (and the STARTTLS handshake); `session` is the
 //! I/O-free SMTP state machine; `line` frames command lines; `data` reads the DATA phase;
@@ -22,6 +23,7 @@
 //! [`Limits`].
 
 mod behaviour;
+mod builder;
 mod conn;
 mod data;
 mod line;
@@ -39,6 +41,7 @@ mod snapshots;
 mod tests;
 
 pub use behaviour::{Activation, Cut, Extensions, ListenerBehaviour, StageAction, StageRule};
+pub use builder::MxBuilder;
 pub use policy::{GreylistKey, Policy, PolicyContext, PolicyDns, PolicyState};
 pub use stage::SmtpStage;
 pub use tls::{Authority, TlsError, TlsMode};
@@ -52,7 +55,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::{JoinHandle, JoinSet};
 
-use crate::events::{EventKind, EventLog, SessionId};
+use crate::events::{EventLog, SessionId};
 use crate::family::Family;
 
 /// A listening socket with its family's behaviour.
@@ -68,7 +71,8 @@ pub struct Listener {
     pub behaviour: ListenerBehaviour,
 }
 
-/// Size and time limits of a server. [`Limits::default`] is what [`start`] uses.
+/// Size and time limits of a server. [`Limits::default`] is what an [`MxBuilder`] uses unless
+/// given others.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Limits {
     /// Longest command line in bytes, not counting CRLF (default 2048). Longer lines get
@@ -222,193 +226,7 @@ pub struct RunningMx {
     tasks: Vec<JoinHandle<()>>,
 }
 
-/// Starts serving every listener with the default [`Limits`] and no TLS. `host` is the short
-/// name used in events (`mx1`, `collector`), `hostname` the FQDN used in replies.
-///
-/// Must be called inside a Tokio runtime. A listener that cannot be served (practically only
-/// when the runtime cannot register the socket, or when it wants TLS: use [`start_with`]) is
-/// skipped, with a `Harness` event saying so; use [`try_start`] to get the error instead.
-pub fn start(
-    host: &str,
-    hostname: &str,
-    listeners: Vec<Listener>,
-    log: EventLog,
-    ids: SessionIds,
-) -> RunningMx {
-    start_with(
-        host,
-        hostname,
-        listeners,
-        log,
-        ids,
-        Limits::default(),
-        None,
-        &PolicyContext::default(),
-    )
-}
-
-/// [`start`] with explicit limits (and no TLS).
-pub fn start_with_limits(
-    host: &str,
-    hostname: &str,
-    listeners: Vec<Listener>,
-    log: EventLog,
-    ids: SessionIds,
-    limits: Limits,
-) -> RunningMx {
-    start_with(
-        host,
-        hostname,
-        listeners,
-        log,
-        ids,
-        limits,
-        None,
-        &PolicyContext::default(),
-    )
-}
-
-/// [`start`] with explicit limits and the run's TLS [`Authority`], which signs the
-/// certificates of listeners whose [`ListenerBehaviour::tls`] is not [`TlsMode::Off`]. A
-/// listener that wants TLS when `tls` is `None` is skipped (with a `Harness` event).
-///
-/// `policy` carries the run's shared [`PolicyState`] (create one per run and give every
-/// server a clone) and this host's [`PolicyDns`] for listeners whose
-/// [`ListenerBehaviour::policies`] look things up; a listener whose policies need DNS when
-/// `policy.dns` is `None` is skipped too.
-#[allow(clippy::too_many_arguments)] // the plain variants above cover the simple cases
-pub fn start_with(
-    host: &str,
-    hostname: &str,
-    listeners: Vec<Listener>,
-    log: EventLog,
-    ids: SessionIds,
-    limits: Limits,
-    tls: Option<&Authority>,
-    policy: &PolicyContext,
-) -> RunningMx {
-    let mut server = RunningMx::new(host);
-    for listener in listeners {
-        if let Err(error) = server.serve(hostname, listener, &log, &ids, &limits, tls, policy) {
-            tracing::error!("{error}");
-            log.record(EventKind::Harness {
-                message: error.to_string(),
-            });
-        }
-    }
-    server
-}
-
-/// Like [`start_with_limits`], but fails (serving nothing) if any listener cannot be served.
-pub fn try_start(
-    host: &str,
-    hostname: &str,
-    listeners: Vec<Listener>,
-    log: EventLog,
-    ids: SessionIds,
-    limits: Limits,
-) -> Result<RunningMx, MxError> {
-    try_start_with(
-        host,
-        hostname,
-        listeners,
-        log,
-        ids,
-        limits,
-        None,
-        &PolicyContext::default(),
-    )
-}
-
-/// Like [`start_with`], but fails (serving nothing) if any listener cannot be served.
-#[allow(clippy::too_many_arguments)] // the plain variants above cover the simple cases
-pub fn try_start_with(
-    host: &str,
-    hostname: &str,
-    listeners: Vec<Listener>,
-    log: EventLog,
-    ids: SessionIds,
-    limits: Limits,
-    tls: Option<&Authority>,
-    policy: &PolicyContext,
-) -> Result<RunningMx, MxError> {
-    let mut server = RunningMx::new(host);
-    for listener in listeners {
-        server.serve(hostname, listener, &log, &ids, &limits, tls, policy)?;
-    }
-    Ok(server)
-}
-
 impl RunningMx {
-    fn new(host: &str) -> Self {
-        Self {
-            host: host.to_string(),
-            messages: Arc::default(),
-            stop: watch::Sender::new(false),
-            tasks: Vec::new(),
-        }
-    }
-
-    #[allow(clippy::too_many_arguments)]
-    fn serve(
-        &mut self,
-        hostname: &str,
-        listener: Listener,
-        log: &EventLog,
-        ids: &SessionIds,
-        limits: &Limits,
-        authority: Option<&Authority>,
-        policy: &PolicyContext,
-    ) -> Result<(), MxError> {
-        if policy.dns.is_none() {
-            if let Some(needy) = listener.behaviour.policies.iter().find(|p| p.needs_dns()) {
-                return Err(MxError::PolicyDns {
-                    host: self.host.clone(),
-                    family: listener.family,
-                    policy: needy.to_string(),
-                });
-            }
-        }
-        let mode = listener.behaviour.tls;
-        let tls_error = |reason: String| MxError::Tls {
-            host: self.host.clone(),
-            family: listener.family,
-            mode,
-            reason,
-        };
-        let tls = match (mode, authority) {
-            (mode, _) if mode == TlsMode::Off || mode.never_completes() => None,
-            (_, None) => return Err(tls_error("no certificate authority given".into())),
-            (_, Some(authority)) => authority
-                .server_config(hostname, mode)
-                .map_err(|e| tls_error(e.to_string()))?,
-        };
-        let error = |source| MxError::Listener {
-            host: self.host.clone(),
-            family: listener.family,
-            source,
-        };
-        listener.socket.set_nonblocking(true).map_err(error)?;
-        let local = listener.socket.local_addr().map_err(error)?;
-        let socket = TcpListener::from_std(listener.socket).map_err(error)?;
-        let shared = Arc::new(Shared {
-            host: self.host.clone(),
-            hostname: hostname.to_string(),
-            family: listener.family,
-            behaviour: Arc::new(listener.behaviour),
-            sessions: Default::default(),
-            tls,
-            limits: limits.clone(),
-            policy: policy.clone(),
-            local,
-            log: log.clone(),
-            messages: self.messages.clone(),
-        });
-        let task = accept_loop(socket, shared, ids.clone(), self.stop.subscribe());
-        self.tasks.push(tokio::spawn(task));
-        Ok(())
-    }
-
     /// The server's short name.
     pub fn host(&self) -> &str {
         &self.host

@@ -14,6 +14,7 @@ use tokio::net::TcpStream;
 
 use super::*;
 use crate::events::Event;
+use crate::events::EventKind;
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -30,19 +31,14 @@ fn server(behaviour: ListenerBehaviour) -> (RunningMx, SocketAddr, EventLog) {
     let socket = std::net::TcpListener::bind("127.0.0.1:0").expect("bind loopback");
     let addr = socket.local_addr().expect("local address");
     let log = EventLog::new();
-    let mx = try_start(
-        "mx1",
-        "mx1.example.test",
-        vec![Listener {
+    let mx = MxBuilder::new("mx1", "mx1.example.test", log.clone())
+        .listeners(vec![Listener {
             socket,
             family: Family::Ipv4,
             behaviour,
-        }],
-        log.clone(),
-        SessionIds::new(),
-        Limits::default(),
-    )
-    .expect("start the server");
+        }])
+        .try_start()
+        .expect("start the server");
     (mx, addr, log)
 }
 

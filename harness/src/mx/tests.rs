@@ -8,7 +8,7 @@ use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWrite, AsyncWrite
 use tokio::net::TcpStream;
 
 use super::*;
-use crate::events::Event;
+use crate::events::{Event, EventKind};
 
 const WAIT: Duration = Duration::from_secs(5);
 
@@ -34,15 +34,11 @@ fn listener(addr: &str, family: Family, greeting: Option<&str>) -> (Listener, So
 fn server(limits: Limits) -> (RunningMx, SocketAddr, EventLog) {
     let log = EventLog::new();
     let (l, addr) = listener("127.0.0.1:0", Family::Ipv4, None);
-    let mx = try_start(
-        "mx1",
-        "mx1.example.test",
-        vec![l],
-        log.clone(),
-        SessionIds::new(),
-        limits,
-    )
-    .unwrap();
+    let mx = MxBuilder::new("mx1", "mx1.example.test", log.clone())
+        .listener(l)
+        .limits(limits)
+        .try_start()
+        .unwrap();
     (mx, addr, log)
 }
 
@@ -291,13 +287,9 @@ async fn a_421_greeting_is_sent_then_the_connection_closes() {
         Family::Ipv4,
         Some("421 4.3.2 Service not available"),
     );
-    let mx = start(
-        "mx1",
-        "mx1.example.test",
-        vec![l],
-        log.clone(),
-        SessionIds::new(),
-    );
+    let mx = MxBuilder::new("mx1", "mx1.example.test", log.clone())
+        .listener(l)
+        .start();
     let mut c = Client::connect(addr).await;
     assert_eq!(c.reply().await, "421 4.3.2 Service not available");
     c.expect_eof().await;
@@ -335,13 +327,9 @@ async fn ipv6_with_421_and_ipv4_with_220_on_one_server_behave_differently() {
         Some("421 4.3.2 Service not available"),
     );
     let (v4, addr4) = listener("127.0.0.1:0", Family::Ipv4, None);
-    let mx = start(
-        "mx1",
-        "mx1.example.test",
-        vec![v6, v4],
-        log.clone(),
-        SessionIds::new(),
-    );
+    let mx = MxBuilder::new("mx1", "mx1.example.test", log.clone())
+        .listeners(vec![v6, v4])
+        .start();
 
     // What a correct dual-stack MTA does: IPv6 first, then IPv4 after the 421.
     let mut c6 = Client::connect(addr6).await;
@@ -398,13 +386,9 @@ async fn ipv6_with_421_and_ipv4_with_220_on_one_server_behave_differently() {
 async fn a_5xx_greeting_refuses_everything_but_quit() {
     let log = EventLog::new();
     let (l, addr) = listener("127.0.0.1:0", Family::Ipv4, Some("554 5.3.2 No thanks"));
-    let mx = start(
-        "mx1",
-        "mx1.example.test",
-        vec![l],
-        log.clone(),
-        SessionIds::new(),
-    );
+    let mx = MxBuilder::new("mx1", "mx1.example.test", log.clone())
+        .listener(l)
+        .start();
     let mut c = Client::connect(addr).await;
     assert_eq!(c.reply().await, "554 5.3.2 No thanks");
     c.send(b"EHLO c\r\nMAIL FROM:<a@b.test>\r\nRCPT TO:<c@d.test>\r\nDATA\r\n")
@@ -577,20 +561,14 @@ async fn session_ids_are_unique_across_servers() {
     let ids = SessionIds::new();
     let (l1, a1) = listener("127.0.0.1:0", Family::Ipv4, None);
     let (l2, a2) = listener("127.0.0.1:0", Family::Ipv4, None);
-    let mx1 = start(
-        "mx1",
-        "mx1.example.test",
-        vec![l1],
-        log.clone(),
-        ids.clone(),
-    );
-    let mx2 = start(
-        "mx2",
-        "mx2.example.test",
-        vec![l2],
-        log.clone(),
-        ids.clone(),
-    );
+    let mx1 = MxBuilder::new("mx1", "mx1.example.test", log.clone())
+        .listener(l1)
+        .session_ids(ids.clone())
+        .start();
+    let mx2 = MxBuilder::new("mx2", "mx2.example.test", log.clone())
+        .listener(l2)
+        .session_ids(ids.clone())
+        .start();
     for addr in [a1, a2, a1] {
         let mut c = Client::connect(addr).await;
         c.reply().await;
@@ -642,17 +620,13 @@ fn server_with(
         family,
         behaviour,
     };
-    let mx = try_start_with(
-        "mx1",
-        "mx1.example.test",
-        vec![listener],
-        log.clone(),
-        SessionIds::new(),
-        limits,
-        tls,
-        &PolicyContext::default(),
-    )
-    .unwrap();
+    let mut builder = MxBuilder::new("mx1", "mx1.example.test", log.clone())
+        .listener(listener)
+        .limits(limits);
+    if let Some(authority) = tls {
+        builder = builder.tls(authority.clone());
+    }
+    let mx = builder.try_start().unwrap();
     (mx, local, log)
 }
 
@@ -1292,17 +1266,10 @@ async fn a_tls_listener_without_an_authority_is_an_error() {
         family: Family::Ipv4,
         behaviour: behaviour.clone(),
     };
-    let error = try_start_with(
-        "mx1",
-        "mx1.example.test",
-        vec![listener],
-        EventLog::new(),
-        SessionIds::new(),
-        Limits::default(),
-        None,
-        &PolicyContext::default(),
-    )
-    .expect_err("no authority");
+    let error = MxBuilder::new("mx1", "mx1.example.test", EventLog::new())
+        .listener(listener)
+        .try_start()
+        .expect_err("no authority");
     assert!(
         matches!(
             error,
@@ -1321,13 +1288,9 @@ async fn a_tls_listener_without_an_authority_is_an_error() {
         family: Family::Ipv4,
         behaviour,
     };
-    let _mx = start(
-        "mx1",
-        "mx1.example.test",
-        vec![listener],
-        log.clone(),
-        SessionIds::new(),
-    );
+    let _mx = MxBuilder::new("mx1", "mx1.example.test", log.clone())
+        .listener(listener)
+        .start();
     assert!(
         matches!(&log.snapshot()[0].kind, EventKind::Harness { message } if message.contains("no certificate authority"))
     );

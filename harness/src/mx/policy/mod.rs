@@ -4,7 +4,7 @@
 //! A listener's [`Policy`]s are in [`ListenerBehaviour::policies`](super::ListenerBehaviour);
 //! what they share across a run (greylist triplets, connection counts) is a [`PolicyState`],
 //! and the DNS they ask is a [`PolicyDns`]; both travel in a [`PolicyContext`] given to
-//! [`start_with`](super::start_with) / [`try_start_with`](super::try_start_with).
+//! [`MxBuilder::policy`](super::MxBuilder::policy).
 //!
 //! Where they act:
 //! - [`Policy::Rate`] counts the connection when it is accepted and, over the limit, replaces

@@ -12,9 +12,7 @@ use super::*;
 use crate::dns::{reverse_name, DnsServer, Record, RecordData, RunningDns, Zone};
 use crate::events::{EventKind, EventLog};
 use crate::family::Family;
-use crate::mx::{
-    try_start_with, Limits, Listener, ListenerBehaviour, MxError, RunningMx, SessionIds,
-};
+use crate::mx::{Listener, ListenerBehaviour, MxBuilder, MxError, RunningMx};
 
 const WAIT: Duration = Duration::from_secs(10);
 
@@ -137,17 +135,11 @@ fn server(
             },
         });
     }
-    let mx = try_start_with(
-        "mx1",
-        "mx1.example.test",
-        listeners,
-        log.clone(),
-        SessionIds::new(),
-        Limits::default(),
-        None,
-        context,
-    )
-    .unwrap();
+    let mx = MxBuilder::new("mx1", "mx1.example.test", log.clone())
+        .listeners(listeners)
+        .policy(context.clone())
+        .try_start()
+        .unwrap();
     (mx, locals, log)
 }
 
@@ -288,10 +280,8 @@ fn loopback_policy_dns_refuses_other_addresses() {
 #[tokio::test]
 async fn policies_needing_dns_need_a_resolver() {
     let socket = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
-    let error = try_start_with(
-        "mx1",
-        "mx1.example.test",
-        vec![Listener {
+    let error = MxBuilder::new("mx1", "mx1.example.test", EventLog::new())
+        .listeners(vec![Listener {
             socket,
             family: Family::Ipv4,
             behaviour: ListenerBehaviour {
@@ -300,14 +290,9 @@ async fn policies_needing_dns_need_a_resolver() {
                 }],
                 ..ListenerBehaviour::normal("mx1.example.test")
             },
-        }],
-        EventLog::new(),
-        SessionIds::new(),
-        Limits::default(),
-        None,
-        &PolicyContext::default(),
-    )
-    .expect_err("no resolver");
+        }])
+        .try_start()
+        .expect_err("no resolver");
     assert!(matches!(error, MxError::PolicyDns { .. }), "{error}");
 }
 
@@ -733,7 +718,7 @@ impl NsLab {
             Some(PolicyDns::in_namespace(&namespace, vec![dns_addr]).unwrap()),
         );
         let log = EventLog::new();
-        let listeners = [(listener6, Family::Ipv6), (listener4, Family::Ipv4)]
+        let listeners: Vec<Listener> = [(listener6, Family::Ipv6), (listener4, Family::Ipv4)]
             .into_iter()
             .map(|(socket, family)| Listener {
                 socket,
@@ -744,17 +729,11 @@ impl NsLab {
                 },
             })
             .collect();
-        let mx = try_start_with(
-            "mx1",
-            "mx1.example.test",
-            listeners,
-            log.clone(),
-            SessionIds::new(),
-            Limits::default(),
-            None,
-            &context,
-        )
-        .unwrap();
+        let mx = MxBuilder::new("mx1", "mx1.example.test", log.clone())
+            .listeners(listeners)
+            .policy(context.clone())
+            .try_start()
+            .unwrap();
         Some(NsLab {
             namespace,
             mx6,
