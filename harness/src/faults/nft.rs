@@ -1,8 +1,12 @@
-//! The nftables script of a fault: pure text generation, one table per fault.
+//! The nftables table of a fault in the router: its script (pure text generation, one table
+//! per fault) and applying it.
 
 use std::fmt::Write;
 use std::net::IpAddr;
 
+use netns::{Firewall, Topology};
+
+use super::{system, FaultError, InstalledFault};
 use crate::plan::NetFaultPlan;
 use crate::scenario::NetFault;
 
@@ -122,6 +126,28 @@ pub(crate) fn script(fault: &NetFaultPlan, index: usize) -> Option<String> {
     }
     text.push_str("}\n");
     Some(text)
+}
+
+/// Applies the fault's table in the router's namespace as one transaction (nothing for
+/// kinds without a table), recording it in `installed`.
+pub(super) fn install(
+    topology: &Topology,
+    fault: &NetFaultPlan,
+    index: usize,
+    installed: &mut InstalledFault,
+) -> Result<(), FaultError> {
+    let Some(script) = script(fault, index) else {
+        return Ok(());
+    };
+    let firewall =
+        Firewall::new(topology.router()).map_err(system(fault, "reach the router's namespace"))?;
+    let table = table_name(index);
+    tracing::trace!(fault = %fault.description, %script, "nft script");
+    firewall
+        .apply(&format!("add table inet {table}"), &script)
+        .map_err(system(fault, &format!("add nft table inet {table}")))?;
+    installed.table = Some((firewall, table));
+    Ok(())
 }
 
 #[cfg(test)]
