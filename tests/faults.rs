@@ -12,9 +12,10 @@ use std::sync::Arc;
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
+use mxlab::activation::Activation;
 use mxlab::family::Family;
 use mxlab::faults::{self, FaultError};
-use mxlab::plan::{NetFaultPlan, Plan, Schedule};
+use mxlab::plan::{NetFaultPlan, Plan};
 use mxlab::scenario::{parse, NetFault};
 use netns::{Namespace, Topology};
 
@@ -230,11 +231,10 @@ impl Lab {
             family,
             target: self.address(host, family),
             sut: self.address("sut", family),
-            schedule: Schedule {
-                from: Duration::ZERO,
-                until: None,
+            activation: Activation {
+                first,
+                ..Activation::ALWAYS
             },
-            first,
         }
     }
 

@@ -5,6 +5,7 @@
 //! under test), observed through one [`events::EventLog`], judged by [`verdict`] and rendered by
 //! [`report`].
 
+pub mod activation;
 pub mod capture;
 pub mod chaos;
 pub mod cli;

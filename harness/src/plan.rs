@@ -7,12 +7,13 @@ use std::time::Duration;
 
 use netns::{HostSpec, LinkAddresses, TopologySpec};
 
+use crate::activation::Activation;
 use crate::clock::ClockRate;
 use crate::dns::{reverse_name, DnsFault, DnsFaultAction, Record, RecordData, Zone};
 use crate::family::Family;
 use crate::mx::{
-    Activation, Cut, GreylistKey, ListenerBehaviour, Policy, SmtpStage as MxStage, StageAction,
-    StageRule, TlsMode,
+    Cut, GreylistKey, ListenerBehaviour, Policy, SmtpStage as MxStage, StageAction, StageRule,
+    TlsMode,
 };
 use crate::scenario::{
     ClientKey, DnsAnswer, Extension, Fault, NetFault, PolicySpec, PtrFault, Scenario, SmtpAction,
@@ -286,13 +287,12 @@ fn apply_faults(scenario: &Scenario, sut: &HostPlan, host: &mut HostPlan, clock:
                 continue;
             }
             if let Some(smtp) = &fault.smtp {
-                let schedule = schedule_of(fault, clock);
-                let when = Activation {
-                    from: schedule.from,
-                    until: schedule.until,
-                    first: fault.first.as_ref().map(|first| *first.get_ref()),
-                };
-                apply_smtp_fault(smtp.get_ref(), when, behaviour, clock);
+                apply_smtp_fault(
+                    smtp.get_ref(),
+                    activation_of(fault, clock),
+                    behaviour,
+                    clock,
+                );
             }
             if let Some(policy) = &fault.policy {
                 behaviour
@@ -426,15 +426,6 @@ impl Plan {
     }
 }
 
-/// When a fault is active, relative to the first injection.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Schedule {
-    /// Activation.
-    pub from: Duration,
-    /// Healing; never when `None`.
-    pub until: Option<Duration>,
-}
-
 /// A network fault on one family of one host, ready to install.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct NetFaultPlan {
@@ -450,24 +441,29 @@ pub struct NetFaultPlan {
     pub target: IpAddr,
     /// The SUT's address of that family.
     pub sut: IpAddr,
-    /// When it is active.
-    pub schedule: Schedule,
-    /// Only the first N connections meet it.
-    pub first: Option<u32>,
+    /// When it is in force, and whether only the first N connections meet it.
+    pub activation: Activation,
 }
 
-/// A fault's window in wall time since the first injection.
-fn schedule_of(fault: &Fault, clock: ClockRate) -> Schedule {
-    fault.window.as_ref().map_or(
-        Schedule {
-            from: Duration::ZERO,
-            until: None,
-        },
-        |window| Schedule {
-            from: clock.to_wall(window.get_ref().from.0),
-            until: window.get_ref().until.map(|until| clock.to_wall(until.0)),
-        },
-    )
+/// When `fault` applies, in wall time since the first injection: its window (world time in
+/// the scenario) divided by the clock rate, and its `first`. The one place every fault's
+/// [`Activation`] is made.
+fn activation_of(fault: &Fault, clock: ClockRate) -> Activation {
+    let (from, until) = fault
+        .window
+        .as_ref()
+        .map_or((Duration::ZERO, None), |window| {
+            let window = window.get_ref();
+            (
+                clock.to_wall(window.from.0),
+                window.until.map(|until| clock.to_wall(until.0)),
+            )
+        });
+    Activation {
+        from,
+        until,
+        first: fault.first.as_ref().map(|first| *first.get_ref()),
+    }
 }
 
 fn dns_faults(scenario: &Scenario, hosts: &[HostPlan], clock: ClockRate) -> Vec<DnsFault> {
@@ -487,7 +483,6 @@ fn dns_faults(scenario: &Scenario, hosts: &[HostPlan], clock: ClockRate) -> Vec<
                 },
                 |name| name.get_ref().clone(),
             );
-            let schedule = schedule_of(fault, clock);
             Some(DnsFault {
                 name,
                 record_type: spec
@@ -503,9 +498,7 @@ fn dns_faults(scenario: &Scenario, hosts: &[HostPlan], clock: ClockRate) -> Vec<
                     DnsAnswer::Truncate => DnsFaultAction::Truncate,
                     DnsAnswer::Delay(delay) => DnsFaultAction::Delay(clock.to_wall(delay.0)),
                 },
-                from: schedule.from,
-                until: schedule.until,
-                first: fault.first.as_ref().map(|first| *first.get_ref()),
+                when: activation_of(fault, clock),
             })
         })
         .collect()
@@ -522,7 +515,7 @@ fn net_faults(scenario: &Scenario, hosts: &[HostPlan], clock: ClockRate) -> Vec<
             .iter()
             .find(|h| &h.name == fault.on.get_ref())
             .expect("validation checked that faults name a host");
-        let schedule = schedule_of(fault, clock);
+        let activation = activation_of(fault, clock);
         for target in host.addresses() {
             let family = Family::of(target);
             if fault
@@ -540,8 +533,7 @@ fn net_faults(scenario: &Scenario, hosts: &[HostPlan], clock: ClockRate) -> Vec<
                 family,
                 target,
                 sut: sut_address,
-                schedule,
-                first: fault.first.as_ref().map(|first| *first.get_ref()),
+                activation,
             });
         }
     }
@@ -864,13 +856,13 @@ outcome = "delivered"
         assert_eq!(v6.target, "2001:db8:0:3::2".parse::<IpAddr>().unwrap());
         assert_eq!(v6.sut, "2001:db8::2".parse::<IpAddr>().unwrap());
         assert_eq!(
-            v6.schedule,
-            Schedule {
+            v6.activation,
+            Activation {
                 from: Duration::ZERO,
-                until: Some(Duration::from_secs(20))
+                until: Some(Duration::from_secs(20)),
+                first: Some(2),
             }
         );
-        assert_eq!(v6.first, Some(2));
     }
 
     #[test]
@@ -1023,7 +1015,7 @@ outcome = "delivered"
         assert_eq!(fault.record_type.as_deref(), Some("AAAA"));
         assert_eq!(fault.action, DnsFaultAction::Delay(Duration::from_secs(3)));
         assert_eq!(
-            (fault.until, fault.first),
+            (fault.when.until, fault.when.first),
             (Some(Duration::from_secs(10)), Some(2))
         );
     }

@@ -5,7 +5,6 @@
 //! it against the fault's `first` limit.
 
 use std::fmt;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
 use hickory_proto::rr::{LowerName, Name, Record as HickoryRecord, RecordType};
@@ -14,6 +13,7 @@ use hickory_server::net::xfer::Protocol;
 use super::error::DnsError;
 use super::records::{parse_record_type, Zone};
 use super::zones::{parse_name, soa_record, NEGATIVE_TTL};
+use crate::activation::{Activation, Uses};
 use crate::clock::ScenarioClock;
 
 /// What the server does instead of its normal answer.
@@ -68,12 +68,9 @@ pub struct DnsFault {
     pub record_type: Option<String>,
     /// What the server does instead of its normal answer.
     pub action: DnsFaultAction,
-    /// Start of the active window on the scenario clock (which reads zero before it starts).
-    pub from: Duration,
-    /// End of the active window (exclusive); `None` keeps the fault active to the end.
-    pub until: Option<Duration>,
-    /// Only the first N queries the fault applies to; `None` for no limit. Counted per fault.
-    pub first: Option<u32>,
+    /// When it applies: its window on the scenario clock (which reads zero before it
+    /// starts), and only to the first N queries it matches in the window (counted per fault).
+    pub when: Activation,
 }
 
 impl DnsFault {
@@ -83,9 +80,7 @@ impl DnsFault {
             name: name.into(),
             record_type: None,
             action,
-            from: Duration::ZERO,
-            until: None,
-            first: None,
+            when: Activation::ALWAYS,
         }
     }
 }
@@ -97,13 +92,13 @@ impl fmt::Display for DnsFault {
         if let Some(record_type) = &self.record_type {
             write!(f, " {record_type}")?;
         }
-        if !self.from.is_zero() {
-            write!(f, " from {}", humantime::format_duration(self.from))?;
+        if !self.when.from.is_zero() {
+            write!(f, " from {}", humantime::format_duration(self.when.from))?;
         }
-        if let Some(until) = self.until {
+        if let Some(until) = self.when.until {
             write!(f, " until {}", humantime::format_duration(until))?;
         }
-        if let Some(first) = self.first {
+        if let Some(first) = self.when.first {
             write!(f, ", first {first} queries")?;
         }
         Ok(())
@@ -125,10 +120,8 @@ struct Armed {
     name: LowerName,
     record_type: Option<RecordType>,
     action: DnsFaultAction,
-    from: Duration,
-    until: Option<Duration>,
-    first: Option<u32>,
-    applied: AtomicU32,
+    when: Activation,
+    uses: Uses,
     soa: HickoryRecord,
 }
 
@@ -137,23 +130,6 @@ impl Armed {
         *name == self.name
             && self.record_type.is_none_or(|wanted| wanted == record_type)
             && !(self.action == DnsFaultAction::Truncate && protocol != Protocol::Udp)
-    }
-
-    fn is_open(&self, now: Duration) -> bool {
-        now >= self.from && self.until.is_none_or(|until| now < until)
-    }
-
-    /// Counts one more application; false once `first` applications were counted.
-    fn take(&self) -> bool {
-        match self.first {
-            None => true,
-            Some(limit) => self
-                .applied
-                .fetch_update(Ordering::Relaxed, Ordering::Relaxed, |count| {
-                    (count < limit).then_some(count + 1)
-                })
-                .is_ok(),
-        }
     }
 }
 
@@ -199,7 +175,9 @@ impl FaultSet {
         self.faults
             .iter()
             .find(|fault| {
-                fault.matches(name, record_type, protocol) && fault.is_open(now) && fault.take()
+                fault.matches(name, record_type, protocol)
+                    && fault.when.is_open(now)
+                    && fault.uses.take(&fault.when)
             })
             .map(|fault| AppliedFault {
                 action: fault.action,
@@ -225,16 +203,16 @@ fn arm(fault: DnsFault, origins: &[(Name, &str)]) -> Result<Armed, DnsError> {
         fault: described.clone(),
         reason,
     };
-    if let Some(until) = fault.until {
-        if until <= fault.from {
+    if let Some(until) = fault.when.until {
+        if until <= fault.when.from {
             return Err(useless(format!(
                 "its window ends ({}) before it starts ({})",
                 humantime::format_duration(until),
-                humantime::format_duration(fault.from)
+                humantime::format_duration(fault.when.from)
             )));
         }
     }
-    if fault.first == Some(0) {
+    if fault.when.first == Some(0) {
         return Err(useless(
             "first = 0 applies it to no query; leave first out for no limit".to_string(),
         ));
@@ -256,10 +234,8 @@ fn arm(fault: DnsFault, origins: &[(Name, &str)]) -> Result<Armed, DnsError> {
         name: LowerName::new(&name),
         record_type,
         action: fault.action,
-        from: fault.from,
-        until: fault.until,
-        first: fault.first,
-        applied: AtomicU32::new(0),
+        when: fault.when,
+        uses: Uses::default(),
         soa: soa_record(origin, origin_text, NEGATIVE_TTL)?,
     })
 }
@@ -345,13 +321,13 @@ mod tests {
         assert!(error.to_string().contains("DNS fault"), "{error}");
 
         let mut fault = DnsFault::new("mx1.example.test", DnsFaultAction::ServFail);
-        fault.from = Duration::from_secs(2);
-        fault.until = Some(Duration::from_secs(1));
+        fault.when.from = Duration::from_secs(2);
+        fault.when.until = Some(Duration::from_secs(1));
         let error = check(fault).err().unwrap();
         assert!(matches!(error, DnsError::UselessFault { .. }), "{error}");
 
         let mut fault = DnsFault::new("mx1.example.test", DnsFaultAction::ServFail);
-        fault.first = Some(0);
+        fault.when.first = Some(0);
         let error = check(fault).err().unwrap();
         assert!(matches!(error, DnsError::UselessFault { .. }), "{error}");
     }
@@ -360,9 +336,9 @@ mod tests {
     fn the_first_active_fault_applies_and_first_counts_per_fault() {
         let name = "mx1.example.test";
         let mut once = DnsFault::new(name, DnsFaultAction::ServFail);
-        once.first = Some(1);
+        once.when.first = Some(1);
         let mut later = DnsFault::new(name, DnsFaultAction::Refused);
-        later.from = Duration::from_secs(3600);
+        later.when.from = Duration::from_secs(3600);
         let always = DnsFault::new(name, DnsFaultAction::NxDomain);
         let faults =
             FaultSet::new(&zones(), vec![once, later, always], ScenarioClock::new()).unwrap();
@@ -399,9 +375,9 @@ mod tests {
             DnsFaultAction::Delay(Duration::from_millis(1500)),
         );
         fault.record_type = Some("AAAA".into());
-        fault.from = Duration::from_secs(1);
-        fault.until = Some(Duration::from_secs(5));
-        fault.first = Some(2);
+        fault.when.from = Duration::from_secs(1);
+        fault.when.until = Some(Duration::from_secs(5));
+        fault.when.first = Some(2);
         assert_eq!(
             fault.to_string(),
             "delay 1s 500ms for mx1.example.test AAAA from 1s until 5s, first 2 queries"

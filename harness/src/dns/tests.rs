@@ -934,7 +934,7 @@ async fn truncate_fault_sets_tc_over_udp_and_answers_in_full_over_tcp() {
 #[tokio::test]
 async fn first_limits_a_fault_to_the_first_queries() {
     let mut once = fault("example.test", Some("MX"), DnsFaultAction::ServFail);
-    once.first = Some(1);
+    once.when.first = Some(1);
     let lab = Lab::with_faults("127.0.0.1", vec![once], &ScenarioClock::new());
     let codes = [
         udp_query(lab.udp, "example.test.", RecordType::MX, TIMEOUT_WAIT).await,
@@ -963,9 +963,9 @@ async fn a_window_on_the_scenario_clock_ends_the_fault() {
     // Queries take about a millisecond here: the window leaves them ~1000x headroom.
     let until = Duration::from_secs(1);
     let mut windowed = fault("mx2.example.test", None, DnsFaultAction::Refused);
-    windowed.until = Some(until);
+    windowed.when.until = Some(until);
     let mut not_yet = fault("mx2.example.test", None, DnsFaultAction::ServFail);
-    not_yet.from = Duration::from_secs(3600);
+    not_yet.when.from = Duration::from_secs(3600);
     let clock = ScenarioClock::new();
     let lab = Lab::with_faults("127.0.0.1", vec![not_yet, windowed], &clock);
 

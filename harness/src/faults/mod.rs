@@ -86,7 +86,7 @@ pub async fn install(
             fault.target, fault.sut
         )));
     }
-    if let Some(n) = fault.first {
+    if let Some(n) = fault.activation.first {
         if !supports_first(fault.kind) {
             return Err(unsupported(format!(
                 "`first = {n}` is not supported with {}: it breaks routes, not connections",

@@ -35,7 +35,7 @@ pub(crate) fn script(fault: &NetFaultPlan, index: usize) -> Option<String> {
     // connection finds its key already there.
     let mut forward: Vec<String> = Vec::new();
     let mut set = None;
-    let (to_target, from_target) = match fault.first {
+    let (to_target, from_target) = match fault.activation.first {
         None => (
             format!("{ip} daddr {target}"),
             format!("{ip} saddr {target}"),
@@ -152,11 +152,9 @@ pub(super) fn install(
 
 #[cfg(test)]
 mod tests {
-    use std::time::Duration;
-
     use super::*;
+    use crate::activation::Activation;
     use crate::family::Family;
-    use crate::plan::Schedule;
 
     fn fault(kind: NetFault, v6: bool, first: Option<u32>) -> NetFaultPlan {
         let (target, sut): (IpAddr, IpAddr) = if v6 {
@@ -174,11 +172,10 @@ mod tests {
             family: Family::of(target),
             target,
             sut,
-            schedule: Schedule {
-                from: Duration::ZERO,
-                until: None,
+            activation: Activation {
+                first,
+                ..Activation::ALWAYS
             },
-            first,
         }
     }
 

@@ -31,8 +31,8 @@ impl<'p> FaultTimeline<'p> {
             .iter()
             .enumerate()
             .flat_map(|(i, fault)| {
-                let heal = fault.schedule.until.map(|until| (until, Step::Heal(i)));
-                [(fault.schedule.from, Step::Activate(i))]
+                let heal = fault.activation.until.map(|until| (until, Step::Heal(i)));
+                [(fault.activation.from, Step::Activate(i))]
                     .into_iter()
                     .chain(heal)
             })
@@ -111,8 +111,8 @@ impl<'p> FaultTimeline<'p> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::activation::Activation;
     use crate::family::Family;
-    use crate::plan::Schedule;
     use crate::scenario::NetFault;
 
     fn fault(from: u64, until: Option<u64>) -> NetFaultPlan {
@@ -123,11 +123,11 @@ mod tests {
             family: Family::Ipv6,
             target: "2001:db8:0:3::2".parse().unwrap(),
             sut: "2001:db8::2".parse().unwrap(),
-            schedule: Schedule {
+            activation: Activation {
                 from: Duration::from_secs(from),
                 until: until.map(Duration::from_secs),
+                first: None,
             },
-            first: None,
         }
     }
 

@@ -7,6 +7,7 @@ use std::time::Duration;
 use super::policy::Policy;
 use super::stage::SmtpStage;
 use super::tls::TlsMode;
+use crate::activation::Activation;
 
 /// What the server does at a stage instead of its normal reply.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -71,37 +72,9 @@ pub struct StageRule {
     /// For [`SmtpStage::Rcpt`] only: act only on RCPTs for this address (compared without
     /// regard to case). `None` acts on every RCPT. Ignored at other stages.
     pub recipient: Option<String>,
-    /// Which sessions the rule applies to.
+    /// Which sessions of the listener the rule applies to: those starting inside the window
+    /// on the scenario clock, and only the listener's first N sessions.
     pub when: Activation,
-}
-
-/// Which sessions of a listener a rule applies to: those that start inside a time window on
-/// the scenario clock, and only the first N of the listener's sessions.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-pub struct Activation {
-    /// Sessions starting before this are not affected.
-    pub from: Duration,
-    /// Sessions starting at or after this are not affected; `None`: no end.
-    pub until: Option<Duration>,
-    /// Only the listener's first N sessions; `None`: all.
-    pub first: Option<u32>,
-}
-
-impl Activation {
-    /// Every session.
-    pub const ALWAYS: Activation = Activation {
-        from: Duration::ZERO,
-        until: None,
-        first: None,
-    };
-
-    /// Whether the listener's `ordinal`-th session (from 1), starting at `elapsed` on the
-    /// scenario clock, is affected.
-    pub fn covers(&self, ordinal: u32, elapsed: Duration) -> bool {
-        elapsed >= self.from
-            && self.until.is_none_or(|until| elapsed < until)
-            && self.first.is_none_or(|first| ordinal <= first)
-    }
 }
 
 impl StageRule {
@@ -267,21 +240,6 @@ impl ListenerBehaviour {
 #[cfg(test)]
 mod activation_tests {
     use super::*;
-
-    #[test]
-    fn activation_covers_a_window_and_the_first_sessions() {
-        let when = Activation {
-            from: Duration::from_secs(2),
-            until: Some(Duration::from_secs(5)),
-            first: Some(2),
-        };
-        assert!(!when.covers(1, Duration::from_secs(1)));
-        assert!(when.covers(1, Duration::from_secs(2)));
-        assert!(when.covers(2, Duration::from_secs(4)));
-        assert!(!when.covers(3, Duration::from_secs(4)));
-        assert!(!when.covers(1, Duration::from_secs(5)));
-        assert!(Activation::ALWAYS.covers(1000, Duration::from_secs(1000)));
-    }
 
     #[test]
     fn a_session_gets_only_the_rules_that_cover_it() {

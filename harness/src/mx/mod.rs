@@ -40,7 +40,7 @@ mod snapshots;
 #[cfg(test)]
 mod tests;
 
-pub use behaviour::{Activation, Cut, Extensions, ListenerBehaviour, StageAction, StageRule};
+pub use behaviour::{Cut, Extensions, ListenerBehaviour, StageAction, StageRule};
 pub use builder::MxBuilder;
 pub use policy::{GreylistKey, Policy, PolicyContext, PolicyDns, PolicyState};
 pub use stage::SmtpStage;
