@@ -34,6 +34,11 @@ impl ScenarioClock {
     pub fn elapsed(&self) -> Duration {
         self.0.get().map_or(Duration::ZERO, Instant::elapsed)
     }
+
+    /// Waits until the clock reads `at` (starting it now if it has not started).
+    pub async fn sleep_until(&self, at: Duration) {
+        tokio::time::sleep_until(self.start() + at).await;
+    }
 }
 
 /// How many seconds of world time pass per second of wall time: `x1` (the real clock, written

@@ -131,7 +131,7 @@ pub async fn explore(
     )
     .await?;
     let mut faults = FaultTimeline::new(&plan.net_faults, log.clone());
-    faults.catch_up(&lab.topology, Duration::ZERO).await?;
+    faults.catch_up(&lab.topology, &clock).await?;
     clock.start();
     println!("{}", world::describe(&plan, sut));
     let namespace = lab.topology.host("sut").expect("the plan has a sut host");
@@ -307,8 +307,8 @@ pub async fn run_with(
     });
 
     let mut faults = FaultTimeline::new(&plan.net_faults, log.clone());
-    faults.catch_up(&lab.topology, Duration::ZERO).await?;
-    let start = clock.start();
+    faults.catch_up(&lab.topology, &clock).await?;
+    clock.start();
     for planned in &plan.messages {
         lab.sut.inject(&planned.message).await?;
     }
@@ -327,7 +327,7 @@ pub async fn run_with(
         () = selfcheck::watch_processes(pid_namespace.as_deref(), &mut processes) => unreachable!("it stays pending"),
         finished = log.wait_for(deadline, |events, now| finish::all_settled(events, &plan, now)) => finished,
         () = ask_queue_once_accepted(running_sut.as_ref(), log, &plan, deadline) => unreachable!("it stays pending"),
-        failed = faults.drive(&lab.topology, start, || async {
+        failed = faults.drive(&lab.topology, &clock, || async {
             if !kick_on_heal {
                 return;
             }

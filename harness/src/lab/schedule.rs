@@ -2,9 +2,8 @@
 
 use std::time::Duration;
 
-use tokio::time::Instant;
-
 use super::LabError;
+use crate::clock::ScenarioClock;
 use crate::events::{EventKind, EventLog};
 use crate::faults::{self, InstalledFault};
 use crate::plan::NetFaultPlan;
@@ -46,13 +45,14 @@ impl<'p> FaultTimeline<'p> {
         }
     }
 
-    /// Performs every step due at or before `elapsed` since `start`; returns whether a fault
-    /// was healed (so the SUT can be told to retry).
+    /// Performs every step due at or before what `clock` reads now (zero before it starts);
+    /// returns whether a fault was healed (so the SUT can be told to retry).
     pub async fn catch_up(
         &mut self,
         topology: &netns::Topology,
-        elapsed: Duration,
+        clock: &ScenarioClock,
     ) -> Result<bool, LabError> {
+        let elapsed = clock.elapsed();
         let mut healed = false;
         while let Some(&(at, step)) = self.steps.first() {
             if at > elapsed {
@@ -81,17 +81,18 @@ impl<'p> FaultTimeline<'p> {
         Ok(healed)
     }
 
-    /// When the next step is due, relative to the start; `None` when all are done.
+    /// When the next step is due on the scenario clock; `None` when all are done.
     pub fn next_due(&self) -> Option<Duration> {
         self.steps.first().map(|(at, _)| *at)
     }
 
-    /// Runs the remaining steps on time, calling `on_heal` after each healing. Never returns
-    /// `Ok` before every step is done; after that it stays pending.
+    /// Runs the remaining steps on time on `clock` (the scenario clock the DNS and SMTP faults
+    /// read too), calling `on_heal` after each healing. Never returns `Ok` before every step is
+    /// done; after that it stays pending.
     pub async fn drive<F, Fut>(
         &mut self,
         topology: &netns::Topology,
-        start: Instant,
+        clock: &ScenarioClock,
         mut on_heal: F,
     ) -> Result<(), LabError>
     where
@@ -99,8 +100,8 @@ impl<'p> FaultTimeline<'p> {
         Fut: std::future::Future<Output = ()>,
     {
         while let Some(due) = self.next_due() {
-            tokio::time::sleep_until(start + due).await;
-            if self.catch_up(topology, start.elapsed()).await? {
+            clock.sleep_until(due).await;
+            if self.catch_up(topology, clock).await? {
                 on_heal().await;
             }
         }
