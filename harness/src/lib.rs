@@ -48,15 +48,15 @@
 //! (`no_run`: it needs network namespaces. `tests/builder.rs` runs the same code against
 //! Postfix.)
 
-pub mod capture;
-pub mod chaos;
+pub(crate) mod capture;
+pub(crate) mod chaos;
 pub mod cli;
 pub mod clock;
 pub mod dns;
 pub mod events;
 pub mod family;
 pub mod faults;
-pub mod gc;
+pub(crate) mod gc;
 pub mod lab;
 pub mod mx;
 pub mod observe;
