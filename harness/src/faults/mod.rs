@@ -1,5 +1,9 @@
 //! Network faults: installing a planned [`NetFaultPlan`] in a built topology, and healing it.
 //!
+//! A shape (`net = { delay = "200ms", ... }`) is the userspace path shaper of
+//! [`netns::Shaper`]: a TUN device in the router and policy rules that steer the family's
+//! traffic between the SUT and the host through it (see `shape.rs`).
+//!
 //! Every kind but `no-route` lives in the router namespace, in an nftables table of its own
 //! (`inet mxlab_fault_<index>`, applied with `nft -f -` as one transaction); `pmtu-blackhole`
 //! adds a routing table (1000 + index) with MTU-1280 routes and two policy rules. `no-route`
@@ -13,8 +17,9 @@
 //! table atomically either way.
 
 mod nft;
+mod shape;
 
-use netns::{Firewall, Route, Routes, Rule, Topology};
+use netns::{Firewall, Route, Routes, Rule, Shaper, Topology};
 
 use crate::plan::NetFaultPlan;
 use crate::scenario::NetFault;
@@ -29,7 +34,10 @@ const PMTU_TABLE_BASE: u32 = 1000;
 /// SUT has no route at all: there are no connections to count) and `pmtu-blackhole` (the MTU
 /// is a route property, not a per-connection one).
 pub fn supports_first(kind: NetFault) -> bool {
-    !matches!(kind, NetFault::NoRoute | NetFault::PmtuBlackhole)
+    !matches!(
+        kind,
+        NetFault::NoRoute | NetFault::PmtuBlackhole | NetFault::Shape(_)
+    )
 }
 
 /// Why a fault could not be installed or healed.
@@ -81,6 +89,8 @@ pub struct InstalledFault {
     added_rules: Vec<Rule>,
     /// Removed by install: re-added by heal.
     removed_routes: Vec<Route>,
+    /// The path shaper of a shape fault.
+    shaper: Option<Shaper>,
 }
 
 impl InstalledFault {
@@ -89,8 +99,14 @@ impl InstalledFault {
         &self.description
     }
 
-    /// Removes the fault: deletes its nft table, its rules and routes, and restores removed
-    /// routes. Every step is attempted; the first failure is returned.
+    /// What the path shaper of a shape fault has done so far.
+    pub fn shaper_stats(&self) -> Option<netns::ShaperStats> {
+        self.shaper.as_ref().map(Shaper::stats)
+    }
+
+    /// Removes the fault: deletes its nft table, its rules and routes, restores removed
+    /// routes and stops its path shaper. Every step is attempted; the first failure is
+    /// returned.
     pub async fn heal(mut self) -> Result<(), FaultError> {
         let mut first_error = None;
         let mut note = |result: Result<(), netns::Error>, action: String| {
@@ -122,6 +138,9 @@ impl InstalledFault {
                     format!("heal: restore route {}", route.describe()),
                 );
             }
+        }
+        if let Some(shaper) = self.shaper.take() {
+            note(shaper.remove().await, "heal: remove the path shaper".into());
         }
         if let Some((firewall, table)) = self.table.take() {
             note(
@@ -161,7 +180,7 @@ pub async fn install(
     if let Some(n) = fault.first {
         if !supports_first(fault.kind) {
             return Err(unsupported(format!(
-                "`first = {n}` is not supported with {}: it breaks routes, not connections",
+                "`first = {n}` is not supported with {}: it changes a path, not connections",
                 fault.kind
             )));
         }
@@ -177,6 +196,7 @@ pub async fn install(
         added_routes: Vec::new(),
         added_rules: Vec::new(),
         removed_routes: Vec::new(),
+        shaper: None,
     };
     match install_parts(topology, fault, index, &mut installed).await {
         Ok(()) => {
@@ -245,6 +265,14 @@ async fn install_parts(
             )))?;
             installed.removed_routes.push(route);
         }
+        return Ok(());
+    }
+
+    if let NetFault::Shape(shape) = &fault.kind {
+        let shaper = shape::install(topology, fault, shape, index)
+            .await
+            .map_err(system("start the path shaper"))?;
+        installed.shaper = Some(shaper);
         return Ok(());
     }
 
