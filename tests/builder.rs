@@ -9,17 +9,17 @@ use std::time::Duration;
 use mxlab::family::Family;
 use mxlab::lab;
 use mxlab::report::console;
-use mxlab::scenario::ScenarioBuilder;
+use mxlab::scenario::{NetFault, Outcome, ScenarioBuilder};
 use mxlab::sut::SutKind;
 use mxlab::verdict::Status;
 
 async fn an_mx_that_resets_ipv6_connections_makes_postfix_use_ipv4() {
     let scenario = ScenarioBuilder::new("example/v6-reset", "IPv6 connections to mx1 are reset")
         .mx("mx1", "example.test", 10)
-        .net_fault("mx1", Some(Family::Ipv6), "reset")
+        .net_fault("mx1", Some(Family::Ipv6), NetFault::Reset)
         .sut_setting("postfix", "smtp_address_preference", "ipv6")
         .message("alice@sender.test", &["bob@example.test"])
-        .expect("delivered")
+        .outcome(Outcome::Delivered)
         .via(Family::Ipv4)
         .tried(&[Family::Ipv6])
         .within(Duration::from_secs(5))

@@ -263,7 +263,7 @@ PROBE_ENV = "{{listen_port}}"
     let scenario = mxlab::scenario::ScenarioBuilder::new("probe/instance", "what an instance sees")
         .mx("mx1", "example.test", 10)
         .message("alice@sender.test", &["bob@example.test"])
-        .expect("delivered")
+        .outcome(mxlab::scenario::Outcome::Delivered)
         .within(std::time::Duration::from_secs(1))
         .build()
         .map_err(|e| e.to_string())?;
@@ -309,7 +309,7 @@ fn an_ipv6_only_postfix_runs_to_a_verdict() -> Result<(), Failed> {
         .mx("mx1", "example.test", 10)
         .sut_setting("postfix", "inet_protocols", "ipv6")
         .message("alice@sender.test", &["bob@example.test"])
-        .expect("delivered")
+        .outcome(mxlab::scenario::Outcome::Delivered)
         .via(Family::Ipv6)
         .within(std::time::Duration::from_secs(600))
         .build()

@@ -710,7 +710,7 @@ async fn doctor_sut(sut: &SutKind) -> bool {
     )
     .mx("mx1", "example.test", 10)
     .message("alice@sender.test", &["bob@example.test"])
-    .expect("delivered")
+    .outcome(crate::scenario::Outcome::Delivered)
     .within(std::time::Duration::from_secs(600))
     .build()
     .expect("the doctor's scenario is valid");

@@ -92,8 +92,9 @@ pub fn rng(seed: u64) -> TestRng {
     TestRng::from_seed(RngAlgorithm::ChaCha, &bytes)
 }
 
-/// The worlds a seed draws, in order (for showing and testing reproducibility).
-pub fn worlds(seed: u64, count: usize) -> Vec<World> {
+/// The worlds a seed draws, in order (for testing reproducibility).
+#[cfg(test)]
+fn worlds(seed: u64, count: usize) -> Vec<World> {
     let mut runner = TestRunner::new_with_rng(Config::default(), rng(seed));
     (0..count)
         .map(|_| {

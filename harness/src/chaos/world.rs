@@ -426,13 +426,6 @@ impl World {
             )
         })
     }
-
-    /// Whether some address refuses permanently at some point (a 5xx the sender may bounce on).
-    pub fn has_permanent(&self) -> bool {
-        self.applied()
-            .iter()
-            .any(|fault| matches!(fault.kind, FaultKind::Smtp(_, Refusal::Permanent)))
-    }
 }
 
 #[cfg(test)]

@@ -6,14 +6,14 @@
 //! ```
 //! use std::time::Duration;
 //! use mxlab::family::Family;
-//! use mxlab::scenario::ScenarioBuilder;
+//! use mxlab::scenario::{Outcome, ScenarioBuilder, SmtpStage};
 //!
 //! let scenario = ScenarioBuilder::new("smtp/v6-421", "421 on IPv6 only")
 //!     .mx("mx1", "example.test", 10)
-//!     .smtp_fault("mx1", Some(Family::Ipv6), "greeting", "421 4.3.2 busy")
+//!     .smtp_fault("mx1", Some(Family::Ipv6), SmtpStage::Greeting, "421 4.3.2 busy")
 //!     .sut_setting("postfix", "smtp_address_preference", "ipv6")
 //!     .message("alice@sender.test", &["bob@example.test"])
-//!     .expect("delivered")
+//!     .outcome(Outcome::Delivered)
 //!     .via(Family::Ipv4)
 //!     .tried(&[Family::Ipv6])
 //!     .within(Duration::from_secs(10))
@@ -27,7 +27,7 @@ use std::time::Duration;
 
 use toml::{Table, Value};
 
-use super::{parse, Scenario, ScenarioError};
+use super::{parse, NetFault, Outcome, Scenario, ScenarioError, SmtpStage};
 use crate::family::Family;
 
 /// Builds a [`Scenario`] step by step.
@@ -91,20 +91,26 @@ impl ScenarioBuilder {
         fault
     }
 
-    /// The fake MX answers `reply` at `stage` (e.g. `greeting`).
-    pub fn smtp_fault(self, host: &str, family: Option<Family>, stage: &str, reply: &str) -> Self {
+    /// The fake MX answers `reply` at `stage`.
+    pub fn smtp_fault(
+        self,
+        host: &str,
+        family: Option<Family>,
+        stage: SmtpStage,
+        reply: &str,
+    ) -> Self {
         let mut fault = Self::fault(host, family);
         let mut smtp = Table::new();
-        smtp.insert("stage".into(), stage.into());
+        smtp.insert("stage".into(), toml_value(&stage));
         smtp.insert("reply".into(), reply.into());
         fault.insert("smtp".into(), Value::Table(smtp));
         self.push("fault", fault)
     }
 
-    /// A network fault such as `blackhole` or `reset` on the path to `host`.
-    pub fn net_fault(self, host: &str, family: Option<Family>, kind: &str) -> Self {
+    /// A network fault such as [`NetFault::Blackhole`] on the path to `host`.
+    pub fn net_fault(self, host: &str, family: Option<Family>, kind: NetFault) -> Self {
         let mut fault = Self::fault(host, family);
-        fault.insert("net".into(), kind.into());
+        fault.insert("net".into(), toml_value(&kind));
         self.push("fault", fault)
     }
 
@@ -136,9 +142,9 @@ impl ScenarioBuilder {
         self.push("message", message)
     }
 
-    /// The expected outcome: `delivered`, `bounced` or `deferred`.
-    pub fn expect(mut self, outcome: &str) -> Self {
-        self.expect.insert("outcome".into(), outcome.into());
+    /// The expected outcome.
+    pub fn outcome(mut self, outcome: Outcome) -> Self {
+        self.expect.insert("outcome".into(), toml_value(&outcome));
         self
     }
 
@@ -179,6 +185,11 @@ impl ScenarioBuilder {
     }
 }
 
+/// A scenario value as the file spells it.
+fn toml_value<T: serde::Serialize>(value: &T) -> Value {
+    Value::try_from(value).expect("scenario enums serialize to TOML")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -187,9 +198,9 @@ mod tests {
     fn a_built_scenario_is_validated_like_a_file() {
         let err = ScenarioBuilder::new("x", "d")
             .mx("mx1", "example.test", 10)
-            .net_fault("mx9", None, "blackhole")
+            .net_fault("mx9", None, NetFault::Blackhole)
             .message("alice@sender.test", &["bob@example.test"])
-            .expect("delivered")
+            .outcome(Outcome::Delivered)
             .build()
             .unwrap_err()
             .to_string();
@@ -197,14 +208,59 @@ mod tests {
     }
 
     #[test]
+    fn every_fault_stage_and_outcome_reaches_the_scenario_as_given() {
+        let kinds = [
+            NetFault::Blackhole,
+            NetFault::SynDrop,
+            NetFault::Reset,
+            NetFault::Unreachable,
+            NetFault::Prohibit,
+            NetFault::NoRoute,
+            NetFault::PmtuBlackhole,
+            NetFault::Loss { percent: 30 },
+        ];
+        for kind in kinds {
+            // `no-route` acts on the SUT's own routes, every other kind on the path to an MX.
+            let host = if kind == NetFault::NoRoute {
+                "sut"
+            } else {
+                "mx1"
+            };
+            let scenario = ScenarioBuilder::new("net/x", "d")
+                .mx("mx1", "example.test", 10)
+                .net_fault(host, Some(Family::Ipv6), kind)
+                .message("alice@sender.test", &["bob@example.test"])
+                .outcome(Outcome::Delivered)
+                .build()
+                .unwrap_or_else(|e| panic!("{kind}: {e}"));
+            assert_eq!(
+                scenario.faults[0].net.as_ref().map(|n| *n.get_ref()),
+                Some(kind)
+            );
+        }
+        for outcome in [Outcome::Delivered, Outcome::Bounced, Outcome::Deferred] {
+            let scenario = ScenarioBuilder::new("smtp/x", "d")
+                .mx("mx1", "example.test", 10)
+                .smtp_fault("mx1", None, SmtpStage::Rcpt, "550 5.1.1 no")
+                .message("alice@sender.test", &["bob@example.test"])
+                .outcome(outcome)
+                .build()
+                .unwrap();
+            assert_eq!(scenario.expect.outcome, outcome);
+            let smtp = scenario.faults[0].smtp.as_ref().unwrap().get_ref();
+            assert_eq!(smtp.stage, Some(SmtpStage::Rcpt));
+        }
+    }
+
+    #[test]
     fn settings_and_expectations_arrive() {
         let scenario = ScenarioBuilder::new("net/x", "d")
             .tag("net")
             .mx("mx1", "example.test", 20)
-            .net_fault("mx1", Some(Family::Ipv6), "reset")
+            .net_fault("mx1", Some(Family::Ipv6), NetFault::Reset)
             .sut_setting("postfix", "smtp_address_preference", "ipv6")
             .message("alice@sender.test", &["bob@example.test"])
-            .expect("delivered")
+            .outcome(Outcome::Delivered)
             .via(Family::Ipv4)
             .within(Duration::from_millis(2500))
             .build()

@@ -449,6 +449,21 @@ impl std::fmt::Display for NetFault {
     }
 }
 
+/// The scenario file's spelling: a string, or `{ loss = PERCENT }`.
+impl Serialize for NetFault {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        match self {
+            NetFault::Loss { percent } => {
+                let mut map = serializer.serialize_map(Some(1))?;
+                map.serialize_entry("loss", percent)?;
+                map.end()
+            }
+            other => serializer.collect_str(other),
+        }
+    }
+}
+
 impl<'de> Deserialize<'de> for NetFault {
     fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
         deserializer.deserialize_any(NetFaultVisitor)
@@ -617,7 +632,7 @@ pub enum StartTls {
 }
 
 /// Stages of an SMTP session at which a fault can act.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "kebab-case")]
 pub enum SmtpStage {
     /// The server's first reply.
@@ -668,7 +683,7 @@ fn default_subject() -> String {
 }
 
 /// The end state a correct MTA reaches.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Outcome {
     /// Every message was accepted by an MX.

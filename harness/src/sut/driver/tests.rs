@@ -268,7 +268,7 @@ fn a_driver_xfail_joins_the_scenario_expectations_unless_the_scenario_has_its_ow
     let plain = crate::scenario::ScenarioBuilder::new("smtp/x", "x")
         .mx("mx1", "example.test", 10)
         .message("alice@sender.test", &["bob@example.test"])
-        .expect("delivered")
+        .outcome(crate::scenario::Outcome::Delivered)
         .build()
         .unwrap();
     let merged = sut.expectations("smtp/x", &plain.expect);
