@@ -431,7 +431,8 @@ impl Plan {
 pub struct NetFaultPlan {
     /// The fault as the scenario names it, e.g. `blackhole on mx1 ipv6`.
     pub description: String,
-    /// What kind of fault.
+    /// What kind of fault; a shape's delays and rate are in wall time (the description keeps
+    /// the scenario's world-time figures).
     pub kind: NetFault,
     /// The host it is on (`sut` for no-route).
     pub host: String,
@@ -528,7 +529,10 @@ fn net_faults(scenario: &Scenario, hosts: &[HostPlan], clock: ClockRate) -> Vec<
             let sut_address = sut.address(family).expect("the SUT has both families");
             planned.push(NetFaultPlan {
                 description: format!("{kind} on {} {family}", host.name),
-                kind,
+                kind: match kind {
+                    NetFault::Shape(shape) => NetFault::Shape(shape.to_wall(clock)),
+                    other => other,
+                },
                 host: host.name.clone(),
                 family,
                 target,

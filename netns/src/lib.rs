@@ -10,6 +10,8 @@
 //! - [`Topology`]: a router namespace plus one namespace per host, built over netlink.
 //! - [`spawn`] / [`output`]: processes inside a namespace, optionally with their own PID
 //!   namespace and resolv.conf.
+//! - [`Shaper`]: delay, jitter, reordering, duplication and a rate limit on one path, by a
+//!   userspace shaper on a TUN device in the router namespace.
 //! - [`ProcessNamespaces`] / [`run_in`] / [`enter_current_thread`]: joining namespaces that
 //!   exist (a running process's, or a network namespace on a thread).
 
@@ -19,6 +21,7 @@ mod join;
 mod namespace;
 mod process;
 mod route;
+mod shaper;
 mod topology;
 
 pub use error::Error;
@@ -27,6 +30,7 @@ pub use join::{enter_current_thread, run_in, ProcessNamespaces};
 pub use namespace::Namespace;
 pub use process::{output, spawn, Process, SpawnOptions};
 pub use route::{Route, RouteKind, Routes, Rule};
+pub use shaper::{Direction, Shape, ShapedPath, Shaper, ShaperStats};
 pub use topology::{HostSpec, LinkAddresses, Topology, TopologySpec};
 
 /// This crate's result type.

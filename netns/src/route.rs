@@ -228,8 +228,21 @@ impl Rule {
         Ok(Rule { message })
     }
 
-    /// For messages: "priority 1000 from 192.0.2.2/32 to 192.0.2.26/32 lookup 1000".
+    /// Matches only packets that arrived on the interface called `name` (`iif name`).
+    pub fn input_interface(mut self, name: &str) -> Rule {
+        self.message
+            .attributes
+            .retain(|a| !matches!(a, RuleAttribute::Iifname(_)));
+        self.message
+            .attributes
+            .push(RuleAttribute::Iifname(name.to_owned()));
+        self
+    }
+
+    /// For messages: "priority 1000 from 192.0.2.2/32 to 192.0.2.26/32 lookup 1000" (with
+    /// "iif NAME" after the priority when the rule has one).
     pub fn describe(&self) -> String {
+        let mut iif = String::new();
         let mut from = String::from("all");
         let mut to = String::from("all");
         let mut priority = 0;
@@ -242,10 +255,11 @@ impl Rule {
                 }
                 RuleAttribute::Priority(p) => priority = *p,
                 RuleAttribute::Table(t) => table = *t,
+                RuleAttribute::Iifname(name) => iif = format!(" iif {name}"),
                 _ => {}
             }
         }
-        format!("priority {priority} from {from} to {to} lookup {table}")
+        format!("priority {priority}{iif} from {from} to {to} lookup {table}")
     }
 }
 
@@ -324,6 +338,16 @@ impl Routes {
                 rtnetlink::Error::RequestFailed,
             )),
         }
+    }
+
+    /// Sets the interface with this index up.
+    pub(crate) async fn set_up(&self, index: u32) -> Result<()> {
+        self.handle
+            .link()
+            .set(rtnetlink::LinkUnspec::new_with_index(index).up().build())
+            .execute()
+            .await
+            .map_err(self.err(format!("set interface #{index} up")))
     }
 
     /// The default routes (0.0.0.0/0 or ::/0) of the main table for `ipv6 == false/true`.

@@ -1,6 +1,6 @@
 //! [`InstalledFault`]: what installing a fault changed, and healing it again.
 
-use netns::{Firewall, Route, Routes, Rule};
+use netns::{Firewall, Route, Routes, Rule, Shaper, ShaperStats};
 
 use super::FaultError;
 
@@ -21,6 +21,8 @@ pub struct InstalledFault {
     pub(super) added_rules: Vec<Rule>,
     /// Removed by install: re-added by heal.
     pub(super) removed_routes: Vec<Route>,
+    /// The path shaper of a shape fault.
+    pub(super) shaper: Option<Shaper>,
 }
 
 impl InstalledFault {
@@ -33,6 +35,7 @@ impl InstalledFault {
             added_routes: Vec::new(),
             added_rules: Vec::new(),
             removed_routes: Vec::new(),
+            shaper: None,
         }
     }
 
@@ -41,8 +44,13 @@ impl InstalledFault {
         &self.description
     }
 
-    /// Removes the fault: deletes its nft table, its rules and routes, and restores removed
-    /// routes. Every step is attempted; the first failure is returned.
+    /// What the path shaper of a shape fault has done so far.
+    pub fn shaper_stats(&self) -> Option<ShaperStats> {
+        self.shaper.as_ref().map(Shaper::stats)
+    }
+
+    /// Removes the fault: deletes its nft table, its rules and routes, restores removed routes
+    /// and stops its path shaper. Every step is attempted; the first failure is returned.
     pub async fn heal(mut self) -> Result<(), FaultError> {
         let mut first_error = None;
         let mut note = |result: Result<(), netns::Error>, action: String| {
@@ -74,6 +82,9 @@ impl InstalledFault {
                     format!("heal: restore route {}", route.describe()),
                 );
             }
+        }
+        if let Some(shaper) = self.shaper.take() {
+            note(shaper.remove().await, "heal: remove the path shaper".into());
         }
         if let Some((firewall, table)) = self.table.take() {
             note(

@@ -1,5 +1,9 @@
 //! Network faults: installing a planned [`NetFaultPlan`] in a built topology, and healing it.
 //!
+//! A shape (`net = { delay = "200ms", ... }`) is the userspace path shaper of
+//! [`netns::Shaper`]: a TUN device in the router and policy rules that steer the family's
+//! traffic between the SUT and the host through it (see `shape.rs`).
+//!
 //! Every kind but `no-route` lives in the router namespace, in an nftables table of its own
 //! (`inet mxlab_fault_<index>`, applied with `nft -f -` as one transaction); `pmtu-blackhole`
 //! adds a routing table (1000 + index) with MTU-1280 routes and two policy rules. `no-route`
@@ -20,6 +24,7 @@ mod installed;
 mod nft;
 mod no_route;
 mod pmtu;
+mod shape;
 
 pub use installed::InstalledFault;
 pub use pmtu::PMTU_BLACKHOLE_MTU;
@@ -33,7 +38,10 @@ use crate::scenario::NetFault;
 /// SUT has no route at all: there are no connections to count) and `pmtu-blackhole` (the MTU
 /// is a route property, not a per-connection one).
 pub fn supports_first(kind: NetFault) -> bool {
-    !matches!(kind, NetFault::NoRoute | NetFault::PmtuBlackhole)
+    !matches!(
+        kind,
+        NetFault::NoRoute | NetFault::PmtuBlackhole | NetFault::Shape(_)
+    )
 }
 
 /// Why a fault could not be installed or healed.
@@ -89,7 +97,7 @@ pub async fn install(
     if let Some(n) = fault.activation.first {
         if !supports_first(fault.kind) {
             return Err(unsupported(format!(
-                "`first = {n}` is not supported with {}: it breaks routes, not connections",
+                "`first = {n}` is not supported with {}: it changes a path, not connections",
                 fault.kind
             )));
         }
@@ -135,6 +143,13 @@ async fn install_parts(
 ) -> Result<(), FaultError> {
     if fault.kind == NetFault::NoRoute {
         return no_route::install(topology, fault, installed).await;
+    }
+    if let NetFault::Shape(shape) = &fault.kind {
+        let shaper = shape::install(topology, fault, shape, index)
+            .await
+            .map_err(system(fault, "start the path shaper"))?;
+        installed.shaper = Some(shaper);
+        return Ok(());
     }
     nft::install(topology, fault, index, installed)?;
     if fault.kind == NetFault::PmtuBlackhole {

@@ -19,7 +19,7 @@ pub(crate) fn table_name(index: usize) -> String {
 }
 
 /// The script that creates the fault's table, or `None` when the fault needs no nftables
-/// (no-route). `first` must already have been checked to be supported by the kind.
+/// (no-route, shape). `first` must already have been checked to be supported by the kind.
 pub(crate) fn script(fault: &NetFaultPlan, index: usize) -> Option<String> {
     let ip = match fault.target {
         IpAddr::V4(_) => "ip",
@@ -57,7 +57,7 @@ pub(crate) fn script(fault: &NetFaultPlan, index: usize) -> Option<String> {
     };
     let mut output: Vec<String> = Vec::new();
     match fault.kind {
-        NetFault::NoRoute => return None,
+        NetFault::NoRoute | NetFault::Shape(_) => return None,
         NetFault::Blackhole => forward.push(format!("{to_target} drop")),
         NetFault::SynDrop => forward.push(format!(
             "{to_target} tcp dport {port} tcp flags & (syn | ack) == syn drop"

@@ -9,6 +9,7 @@ mod duration;
 mod error;
 mod load;
 mod model;
+mod shape;
 mod validate;
 
 #[cfg(test)]
@@ -24,4 +25,5 @@ pub use model::{
     PolicySpec, PtrFault, RouteSpec, Scenario, SmtpAction, SmtpFault, SmtpStage, StartTls, Window,
     Xfail,
 };
+pub use shape::{NetShape, Rate, ShapeDirection};
 pub use validate::{zone_origins, MAX_MX_HOSTS, SENDER_DOMAIN};

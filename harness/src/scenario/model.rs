@@ -423,11 +423,14 @@ pub enum NetFault {
         /// 1 to 100.
         percent: u8,
     },
+    /// Delay with jitter, reordering, duplication and a rate limit on the path, by the
+    /// userspace shaper in the router (`net = { delay = "200ms", ... }`).
+    Shape(super::NetShape),
 }
 
 impl NetFault {
     /// The spellings allowed in scenario files.
-    pub const ALLOWED: &'static str = "\"blackhole\", \"syn-drop\", \"reset\", \"unreachable\", \"prohibit\", \"no-route\", \"pmtu-blackhole\" or { loss = PERCENT }";
+    pub const ALLOWED: &'static str = "\"blackhole\", \"syn-drop\", \"reset\", \"unreachable\", \"prohibit\", \"no-route\", \"pmtu-blackhole\", { loss = PERCENT } or a shape { delay, jitter, reorder, duplicate, rate, direction, seed }";
 }
 
 impl std::fmt::Display for NetFault {
@@ -441,6 +444,7 @@ impl std::fmt::Display for NetFault {
             NetFault::NoRoute => f.write_str("no-route"),
             NetFault::PmtuBlackhole => f.write_str("pmtu-blackhole"),
             NetFault::Loss { percent } => write!(f, "loss {percent}%"),
+            NetFault::Shape(shape) => shape.fmt(f),
         }
     }
 }
@@ -495,27 +499,34 @@ impl<'de> serde::de::Visitor<'de> for NetFaultVisitor {
 
     fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<NetFault, A::Error> {
         use serde::de::Error;
-        let mut percent = None;
+        let mut entries: Vec<(String, toml::Value)> = Vec::new();
         while let Some(key) = map.next_key::<String>()? {
-            match key.as_str() {
-                "loss" => percent = Some(map.next_value::<i64>()?),
-                other => {
-                    return Err(A::Error::custom(format!(
-                        "unknown network fault `{other}`; allowed: {}",
-                        NetFault::ALLOWED
-                    )))
-                }
+            let value = map.next_value::<toml::Value>()?;
+            if key != "loss" && !super::NetShape::is_key(&key) {
+                return Err(A::Error::custom(format!(
+                    "unknown network fault `{key}`; allowed: {}",
+                    NetFault::ALLOWED
+                )));
             }
+            entries.push((key, value));
         }
-        match percent {
-            Some(p @ 1..=100) => Ok(NetFault::Loss { percent: p as u8 }),
-            Some(p) => Err(A::Error::custom(format!(
-                "loss = {p} is out of range: give a percentage from 1 to 100"
-            ))),
-            None => Err(A::Error::custom(format!(
+        match entries.as_slice() {
+            [] => Err(A::Error::custom(format!(
                 "empty network fault; allowed: {}",
                 NetFault::ALLOWED
             ))),
+            [(key, value)] if key == "loss" => match value.as_integer() {
+                Some(p @ 1..=100) => Ok(NetFault::Loss { percent: p as u8 }),
+                _ => Err(A::Error::custom(format!(
+                    "loss = {value} is out of range: give a percentage from 1 to 100"
+                ))),
+            },
+            _ if entries.iter().any(|(key, _)| key == "loss") => Err(A::Error::custom(
+                "`loss` stands alone: shape the path in a [[fault]] of its own",
+            )),
+            _ => super::NetShape::from_entries(&entries)
+                .map(NetFault::Shape)
+                .map_err(A::Error::custom),
         }
     }
 }

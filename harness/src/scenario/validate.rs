@@ -315,8 +315,11 @@ fn validate_faults(scenario: &Scenario) -> Result<(), Problem> {
                     "first = 0 would never apply the fault: give 1 or more, or leave it out".into(),
                 ));
             }
-            if matches!(kind, Kind::Net(NetFault::NoRoute | NetFault::PmtuBlackhole)) {
-                return Err(problem(first, "`first` does not apply to no-route and pmtu-blackhole: they are not per connection; use `window`".into()));
+            if matches!(
+                kind,
+                Kind::Net(NetFault::NoRoute | NetFault::PmtuBlackhole | NetFault::Shape(_))
+            ) {
+                return Err(problem(first, "`first` does not apply to no-route, pmtu-blackhole and shapes: they are not per connection; use `window`".into()));
             }
         }
     }
@@ -808,6 +811,33 @@ outcome = "delivered"
     fn loss_must_be_a_percentage() {
         let message = error_with("[[fault]]\non = \"mx1\"\nnet = { loss = 120 }");
         assert!(message.contains("loss = 120 is out of range"), "{message}");
+    }
+
+    #[test]
+    fn a_shape_parses_and_its_mistakes_name_line_and_column() {
+        let text = format!(
+            "{BASE}\n[[fault]]\non = \"mx1\"\nnet = {{ delay = \"200ms\", jitter = \"50ms\", rate = \"10kB/s\", seed = 7 }}"
+        );
+        let scenario = parse(Path::new("s.toml"), &text).unwrap();
+        let Some(crate::scenario::NetFault::Shape(shape)) =
+            scenario.faults[0].net.as_ref().map(|n| *n.get_ref())
+        else {
+            panic!("a shape")
+        };
+        assert_eq!(shape.delay, std::time::Duration::from_millis(200));
+        assert_eq!(shape.rate.unwrap().bytes_per_second, 10_000);
+        let message =
+            error_with("[[fault]]\non = \"mx1\"\nnet = { delay = \"10ms\", jitter = \"20ms\" }");
+        assert!(
+            message.starts_with("s.toml:17:7: jitter 20ms is larger than the delay 10ms"),
+            "{message}"
+        );
+        let message = error_with("[[fault]]\non = \"mx1\"\nnet = { delay = \"1s\", lag = 3 }");
+        assert!(message.contains("unknown network fault `lag`"), "{message}");
+        let message = error_with("[[fault]]\non = \"mx1\"\nnet = { delay = \"1s\" }\nfirst = 1");
+        assert!(message.contains("`first` does not apply"), "{message}");
+        let message = error_with("[[fault]]\non = \"mx1\"\nnet = { loss = 5, delay = \"1s\" }");
+        assert!(message.contains("`loss` stands alone"), "{message}");
     }
 
     #[test]
