@@ -6,6 +6,7 @@ mod common;
 
 use std::time::Duration;
 
+use mxlab::clock::ClockRate;
 use mxlab::family::Family;
 use mxlab::lab;
 use mxlab::report::console;
@@ -15,6 +16,9 @@ use mxlab::verdict::Status;
 
 async fn an_mx_that_resets_ipv6_connections_makes_postfix_use_ipv4() {
     let scenario = ScenarioBuilder::new("example/v6-reset", "IPv6 connections to mx1 are reset")
+        // The refusal is immediate: on the real clock `within` measures Postfix, not how far an
+        // accelerated clock multiplies a loaded machine's scheduling delays.
+        .clock(ClockRate::REAL)
         .mx("mx1", "example.test", 10)
         .net_fault("mx1", Some(Family::Ipv6), NetFault::Reset)
         .sut_setting("postfix", "smtp_address_preference", "ipv6")

@@ -28,6 +28,7 @@ use std::time::Duration;
 use toml::{Table, Value};
 
 use super::{parse, NetFault, Outcome, Scenario, ScenarioError, SmtpStage};
+use crate::clock::ClockRate;
 use crate::family::Family;
 
 /// Builds a [`Scenario`] step by step.
@@ -58,6 +59,12 @@ impl ScenarioBuilder {
         if let Value::Array(items) = list {
             items.push(Value::Table(entry));
         }
+        self
+    }
+
+    /// The world clock's rate (`clock = "x100"` or `"real"` in a file).
+    pub fn clock(mut self, rate: ClockRate) -> Self {
+        self.root.insert("clock".into(), rate.to_string().into());
         self
     }
 
@@ -193,6 +200,7 @@ fn toml_value<T: serde::Serialize>(value: &T) -> Value {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::scenario::{NetShape, Rate, ShapeDirection};
 
     #[test]
     fn a_built_scenario_is_validated_like_a_file() {
@@ -218,6 +226,17 @@ mod tests {
             NetFault::NoRoute,
             NetFault::PmtuBlackhole,
             NetFault::Loss { percent: 30 },
+            NetFault::Shape(NetShape {
+                delay: Duration::from_millis(200),
+                jitter: Duration::from_millis(50),
+                reorder: 10,
+                duplicate: 20,
+                rate: Some(Rate {
+                    bytes_per_second: 1_250,
+                }),
+                direction: ShapeDirection::From,
+                seed: 7,
+            }),
         ];
         for kind in kinds {
             // `no-route` acts on the SUT's own routes, every other kind on the path to an MX.
@@ -271,5 +290,19 @@ mod tests {
         assert_eq!(scenario.sut["postfix"]["smtp_address_preference"], "ipv6");
         assert_eq!(scenario.expect.via, Some(Family::Ipv4));
         assert_eq!(scenario.expect.within.0, Duration::from_millis(2500));
+    }
+
+    #[test]
+    fn the_clock_rate_reaches_the_scenario_as_given() {
+        for rate in ["real", "x100", "x20"] {
+            let scenario = ScenarioBuilder::new("net/x", "d")
+                .clock(rate.parse().unwrap())
+                .mx("mx1", "example.test", 10)
+                .message("alice@sender.test", &["bob@example.test"])
+                .outcome(Outcome::Delivered)
+                .build()
+                .unwrap_or_else(|e| panic!("{rate}: {e}"));
+            assert_eq!(scenario.clock.map(|c| c.to_string()).as_deref(), Some(rate));
+        }
     }
 }

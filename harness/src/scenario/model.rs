@@ -459,6 +459,7 @@ impl Serialize for NetFault {
                 map.serialize_entry("loss", percent)?;
                 map.end()
             }
+            NetFault::Shape(shape) => shape.serialize(serializer),
             other => serializer.collect_str(other),
         }
     }

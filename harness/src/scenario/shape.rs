@@ -198,6 +198,36 @@ impl NetShape {
     }
 }
 
+/// Writes the scenario file's spelling (only the keys that differ from their default), so a
+/// shape read back is the same shape.
+impl serde::Serialize for NetShape {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        use serde::ser::SerializeMap;
+        let mut map = serializer.serialize_map(None)?;
+        if !self.delay.is_zero() {
+            map.serialize_entry("delay", &humantime::format_duration(self.delay).to_string())?;
+        }
+        if !self.jitter.is_zero() {
+            map.serialize_entry(
+                "jitter",
+                &humantime::format_duration(self.jitter).to_string(),
+            )?;
+        }
+        if self.reorder > 0 {
+            map.serialize_entry("reorder", &self.reorder)?;
+        }
+        if self.duplicate > 0 {
+            map.serialize_entry("duplicate", &self.duplicate)?;
+        }
+        if let Some(rate) = self.rate {
+            map.serialize_entry("rate", &rate.to_string())?;
+        }
+        map.serialize_entry("direction", &self.direction.to_string())?;
+        map.serialize_entry("seed", &self.seed)?;
+        map.end()
+    }
+}
+
 impl fmt::Display for NetShape {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.write_str("shape")?;
