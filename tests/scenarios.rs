@@ -203,7 +203,7 @@ fn main() {
         for file in &files {
             let scenario = scenario::load(file).unwrap_or_else(|err| panic!("{err}"));
             for mutant in &scenario.mutants {
-                if mutant.sut.get_ref().runs_with(&sut) {
+                if sut.brings_along(*mutant.sut.get_ref()) {
                     trials.push(mutant_trial(
                         scenario.clone(),
                         mutant.clone(),

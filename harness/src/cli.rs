@@ -227,7 +227,7 @@ impl Job<'_> {
         match *self {
             Job::Scenario(scenario, sut) => options.watch_limit(scenario, sut),
             Job::Mutant(scenario, mutant) => {
-                options.watch_limit(scenario, &mutant.sut.get_ref().kind())
+                options.watch_limit(scenario, &SutKind::from(*mutant.sut.get_ref()))
             }
         }
     }
@@ -247,7 +247,7 @@ fn jobs<'a>(scenarios: &'a [Scenario], suts: &'a [SutKind], mutants: bool) -> Ve
             jobs.push(Job::Scenario(scenario, sut));
             let (now, later) = mutants_left
                 .into_iter()
-                .partition(|mutant| mutant.sut.get_ref().runs_with(sut));
+                .partition(|mutant| sut.brings_along(*mutant.sut.get_ref()));
             mutants_left = later;
             jobs.extend(now.into_iter().map(|mutant| Job::Mutant(scenario, mutant)));
         }

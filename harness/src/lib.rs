@@ -49,6 +49,7 @@
 //! Postfix.)
 
 pub mod activation;
+pub mod bugs;
 pub(crate) mod capture;
 pub(crate) mod chaos;
 pub mod cli;

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use super::{run_with, RunOptions, RunReport};
 use crate::scenario::{Mutant, Scenario};
+use crate::sut::SutKind;
 use crate::verdict::{Failure, Status, Verdict};
 
 /// What a mutant's run showed.
@@ -57,7 +58,7 @@ pub fn mutant_sut_name(mutant: &Mutant) -> String {
 /// Runs `mutant` of `scenario` and judges it: the report's verdict passes when the mutant was
 /// killed, fails when it survived and is an error when the harness could not run it.
 pub async fn run_mutant(scenario: &Scenario, mutant: &Mutant, options: &RunOptions) -> RunReport {
-    let (mutated, sut) = mutant.apply(scenario);
+    let (mutated, sut) = (mutant.apply(scenario), SutKind::from(*mutant.sut.get_ref()));
     let report = run_with(&mutated, &sut, options)
         .await
         .unwrap_or_else(|err| RunReport::harness_error(&mutated, &sut, options, &err));

@@ -90,9 +90,9 @@ impl Mutant {
         }
     }
 
-    /// The scenario and SUT the mutant runs: `scenario` with the mutant's settings merged over
-    /// its `[sut.NAME]`, and the mutated SUT.
-    pub fn apply(&self, scenario: &Scenario) -> (Scenario, crate::sut::SutKind) {
+    /// The scenario the mutant runs: `scenario` with the mutant's settings merged over its
+    /// `[sut.NAME]`. The mutated SUT is `SutKind::from(mutant.sut)`.
+    pub fn apply(&self, scenario: &Scenario) -> Scenario {
         let mut mutated = scenario.clone();
         let sut = self.sut.get_ref();
         if !self.settings.get_ref().is_empty() {
@@ -102,7 +102,7 @@ impl Mutant {
                 .or_default()
                 .extend(self.settings.get_ref().clone());
         }
-        (mutated, sut.kind())
+        mutated
     }
 }
 
@@ -117,7 +117,7 @@ pub enum MutantSut {
     /// OpenSMTPD with the mutant's settings.
     Opensmtpd,
     /// The reference sender with this bug planted (`reference:BUG`).
-    Reference(crate::sut::reference::Bug),
+    Reference(crate::bugs::Bug),
 }
 
 impl MutantSut {
@@ -141,30 +141,6 @@ impl MutantSut {
             MutantSut::Reference(_) => "reference sender",
         }
     }
-
-    /// The SUT a mutant run drives.
-    pub fn kind(self) -> crate::sut::SutKind {
-        use crate::sut::SutKind;
-        match self {
-            MutantSut::Postfix => SutKind::Postfix,
-            MutantSut::Exim => SutKind::Exim,
-            MutantSut::Opensmtpd => SutKind::Opensmtpd,
-            MutantSut::Reference(bug) => SutKind::Reference(crate::sut::reference::Bugs::only(bug)),
-        }
-    }
-
-    /// Whether a run of `sut` (as chosen with `--sut`) brings this mutant along: the same MTA,
-    /// or for a `reference:BUG` mutant any reference sender.
-    pub fn runs_with(self, sut: &crate::sut::SutKind) -> bool {
-        use crate::sut::SutKind;
-        matches!(
-            (self, sut),
-            (MutantSut::Postfix, SutKind::Postfix)
-                | (MutantSut::Exim, SutKind::Exim)
-                | (MutantSut::Opensmtpd, SutKind::Opensmtpd)
-                | (MutantSut::Reference(_), SutKind::Reference(_))
-        )
-    }
 }
 
 impl TryFrom<String> for MutantSut {
@@ -183,7 +159,7 @@ impl TryFrom<String> for MutantSut {
                     format!(
                         "unknown mutant sut {other:?}; known: postfix, exim, opensmtpd, \
                          reference:BUG (BUG: {})",
-                        crate::sut::reference::bug_names()
+                        crate::bugs::bug_names()
                     )
                 }),
         }

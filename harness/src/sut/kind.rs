@@ -6,6 +6,7 @@ use std::sync::Arc;
 
 use super::reference::{bug_names, Bugs};
 use super::{DriverError, DriverFile, Exim, Opensmtpd, Postfix, RunningSut, SutContext, SutError};
+use crate::scenario::MutantSut;
 
 /// A system under test mxlab can drive.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -24,7 +25,31 @@ pub enum SutKind {
     Driver(Arc<DriverFile>),
 }
 
+impl From<MutantSut> for SutKind {
+    /// The SUT a mutant run drives: the same MTA, or the reference sender with just that bug.
+    fn from(mutant: MutantSut) -> SutKind {
+        match mutant {
+            MutantSut::Postfix => SutKind::Postfix,
+            MutantSut::Exim => SutKind::Exim,
+            MutantSut::Opensmtpd => SutKind::Opensmtpd,
+            MutantSut::Reference(bug) => SutKind::Reference(Bugs::only(bug)),
+        }
+    }
+}
+
 impl SutKind {
+    /// Whether a run of this SUT (as chosen with `--sut`) brings `mutant` along: the same MTA,
+    /// or for a `reference:BUG` mutant any reference sender.
+    pub fn brings_along(&self, mutant: MutantSut) -> bool {
+        matches!(
+            (mutant, self),
+            (MutantSut::Postfix, SutKind::Postfix)
+                | (MutantSut::Exim, SutKind::Exim)
+                | (MutantSut::Opensmtpd, SutKind::Opensmtpd)
+                | (MutantSut::Reference(_), SutKind::Reference(_))
+        )
+    }
+
     /// Every built-in SUT, as accepted on the command line.
     pub const BUILT_IN: &'static [&'static str] = &["postfix", "exim", "opensmtpd", "reference"];
 
@@ -231,6 +256,18 @@ impl FromStr for SutKind {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::bugs::Bug;
+
+    #[test]
+    fn a_mutant_drives_its_own_mta_and_comes_along_with_it_only() {
+        let never_ipv4 = MutantSut::Reference(Bug::NeverIpv4);
+        assert_eq!(SutKind::from(MutantSut::Postfix), SutKind::Postfix);
+        assert_eq!(SutKind::from(never_ipv4).name(), "reference:never-ipv4");
+        assert!(SutKind::Postfix.brings_along(MutantSut::Postfix));
+        assert!(!SutKind::Exim.brings_along(MutantSut::Postfix));
+        assert!(SutKind::Reference(Bugs::NONE).brings_along(never_ipv4));
+        assert!(!SutKind::Opensmtpd.brings_along(never_ipv4));
+    }
 
     #[test]
     fn versions_are_read_from_what_the_mta_prints() {

@@ -3,7 +3,6 @@
 
 use std::net::{IpAddr, SocketAddr};
 
-use super::bugs::{Bug, Bugs};
 use super::dns::{Lookup, Resolver};
 use super::dsn::Failed;
 use super::netio::NetIo;
@@ -11,6 +10,7 @@ use super::route::{self, MxHost};
 use super::session::{self, Envelope, RcptResult, SessionConfig};
 use super::settings::Settings;
 use super::Logger;
+use crate::bugs::{Bug, Bugs};
 use crate::sut::SutRoute;
 
 /// The SMTP port.

@@ -26,7 +26,6 @@
 //! the null sender to the original sender, delivered the same way (to `sender.test`'s MX).
 //! Every step is logged as a `reference: …` [`EventKind::SutLog`] line.
 
-mod bugs;
 mod delivery;
 mod dns;
 mod dsn;
@@ -46,7 +45,7 @@ use tokio::sync::{oneshot, watch};
 use crate::events::{EventKind, EventLog, QueueEntry};
 use crate::sut::{OutgoingMessage, RunningSut, SutContext, SutError};
 
-pub use bugs::{bug_names, Bug, Bugs, UnknownBug};
+pub use crate::bugs::{bug_names, Bug, Bugs, UnknownBug};
 pub use netio::NetnsId;
 pub use settings::Settings;
 

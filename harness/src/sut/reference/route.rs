@@ -3,8 +3,8 @@
 
 use std::net::IpAddr;
 
-use super::bugs::{Bug, Bugs};
 use super::dns::MxRecord;
+use crate::bugs::{Bug, Bugs};
 use crate::family::Family;
 
 /// An MX host to try.

@@ -10,9 +10,9 @@ use std::task::{Context, Poll};
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, BufReader, ReadBuf};
 use tokio::net::TcpStream;
 
-use super::bugs::{Bug, Bugs};
 use super::netio::{seconds, NetIo};
 use super::Logger;
+use crate::bugs::{Bug, Bugs};
 use crate::family::Family;
 use crate::sut::smtp::{data_payload, read_reply, Reply};
 

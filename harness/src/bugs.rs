@@ -1,5 +1,8 @@
 //! Planted bugs: switches that make the reference sender wrong in one known way.
 //!
+//! A leaf module: scenarios name these bugs (`reference:BUG` mutants) and the reference sender
+//! plants them, so neither of the two depends on the other for them.
+//!
 //! Each bug models a failure seen in real MTAs. Running a scenario library against
 //! `reference:BUG` proves that the library catches that bug: at least one scenario must fail.
 //! The correct sender is `reference` (no bug).
