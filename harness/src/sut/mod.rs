@@ -23,6 +23,7 @@ pub mod exim;
 pub mod faketime;
 mod instance;
 mod kind;
+mod lifecycle;
 mod logtail;
 pub mod opensmtpd;
 pub mod postfix;
