@@ -102,18 +102,6 @@ pub(crate) async fn probe_greeting(ns: BorrowedFd<'_>, listen: SocketAddr) -> Re
     Ok(())
 }
 
-/// The namespaces of the running instance `process` (spawned in the network namespace `net`
-/// with a private mount namespace and `own_pid_namespace`), held open so the MTA's tools can
-/// be run in them, also after the instance stopped.
-pub(crate) fn namespaces_of(
-    sut: &'static str,
-    net: BorrowedFd<'_>,
-    process: &netns::Process,
-) -> Result<netns::ProcessNamespaces, SutError> {
-    netns::ProcessNamespaces::of(net, process)
-        .map_err(|e| io_error(sut, "open the instance's namespaces", e))
-}
-
 /// Runs one of the MTA's tools to completion (at most `timeout`) and returns its standard
 /// output; a failure to run, a timeout or a non-zero exit is a [`SutError::Command`] quoting
 /// its output.

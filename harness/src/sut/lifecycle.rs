@@ -165,7 +165,9 @@ impl Instance {
                 action: format!("start `{command_line}`"),
                 detail: e.to_string(),
             })?;
-        let namespaces = common::namespaces_of(sut, ctx.namespace.fd(), &process)?;
+        // Held open so the MTA's tools can run in them, also after the instance stopped.
+        let namespaces = netns::ProcessNamespaces::of(ctx.namespace.fd(), &process)
+            .map_err(|e| common::io_error(sut, "open the instance's namespaces", e))?;
         Ok(Self {
             sut,
             namespaces,
@@ -271,6 +273,15 @@ impl Instance {
             format!("(nothing in {})", enumerate(&files))
         } else {
             lines.join("\n")
+        }
+    }
+
+    /// Gives the command up to `within` to exit by itself (e.g. after the MTA's own stop
+    /// command), checking every `interval`.
+    pub(crate) async fn wait_for_exit(&mut self, within: Duration, interval: Duration) {
+        let waited = Instant::now();
+        while waited.elapsed() < within && matches!(self.process.try_exit_status(), Ok(None)) {
+            tokio::time::sleep(interval).await;
         }
     }
 
