@@ -202,14 +202,6 @@ pub(crate) fn not_installed(sut: &'static str, what: &str) -> SutError {
 /// What to do when an MTA is missing.
 pub(crate) const INSTALL_FIX: &str = "run .ci/install-deps.sh as root";
 
-/// Host PIDs of the processes whose PID namespace is the one `/proc/PID/ns/pid_for_children`
-/// of `pid` names (empty if that cannot be read).
-#[cfg(test)]
-pub(crate) fn processes_in_pid_namespace_of(pid: u32) -> (std::path::PathBuf, Vec<u32>) {
-    let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid_for_children")).unwrap_or_default();
-    (ns.clone(), processes_in(&ns))
-}
-
 /// Host PIDs of the live (non-zombie) processes in the PID namespace named by `ns` (a
 /// `pid:[inode]` link text).
 #[cfg(test)]

@@ -18,7 +18,7 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::events::{EventKind, QueueEntry};
+use crate::events::QueueEntry;
 use crate::sut::common;
 use crate::sut::lifecycle::{record_lines, Instance, InstanceSpec};
 use crate::sut::{OutgoingMessage, RunningSut, SutContext, SutError, Timing};
@@ -49,17 +49,17 @@ const KICK_OUTPUT: &str = "kick.out";
 pub struct Exim;
 
 impl Exim {
-    /// Checks that Exim is installed; writes `exim.conf` (see [`config::exim_conf`]; the
-    /// scenario's `[route]` and then its `[sut.exim]` settings override main-section options,
-    /// or router/transport options as `dnslookup.OPTION` / `remote_smtp.OPTION`; see
-    /// [`config::route_settings`]) and an empty spool into the work
-    /// directory; starts `exim -bdf -qINTERVAL` in the SUT namespace with the lab's resolv.conf, in a
-    /// PID namespace of its own, after bind-mounting the work directory over
-    /// [`INSTANCE_DIR`]; and waits (at most about 10 s) until the listener answers 220.
+    /// Checks that Exim is installed; writes `exim.conf` (see [`config::exim_conf`]; the scenario's
+    /// `[route]` and then its `[sut.exim]` settings override main-section options, or
+    /// router/transport options as `dnslookup.OPTION` / `remote_smtp.OPTION`; see
+    /// [`config::route_settings`]) and an empty spool into the work directory; starts `exim -bdf
+    /// -qINTERVAL` in the SUT namespace with the lab's resolv.conf, in a PID namespace of its own,
+    /// after bind-mounting the work directory over [`INSTANCE_DIR`]; and waits (at most about 10 s)
+    /// until the listener answers 220.
     ///
-    /// Main-log lines are recorded as [`EventKind::SutLog`] from the start. A failure to start
-    /// quotes the end of the main and panic logs and of the daemon's standard error (where
-    /// Exim reports configuration errors).
+    /// Main-log lines are recorded as [`EventKind::SutLog`](crate::events::EventKind::SutLog) from
+    /// the start. A failure to start quotes the end of the main and panic logs and of the daemon's
+    /// standard error (where Exim reports configuration errors).
     pub async fn start(ctx: SutContext<'_>) -> Result<RunningExim, SutError> {
         let begun = Instant::now();
         check_installed()?;
@@ -122,32 +122,11 @@ pub struct RunningExim {
 
 #[async_trait::async_trait]
 impl RunningSut for RunningExim {
+    /// Injects `message` over SMTP to [`LISTEN_ADDRESS`](common::LISTEN_ADDRESS) inside the SUT
+    /// namespace and returns the reply to the end of DATA. Records
+    /// [`EventKind::MessageInjected`](crate::events::EventKind::MessageInjected). Any refusal
+    /// (non-2xx reply) is an error naming the step.
     async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
-        self.instance.inject(message).await
-    }
-
-    async fn kick(&self) -> Result<(), SutError> {
-        RunningExim::kick(self).await
-    }
-
-    async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
-        RunningExim::queue(self).await
-    }
-
-    async fn stop(self: Box<Self>) -> Result<(), SutError> {
-        RunningExim::stop(*self).await
-    }
-
-    fn pid_namespace(&self) -> Option<std::path::PathBuf> {
-        self.instance.pid_namespace()
-    }
-}
-
-impl RunningExim {
-    /// Injects `message` over SMTP to [`LISTEN_ADDRESS`](common::LISTEN_ADDRESS) inside the
-    /// SUT namespace and returns the reply to the end of DATA. Records
-    /// [`EventKind::MessageInjected`]. Any refusal (non-2xx reply) is an error naming the step.
-    pub async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
         self.instance.inject(message).await
     }
 
@@ -156,7 +135,7 @@ impl RunningExim {
     /// namespaces. Returns once it has exited, or after a short wait while it is still
     /// delivering (like `postqueue -f`, it does not wait for the deliveries); a quick failure
     /// is an error quoting Exim.
-    pub async fn kick(&self) -> Result<(), SutError> {
+    async fn kick(&self) -> Result<(), SutError> {
         let command_line = self.exim_command_line("-qff");
         let fail = |status: String, output: String| SutError::Command {
             sut: SUT,
@@ -200,10 +179,11 @@ impl RunningExim {
         }
     }
 
-    /// The messages still queued (`exim -bp`), each with its pending recipients and the last
-    /// error from its message log (`spool/msglog/ID`). Records them as an
-    /// [`EventKind::SutQueue`] event. Works after [`stop`](Self::stop) too.
-    pub async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
+    /// The messages still queued (`exim -bp`), each with its pending recipients and the last error
+    /// from its message log (`spool/msglog/ID`). Records them as an
+    /// [`EventKind::SutQueue`](crate::events::EventKind::SutQueue) event. Works after
+    /// [`stop`](Self::stop) too.
+    async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
         let mut command = self.exim("-bp");
         self.instance
             .ns()
@@ -224,12 +204,19 @@ impl RunningExim {
                 queue::entry(message, msglog.as_deref())
             })
             .collect();
-        self.instance.log().record(EventKind::SutQueue {
-            entries: entries.clone(),
-        });
-        Ok(entries)
+        Ok(self.instance.record_queue(entries))
     }
 
+    async fn stop(self: Box<Self>) -> Result<(), SutError> {
+        RunningExim::stop(*self).await
+    }
+
+    fn pid_namespace(&self) -> Option<std::path::PathBuf> {
+        self.instance.pid_namespace()
+    }
+}
+
+impl RunningExim {
     /// Stops every Exim process (SIGTERM, which the PID namespace's init forwards to all of
     /// them, then SIGKILL after a grace period) and any `exim -qff` still running, and records
     /// the log lines not yet recorded, the panic log, the daemon's standard error and what
@@ -254,12 +241,6 @@ impl RunningExim {
     /// How long [`Exim::start`] took until the listener answered 220.
     pub fn startup_time(&self) -> Duration {
         self.instance.startup_time()
-    }
-
-    /// The host PID of the process that holds Exim's PID namespace (its
-    /// `/proc/PID/ns/pid_for_children` is that namespace).
-    pub fn pid(&self) -> u32 {
-        self.instance.pid()
     }
 
     /// Where this instance keeps its files.

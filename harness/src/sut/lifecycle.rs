@@ -11,7 +11,7 @@ use std::path::PathBuf;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::events::{EventKind, EventLog};
+use crate::events::{EventKind, EventLog, QueueEntry};
 use crate::sut::common;
 use crate::sut::instance::Isolation;
 use crate::sut::logtail::{last_lines, LogTail};
@@ -319,15 +319,18 @@ impl Instance {
         stopped
     }
 
+    /// Records `entries`, the messages still queued, as an [`EventKind::SutQueue`] event and
+    /// returns them.
+    pub(crate) fn record_queue(&self, entries: Vec<QueueEntry>) -> Vec<QueueEntry> {
+        self.log.record(EventKind::SutQueue {
+            entries: entries.clone(),
+        });
+        entries
+    }
+
     /// How long the start took until the MTA was ready.
     pub(crate) fn startup_time(&self) -> Duration {
         self.startup
-    }
-
-    /// The host PID of the process that holds the instance's PID namespace (its
-    /// `/proc/PID/ns/pid_for_children` is that namespace).
-    pub(crate) fn pid(&self) -> u32 {
-        self.process.pid()
     }
 
     /// The `pid:[inode]` name of the instance's PID namespace, for the clock self-check.
@@ -388,14 +391,7 @@ mod tests {
         std::fs::write(&path, "one\n\ntwo\n").unwrap();
         let log = EventLog::new();
         record_lines(&log, &path, "exim paniclog");
-        let lines: Vec<String> = log
-            .snapshot()
-            .into_iter()
-            .filter_map(|e| match e.kind {
-                EventKind::SutLog { line } => Some(line),
-                _ => None,
-            })
-            .collect();
+        let lines = crate::test_support::sut_log_lines(&log);
         assert_eq!(lines, ["exim paniclog: one", "exim paniclog: two"]);
     }
 }

@@ -151,16 +151,31 @@ pub struct RunningOpensmtpd {
 
 #[async_trait::async_trait]
 impl RunningSut for RunningOpensmtpd {
+    /// Injects `message` over SMTP to [`LISTEN_ADDRESS`](common::LISTEN_ADDRESS) inside the
+    /// SUT namespace and returns the reply to the end of DATA. Records
+    /// [`EventKind::MessageInjected`]. Any refusal (non-2xx reply) is an error naming the step.
     async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
         self.instance.inject(message).await
     }
 
+    /// Asks OpenSMTPD to retry deferred mail now (`smtpctl schedule all`, over the control
+    /// socket in the instance's `/run`).
     async fn kick(&self) -> Result<(), SutError> {
-        RunningOpensmtpd::kick(self).await
+        self.smtpctl(&["schedule", "all"]).await.map(drop)
     }
 
+    /// The messages still queued (`smtpctl show queue`), each with its recipients and last
+    /// error. Records them as an [`EventKind::SutQueue`] event. Works after
+    /// [`stop`](Self::stop) too (smtpctl then reads the spool directly).
     async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
-        RunningOpensmtpd::queue(self).await
+        let args = ["show", "queue"];
+        let output = self.smtpctl(&args).await?;
+        let entries = queue::parse(&output).map_err(|detail| SutError::Parse {
+            sut: SUT,
+            command: smtpctl_command_line(&args),
+            detail,
+        })?;
+        Ok(self.instance.record_queue(entries))
     }
 
     async fn stop(self: Box<Self>) -> Result<(), SutError> {
@@ -173,36 +188,6 @@ impl RunningSut for RunningOpensmtpd {
 }
 
 impl RunningOpensmtpd {
-    /// Injects `message` over SMTP to [`LISTEN_ADDRESS`](common::LISTEN_ADDRESS) inside the
-    /// SUT namespace and returns the reply to the end of DATA. Records
-    /// [`EventKind::MessageInjected`]. Any refusal (non-2xx reply) is an error naming the step.
-    pub async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
-        self.instance.inject(message).await
-    }
-
-    /// Asks OpenSMTPD to retry deferred mail now (`smtpctl schedule all`, over the control
-    /// socket in the instance's `/run`).
-    pub async fn kick(&self) -> Result<(), SutError> {
-        self.smtpctl(&["schedule", "all"]).await.map(drop)
-    }
-
-    /// The messages still queued (`smtpctl show queue`), each with its recipients and last
-    /// error. Records them as an [`EventKind::SutQueue`] event. Works after
-    /// [`stop`](Self::stop) too (smtpctl then reads the spool directly).
-    pub async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
-        let args = ["show", "queue"];
-        let output = self.smtpctl(&args).await?;
-        let entries = queue::parse(&output).map_err(|detail| SutError::Parse {
-            sut: SUT,
-            command: smtpctl_command_line(&args),
-            detail,
-        })?;
-        self.instance.log().record(EventKind::SutQueue {
-            entries: entries.clone(),
-        });
-        Ok(entries)
-    }
-
     /// Stops every OpenSMTPD process (SIGTERM, which the PID namespace's init forwards to all
     /// of them, then SIGKILL after a grace period) and records the log lines not yet recorded.
     pub async fn stop(self) -> Result<(), SutError> {
@@ -212,12 +197,6 @@ impl RunningOpensmtpd {
     /// How long [`Opensmtpd::start`] took until the listener answered 220.
     pub fn startup_time(&self) -> Duration {
         self.instance.startup_time()
-    }
-
-    /// The host PID of the process that holds OpenSMTPD's PID namespace (its
-    /// `/proc/PID/ns/pid_for_children` is that namespace).
-    pub fn pid(&self) -> u32 {
-        self.instance.pid()
     }
 
     /// Where this instance keeps its files.

@@ -10,7 +10,7 @@ use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::events::{EventKind, QueueEntry};
+use crate::events::QueueEntry;
 use crate::sut::common;
 use crate::sut::lifecycle::{Instance, InstanceSpec};
 use crate::sut::{OutgoingMessage, RunningSut, SutContext, SutError, Timing};
@@ -46,17 +46,18 @@ const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 pub struct Postfix;
 
 impl Postfix {
-    /// Checks that Postfix is installed; writes `main.cf` and `master.cf` (from Debian's
-    /// master.cf with chroot off and the stock listeners replaced by one on
-    /// [`LISTEN_ADDRESS`]) and a fresh spool into the work directory; starts `postfix -c DIR
-    /// start-fg` in the SUT namespace with the lab's resolv.conf, in a PID namespace of its own;
-    /// and waits (at most about 10 s) until the listener answers 220.
+    /// Checks that Postfix is installed; writes `main.cf` and `master.cf` (from Debian's master.cf
+    /// with chroot off and the stock listeners replaced by one on [`LISTEN_ADDRESS`]) and a fresh
+    /// spool into the work directory; starts `postfix -c DIR start-fg` in the SUT namespace with
+    /// the lab's resolv.conf, in a PID namespace of its own; and waits (at most about 10 s) until
+    /// the listener answers 220.
     ///
-    /// The spool is created as `post-install` would and marked `quick-start`, so `postfix`
-    /// skips its integrity checks (start ~60 ms instead of ~0.35 s). Log lines are recorded as
-    /// [`EventKind::SutLog`] from the start. A failure to start quotes the end of Postfix's log
-    /// and standard error and, if Postfix exited, what `postfix check` prints on a terminal
-    /// (Postfix reports configuration errors only there when syslog is absent).
+    /// The spool is created as `post-install` would and marked `quick-start`, so `postfix` skips
+    /// its integrity checks (start ~60 ms instead of ~0.35 s). Log lines are recorded as
+    /// [`EventKind::SutLog`](crate::events::EventKind::SutLog) from the start. A failure to start
+    /// quotes the end of Postfix's log and standard error and, if Postfix exited, what `postfix
+    /// check` prints on a terminal (Postfix reports configuration errors only there when syslog is
+    /// absent).
     pub async fn start(ctx: SutContext<'_>) -> Result<RunningPostfix, SutError> {
         let begun = Instant::now();
         check_installed()?;
@@ -127,16 +128,30 @@ pub struct RunningPostfix {
 
 #[async_trait::async_trait]
 impl RunningSut for RunningPostfix {
+    /// Injects `message` over SMTP to its listener inside the SUT namespace and returns the reply
+    /// to the end of DATA. Records
+    /// [`EventKind::MessageInjected`](crate::events::EventKind::MessageInjected). Any refusal
+    /// (non-2xx reply) is an error naming the step.
     async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
         self.instance.inject(message).await
     }
 
+    /// Asks Postfix to retry deferred mail now (`postqueue -f`).
     async fn kick(&self) -> Result<(), SutError> {
-        RunningPostfix::kick(self).await
+        self.postqueue("-f").await.map(drop)
     }
 
+    /// The messages still queued (`postqueue -j`), each with its recipients and delay reason.
+    /// Records them as an [`EventKind::SutQueue`](crate::events::EventKind::SutQueue) event. Works
+    /// after [`stop`](Self::stop) too (postqueue then reads the queue directly).
     async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
-        RunningPostfix::queue(self).await
+        let output = self.postqueue("-j").await?;
+        let entries = queue::parse(&output).map_err(|detail| SutError::Parse {
+            sut: SUT,
+            command: self.postqueue_command_line("-j"),
+            detail,
+        })?;
+        Ok(self.instance.record_queue(entries))
     }
 
     async fn stop(self: Box<Self>) -> Result<(), SutError> {
@@ -149,34 +164,6 @@ impl RunningSut for RunningPostfix {
 }
 
 impl RunningPostfix {
-    /// Injects `message` over SMTP to its listener inside the SUT namespace and returns
-    /// the reply to the end of DATA. Records [`EventKind::MessageInjected`]. Any refusal
-    /// (non-2xx reply) is an error naming the step.
-    pub async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
-        self.instance.inject(message).await
-    }
-
-    /// Asks Postfix to retry deferred mail now (`postqueue -f`).
-    pub async fn kick(&self) -> Result<(), SutError> {
-        self.postqueue("-f").await.map(drop)
-    }
-
-    /// The messages still queued (`postqueue -j`), each with its recipients and delay
-    /// reason. Records them as an [`EventKind::SutQueue`] event. Works after
-    /// [`stop`](Self::stop) too (postqueue then reads the queue directly).
-    pub async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
-        let output = self.postqueue("-j").await?;
-        let entries = queue::parse(&output).map_err(|detail| SutError::Parse {
-            sut: SUT,
-            command: self.postqueue_command_line("-j"),
-            detail,
-        })?;
-        self.instance.log().record(EventKind::SutQueue {
-            entries: entries.clone(),
-        });
-        Ok(entries)
-    }
-
     /// Stops every Postfix process (SIGTERM through the PID namespace's init to every process
     /// in it, then SIGKILL after a grace period) and records the log lines not yet recorded.
     pub async fn stop(self) -> Result<(), SutError> {
@@ -186,12 +173,6 @@ impl RunningPostfix {
     /// How long [`Postfix::start`] took until the listener answered 220.
     pub fn startup_time(&self) -> Duration {
         self.instance.startup_time()
-    }
-
-    /// The host PID of the process that holds Postfix's PID namespace (netns's waiter, whose
-    /// only child is the namespace's init).
-    pub fn pid(&self) -> u32 {
-        self.instance.pid()
     }
 
     /// Where this instance keeps its files.

@@ -143,50 +143,6 @@ impl RunningDriver {
         Ok(running)
     }
 
-    /// Hands `message` to the MTA: SMTP to the listen address, or the `inject` command with
-    /// the message on standard input (its trimmed standard output is the reply). Records
-    /// [`EventKind::MessageInjected`].
-    pub async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
-        let steps = &self.steps;
-        let sut = steps.driver.label;
-        match &steps.driver.inject {
-            Inject::Smtp => self.instance.inject(message).await,
-            Inject::Command(argv) => {
-                let mut vars = steps.vars.clone();
-                vars.message = Some((message.from.clone(), message.to.clone()));
-                let argv = render_argv(sut, "inject", argv, &vars)?;
-                let content = String::from_utf8_lossy(&message.content).replace("\r\n", "\n");
-                let reply = steps
-                    .pipe_into(self.instance.ns(), &argv, content.into_bytes())
-                    .await
-                    .map_err(|detail| common::inject_error(sut, message, detail))?;
-                common::record_injection(self.instance.log(), message, &reply);
-                Ok(reply)
-            }
-        }
-    }
-
-    /// Runs the `kick` step; does nothing if the driver has none.
-    pub async fn kick(&self) -> Result<(), SutError> {
-        match &self.steps.driver.kick {
-            Some(argv) => self.run_step("kick", argv).await.map(drop),
-            None => Ok(()),
-        }
-    }
-
-    /// Runs the `queue` step and parses its output (see the [module docs](super)); without a
-    /// `queue` step the queue is reported empty. Records [`EventKind::SutQueue`].
-    pub async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
-        let entries = match &self.steps.driver.queue {
-            Some(argv) => queue::parse(&self.run_step("queue", argv).await?),
-            None => Vec::new(),
-        };
-        self.instance.log().record(EventKind::SutQueue {
-            entries: entries.clone(),
-        });
-        Ok(entries)
-    }
-
     /// Runs the `stop` step if there is one and gives `start` up to 5 s to exit; then ends the
     /// instance's PID namespace (SIGTERM, SIGKILL after 5 s) and records the log lines not yet
     /// recorded. A failing `stop` step is reported after everything was stopped.
@@ -201,11 +157,6 @@ impl RunningDriver {
         }
         let stopped = instance.stop().await;
         step.unwrap_or(Ok(())).and(stopped)
-    }
-
-    /// The host PID of the process that holds the instance's PID namespace.
-    pub fn pid(&self) -> u32 {
-        self.instance.pid()
     }
 
     /// Waits until `ready` succeeds, `start` exits, or `ready_timeout` has passed.
@@ -324,16 +275,45 @@ impl Steps {
 
 #[async_trait::async_trait]
 impl RunningSut for RunningDriver {
+    /// Hands `message` to the MTA: SMTP to the listen address, or the `inject` command with
+    /// the message on standard input (its trimmed standard output is the reply). Records
+    /// [`EventKind::MessageInjected`].
     async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
-        RunningDriver::inject(self, message).await
+        let steps = &self.steps;
+        let sut = steps.driver.label;
+        match &steps.driver.inject {
+            Inject::Smtp => self.instance.inject(message).await,
+            Inject::Command(argv) => {
+                let mut vars = steps.vars.clone();
+                vars.message = Some((message.from.clone(), message.to.clone()));
+                let argv = render_argv(sut, "inject", argv, &vars)?;
+                let content = String::from_utf8_lossy(&message.content).replace("\r\n", "\n");
+                let reply = steps
+                    .pipe_into(self.instance.ns(), &argv, content.into_bytes())
+                    .await
+                    .map_err(|detail| common::inject_error(sut, message, detail))?;
+                common::record_injection(self.instance.log(), message, &reply);
+                Ok(reply)
+            }
+        }
     }
 
+    /// Runs the `kick` step; does nothing if the driver has none.
     async fn kick(&self) -> Result<(), SutError> {
-        RunningDriver::kick(self).await
+        match &self.steps.driver.kick {
+            Some(argv) => self.run_step("kick", argv).await.map(drop),
+            None => Ok(()),
+        }
     }
 
+    /// Runs the `queue` step and parses its output (see the [module docs](super)); without a
+    /// `queue` step the queue is reported empty. Records [`EventKind::SutQueue`].
     async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
-        RunningDriver::queue(self).await
+        let entries = match &self.steps.driver.queue {
+            Some(argv) => queue::parse(&self.run_step("queue", argv).await?),
+            None => Vec::new(),
+        };
+        Ok(self.instance.record_queue(entries))
     }
 
     async fn stop(self: Box<Self>) -> Result<(), SutError> {

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::events::{Event, EventKind, EventLog};
-use crate::sut::common::{processes_in, processes_in_pid_namespace_of};
+use crate::sut::common::processes_in;
 use crate::sut::{OutgoingMessage, SutContext, SutError};
 
 /// Why the live tests cannot run here, if they cannot.
@@ -98,7 +98,8 @@ async fn starts_defers_without_dns_kicks_and_stops_every_process() {
     let conf = std::fs::read_to_string(&exim.layout().config).unwrap();
     assert!(conf.contains("  connect_timeout = 3s\n"), "{conf}");
 
-    let (pid_namespace, members) = processes_in_pid_namespace_of(exim.pid());
+    let pid_namespace = exim.pid_namespace().expect("its PID namespace");
+    let members = processes_in(&pid_namespace);
     println!("processes in Exim's PID namespace {pid_namespace:?}: {members:?}");
     assert!(!members.is_empty());
 
@@ -213,7 +214,8 @@ async fn dropping_the_handle_kills_every_process() {
     skip_unless_live!();
     let bench = Bench::new("mxlab-test-exim-drop");
     let exim = bench.start(&BTreeMap::new()).await.expect("Exim starts");
-    let (pid_namespace, members) = processes_in_pid_namespace_of(exim.pid());
+    let pid_namespace = exim.pid_namespace().expect("its PID namespace");
+    let members = processes_in(&pid_namespace);
     assert!(!members.is_empty());
     let begun = Instant::now();
     drop(exim);

@@ -7,7 +7,7 @@ use std::time::{Duration, Instant};
 
 use super::*;
 use crate::events::{Event, EventKind, EventLog};
-use crate::sut::common::{processes_in, processes_in_pid_namespace_of};
+use crate::sut::common::processes_in;
 use crate::sut::{OutgoingMessage, SutContext, SutError};
 
 /// Why the live tests cannot run here, if they cannot.
@@ -109,7 +109,8 @@ async fn starts_defers_without_dns_kicks_and_stops_every_process() {
     // The instance's spool is the private one, not the machine's.
     assert!(smtpd.layout().spool.join("queue").is_dir());
 
-    let (pid_namespace, members) = processes_in_pid_namespace_of(smtpd.pid());
+    let pid_namespace = smtpd.pid_namespace().expect("its PID namespace");
+    let members = processes_in(&pid_namespace);
     println!("processes in OpenSMTPD's PID namespace {pid_namespace:?}: {members:?}");
     assert!(members.len() >= 6, "smtpd and its five helpers expected");
 
@@ -213,7 +214,8 @@ async fn dropping_the_handle_kills_every_process() {
         .start(&BTreeMap::new())
         .await
         .expect("OpenSMTPD starts");
-    let (pid_namespace, members) = processes_in_pid_namespace_of(smtpd.pid());
+    let pid_namespace = smtpd.pid_namespace().expect("its PID namespace");
+    let members = processes_in(&pid_namespace);
     assert!(!members.is_empty());
     let begun = Instant::now();
     drop(smtpd);

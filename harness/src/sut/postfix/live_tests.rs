@@ -148,8 +148,7 @@ async fn starts_fast_defers_without_dns_and_stops_every_process() {
         "{services}"
     );
 
-    let pid_namespace =
-        std::fs::read_link(format!("/proc/{}/ns/pid_for_children", postfix.pid())).unwrap();
+    let pid_namespace = postfix.pid_namespace().expect("its PID namespace");
     let members = processes_in(&pid_namespace);
     println!("processes in Postfix's PID namespace {pid_namespace:?}: {members:?}");
     assert!(
@@ -248,8 +247,7 @@ async fn dropping_the_handle_kills_every_process() {
     skip_unless_live!();
     let bench = Bench::new("mxlab-test-postfix-drop");
     let postfix = bench.start(&BTreeMap::new()).await.expect("Postfix starts");
-    let pid_namespace =
-        std::fs::read_link(format!("/proc/{}/ns/pid_for_children", postfix.pid())).unwrap();
+    let pid_namespace = postfix.pid_namespace().expect("its PID namespace");
     assert!(!processes_in(&pid_namespace).is_empty());
     let begun = Instant::now();
     drop(postfix);
