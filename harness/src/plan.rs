@@ -486,10 +486,7 @@ fn dns_faults(scenario: &Scenario, hosts: &[HostPlan], clock: ClockRate) -> Vec<
             );
             Some(DnsFault {
                 name,
-                record_type: spec
-                    .record_type
-                    .as_ref()
-                    .map(|t| t.get_ref().to_ascii_uppercase()),
+                record_type: spec.record_type.as_ref().map(|t| t.get_ref().record_type()),
                 action: match *spec.answer.get_ref() {
                     DnsAnswer::Servfail => DnsFaultAction::ServFail,
                     DnsAnswer::Refused => DnsFaultAction::Refused,
@@ -1016,7 +1013,7 @@ outcome = "delivered"
         let plan = plan_with("[[fault]]\non = \"mx1\"\ndns = { type = \"aaaa\", answer = { delay = \"3s\" } }\nwindow = { until = \"10s\" }\nfirst = 2");
         let fault = &plan.dns_faults[0];
         assert_eq!(fault.name, "mx1.example.test");
-        assert_eq!(fault.record_type.as_deref(), Some("AAAA"));
+        assert_eq!(fault.record_type, Some(hickory_proto::rr::RecordType::AAAA));
         assert_eq!(fault.action, DnsFaultAction::Delay(Duration::from_secs(3)));
         assert_eq!(
             (fault.when.until, fault.when.first),
