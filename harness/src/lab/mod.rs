@@ -134,7 +134,7 @@ pub async fn explore(
     faults.catch_up(&lab.topology, &clock).await?;
     clock.start();
     println!("{}", world::describe(&plan, sut));
-    let namespace = lab.topology.host("sut").expect("the plan has a sut host");
+    let namespace = world::namespace(&lab.topology, &plan.sut.name);
     let mut shell = netns::spawn(
         namespace,
         std::process::Command::new(shell),
