@@ -595,20 +595,16 @@ impl ZoneSet {
     }
 
     fn add(&mut self, name: &str, data: RecordData) {
-        let origin = self
+        let (_, records) = self
             .zones
-            .keys()
-            .filter(|origin| name == origin.as_str() || name.ends_with(&format!(".{origin}")))
-            .max_by_key(|origin| origin.len())
-            .cloned()
+            .iter_mut()
+            .filter(|(origin, _)| name == origin.as_str() || name.ends_with(&format!(".{origin}")))
+            .max_by_key(|(origin, _)| origin.len())
             .expect("every planned name lies in a planned zone");
-        self.zones
-            .get_mut(&origin)
-            .expect("origin exists")
-            .push(Record {
-                name: name.to_string(),
-                data,
-            });
+        records.push(Record {
+            name: name.to_string(),
+            data,
+        });
     }
 
     fn into_zones(self) -> Vec<Zone> {

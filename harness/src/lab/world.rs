@@ -264,12 +264,12 @@ fn start_dns(
 
 fn bind_smtp(host: &HostPlan, topology: &netns::Topology) -> Result<Vec<Listener>, LabError> {
     let mut listeners = Vec::new();
-    for (family, behaviour) in &host.smtp {
-        let ip = host_sockets(host)
-            .into_iter()
-            .find(|(f, _)| f == family)
-            .map(|(_, ip)| ip)
-            .expect("a host has an SMTP behaviour only for families it has addresses of");
+    // The plan gives a host an SMTP behaviour only for the families it has an address of.
+    let served = host
+        .smtp
+        .iter()
+        .filter_map(|(family, behaviour)| Some((family, behaviour, host.address(*family)?)));
+    for (family, behaviour, ip) in served {
         let address = SocketAddr::new(ip, 25);
         let socket = namespace(topology, &host.name)
             .run(move || TcpListener::bind(address))?
