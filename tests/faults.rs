@@ -199,7 +199,7 @@ impl Lab {
             Topology::build(&plan.topology(&format!("mxlab-f{}-{tag}", std::process::id())))
                 .await
                 .unwrap();
-        wait_for_link_locals(&topology, plan.hosts.len());
+        wait_for_link_locals(&topology, plan.hosts().count());
         let mx1 = Server::start(topology.host("mx1").unwrap());
         let dns = Server::start(topology.host("dns").unwrap());
         Lab {

@@ -259,6 +259,78 @@ fn a_rootless_run_judges_as_root_does(user: nix::unistd::User) -> Result<(), Fai
     Ok(())
 }
 
+/// A shaped path needs `/dev/net/tun`. Where the ordinary user may open it, the rootless run
+/// passes as root's does; where it may not (mode 0600), the run is a harness error that names
+/// the device and the fix, exits 2 with the timeline so far, and leaves nothing behind.
+fn a_shaped_path_without_tun_access_names_the_fix(user: nix::unistd::User) -> Result<(), Failed> {
+    let out = shared_dir(Some(&user));
+    let scenario = out.path().join("v6-slow-path.toml");
+    std::fs::copy(scenario_dir().join("shaping/v6-slow-path.toml"), &scenario).unwrap();
+    let scenario = scenario.to_string_lossy().into_owned();
+    let user_may_open = Command::new("runuser")
+        .args([
+            "-u",
+            &user.name,
+            "--",
+            "test",
+            "-r",
+            "/dev/net/tun",
+            "-a",
+            "-w",
+            "/dev/net/tun",
+        ])
+        .status()
+        .map_err(|e| format!("runuser: {e}"))?
+        .success();
+    let output = as_ordinary(&user, &["run", "--sut", "reference", &scenario])
+        .output()
+        .unwrap();
+    let (stdout, stderr) = (String::from_utf8_lossy(&output.stdout), stderr_of(&output));
+    if user_may_open {
+        if output.status.code() != Some(0) || !stdout.contains("PASS") {
+            return Err(format!("{:?}\n{stdout}{stderr}", output.status).into());
+        }
+    } else {
+        let said = format!("{stdout}{stderr}");
+        // An ERROR (the harness could not judge the MTA) exits 2, with the lab's timeline.
+        if output.status.code() != Some(2)
+            || !said.contains("cannot open /dev/net/tun")
+            || !said.contains("timeline:")
+            || !said.contains("run as root, or let this user read and write /dev/net/tun")
+        {
+            return Err(format!("{:?}\n{said}", output.status).into());
+        }
+    }
+    let left = left_by(user.uid.as_raw());
+    if !left.is_empty() {
+        return Err(format!("left behind: {left:?}").into());
+    }
+    Ok(())
+}
+
+/// Processes running as `uid` and `/tmp/mxlab-*` directories it owns.
+fn left_by(uid: u32) -> Vec<String> {
+    let mut left = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let status = std::fs::read_to_string(entry.path().join("status")).unwrap_or_default();
+        let runs_as = status
+            .lines()
+            .find_map(|line| line.strip_prefix("Uid:"))
+            .and_then(|ids| ids.split_whitespace().next())
+            .and_then(|id| id.parse::<u32>().ok());
+        if runs_as == Some(uid) {
+            left.push(format!("process {}", entry.file_name().to_string_lossy()));
+        }
+    }
+    for entry in std::fs::read_dir("/tmp").unwrap().flatten() {
+        let owned = entry.metadata().is_ok_and(|meta| meta.uid() == uid);
+        if owned && entry.file_name().to_string_lossy().starts_with("mxlab-") {
+            left.push(entry.path().display().to_string());
+        }
+    }
+    left
+}
+
 /// Live (not zombie) processes inside any of the network namespaces `net:[INODE]`.
 fn live_members(namespaces: &BTreeSet<String>) -> Vec<String> {
     let mut members = Vec::new();
@@ -387,7 +459,8 @@ fn main() {
             .map(|name| name.parse::<SutKind>().expect("built in"))
             .find_map(|sut| sut.check_installed().err().map(|e| e.to_string()))
     });
-    let (user1, user2) = (user.clone(), user);
+    let runs_cannot_reference = user.as_ref().err().cloned();
+    let (user1, user2, user3) = (user.clone(), user.clone(), user);
     let trials = vec![
         common::trial(
             "bad_input::without_a_subuid_entry_the_fix_is_named",
@@ -408,6 +481,11 @@ fn main() {
             "a_killed_rootless_run_leaves_nothing_after_gc",
             runs_cannot,
             move || a_killed_rootless_run_leaves_nothing_after_gc(user2.expect("checked")),
+        ),
+        common::trial(
+            "a_shaped_path_without_tun_access_names_the_fix",
+            runs_cannot_reference,
+            move || a_shaped_path_without_tun_access_names_the_fix(user3.expect("checked")),
         ),
     ];
     libtest_mimic::run(&args, trials).exit();

@@ -16,7 +16,7 @@ use libtest_mimic::{Arguments, Failed, Trial};
 use mxlab::family::Family;
 use mxlab::lab;
 use mxlab::report::console;
-use mxlab::scenario::{self, Scenario};
+use mxlab::scenario::{self, NetFault, Scenario};
 use mxlab::sut::SutKind;
 use mxlab::verdict::Status;
 
@@ -34,6 +34,21 @@ fn cannot_run(sut: &SutKind) -> Option<String> {
         return Some(reason);
     }
     sut.check_installed().err().map(|err| err.to_string())
+}
+
+/// Why `scenario` cannot run here although its SUT could: a shaped path needs TUN devices,
+/// which an ordinary user (rootless mode) may not create everywhere.
+fn scenario_cannot_run(scenario: &Scenario) -> Option<String> {
+    let shapes_a_path = scenario.faults.iter().any(|fault| {
+        matches!(
+            fault.net.as_ref().map(|net| *net.get_ref()),
+            Some(NetFault::Shape(_))
+        )
+    });
+    shapes_a_path
+        .then(netns::check_tun_access)
+        .and_then(Result::err)
+        .map(|err| err.to_string())
 }
 
 /// Runs `scenario` and returns the report, or the harness error as a test failure.
@@ -202,16 +217,13 @@ fn main() {
         let reason = cannot_run(&sut);
         for file in &files {
             let scenario = scenario::load(file).unwrap_or_else(|err| panic!("{err}"));
+            let skip = reason.clone().or_else(|| scenario_cannot_run(&scenario));
             for mutant in &scenario.mutants {
                 if sut.brings_along(*mutant.sut.get_ref()) {
-                    trials.push(mutant_trial(
-                        scenario.clone(),
-                        mutant.clone(),
-                        reason.clone(),
-                    ));
+                    trials.push(mutant_trial(scenario.clone(), mutant.clone(), skip.clone()));
                 }
             }
-            trials.push(scenario_trial(scenario, sut.clone(), reason.clone()));
+            trials.push(scenario_trial(scenario, sut.clone(), skip));
         }
         // Proving that a verdict can fail needs one SUT that passes the scenario itself.
         if matches!(sut.name(), "postfix" | "reference") {

@@ -49,7 +49,7 @@
 //! Postfix.)
 
 pub mod activation;
-pub mod bugs;
+pub(crate) mod bugs;
 pub(crate) mod capture;
 pub(crate) mod chaos;
 pub mod cli;
@@ -61,7 +61,7 @@ pub mod faults;
 pub(crate) mod gc;
 pub mod lab;
 pub mod mx;
-pub mod observe;
+pub(crate) mod observe;
 pub mod plan;
 pub mod report;
 pub mod rootless;

@@ -75,8 +75,16 @@ impl HostPlan {
 pub struct Plan {
     /// How fast the world runs: the harness's timers in this plan are already wall time.
     pub clock: ClockRate,
-    /// Every host; the first three are always `sut`, `dns` and `collector`.
-    pub hosts: Vec<HostPlan>,
+    /// The system under test (`sut`, sut.sender.test).
+    pub sut: HostPlan,
+    /// Both addresses of the system under test.
+    pub sut_addresses: DualStack,
+    /// The scenario's authoritative DNS server (`dns`, ns.sender.test).
+    pub dns: HostPlan,
+    /// The sender domain's MX (`bounces`, mx.sender.test), which receives bounces.
+    pub collector: HostPlan,
+    /// The scenario's `[[mx]]` hosts, in the file's order.
+    pub mxs: Vec<HostPlan>,
     /// The zones the scenario DNS serves.
     pub zones: Vec<Zone>,
     /// The resolv.conf the system under test sees.
@@ -108,6 +116,36 @@ pub struct PlannedMessage {
 /// The SUT's fully qualified host name.
 pub const SUT_HOSTNAME: &str = "sut.sender.test";
 
+/// The addresses of a host that has both families (the SUT, the DNS server, the collector).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DualStack {
+    /// Its IPv4 address.
+    pub ipv4: Ipv4Addr,
+    /// Its IPv6 address.
+    pub ipv6: Ipv6Addr,
+}
+
+impl DualStack {
+    /// The address of `family`.
+    pub fn address(self, family: Family) -> IpAddr {
+        match family {
+            Family::Ipv4 => IpAddr::V4(self.ipv4),
+            Family::Ipv6 => IpAddr::V6(self.ipv6),
+        }
+    }
+
+    /// Both addresses, IPv4 first.
+    pub fn addresses(self) -> [IpAddr; 2] {
+        [IpAddr::V4(self.ipv4), IpAddr::V6(self.ipv6)]
+    }
+}
+
+/// Link numbers of the fixed hosts; the n-th `[[mx]]` host gets link `FIRST_MX_LINK + n`.
+const SUT_LINK: u16 = 0;
+const DNS_LINK: u16 = 1;
+const COLLECTOR_LINK: u16 = 2;
+const FIRST_MX_LINK: u16 = 3;
+
 impl Plan {
     /// Derives the plan of a validated scenario on the real clock.
     pub fn new(scenario: &Scenario) -> Plan {
@@ -119,18 +157,21 @@ impl Plan {
     /// greylist and rate periods, DNS delays) become wall time divided by the rate, and a slow
     /// MX's byte rate is multiplied by it.
     pub fn with_clock(scenario: &Scenario, clock: ClockRate) -> Plan {
-        let mut hosts = vec![
-            fixed_host(0, "sut", SUT_HOSTNAME, Role::Sut),
-            fixed_host(1, "dns", &format!("ns.{SENDER_DOMAIN}"), Role::Dns),
-            fixed_host(
-                2,
-                crate::observe::COLLECTOR,
-                &format!("mx.{SENDER_DOMAIN}"),
-                Role::Collector,
-            ),
-        ];
+        let sut_addresses = DualStack {
+            ipv4: ipv4_link(SUT_LINK).host,
+            ipv6: ipv6_link(SUT_LINK).host,
+        };
+        let sut = fixed_host(SUT_LINK, "sut", SUT_HOSTNAME, Role::Sut);
+        let dns = fixed_host(DNS_LINK, "dns", &format!("ns.{SENDER_DOMAIN}"), Role::Dns);
+        let collector = fixed_host(
+            COLLECTOR_LINK,
+            crate::observe::COLLECTOR,
+            &format!("mx.{SENDER_DOMAIN}"),
+            Role::Collector,
+        );
+        let mut mxs = Vec::new();
         for (i, mx) in scenario.mxs.iter().enumerate() {
-            let index = 3 + i as u16;
+            let index = FIRST_MX_LINK + i as u16;
             let families = mx.families.get_ref();
             let fqdn = format!("{}.{}", mx.name.get_ref(), mx.domain.get_ref());
             let mut host = HostPlan {
@@ -151,32 +192,41 @@ impl Plan {
                 role: Role::Mx,
                 extra_addresses: mx.extra_addresses.iter().map(|a| *a.get_ref()).collect(),
             };
-            apply_faults(scenario, &hosts[0], &mut host, clock);
-            hosts.push(host);
+            apply_faults(scenario, sut_addresses, &mut host, clock);
+            mxs.push(host);
         }
-        let zones = zones(scenario, &hosts);
-        let net_faults = net_faults(scenario, &hosts, clock);
-        let dns_faults = dns_faults(scenario, &hosts, clock);
-        let dns = &hosts[1];
-        let resolv_conf = resolv_conf(dns);
-        let route = route(scenario, &hosts);
-        Plan {
+        let mut plan = Plan {
             clock,
-            route,
-            zones,
-            resolv_conf,
+            route: route(scenario, sut_addresses, &mxs),
+            zones: Vec::new(),
+            resolv_conf: resolv_conf(&dns),
             messages: messages(scenario),
             sut_settings: scenario.sut.clone(),
-            net_faults,
-            dns_faults,
-            hosts,
+            net_faults: Vec::new(),
+            dns_faults: Vec::new(),
+            sut,
+            sut_addresses,
+            dns,
+            collector,
+            mxs,
             authenticate: scenario.expect.auth.is_some(),
-        }
+        };
+        plan.zones = zones(scenario, &plan);
+        plan.net_faults = net_faults(scenario, &plan, clock);
+        plan.dns_faults = dns_faults(scenario, &plan, clock);
+        plan
     }
 
-    /// The host with this short name.
+    /// Every host, in link order: the SUT, the DNS server, the collector, then the MX hosts.
+    pub fn hosts(&self) -> impl Iterator<Item = &HostPlan> {
+        [&self.sut, &self.dns, &self.collector]
+            .into_iter()
+            .chain(&self.mxs)
+    }
+
+    /// The host with this short name (`sut`, `dns`, `bounces` or an `[[mx]]` name).
     pub fn host(&self, name: &str) -> Option<&HostPlan> {
-        self.hosts.iter().find(|host| host.name == name)
+        self.hosts().find(|host| host.name == name)
     }
 
     /// The topology to build for this plan; `prefix` names its namespaces.
@@ -184,8 +234,7 @@ impl Plan {
         TopologySpec {
             prefix: prefix.to_string(),
             hosts: self
-                .hosts
-                .iter()
+                .hosts()
                 .map(|host| HostSpec {
                     name: host.name.clone(),
                     ipv4: host.ipv4,
@@ -246,7 +295,7 @@ fn ula_link(index: u16) -> LinkAddresses<Ipv6Addr> {
 
 /// The SUT's routing configuration: the relay's name, the family restriction, the SUT's own
 /// addresses to bind to.
-fn route(scenario: &Scenario, hosts: &[HostPlan]) -> SutRoute {
+fn route(scenario: &Scenario, sut: DualStack, mxs: &[HostPlan]) -> SutRoute {
     let spec = &scenario.route;
     let only = spec
         .families
@@ -259,24 +308,19 @@ fn route(scenario: &Scenario, hosts: &[HostPlan]) -> SutRoute {
         families
             .get_ref()
             .iter()
-            .filter_map(|family| hosts[0].address(*family))
+            .map(|family| sut.address(*family))
             .collect()
     });
-    SutRoute {
-        relay: spec.relay.as_ref().map(|relay| {
-            hosts
-                .iter()
-                .find(|host| &host.name == relay.get_ref())
-                .expect("validation checked that the relay is a host")
-                .fqdn
-                .clone()
-        }),
-        only,
-        bind,
-    }
+    // The relay is one of the [[mx]] hosts (validation refused any other name).
+    let relay = spec.relay.as_ref().and_then(|relay| {
+        mxs.iter()
+            .find(|host| &host.name == relay.get_ref())
+            .map(|host| host.fqdn.clone())
+    });
+    SutRoute { relay, only, bind }
 }
 
-fn apply_faults(scenario: &Scenario, sut: &HostPlan, host: &mut HostPlan, clock: ClockRate) {
+fn apply_faults(scenario: &Scenario, sut: DualStack, host: &mut HostPlan, clock: ClockRate) {
     for fault in scenario
         .faults
         .iter()
@@ -304,7 +348,7 @@ fn apply_faults(scenario: &Scenario, sut: &HostPlan, host: &mut HostPlan, clock:
 }
 
 /// The fake MX's policy for a scenario's `policy = …`.
-fn policy_of(spec: &PolicySpec, sut: &HostPlan, clock: ClockRate) -> Policy {
+fn policy_of(spec: &PolicySpec, sut: DualStack, clock: ClockRate) -> Policy {
     let key = |key: &ClientKey| match key {
         ClientKey::Ip => GreylistKey::Ip,
         ClientKey::Prefix64 => GreylistKey::Prefix64,
@@ -333,8 +377,7 @@ fn policy_of(spec: &PolicySpec, sut: &HostPlan, clock: ClockRate) -> Policy {
             key: key(k),
         },
         PolicySpec::Blocklist { ipv6_prefix } => {
-            let sut_v6 = sut.ipv6.expect("the SUT has IPv6").host;
-            let listed = ipnet::Ipv6Net::new(sut_v6, *ipv6_prefix)
+            let listed = ipnet::Ipv6Net::new(sut.ipv6, *ipv6_prefix)
                 .expect("validation checked the prefix length")
                 .trunc();
             Policy::Blocklist {
@@ -419,8 +462,7 @@ fn apply_smtp_fault(
 impl Plan {
     /// Whether any fake MX offers STARTTLS, so the run needs a certificate authority.
     pub fn needs_tls(&self) -> bool {
-        self.hosts
-            .iter()
+        self.hosts()
             .flat_map(|host| host.smtp.values())
             .any(|behaviour| behaviour.tls != TlsMode::Off)
     }
@@ -467,29 +509,24 @@ fn activation_of(fault: &Fault, clock: ClockRate) -> Activation {
     }
 }
 
-fn dns_faults(scenario: &Scenario, hosts: &[HostPlan], clock: ClockRate) -> Vec<DnsFault> {
+fn dns_faults(scenario: &Scenario, plan: &Plan, clock: ClockRate) -> Vec<DnsFault> {
     scenario
         .faults
         .iter()
         .filter_map(|fault| {
             let spec = fault.dns.as_ref()?.get_ref();
-            let name = spec.name.as_ref().map_or_else(
-                || {
-                    hosts
-                        .iter()
-                        .find(|h| &h.name == fault.on.get_ref())
-                        .expect("validation checked that the fault names a host")
-                        .fqdn
-                        .clone()
-                },
-                |name| name.get_ref().clone(),
-            );
+            // Without a name, the fault is about the queries for its host's name.
+            let name = match &spec.name {
+                Some(name) => name.get_ref().clone(),
+                None => plan
+                    .hosts()
+                    .find(|h| &h.name == fault.on.get_ref())?
+                    .fqdn
+                    .clone(),
+            };
             Some(DnsFault {
                 name,
-                record_type: spec
-                    .record_type
-                    .as_ref()
-                    .map(|t| t.get_ref().to_ascii_uppercase()),
+                record_type: spec.record_type.as_ref().map(|t| t.get_ref().record_type()),
                 action: match *spec.answer.get_ref() {
                     DnsAnswer::Servfail => DnsFaultAction::ServFail,
                     DnsAnswer::Refused => DnsFaultAction::Refused,
@@ -505,17 +542,16 @@ fn dns_faults(scenario: &Scenario, hosts: &[HostPlan], clock: ClockRate) -> Vec<
         .collect()
 }
 
-fn net_faults(scenario: &Scenario, hosts: &[HostPlan], clock: ClockRate) -> Vec<NetFaultPlan> {
-    let sut = &hosts[0];
+fn net_faults(scenario: &Scenario, plan: &Plan, clock: ClockRate) -> Vec<NetFaultPlan> {
     let mut planned = Vec::new();
     for fault in &scenario.faults {
         let Some(kind) = fault.net.as_ref().map(|net| *net.get_ref()) else {
             continue;
         };
-        let host = hosts
-            .iter()
-            .find(|h| &h.name == fault.on.get_ref())
-            .expect("validation checked that faults name a host");
+        // Validation refused a fault on a host the plan does not have.
+        let Some(host) = plan.hosts().find(|h| &h.name == fault.on.get_ref()) else {
+            continue;
+        };
         let activation = activation_of(fault, clock);
         for target in host.addresses() {
             let family = Family::of(target);
@@ -526,7 +562,6 @@ fn net_faults(scenario: &Scenario, hosts: &[HostPlan], clock: ClockRate) -> Vec<
             {
                 continue;
             }
-            let sut_address = sut.address(family).expect("the SUT has both families");
             planned.push(NetFaultPlan {
                 description: format!("{kind} on {} {family}", host.name),
                 kind: match kind {
@@ -536,7 +571,7 @@ fn net_faults(scenario: &Scenario, hosts: &[HostPlan], clock: ClockRate) -> Vec<
                 host: host.name.clone(),
                 family,
                 target,
-                sut: sut_address,
+                sut: plan.sut_addresses.address(family),
                 activation,
             });
         }
@@ -560,20 +595,16 @@ impl ZoneSet {
     }
 
     fn add(&mut self, name: &str, data: RecordData) {
-        let origin = self
+        let (_, records) = self
             .zones
-            .keys()
-            .filter(|origin| name == origin.as_str() || name.ends_with(&format!(".{origin}")))
-            .max_by_key(|origin| origin.len())
-            .cloned()
+            .iter_mut()
+            .filter(|(origin, _)| name == origin.as_str() || name.ends_with(&format!(".{origin}")))
+            .max_by_key(|(origin, _)| origin.len())
             .expect("every planned name lies in a planned zone");
-        self.zones
-            .get_mut(&origin)
-            .expect("origin exists")
-            .push(Record {
-                name: name.to_string(),
-                data,
-            });
+        records.push(Record {
+            name: name.to_string(),
+            data,
+        });
     }
 
     fn into_zones(self) -> Vec<Zone> {
@@ -604,7 +635,7 @@ fn address_record(addr: IpAddr) -> RecordData {
     }
 }
 
-fn zones(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<Zone> {
+fn zones(scenario: &Scenario, plan: &Plan) -> Vec<Zone> {
     let mut origins = crate::scenario::zone_origins(scenario);
     if scenario.expect.auth.is_some() {
         // DMARC's tree walk (RFC 9989 §4.10) asks up to `_dmarc.test`: an empty `test` zone
@@ -619,7 +650,8 @@ fn zones(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<Zone> {
             exchange: format!("mx.{SENDER_DOMAIN}"),
         },
     );
-    let spf = hosts[0]
+    let spf = plan
+        .sut_addresses
         .addresses()
         .iter()
         .filter(|addr| {
@@ -669,7 +701,7 @@ fn zones(scenario: &Scenario, hosts: &[HostPlan]) -> Vec<Zone> {
             },
         );
     }
-    for host in hosts {
+    for host in plan.hosts() {
         // The unusable extra addresses come first, as a round-robin DNS server answers half of
         // the time: a client that tries only the first address meets one of them.
         for addr in host.extra_addresses.iter().copied().chain(host.addresses()) {
@@ -798,7 +830,7 @@ outcome = "delivered"
     #[test]
     fn addresses_are_deterministic_and_in_documentation_ranges() {
         let plan = plan();
-        let names: Vec<&str> = plan.hosts.iter().map(|h| h.name.as_str()).collect();
+        let names: Vec<&str> = plan.hosts().map(|h| h.name.as_str()).collect();
         assert_eq!(names, ["sut", "dns", "bounces", "mx1", "mx2"]);
         let mx1 = plan.host("mx1").unwrap();
         assert_eq!(
@@ -810,7 +842,7 @@ outcome = "delivered"
             "2001:db8:0:3::2".parse::<Ipv6Addr>().unwrap()
         );
         assert!(plan.host("mx2").unwrap().ipv6.is_none());
-        for addr in plan.hosts.iter().flat_map(HostPlan::addresses) {
+        for addr in plan.hosts().flat_map(HostPlan::addresses) {
             let text = addr.to_string();
             assert!(
                 text.starts_with("192.0.2.") || text.starts_with("2001:db8:"),
@@ -1016,7 +1048,7 @@ outcome = "delivered"
         let plan = plan_with("[[fault]]\non = \"mx1\"\ndns = { type = \"aaaa\", answer = { delay = \"3s\" } }\nwindow = { until = \"10s\" }\nfirst = 2");
         let fault = &plan.dns_faults[0];
         assert_eq!(fault.name, "mx1.example.test");
-        assert_eq!(fault.record_type.as_deref(), Some("AAAA"));
+        assert_eq!(fault.record_type, Some(hickory_proto::rr::RecordType::AAAA));
         assert_eq!(fault.action, DnsFaultAction::Delay(Duration::from_secs(3)));
         assert_eq!(
             (fault.when.until, fault.when.first),

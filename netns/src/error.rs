@@ -17,6 +17,19 @@ pub enum Error {
         source: io::Error,
     },
 
+    /// `/dev/net/tun` cannot be opened, so no TUN device (and no path shaping) is possible.
+    #[error(
+        "cannot open {device} ({source}), which path shaping needs: run as root, or let this user \
+         read and write {device} (Debian's udev gives it mode 0666)"
+    )]
+    TunAccess {
+        /// The clone device, `/dev/net/tun`.
+        device: String,
+        /// The open's error.
+        #[source]
+        source: io::Error,
+    },
+
     /// A namespace operation (unshare, setns, opening /proc/thread-self/ns/net) failed.
     #[error("network namespace {label}: {action} failed: {source}")]
     Namespace {

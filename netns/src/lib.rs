@@ -30,7 +30,7 @@ pub use join::{enter_current_thread, run_in, ProcessNamespaces};
 pub use namespace::Namespace;
 pub use process::{output, spawn, Process, SpawnOptions};
 pub use route::{Route, RouteKind, Routes, Rule};
-pub use shaper::{Direction, Shape, ShapedPath, Shaper, ShaperStats};
+pub use shaper::{check_tun_access, Direction, Shape, ShapedPath, Shaper, ShaperStats};
 pub use topology::{HostSpec, LinkAddresses, Topology, TopologySpec};
 
 /// This crate's result type.

@@ -146,6 +146,16 @@ async fn delay_and_jitter_show_in_connect_round_trips_of_the_shaped_family_only(
     .await
     .unwrap();
     assert_eq!(shaper.interface(), "mxlab-sh0");
+    // The TUN device lives in the router's namespace, never in the machine's own.
+    assert!(router_state(&topology).contains("mxlab-sh0"));
+    let root_links = std::process::Command::new("ip")
+        .args(["-o", "link", "show"])
+        .output()
+        .unwrap();
+    assert!(
+        !String::from_utf8_lossy(&root_links.stdout).contains("mxlab-sh0"),
+        "a TUN device in the root namespace"
+    );
     let shaped = connect_times(&topology, mx1_v6, 30).await;
     let v4 = connect_times(&topology, mx1_v4, 5).await;
     let stats = shaper.stats();

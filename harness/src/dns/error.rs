@@ -83,18 +83,6 @@ pub enum DnsError {
         /// The configured origins, comma-separated.
         zones: String,
     },
-    /// A fault names a record type this server does not know.
-    #[error(
-        "DNS fault \"{fault}\" has unknown record type {record_type:?}; use one of {known} \
-         (or none for every type)",
-        known = super::records::RECORD_TYPES.join(", ")
-    )]
-    UnknownRecordType {
-        /// The fault, e.g. `servfail for mx1.example.test`.
-        fault: String,
-        /// The record type as given.
-        record_type: String,
-    },
     /// A fault that could never apply: an empty window or `first` of zero.
     #[error("DNS fault \"{fault}\" can never apply: {reason}")]
     UselessFault {

@@ -35,6 +35,6 @@ mod tests;
 
 pub use error::DnsError;
 pub use faults::{DnsFault, DnsFaultAction};
-pub use records::{reverse_name, Record, RecordData, Zone, RECORD_TYPES};
+pub use records::{reverse_name, Record, RecordData, Zone};
 pub use server::{DnsServer, RunningDns};
 pub use zones::{NEGATIVE_TTL, RECORD_TTL};

@@ -6,8 +6,6 @@
 use std::fmt;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
-use hickory_proto::rr::RecordType;
-
 /// The data of one resource record.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum RecordData {
@@ -130,26 +128,6 @@ pub fn reverse_name(addr: IpAddr) -> String {
             name
         }
     }
-}
-
-/// The record types a fault may be restricted to, as written in scenarios.
-pub const RECORD_TYPES: [&str; 9] = ["A", "AAAA", "MX", "PTR", "TXT", "CNAME", "SOA", "NS", "ANY"];
-
-/// One of [`RECORD_TYPES`], in any case.
-pub(crate) fn parse_record_type(text: &str) -> Option<RecordType> {
-    let record_type = match text.to_ascii_uppercase().as_str() {
-        "A" => RecordType::A,
-        "AAAA" => RecordType::AAAA,
-        "MX" => RecordType::MX,
-        "PTR" => RecordType::PTR,
-        "TXT" => RecordType::TXT,
-        "CNAME" => RecordType::CNAME,
-        "SOA" => RecordType::SOA,
-        "NS" => RecordType::NS,
-        "ANY" => RecordType::ANY,
-        _ => return None,
-    };
-    Some(record_type)
 }
 
 #[cfg(test)]

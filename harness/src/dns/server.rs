@@ -55,8 +55,7 @@ impl DnsServer {
     /// # Errors
     ///
     /// Those of [`new`](Self::new), and for a fault: an invalid name, a name outside every
-    /// zone ([`DnsError::FaultOutsideZones`]), a record type other than A, AAAA, MX, PTR, TXT,
-    /// CNAME, SOA, NS or ANY ([`DnsError::UnknownRecordType`]), or a fault that can never apply
+    /// zone ([`DnsError::FaultOutsideZones`]), or a fault that can never apply
     /// ([`DnsError::UselessFault`]: a window ending before it starts, or `first` of 0).
     pub fn with_faults(
         zones: &[Zone],

@@ -134,7 +134,7 @@ pub async fn explore(
     faults.catch_up(&lab.topology, &clock).await?;
     clock.start();
     println!("{}", world::describe(&plan, sut));
-    let namespace = lab.topology.host("sut").expect("the plan has a sut host");
+    let namespace = world::namespace(&lab.topology, &plan.sut.name);
     let mut shell = netns::spawn(
         namespace,
         std::process::Command::new(shell),
@@ -306,11 +306,24 @@ pub async fn run_with(
         ),
     });
 
+    // A harness problem once the lab is up (a fault that cannot be installed, an injection the
+    // SUT refuses) is an ERROR that keeps the timeline so far and the time it took; the lab is
+    // torn down when it goes out of scope, as after any run.
+    let failed_run = |error: LabError| RunReport {
+        events: log.snapshot(),
+        wall: started.elapsed(),
+        topology_up,
+        ..RunReport::harness_error(scenario, sut, options, &error)
+    };
     let mut faults = FaultTimeline::new(&plan.net_faults, log.clone());
-    faults.catch_up(&lab.topology, &clock).await?;
+    if let Err(error) = faults.catch_up(&lab.topology, &clock).await {
+        return Ok(failed_run(error));
+    }
     clock.start();
     for planned in &plan.messages {
-        lab.sut.inject(&planned.message).await?;
+        if let Err(error) = lab.sut.inject(&planned.message).await {
+            return Ok(failed_run(error.into()));
+        }
     }
     let expect = &scenario.expect;
     let deadline = watch_limit(scenario, plan.clock);
@@ -335,9 +348,9 @@ pub async fn run_with(
             if let Err(err) = running_sut.kick().await {
                 log.record(EventKind::Harness { message: format!("kick failed: {err}") });
             }
-        }) => {
-            failed?;
-            unreachable!("the fault timeline stays pending once it is done")
+        }) => match failed {
+            Err(error) => return Ok(failed_run(error)),
+            Ok(()) => unreachable!("the fault timeline stays pending once it is done"),
         }
     };
     if !finished && expect.outcome != Outcome::Deferred {

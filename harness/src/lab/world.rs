@@ -52,21 +52,18 @@ impl Lab {
         let topology = netns::Topology::build(&plan.topology(prefix)).await?;
         let topology_up = built.elapsed();
         let namespaces = plan
-            .hosts
-            .iter()
+            .hosts()
             .map(|host| namespace(&topology, &host.name))
             .chain([topology.router()]);
         crate::gc::write_namespaces(work_dir.path(), namespaces).map_err(LabError::WorkDir)?;
 
-        let dns_host = plan.host("dns").expect("the plan always has a dns host");
-        let dns = start_dns(plan, dns_host, &topology, clock.clone(), log.clone())?;
+        let dns = start_dns(plan, &plan.dns, &topology, clock.clone(), log.clone())?;
 
         let syn_watch = watch_syns(plan, &topology, log.clone())?;
         let recorder = match pcap {
             Some(path) => {
                 let interfaces: Vec<String> = plan
-                    .hosts
-                    .iter()
+                    .hosts()
                     .filter_map(|host| topology.router_interface(&host.name))
                     .map(str::to_string)
                     .collect();
@@ -87,16 +84,13 @@ impl Lab {
         // Greylist triplets and connection counts are shared by every server of the run; the
         // policy DNS of a host asks the scenario DNS from inside that host's namespace.
         let policy_state = mx::PolicyState::new();
-        let dns_servers: Vec<SocketAddr> = dns_host
+        let dns_servers: Vec<SocketAddr> = plan
+            .dns
             .addresses()
             .into_iter()
             .map(|ip| SocketAddr::new(ip, 53))
             .collect();
-        for host in plan
-            .hosts
-            .iter()
-            .filter(|h| matches!(h.role, Role::Mx | Role::Collector))
-        {
+        for host in std::iter::once(&plan.collector).chain(&plan.mxs) {
             let listeners = bind_smtp(host, &topology)?;
             // Authentication results are recorded by the receiving MX hosts, not the collector.
             let authenticate = plan.authenticate && host.role == Role::Mx;
@@ -142,7 +136,7 @@ impl Lab {
         let sut_spawned = std::time::SystemTime::now();
         let sut = sut
             .start(SutContext {
-                namespace: namespace(&topology, "sut"),
+                namespace: namespace(&topology, &plan.sut.name),
                 ca_file: authority.as_ref().map(|_| ca_file.as_path()),
                 resolv_conf: &resolv_conf,
                 hostname: SUT_HOSTNAME,
@@ -215,9 +209,17 @@ impl Lab {
     }
 }
 
-fn namespace<'t>(topology: &'t netns::Topology, host: &str) -> &'t netns::Namespace {
+/// The namespace of `host`, a host of the plan the topology was built from.
+pub(super) fn namespace<'t>(topology: &'t netns::Topology, host: &str) -> &'t netns::Namespace {
     topology
         .host(host)
+        .unwrap_or_else(|| panic!("the topology was built from the plan, which has host {host}"))
+}
+
+/// The router's interface towards `host`, a host of the plan the topology was built from.
+fn router_interface<'t>(topology: &'t netns::Topology, host: &str) -> &'t str {
+    topology
+        .router_interface(host)
         .unwrap_or_else(|| panic!("the topology was built from the plan, which has host {host}"))
 }
 
@@ -262,12 +264,12 @@ fn start_dns(
 
 fn bind_smtp(host: &HostPlan, topology: &netns::Topology) -> Result<Vec<Listener>, LabError> {
     let mut listeners = Vec::new();
-    for (family, behaviour) in &host.smtp {
-        let ip = host_sockets(host)
-            .into_iter()
-            .find(|(f, _)| f == family)
-            .map(|(_, ip)| ip)
-            .expect("a host has an SMTP behaviour only for families it has addresses of");
+    // The plan gives a host an SMTP behaviour only for the families it has an address of.
+    let served = host
+        .smtp
+        .iter()
+        .filter_map(|(family, behaviour)| Some((family, behaviour, host.address(*family)?)));
+    for (family, behaviour, ip) in served {
         let address = SocketAddr::new(ip, 25);
         let socket = namespace(topology, &host.name)
             .run(move || TcpListener::bind(address))?
@@ -292,8 +294,7 @@ fn watch_syns(
     log: EventLog,
 ) -> Result<SynWatch, LabError> {
     let hosts: Vec<(IpAddr, String)> = plan
-        .hosts
-        .iter()
+        .hosts()
         .flat_map(|host| {
             let all = host
                 .addresses()
@@ -302,9 +303,7 @@ fn watch_syns(
             all.map(|ip| (ip, host.name.clone()))
         })
         .collect();
-    let interface = topology
-        .router_interface("sut")
-        .expect("the topology has a sut host");
+    let interface = router_interface(topology, &plan.sut.name);
     let watch = capture::watch_syns(topology.router(), interface, 25, move |syn| {
         let host = hosts
             .iter()
@@ -328,7 +327,7 @@ pub fn describe(plan: &Plan, sut: &SutKind) -> String {
         _ => format!("{sut} listens on {}", crate::sut::LISTEN_ADDRESS),
     };
     let mut text = format!("mxlab explore: a shell in the SUT's namespace ({listener}).\n");
-    for host in &plan.hosts {
+    for host in plan.hosts() {
         let addresses: Vec<String> = host.addresses().iter().map(ToString::to_string).collect();
         text.push_str(&format!(
             "  {:<9} {:<22} {}\n",

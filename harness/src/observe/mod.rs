@@ -11,9 +11,8 @@ mod fate;
 mod reply;
 
 pub use attempts::{attempts, fallback, Attempt, Fallback};
-pub use dsn::{received as dsn_reports, reports as read_dsn, DsnReport};
+pub use dsn::{received as dsn_reports, reports as read_dsn};
 pub use fate::{
-    fate, first_delivery, landing, repeated_digests, Acceptance, Arrival, Landing, MessageFate,
-    COLLECTOR,
+    fate, first_delivery, landing, repeated_digests, Acceptance, MessageFate, COLLECTOR,
 };
-pub use reply::{MalformedReply, SmtpReply};
+pub use reply::SmtpReply;

@@ -48,7 +48,8 @@ pub fn render(report: &RunReport, timeline: bool) -> String {
         .iter()
         .flat_map(|f| f.evidence.iter().copied())
         .collect();
-    if brief {
+    // A run that failed before anything happened has no timeline to show.
+    if brief || report.events.is_empty() {
         return out;
     }
     let _ = writeln!(out, "      timeline:");

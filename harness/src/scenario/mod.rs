@@ -9,6 +9,7 @@ mod duration;
 mod error;
 mod load;
 mod model;
+mod query;
 mod shape;
 mod validate;
 
@@ -25,5 +26,6 @@ pub use model::{
     PolicySpec, PtrFault, RouteSpec, Scenario, SmtpAction, SmtpFault, SmtpStage, StartTls, Window,
     Xfail,
 };
+pub use query::{ExpectedQuery, QueryType};
 pub use shape::{NetShape, Rate, ShapeDirection};
 pub use validate::{zone_origins, MAX_MX_HOSTS, SENDER_DOMAIN};

@@ -273,7 +273,7 @@ pub struct DnsFaultSpec {
     pub name: Option<Spanned<String>>,
     /// The record type, e.g. `AAAA`; every type when absent.
     #[serde(default, rename = "type")]
-    pub record_type: Option<Spanned<String>>,
+    pub record_type: Option<Spanned<super::QueryType>>,
     /// What the server does instead.
     pub answer: Spanned<DnsAnswer>,
 }
@@ -710,7 +710,7 @@ pub struct Expect {
     /// DNS queries the MTA must have made, in this order (others may come between), each as
     /// `"NAME TYPE"`, e.g. `["mx1.example.test AAAA", "mx1.example.test A"]`.
     #[serde(default)]
-    pub queried: Option<Vec<Spanned<String>>>,
+    pub queried: Option<Vec<Spanned<super::ExpectedQuery>>>,
     /// Connection attempts to the receiving MX hosts per family, e.g. `{ ipv6 = 1, ipv4 = 1 }`.
     #[serde(default)]
     pub attempts: Option<BTreeMap<Family, u32>>,

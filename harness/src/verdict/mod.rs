@@ -18,7 +18,8 @@ use crate::family::Family;
 use crate::plan::PlannedMessage;
 use std::collections::BTreeMap;
 
-use crate::scenario::{DsnExpect, Expect, Expectation, Outcome, Xfail};
+use crate::scenario::{DsnExpect, Expect, Expectation, ExpectedQuery, Outcome, Xfail};
+use toml::Spanned;
 
 /// How a scenario ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
@@ -553,60 +554,57 @@ fn check_dsn(expected: &DsnExpect, events: &[Event]) -> Option<Failure> {
 }
 
 /// The queries must appear in this order among the DNS query events.
-fn check_queries(queried: &[toml::Spanned<String>], events: &[Event]) -> Option<Failure> {
-    let asked: Vec<(usize, String)> = events
+fn check_queries(queried: &[Spanned<ExpectedQuery>], events: &[Event]) -> Option<Failure> {
+    let asked: Vec<(usize, &str, &str)> = events
         .iter()
         .enumerate()
         .filter_map(|(index, event)| match &event.kind {
             EventKind::DnsQuery {
                 name, record_type, ..
-            } => Some((index, format!("{name} {record_type}"))),
+            } => Some((index, name.as_str(), record_type.as_str())),
             _ => None,
         })
         .collect();
     let mut matched = Vec::new();
     let mut rest = asked.iter();
     for wanted in queried {
-        let wanted = normalize_query(wanted.get_ref());
-        match rest.by_ref().find(|(_, query)| *query == wanted) {
-            Some((index, _)) => matched.push(*index),
+        let wanted = wanted.get_ref();
+        match rest
+            .by_ref()
+            .find(|(_, name, record_type)| wanted.matches(name, record_type))
+        {
+            Some((index, ..)) => matched.push(*index),
             None => {
                 let expectation = format!(
                     "queried = [{}]",
                     queried
                         .iter()
-                        .map(|q| format!("{:?}", q.get_ref()))
+                        .map(|q| format!("{:?}", q.get_ref().to_string()))
                         .collect::<Vec<_>>()
                         .join(", ")
                 );
-                let seen: Vec<&str> = asked.iter().map(|(_, q)| q.as_str()).collect();
+                let seen: Vec<String> = asked
+                    .iter()
+                    .map(|(_, name, record_type)| format!("{name} {record_type}"))
+                    .collect();
                 return Some(Failure {
                     key: Some(Expectation::Queried),
                     expectation,
                     reason: format!(
-                        "no query {wanted:?} after the ones before it; the MTA asked, in order: {}",
+                        "no query {:?} after the ones before it; the MTA asked, in order: {}",
+                        wanted.to_string(),
                         if seen.is_empty() {
                             "nothing".to_string()
                         } else {
                             seen.join(", ")
                         }
                     ),
-                    evidence: asked.iter().map(|(i, _)| *i).collect(),
+                    evidence: asked.iter().map(|(i, ..)| *i).collect(),
                 });
             }
         }
     }
     None
-}
-
-/// `"Name.Test. aaaa"` → `"name.test AAAA"`, the form DNS query events use.
-fn normalize_query(query: &str) -> String {
-    let (name, kind) = query.split_once(' ').unwrap_or((query, ""));
-    format!(
-        "{} {}",
-        name.trim_end_matches('.').to_ascii_lowercase(),
-        kind.trim().to_ascii_uppercase()
-    )
 }
 
 fn outcome_name(outcome: Outcome) -> &'static str {

@@ -22,6 +22,7 @@ use std::time::Instant;
 
 pub use plan::Shape;
 use plan::{Release, Scheduler};
+pub use tun::check_tun_access;
 use tun::Tun;
 
 use crate::{Error, Result, Route, Routes, Rule, Topology};

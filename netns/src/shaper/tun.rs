@@ -20,9 +20,14 @@ pub(crate) struct Tun {
 impl Tun {
     /// Creates the TUN device `name` inside `ns`. Must be called inside a tokio runtime.
     pub(crate) fn create(ns: &Namespace, name: &str) -> Result<Tun> {
-        let fd = ns
-            .run(|| open(name))?
-            .map_err(|e| Error::namespace(ns.label(), &format!("creating TUN device {name}"), e))?;
+        // The device lives in the namespace the clone device was opened in, so both the open
+        // and the attach happen inside `ns`.
+        let fd = ns.run(|| {
+            let device = open_device()?;
+            attach(device, name).map_err(|e| {
+                Error::namespace(ns.label(), &format!("creating TUN device {name}"), e)
+            })
+        })??;
         // SAFETY: `fd` is an open descriptor owned by the `OwnedFd` moved into the `AsyncFd`:
         // it stays open and the same until the `AsyncFd` is dropped.
         let fd =
@@ -57,21 +62,44 @@ impl Tun {
     }
 }
 
-/// Opens /dev/net/tun non-blocking and attaches it to a new TUN device `name` in the calling
-/// thread's network namespace.
-fn open(name: &str) -> io::Result<OwnedFd> {
+/// The TUN clone device.
+const TUN_DEVICE: &str = "/dev/net/tun";
+
+/// Whether this process may create TUN devices, which path shaping needs: `/dev/net/tun` must
+/// open for reading and writing. Root can; an ordinary user (also in rootless mode) only where
+/// the device's mode lets it (Debian's udev makes it 0666, some containers keep it 0600).
+///
+/// # Errors
+///
+/// [`Error::TunAccess`], naming the fix, when the device does not open (no permission, or no
+/// TUN driver).
+pub fn check_tun_access() -> Result<()> {
+    open_device().map(drop)
+}
+
+/// Opens the clone device non-blocking; the descriptor becomes a TUN device once attached.
+fn open_device() -> Result<OwnedFd> {
+    std::fs::OpenOptions::new()
+        .read(true)
+        .write(true)
+        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
+        .open(TUN_DEVICE)
+        .map(OwnedFd::from)
+        .map_err(|source| Error::TunAccess {
+            device: TUN_DEVICE.into(),
+            source,
+        })
+}
+
+/// Attaches the open clone device `fd` to a new TUN device `name` in the calling thread's
+/// network namespace.
+fn attach(fd: OwnedFd, name: &str) -> io::Result<OwnedFd> {
     if name.is_empty() || name.len() >= libc::IFNAMSIZ {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("interface name {name:?} must be 1-15 bytes"),
         ));
     }
-    let file = std::fs::OpenOptions::new()
-        .read(true)
-        .write(true)
-        .custom_flags(libc::O_NONBLOCK | libc::O_CLOEXEC)
-        .open("/dev/net/tun")?;
-    let fd = OwnedFd::from(file);
     // SAFETY: `ifreq` is plain data, valid when zeroed; the name is copied with room for its
     // NUL terminator (checked above); TUNSETIFF reads the struct and writes the final name
     // back into it, which outlives the call; `fd` is an open descriptor we own.

@@ -23,7 +23,7 @@
 //!
 //! DNS lookups (PTR, A/AAAA, SPF's TXT and whatever its mechanisms need) are made by the
 //! driver of the connection (`mx::conn`) while the session waits: the session hands out a
-//! [`Lookup`], the answer comes back through [`Gate::store`], and the command is decided again.
+//! `Lookup`, the answer comes back through `Gate::store`, and the command is decided again.
 //! Lookups run on the [`PolicyDns`] worker thread, which lives in the MX host's network
 //! namespace, so every DNS packet leaves from there.
 //!
