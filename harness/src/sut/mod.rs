@@ -24,6 +24,8 @@ pub mod faketime;
 mod instance;
 mod kind;
 mod lifecycle;
+#[cfg(test)]
+mod live_bench;
 mod logtail;
 pub mod opensmtpd;
 pub mod postfix;
