@@ -122,8 +122,8 @@ pub struct RunningExim {
 
 #[async_trait::async_trait]
 impl RunningSut for RunningExim {
-    /// Injects `message` over SMTP to [`LISTEN_ADDRESS`](common::LISTEN_ADDRESS) inside the SUT
-    /// namespace and returns the reply to the end of DATA. Records
+    /// Injects `message` over SMTP to the listener (`127.0.0.1:2525`) inside the SUT namespace
+    /// and returns the reply to the end of DATA. Records
     /// [`EventKind::MessageInjected`](crate::events::EventKind::MessageInjected). Any refusal
     /// (non-2xx reply) is an error naming the step.
     async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
@@ -207,26 +207,16 @@ impl RunningSut for RunningExim {
         Ok(self.instance.record_queue(entries))
     }
 
-    async fn stop(self: Box<Self>) -> Result<(), SutError> {
-        RunningExim::stop(*self).await
-    }
-
-    fn pid_namespace(&self) -> Option<std::path::PathBuf> {
-        self.instance.pid_namespace()
-    }
-}
-
-impl RunningExim {
     /// Stops every Exim process (SIGTERM, which the PID namespace's init forwards to all of
     /// them, then SIGKILL after a grace period) and any `exim -qff` still running, and records
     /// the log lines not yet recorded, the panic log, the daemon's standard error and what
     /// the `exim -qff` runs printed.
-    pub async fn stop(self) -> Result<(), SutError> {
+    async fn stop(self: Box<Self>) -> Result<(), SutError> {
         let RunningExim {
             layout,
             instance,
             kicks,
-        } = self;
+        } = *self;
         let log = instance.log().clone();
         let stopped = instance.stop().await;
         let kicks = kicks.into_inner().unwrap_or_else(|e| e.into_inner());
@@ -238,6 +228,12 @@ impl RunningExim {
         stopped
     }
 
+    fn pid_namespace(&self) -> Option<std::path::PathBuf> {
+        self.instance.pid_namespace()
+    }
+}
+
+impl RunningExim {
     /// How long [`Exim::start`] took until the listener answered 220.
     pub fn startup_time(&self) -> Duration {
         self.instance.startup_time()

@@ -151,8 +151,8 @@ pub struct RunningOpensmtpd {
 
 #[async_trait::async_trait]
 impl RunningSut for RunningOpensmtpd {
-    /// Injects `message` over SMTP to [`LISTEN_ADDRESS`](common::LISTEN_ADDRESS) inside the
-    /// SUT namespace and returns the reply to the end of DATA. Records
+    /// Injects `message` over SMTP to the listener (`127.0.0.1:2525`) inside the SUT namespace
+    /// and returns the reply to the end of DATA. Records
     /// [`EventKind::MessageInjected`]. Any refusal (non-2xx reply) is an error naming the step.
     async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
         self.instance.inject(message).await
@@ -178,8 +178,10 @@ impl RunningSut for RunningOpensmtpd {
         Ok(self.instance.record_queue(entries))
     }
 
+    /// Stops every OpenSMTPD process (SIGTERM, which the PID namespace's init forwards to all
+    /// of them, then SIGKILL after a grace period) and records the log lines not yet recorded.
     async fn stop(self: Box<Self>) -> Result<(), SutError> {
-        RunningOpensmtpd::stop(*self).await
+        self.instance.stop().await
     }
 
     fn pid_namespace(&self) -> Option<std::path::PathBuf> {
@@ -188,12 +190,6 @@ impl RunningSut for RunningOpensmtpd {
 }
 
 impl RunningOpensmtpd {
-    /// Stops every OpenSMTPD process (SIGTERM, which the PID namespace's init forwards to all
-    /// of them, then SIGKILL after a grace period) and records the log lines not yet recorded.
-    pub async fn stop(self) -> Result<(), SutError> {
-        self.instance.stop().await
-    }
-
     /// How long [`Opensmtpd::start`] took until the listener answered 220.
     pub fn startup_time(&self) -> Duration {
         self.instance.startup_time()

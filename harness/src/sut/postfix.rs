@@ -154,8 +154,10 @@ impl RunningSut for RunningPostfix {
         Ok(self.instance.record_queue(entries))
     }
 
+    /// Stops every Postfix process (SIGTERM through the PID namespace's init to every process
+    /// in it, then SIGKILL after a grace period) and records the log lines not yet recorded.
     async fn stop(self: Box<Self>) -> Result<(), SutError> {
-        RunningPostfix::stop(*self).await
+        self.instance.stop().await
     }
 
     fn pid_namespace(&self) -> Option<std::path::PathBuf> {
@@ -164,12 +166,6 @@ impl RunningSut for RunningPostfix {
 }
 
 impl RunningPostfix {
-    /// Stops every Postfix process (SIGTERM through the PID namespace's init to every process
-    /// in it, then SIGKILL after a grace period) and records the log lines not yet recorded.
-    pub async fn stop(self) -> Result<(), SutError> {
-        self.instance.stop().await
-    }
-
     /// How long [`Postfix::start`] took until the listener answered 220.
     pub fn startup_time(&self) -> Duration {
         self.instance.startup_time()

@@ -137,26 +137,10 @@ impl RunningDriver {
             instance,
         };
         if let Err(e) = running.wait_ready().await {
-            let _ = running.stop().await;
+            let _ = Box::new(running).stop().await;
             return Err(e);
         }
         Ok(running)
-    }
-
-    /// Runs the `stop` step if there is one and gives `start` up to 5 s to exit; then ends the
-    /// instance's PID namespace (SIGTERM, SIGKILL after 5 s) and records the log lines not yet
-    /// recorded. A failing `stop` step is reported after everything was stopped.
-    pub async fn stop(self) -> Result<(), SutError> {
-        let step = match &self.steps.driver.stop {
-            Some(argv) => Some(self.run_step("stop", argv).await.map(drop)),
-            None => None,
-        };
-        let mut instance = self.instance;
-        if matches!(step, Some(Ok(()))) {
-            instance.wait_for_exit(STOP_GRACE, PROBE_INTERVAL).await;
-        }
-        let stopped = instance.stop().await;
-        step.unwrap_or(Ok(())).and(stopped)
     }
 
     /// Waits until `ready` succeeds, `start` exits, or `ready_timeout` has passed.
@@ -316,8 +300,20 @@ impl RunningSut for RunningDriver {
         Ok(self.instance.record_queue(entries))
     }
 
+    /// Runs the `stop` step if there is one and gives `start` up to 5 s to exit; then ends the
+    /// instance's PID namespace (SIGTERM, SIGKILL after 5 s) and records the log lines not yet
+    /// recorded. A failing `stop` step is reported after everything was stopped.
     async fn stop(self: Box<Self>) -> Result<(), SutError> {
-        RunningDriver::stop(*self).await
+        let step = match &self.steps.driver.stop {
+            Some(argv) => Some(self.run_step("stop", argv).await.map(drop)),
+            None => None,
+        };
+        let mut instance = self.instance;
+        if matches!(step, Some(Ok(()))) {
+            instance.wait_for_exit(STOP_GRACE, PROBE_INTERVAL).await;
+        }
+        let stopped = instance.stop().await;
+        step.unwrap_or(Ok(())).and(stopped)
     }
 
     fn pid_namespace(&self) -> Option<std::path::PathBuf> {
