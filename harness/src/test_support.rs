@@ -22,3 +22,15 @@ pub(crate) fn cannot_run(test: &str, reason: Option<String>) -> bool {
 pub(crate) fn needs_root(what: &str) -> Option<String> {
     (!nix::unistd::geteuid().is_root()).then(|| format!("needs root ({what})"))
 }
+
+/// The lines of the [`EventKind::SutLog`](crate::events::EventKind::SutLog) events recorded
+/// in `log`, in order.
+pub(crate) fn sut_log_lines(log: &crate::events::EventLog) -> Vec<String> {
+    log.snapshot()
+        .into_iter()
+        .filter_map(|e| match e.kind {
+            crate::events::EventKind::SutLog { line } => Some(line),
+            _ => None,
+        })
+        .collect()
+}

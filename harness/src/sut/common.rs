@@ -1,13 +1,13 @@
 //! What the MTA drivers share: reaching the injection listener inside the SUT namespace,
-//! waiting for the MTA's greeting, running the MTAs' own tools inside the namespaces of a
+//! probing for the MTA's greeting, running the MTAs' own tools inside the namespaces of a
 //! running instance, and making the directories of an instance.
 
 use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::os::fd::BorrowedFd;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::Path;
-use std::process::{ExitStatus, Stdio};
-use std::time::{Duration, Instant};
+use std::process::Stdio;
+use std::time::Duration;
 
 use tokio::io::AsyncWriteExt;
 
@@ -17,9 +17,6 @@ use crate::sut::{smtp, OutgoingMessage, SutError};
 
 /// The address every driver's injection listener binds inside the SUT namespace.
 pub(crate) const LISTEN_ADDRESS: &str = "127.0.0.1:2525";
-
-/// Pause between readiness probes.
-const PROBE_INTERVAL: Duration = Duration::from_millis(20);
 
 /// [`LISTEN_ADDRESS`] as a socket address.
 pub(crate) fn listen_address() -> SocketAddr {
@@ -103,101 +100,6 @@ pub(crate) async fn probe_greeting(ns: BorrowedFd<'_>, listen: SocketAddr) -> Re
     let _ = stream.get_mut().write_all(b"QUIT\r\n").await;
     let _ = stream.get_mut().shutdown().await;
     Ok(())
-}
-
-/// Why [`wait_for_greeting`] gave up.
-#[derive(Debug)]
-pub(crate) enum NotReady {
-    /// The MTA's process exited.
-    Exited(ExitStatus),
-    /// No greeting within the time allowed; the last probe's outcome.
-    TimedOut {
-        /// The listener probed.
-        address: SocketAddr,
-        /// How long it waited.
-        waited: Duration,
-        /// The last probe's outcome.
-        detail: String,
-    },
-    /// The process could not be watched.
-    Watch(String),
-}
-
-impl NotReady {
-    /// The error `sut` reports for it; `command` names what was started (e.g. `smtpd -d`),
-    /// `log_tail` gives the end of the MTA's logs.
-    pub(crate) fn into_error(
-        self,
-        sut: &'static str,
-        command: &str,
-        log_tail: impl FnOnce() -> String,
-    ) -> SutError {
-        match self {
-            NotReady::Exited(status) => SutError::Exited {
-                sut,
-                status: status.to_string(),
-                log_tail: log_tail(),
-            },
-            NotReady::TimedOut {
-                address,
-                waited,
-                detail,
-            } => SutError::NotReady {
-                sut,
-                address: address.to_string(),
-                waited,
-                detail,
-                log_tail: log_tail(),
-            },
-            NotReady::Watch(detail) => SutError::Namespace {
-                sut,
-                action: format!("watch `{command}`"),
-                detail,
-            },
-        }
-    }
-}
-
-/// Probes `listen` inside `ns` until it greets with 220, `process` exits, or `timeout` has
-/// passed since `begun`.
-pub(crate) async fn wait_for_greeting(
-    process: &mut netns::Process,
-    ns: BorrowedFd<'_>,
-    listen: SocketAddr,
-    begun: Instant,
-    timeout: Duration,
-) -> Result<(), NotReady> {
-    loop {
-        match process.try_exit_status() {
-            Ok(Some(status)) => return Err(NotReady::Exited(status)),
-            Ok(None) => {}
-            Err(e) => return Err(NotReady::Watch(e.to_string())),
-        }
-        let detail = match probe_greeting(ns, listen).await {
-            Ok(()) => return Ok(()),
-            Err(detail) => detail,
-        };
-        if begun.elapsed() >= timeout {
-            return Err(NotReady::TimedOut {
-                address: listen,
-                waited: begun.elapsed(),
-                detail,
-            });
-        }
-        tokio::time::sleep(PROBE_INTERVAL).await;
-    }
-}
-
-/// The namespaces of the running instance `process` (spawned in the network namespace `net`
-/// with a private mount namespace and `own_pid_namespace`), held open so the MTA's tools can
-/// be run in them, also after the instance stopped.
-pub(crate) fn namespaces_of(
-    sut: &'static str,
-    net: BorrowedFd<'_>,
-    process: &netns::Process,
-) -> Result<netns::ProcessNamespaces, SutError> {
-    netns::ProcessNamespaces::of(net, process)
-        .map_err(|e| io_error(sut, "open the instance's namespaces", e))
 }
 
 /// Runs one of the MTA's tools to completion (at most `timeout`) and returns its standard
@@ -299,14 +201,6 @@ pub(crate) fn not_installed(sut: &'static str, what: &str) -> SutError {
 
 /// What to do when an MTA is missing.
 pub(crate) const INSTALL_FIX: &str = "run .ci/install-deps.sh as root";
-
-/// Host PIDs of the processes whose PID namespace is the one `/proc/PID/ns/pid_for_children`
-/// of `pid` names (empty if that cannot be read).
-#[cfg(test)]
-pub(crate) fn processes_in_pid_namespace_of(pid: u32) -> (std::path::PathBuf, Vec<u32>) {
-    let ns = std::fs::read_link(format!("/proc/{pid}/ns/pid_for_children")).unwrap_or_default();
-    (ns.clone(), processes_in(&ns))
-}
 
 /// Host PIDs of the live (non-zombie) processes in the PID namespace named by `ns` (a
 /// `pid:[inode]` link text).

@@ -18,11 +18,10 @@ use std::process::Stdio;
 use std::sync::Mutex;
 use std::time::{Duration, Instant};
 
-use crate::events::{EventKind, EventLog, QueueEntry};
-use crate::sut::common::{self, LISTEN_ADDRESS};
-use crate::sut::instance::Isolation;
-use crate::sut::logtail::{last_lines, LogTail};
-use crate::sut::{faketime, OutgoingMessage, RunningSut, SutContext, SutError, Timing};
+use crate::events::QueueEntry;
+use crate::sut::common;
+use crate::sut::lifecycle::{record_lines, Instance, InstanceSpec};
+use crate::sut::{OutgoingMessage, RunningSut, SutContext, SutError, Timing};
 
 pub mod config;
 #[cfg(test)]
@@ -43,42 +42,33 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 const KICK_PATIENCE: Duration = Duration::from_millis(300);
 /// How long `exim -bp` may take.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
-/// Lines of log quoted in start-up errors.
-const TAIL_LINES: usize = 25;
+/// The file in the work directory that gets what `exim -qff` prints.
+const KICK_OUTPUT: &str = "kick.out";
 
 /// Starts Exim; see [`Exim::start`].
 pub struct Exim;
 
 impl Exim {
-    /// Checks that Exim is installed; writes `exim.conf` (see [`config::exim_conf`]; the
-    /// scenario's `[route]` and then its `[sut.exim]` settings override main-section options,
-    /// or router/transport options as `dnslookup.OPTION` / `remote_smtp.OPTION`; see
-    /// [`config::route_settings`]) and an empty spool into the work
-    /// directory; starts `exim -bdf -qINTERVAL` in the SUT namespace with the lab's resolv.conf, in a
-    /// PID namespace of its own, after bind-mounting the work directory over
-    /// [`INSTANCE_DIR`]; and waits (at most about 10 s) until the listener answers 220.
+    /// Checks that Exim is installed; writes `exim.conf` (see [`config::exim_conf`]; the scenario's
+    /// `[route]` and then its `[sut.exim]` settings override main-section options, or
+    /// router/transport options as `dnslookup.OPTION` / `remote_smtp.OPTION`; see
+    /// [`config::route_settings`]) and an empty spool into the work directory; starts `exim -bdf
+    /// -qINTERVAL` in the SUT namespace with the lab's resolv.conf, in a PID namespace of its own,
+    /// after bind-mounting the work directory over [`INSTANCE_DIR`]; and waits (at most about 10 s)
+    /// until the listener answers 220.
     ///
-    /// Main-log lines are recorded as [`EventKind::SutLog`] from the start. A failure to start
-    /// quotes the end of the main and panic logs and of the daemon's standard error (where
-    /// Exim reports configuration errors).
+    /// Main-log lines are recorded as [`EventKind::SutLog`](crate::events::EventKind::SutLog) from
+    /// the start. A failure to start quotes the end of the main and panic logs and of the daemon's
+    /// standard error (where Exim reports configuration errors).
     pub async fn start(ctx: SutContext<'_>) -> Result<RunningExim, SutError> {
         let begun = Instant::now();
         check_installed()?;
-        if ctx.timing.clock.is_accelerated() {
-            faketime::check_installed(SUT)?;
-        }
         let layout = Layout::new(ctx.work_dir);
         let mut settings = config::route_settings(ctx.route);
         settings.extend(ctx.settings.clone());
         prepare(&layout, ctx.hostname, &settings, ctx.timing)?;
         let binary = layout.exim_inside(ctx.timing.clock);
         let queue_runner = config::queue_runner_option(ctx.timing.timeouts);
-
-        let out = std::fs::File::create(&layout.stderr)
-            .map_err(|e| io_error(&format!("create {}", layout.stderr.display()), e))?;
-        let out2 = out
-            .try_clone()
-            .map_err(|e| io_error("duplicate a file descriptor", e))?;
         let config_inside = layout.config_inside();
         // Exim itself is the first process: libfaketime's first process creates the shared
         // clock and passes it on in FAKETIME_SHARED, which a shell wrapper would not export.
@@ -93,61 +83,31 @@ impl Exim {
             .arg("-C")
             .arg(&config_inside)
             .arg("-bdf")
-            .arg(&queue_runner)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(out2)
-            .envs(faketime::environment(ctx.timing.clock));
-        let tail = LogTail::start(layout.mainlog.clone(), ctx.log.clone());
-        let isolation = Isolation::prepare(SUT, &ctx)?;
-        let options = isolation.spawn_options(netns::SpawnOptions {
-            resolv_conf: Some(ctx.resolv_conf.to_path_buf()),
-            own_pid_namespace: true,
-            bind_mounts: [(layout.work_dir.clone(), INSTANCE_DIR.into())]
-                .into_iter()
-                .chain(faketime::SharedClock::prepare(
-                    SUT,
-                    ctx.timing.clock,
-                    ctx.work_dir,
-                )?)
-                .collect(),
-            ..Default::default()
-        });
-        let process =
-            netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {
-                sut: SUT,
-                action: format!(
-                    "start `{} -C {} -bdf {queue_runner}`",
-                    binary.display(),
-                    config_inside.display()
-                ),
-                detail: e.to_string(),
-            })?;
-        let namespaces = common::namespaces_of(SUT, ctx.namespace.fd(), &process)?;
-        let mut running = RunningExim {
-            layout,
-            namespaces,
-            log: ctx.log,
-            process,
-            tail,
-            isolation,
-            startup: Duration::ZERO,
-            kicks: Mutex::new(Vec::new()),
+            .arg(&queue_runner);
+        let spec = InstanceSpec {
+            sut: SUT,
+            command,
+            command_line: format!(
+                "{} -C {} -bdf {queue_runner}",
+                binary.display(),
+                config_inside.display()
+            ),
+            output: layout.stderr.clone(),
+            output_label: "exim -bdf",
+            logs: vec![layout.mainlog.clone()],
+            quoted: vec![(layout.paniclog.clone(), "exim paniclog")],
+            listen: common::listen_address(),
+            bind_mounts: vec![(layout.work_dir.clone(), INSTANCE_DIR.into())],
+            ready_timeout: READY_TIMEOUT,
+            stop_grace: STOP_GRACE,
+            begun,
         };
-        match running.wait_ready(begun).await {
-            Ok(()) => {
-                running.startup = begun.elapsed();
-                tracing::info!(
-                    seconds = running.startup.as_secs_f64(),
-                    "Exim is listening on {LISTEN_ADDRESS}"
-                );
-                Ok(running)
-            }
-            Err(e) => {
-                let _ = running.stop().await;
-                Err(e)
-            }
-        }
+        let instance = Instance::launch(&ctx, spec).await?;
+        Ok(RunningExim {
+            layout,
+            instance,
+            kicks: Mutex::new(Vec::new()),
+        })
     }
 }
 
@@ -155,53 +115,19 @@ impl Exim {
 /// [`RunningExim::stop`], which also records the last log lines).
 pub struct RunningExim {
     layout: Layout,
-    namespaces: netns::ProcessNamespaces,
-    log: EventLog,
-    process: netns::Process,
-    tail: LogTail,
-    isolation: Isolation,
-    startup: Duration,
+    instance: Instance,
     /// `exim -qff` runs started by [`RunningExim::kick`] that were still going.
     kicks: Mutex<Vec<tokio::process::Child>>,
 }
 
 #[async_trait::async_trait]
 impl RunningSut for RunningExim {
-    async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
-        RunningExim::inject(self, message).await
-    }
-
-    async fn kick(&self) -> Result<(), SutError> {
-        RunningExim::kick(self).await
-    }
-
-    async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
-        RunningExim::queue(self).await
-    }
-
-    async fn stop(self: Box<Self>) -> Result<(), SutError> {
-        RunningExim::stop(*self).await
-    }
-
-    fn pid_namespace(&self) -> Option<std::path::PathBuf> {
-        crate::sut::clockcheck::pid_namespace_of(self.process.pid())
-    }
-}
-
-impl RunningExim {
-    /// Injects `message` over SMTP to [`LISTEN_ADDRESS`] inside the SUT namespace and returns
-    /// the reply to the end of DATA. Records [`EventKind::MessageInjected`]. Any refusal
+    /// Injects `message` over SMTP to the listener (`127.0.0.1:2525`) inside the SUT namespace
+    /// and returns the reply to the end of DATA. Records
+    /// [`EventKind::MessageInjected`](crate::events::EventKind::MessageInjected). Any refusal
     /// (non-2xx reply) is an error naming the step.
-    pub async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
-        let reply = common::send_over_smtp(
-            SUT,
-            self.namespaces.net(),
-            common::listen_address(),
-            message,
-        )
-        .await?;
-        common::record_injection(&self.log, message, &reply);
-        Ok(reply)
+    async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
+        self.instance.inject(message).await
     }
 
     /// Asks Exim to retry deferred mail now: starts `exim -qff` (a forced queue run that
@@ -209,7 +135,7 @@ impl RunningExim {
     /// namespaces. Returns once it has exited, or after a short wait while it is still
     /// delivering (like `postqueue -f`, it does not wait for the deliveries); a quick failure
     /// is an error quoting Exim.
-    pub async fn kick(&self) -> Result<(), SutError> {
+    async fn kick(&self) -> Result<(), SutError> {
         let command_line = self.exim_command_line("-qff");
         let fail = |status: String, output: String| SutError::Command {
             sut: SUT,
@@ -217,7 +143,7 @@ impl RunningExim {
             status,
             output,
         };
-        let out_path = self.layout.work_dir.join("kick.out");
+        let out_path = self.layout.work_dir.join(KICK_OUTPUT);
         let out = std::fs::File::options()
             .create(true)
             .append(true)
@@ -230,7 +156,8 @@ impl RunningExim {
             .stdout(Stdio::null())
             .stderr(out)
             .kill_on_drop(true);
-        self.namespaces
+        self.instance
+            .ns()
             .enter_before_exec(command.as_std_mut(), true);
         let mut child = command
             .spawn()
@@ -252,12 +179,14 @@ impl RunningExim {
         }
     }
 
-    /// The messages still queued (`exim -bp`), each with its pending recipients and the last
-    /// error from its message log (`spool/msglog/ID`). Records them as an
-    /// [`EventKind::SutQueue`] event. Works after [`stop`](Self::stop) too.
-    pub async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
+    /// The messages still queued (`exim -bp`), each with its pending recipients and the last error
+    /// from its message log (`spool/msglog/ID`). Records them as an
+    /// [`EventKind::SutQueue`](crate::events::EventKind::SutQueue) event. Works after
+    /// [`stop`](Self::stop) too.
+    async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
         let mut command = self.exim("-bp");
-        self.namespaces
+        self.instance
+            .ns()
             .enter_before_exec(command.as_std_mut(), false);
         let output =
             common::run_tool(SUT, command, self.exim_command_line("-bp"), TOOL_TIMEOUT).await?;
@@ -275,109 +204,44 @@ impl RunningExim {
                 queue::entry(message, msglog.as_deref())
             })
             .collect();
-        self.log.record(EventKind::SutQueue {
-            entries: entries.clone(),
-        });
-        Ok(entries)
+        Ok(self.instance.record_queue(entries))
     }
 
     /// Stops every Exim process (SIGTERM, which the PID namespace's init forwards to all of
     /// them, then SIGKILL after a grace period) and any `exim -qff` still running, and records
-    /// the log lines not yet recorded, the panic log and the daemon's standard error.
-    pub async fn stop(self) -> Result<(), SutError> {
+    /// the log lines not yet recorded, the panic log, the daemon's standard error and what
+    /// the `exim -qff` runs printed.
+    async fn stop(self: Box<Self>) -> Result<(), SutError> {
         let RunningExim {
             layout,
-            mut process,
-            tail,
-            isolation,
-            log,
+            instance,
             kicks,
-            ..
-        } = self;
-        let begun = Instant::now();
-        let stopped = process
-            .stop(STOP_GRACE)
-            .await
-            .map_err(|e| SutError::Namespace {
-                sut: SUT,
-                action: "stop the Exim PID namespace".into(),
-                detail: e.to_string(),
-            });
+        } = *self;
+        let log = instance.log().clone();
+        let stopped = instance.stop().await;
         let kicks = kicks.into_inner().unwrap_or_else(|e| e.into_inner());
         for mut kick in kicks {
             let _ = kick.start_kill();
             let _ = kick.wait().await;
         }
-        tracing::info!(seconds = begun.elapsed().as_secs_f64(), "Exim stopped");
-        tail.finish().await;
-        isolation.finish().await;
-        for (path, prefix) in [
-            (&layout.paniclog, "exim paniclog"),
-            (&layout.stderr, "exim -bdf"),
-            (&layout.work_dir.join("kick.out"), "exim -qff"),
-        ] {
-            for line in last_lines(path, usize::MAX) {
-                log.record(EventKind::SutLog {
-                    line: format!("{prefix}: {line}"),
-                });
-            }
-        }
+        record_lines(&log, &layout.work_dir.join(KICK_OUTPUT), "exim -qff");
         stopped
     }
 
+    fn pid_namespace(&self) -> Option<std::path::PathBuf> {
+        self.instance.pid_namespace()
+    }
+}
+
+impl RunningExim {
     /// How long [`Exim::start`] took until the listener answered 220.
     pub fn startup_time(&self) -> Duration {
-        self.startup
-    }
-
-    /// The host PID of the process that holds Exim's PID namespace (its
-    /// `/proc/PID/ns/pid_for_children` is that namespace).
-    pub fn pid(&self) -> u32 {
-        self.process.pid()
+        self.instance.startup_time()
     }
 
     /// Where this instance keeps its files.
     pub fn layout(&self) -> &Layout {
         &self.layout
-    }
-
-    /// Polls the listener until it greets, the process exits, or the time is up.
-    async fn wait_ready(&mut self, begun: Instant) -> Result<(), SutError> {
-        let ns = self.namespaces.net();
-        common::wait_for_greeting(
-            &mut self.process,
-            ns,
-            common::listen_address(),
-            begun,
-            READY_TIMEOUT,
-        )
-        .await
-        .map_err(|not_ready| not_ready.into_error(SUT, "exim -bdf", || self.log_tail()))
-    }
-
-    /// The end of the main and panic logs and of the daemon's output, for error messages.
-    fn log_tail(&self) -> String {
-        let mut lines = last_lines(&self.layout.mainlog, TAIL_LINES);
-        lines.extend(
-            last_lines(&self.layout.paniclog, TAIL_LINES)
-                .into_iter()
-                .map(|l| format!("exim paniclog: {l}")),
-        );
-        lines.extend(
-            last_lines(&self.layout.stderr, TAIL_LINES)
-                .into_iter()
-                .map(|l| format!("exim -bdf: {l}")),
-        );
-        if lines.is_empty() {
-            format!(
-                "(nothing in {}, {} or {})",
-                self.layout.mainlog.display(),
-                self.layout.paniclog.display(),
-                self.layout.stderr.display()
-            )
-        } else {
-            lines.join("\n")
-        }
     }
 
     /// `exim -C CONFIG FLAG` (to be run inside the instance's mount namespace).

@@ -233,14 +233,7 @@ mod tests {
             .send_to(b"<22>Dec  4 10:00:01 mta[1]: two\n", &path)
             .unwrap();
         receiver.finish().await;
-        let lines: Vec<String> = log
-            .snapshot()
-            .into_iter()
-            .filter_map(|e| match e.kind {
-                EventKind::SutLog { line } => Some(line),
-                _ => None,
-            })
-            .collect();
+        let lines = crate::test_support::sut_log_lines(&log);
         assert_eq!(
             lines,
             ["Dec  4 10:00:00 mta[1]: one", "Dec  4 10:00:01 mta[1]: two"]

@@ -23,6 +23,9 @@ pub mod exim;
 pub mod faketime;
 mod instance;
 mod kind;
+mod lifecycle;
+#[cfg(test)]
+mod live_bench;
 mod logtail;
 pub mod opensmtpd;
 pub mod postfix;

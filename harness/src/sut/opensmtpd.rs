@@ -10,14 +10,12 @@
 //! ends every OpenSMTPD process. OpenSMTPD has no retry-interval setting (it retries after
 //! 400·n² s); the lab's kick (`smtpctl schedule all`) is what makes it retry promptly.
 
-use std::process::Stdio;
 use std::time::{Duration, Instant};
 
-use crate::events::{EventKind, EventLog, QueueEntry};
-use crate::sut::common::{self, LISTEN_ADDRESS};
-use crate::sut::instance::Isolation;
-use crate::sut::logtail::{last_lines, LogTail};
-use crate::sut::{faketime, OutgoingMessage, RunningSut, SutContext, SutError, Timeouts};
+use crate::events::{EventKind, QueueEntry};
+use crate::sut::common;
+use crate::sut::lifecycle::{Instance, InstanceSpec};
+use crate::sut::{OutgoingMessage, RunningSut, SutContext, SutError, Timeouts};
 
 pub mod config;
 #[cfg(test)]
@@ -44,8 +42,6 @@ const SMTPCTL_RETRY_PAUSE: Duration = Duration::from_millis(100);
 const START_ATTEMPTS: u32 = 3;
 /// What smtpd logs when a child process misses the start-up handshake.
 const HANDSHAKE_TIMED_OUT: &str = "imsg_wait: Connection timed out";
-/// Lines of log quoted in start-up errors.
-const TAIL_LINES: usize = 25;
 
 /// Starts OpenSMTPD; see [`Opensmtpd::start`].
 pub struct Opensmtpd;
@@ -93,9 +89,6 @@ impl Opensmtpd {
     async fn start_once(ctx: SutContext<'_>) -> Result<RunningOpensmtpd, SutError> {
         let begun = Instant::now();
         check_installed()?;
-        if ctx.timing.clock.is_accelerated() {
-            faketime::check_installed(SUT)?;
-        }
         let layout = Layout::new(ctx.work_dir);
         if let Some(family) = ctx.route.only {
             ctx.log.record(EventKind::Harness {
@@ -109,73 +102,36 @@ impl Opensmtpd {
         settings.extend(ctx.settings.clone());
         prepare(&layout, ctx.hostname, &settings, ctx.timing.timeouts)?;
 
-        let out = std::fs::File::create(&layout.log)
-            .map_err(|e| io_error(&format!("create {}", layout.log.display()), e))?;
-        let out2 = out
-            .try_clone()
-            .map_err(|e| io_error("duplicate a file descriptor", e))?;
         // smtpd itself is the first process: libfaketime's first process creates the shared
         // clock and passes it on in FAKETIME_SHARED, which a shell wrapper would not export.
         let mut command = std::process::Command::new(SMTPD);
-        command
-            .arg("-d")
-            .arg("-f")
-            .arg(&layout.config)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(out2)
-            .envs(faketime::environment(ctx.timing.clock));
-        let tail = LogTail::start(layout.log.clone(), ctx.log.clone());
-        let isolation = Isolation::prepare(SUT, &ctx)?;
-        let options = isolation.spawn_options(netns::SpawnOptions {
-            resolv_conf: Some(ctx.resolv_conf.to_path_buf()),
-            own_pid_namespace: true,
+        command.arg("-d").arg("-f").arg(&layout.config);
+        let spec = InstanceSpec {
+            sut: SUT,
+            command,
+            command_line: format!("{SMTPD} -d -f {}", layout.config.display()),
+            // Its standard error is its whole log.
+            output: layout.log.clone(),
+            output_label: "smtpd -d",
+            logs: vec![layout.log.clone()],
+            quoted: Vec::new(),
+            listen: common::listen_address(),
             // /run is covered last; the lab's resolv.conf is bound once more in case
             // /etc/resolv.conf is a symbolic link into /run on this machine.
             bind_mounts: vec![
                 (layout.spool.clone(), config::SPOOL_TARGET.into()),
                 (layout.run.clone(), config::RUN_TARGET.into()),
                 (ctx.resolv_conf.to_path_buf(), "/etc/resolv.conf".into()),
-            ]
-            .into_iter()
-            .chain(faketime::SharedClock::prepare(
-                SUT,
-                ctx.timing.clock,
-                ctx.work_dir,
-            )?)
-            .collect(),
-            ..Default::default()
-        });
-        let process =
-            netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {
-                sut: SUT,
-                action: format!("start `{SMTPD} -d -f {}`", layout.config.display()),
-                detail: e.to_string(),
-            })?;
-        let namespaces = common::namespaces_of(SUT, ctx.namespace.fd(), &process)?;
-        let mut running = RunningOpensmtpd {
-            layout,
-            namespaces,
-            log: ctx.log,
-            process,
-            tail,
-            isolation,
-            startup: Duration::ZERO,
+            ],
+            ready_timeout: READY_TIMEOUT,
+            stop_grace: STOP_GRACE,
+            begun,
         };
-        match running.wait_ready(begun).await {
-            Ok(()) => {
-                running.startup = begun.elapsed();
-                tracing::info!(
-                    seconds = running.startup.as_secs_f64(),
-                    "OpenSMTPD is listening on {LISTEN_ADDRESS}"
-                );
-                Ok(running)
-            }
+        match Instance::launch(&ctx, spec).await {
+            Ok(instance) => Ok(RunningOpensmtpd { layout, instance }),
             Err(e) => {
-                let config_path = running.layout.config.clone();
-                let _ = running.stop().await;
                 let refused = match &e {
-                    SutError::Exited { log_tail, .. } => std::fs::read_to_string(&config_path)
+                    SutError::Exited { log_tail, .. } => std::fs::read_to_string(&layout.config)
                         .ok()
                         .and_then(|conf| config::refused_setting(log_tail, &conf, ctx.settings)),
                     _ => None,
@@ -190,63 +146,28 @@ impl Opensmtpd {
 /// [`RunningOpensmtpd::stop`], which also records the last log lines).
 pub struct RunningOpensmtpd {
     layout: Layout,
-    namespaces: netns::ProcessNamespaces,
-    log: EventLog,
-    process: netns::Process,
-    tail: LogTail,
-    isolation: Isolation,
-    startup: Duration,
+    instance: Instance,
 }
 
 #[async_trait::async_trait]
 impl RunningSut for RunningOpensmtpd {
+    /// Injects `message` over SMTP to the listener (`127.0.0.1:2525`) inside the SUT namespace
+    /// and returns the reply to the end of DATA. Records
+    /// [`EventKind::MessageInjected`]. Any refusal (non-2xx reply) is an error naming the step.
     async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
-        RunningOpensmtpd::inject(self, message).await
-    }
-
-    async fn kick(&self) -> Result<(), SutError> {
-        RunningOpensmtpd::kick(self).await
-    }
-
-    async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
-        RunningOpensmtpd::queue(self).await
-    }
-
-    async fn stop(self: Box<Self>) -> Result<(), SutError> {
-        RunningOpensmtpd::stop(*self).await
-    }
-
-    fn pid_namespace(&self) -> Option<std::path::PathBuf> {
-        crate::sut::clockcheck::pid_namespace_of(self.process.pid())
-    }
-}
-
-impl RunningOpensmtpd {
-    /// Injects `message` over SMTP to [`LISTEN_ADDRESS`] inside the SUT namespace and returns
-    /// the reply to the end of DATA. Records [`EventKind::MessageInjected`]. Any refusal
-    /// (non-2xx reply) is an error naming the step.
-    pub async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
-        let reply = common::send_over_smtp(
-            SUT,
-            self.namespaces.net(),
-            common::listen_address(),
-            message,
-        )
-        .await?;
-        common::record_injection(&self.log, message, &reply);
-        Ok(reply)
+        self.instance.inject(message).await
     }
 
     /// Asks OpenSMTPD to retry deferred mail now (`smtpctl schedule all`, over the control
     /// socket in the instance's `/run`).
-    pub async fn kick(&self) -> Result<(), SutError> {
+    async fn kick(&self) -> Result<(), SutError> {
         self.smtpctl(&["schedule", "all"]).await.map(drop)
     }
 
     /// The messages still queued (`smtpctl show queue`), each with its recipients and last
     /// error. Records them as an [`EventKind::SutQueue`] event. Works after
     /// [`stop`](Self::stop) too (smtpctl then reads the spool directly).
-    pub async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
+    async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
         let args = ["show", "queue"];
         let output = self.smtpctl(&args).await?;
         let entries = queue::parse(&output).map_err(|detail| SutError::Parse {
@@ -254,74 +175,29 @@ impl RunningOpensmtpd {
             command: smtpctl_command_line(&args),
             detail,
         })?;
-        self.log.record(EventKind::SutQueue {
-            entries: entries.clone(),
-        });
-        Ok(entries)
+        Ok(self.instance.record_queue(entries))
     }
 
     /// Stops every OpenSMTPD process (SIGTERM, which the PID namespace's init forwards to all
     /// of them, then SIGKILL after a grace period) and records the log lines not yet recorded.
-    pub async fn stop(self) -> Result<(), SutError> {
-        let RunningOpensmtpd {
-            mut process,
-            tail,
-            isolation,
-            ..
-        } = self;
-        let begun = Instant::now();
-        let stopped = process
-            .stop(STOP_GRACE)
-            .await
-            .map_err(|e| SutError::Namespace {
-                sut: SUT,
-                action: "stop the OpenSMTPD PID namespace".into(),
-                detail: e.to_string(),
-            });
-        tracing::info!(seconds = begun.elapsed().as_secs_f64(), "OpenSMTPD stopped");
-        tail.finish().await;
-        isolation.finish().await;
-        stopped
+    async fn stop(self: Box<Self>) -> Result<(), SutError> {
+        self.instance.stop().await
     }
 
+    fn pid_namespace(&self) -> Option<std::path::PathBuf> {
+        self.instance.pid_namespace()
+    }
+}
+
+impl RunningOpensmtpd {
     /// How long [`Opensmtpd::start`] took until the listener answered 220.
     pub fn startup_time(&self) -> Duration {
-        self.startup
-    }
-
-    /// The host PID of the process that holds OpenSMTPD's PID namespace (its
-    /// `/proc/PID/ns/pid_for_children` is that namespace).
-    pub fn pid(&self) -> u32 {
-        self.process.pid()
+        self.instance.startup_time()
     }
 
     /// Where this instance keeps its files.
     pub fn layout(&self) -> &Layout {
         &self.layout
-    }
-
-    /// Polls the listener until it greets, the process exits, or the time is up.
-    async fn wait_ready(&mut self, begun: Instant) -> Result<(), SutError> {
-        let ns = self.namespaces.net();
-        common::wait_for_greeting(
-            &mut self.process,
-            ns,
-            common::listen_address(),
-            begun,
-            READY_TIMEOUT,
-        )
-        .await
-        .map_err(|not_ready| not_ready.into_error(SUT, "smtpd -d", || self.log_tail()))
-    }
-
-    /// The end of smtpd's log, for error messages.
-    fn log_tail(&self) -> String {
-        let lines = last_lines(&self.layout.log, TAIL_LINES);
-        if lines.is_empty() {
-            format!("(nothing in {})", self.layout.log.display())
-        } else {
-            lines.join("\n")
-        }
     }
 
     /// Runs `smtpctl ARGS` in the instance's namespaces (it finds the control socket and the
@@ -336,13 +212,14 @@ impl RunningOpensmtpd {
         loop {
             let mut command = tokio::process::Command::new(SMTPCTL);
             command.args(args);
-            self.namespaces
+            self.instance
+                .ns()
                 .enter_before_exec(command.as_std_mut(), false);
             match common::run_tool(SUT, command, smtpctl_command_line(args), TOOL_TIMEOUT).await {
                 Err(SutError::Command { output, .. })
                     if attempt < SMTPCTL_ATTEMPTS && is_cut_short(&output) =>
                 {
-                    self.log.record(EventKind::Harness {
+                    self.instance.log().record(EventKind::Harness {
                         message: format!(
                             "`{}` was cut short ({output}); retrying ({attempt} of {})",
                             smtpctl_command_line(args),

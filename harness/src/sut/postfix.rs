@@ -6,17 +6,14 @@
 //! start-fg`). Postfix runs in a PID namespace of its own (`postfix-script` runs `master -s` in
 //! the foreground under netns's init), so ending that namespace ends every Postfix process.
 
-use std::os::fd::{AsFd, OwnedFd};
-use std::os::unix::fs::{MetadataExt, PermissionsExt};
-use std::path::{Path, PathBuf};
+use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant, SystemTime};
 
-use crate::events::{EventKind, EventLog, QueueEntry};
-use crate::sut::common::{self, NotReady};
-use crate::sut::instance::Isolation;
-use crate::sut::logtail::{last_lines, LogTail};
-use crate::sut::{faketime, OutgoingMessage, RunningSut, SutContext, SutError, Timing};
+use crate::events::QueueEntry;
+use crate::sut::common;
+use crate::sut::lifecycle::{Instance, InstanceSpec};
+use crate::sut::{OutgoingMessage, RunningSut, SutContext, SutError, Timing};
 
 pub mod config;
 #[cfg(test)]
@@ -35,8 +32,6 @@ const POSTQUEUE: &str = "/usr/sbin/postqueue";
 const POSTCONF: &str = "/usr/sbin/postconf";
 /// The stock `master.cf` the private one is made from.
 const STOCK_MASTER_CF: &str = "/etc/postfix/master.cf";
-/// What to do when something is missing.
-const INSTALL_FIX: &str = "run .ci/install-deps.sh as root";
 /// How long Postfix may take to answer on its listener.
 const READY_TIMEOUT: Duration = Duration::from_secs(10);
 /// How long `master` gets to exit after SIGTERM before SIGKILL.
@@ -44,30 +39,28 @@ const STOP_GRACE: Duration = Duration::from_secs(2);
 /// How far the config files are back-dated: Postfix re-reads a main.cf younger than about
 /// two seconds in a 300 ms loop before it starts (2.45 s per fresh instance).
 const BACKDATE: Duration = Duration::from_secs(60);
-/// Lines of log quoted in start-up errors.
-const TAIL_LINES: usize = 25;
+/// How long `postqueue` may take.
+const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// Starts Postfix; see [`Postfix::start`].
 pub struct Postfix;
 
 impl Postfix {
-    /// Checks that Postfix is installed; writes `main.cf` and `master.cf` (from Debian's
-    /// master.cf with chroot off and the stock listeners replaced by one on
-    /// [`LISTEN_ADDRESS`]) and a fresh spool into the work directory; starts `postfix -c DIR
-    /// start-fg` in the SUT namespace with the lab's resolv.conf, in a PID namespace of its own;
-    /// and waits (at most about 10 s) until the listener answers 220.
+    /// Checks that Postfix is installed; writes `main.cf` and `master.cf` (from Debian's master.cf
+    /// with chroot off and the stock listeners replaced by one on [`LISTEN_ADDRESS`]) and a fresh
+    /// spool into the work directory; starts `postfix -c DIR start-fg` in the SUT namespace with
+    /// the lab's resolv.conf, in a PID namespace of its own; and waits (at most about 10 s) until
+    /// the listener answers 220.
     ///
-    /// The spool is created as `post-install` would and marked `quick-start`, so `postfix`
-    /// skips its integrity checks (start ~60 ms instead of ~0.35 s). Log lines are recorded as
-    /// [`EventKind::SutLog`] from the start. A failure to start quotes the end of Postfix's log
-    /// and standard error and, if Postfix exited, what `postfix check` prints on a terminal
-    /// (Postfix reports configuration errors only there when syslog is absent).
+    /// The spool is created as `post-install` would and marked `quick-start`, so `postfix` skips
+    /// its integrity checks (start ~60 ms instead of ~0.35 s). Log lines are recorded as
+    /// [`EventKind::SutLog`](crate::events::EventKind::SutLog) from the start. A failure to start
+    /// quotes the end of Postfix's log and standard error and, if Postfix exited, what `postfix
+    /// check` prints on a terminal (Postfix reports configuration errors only there when syslog is
+    /// absent).
     pub async fn start(ctx: SutContext<'_>) -> Result<RunningPostfix, SutError> {
         let begun = Instant::now();
         check_installed()?;
-        if ctx.timing.clock.is_accelerated() {
-            faketime::check_installed(SUT)?;
-        }
         let layout = Layout::new(ctx.work_dir);
         // The scenario's `[route]` and the run's CA (for `smtp_tls_security_level = verify`
         // scenarios); the scenario's own settings still override both.
@@ -88,64 +81,40 @@ impl Postfix {
             ctx.timing,
             listen,
         )?;
-        let ns_fd = ctx
-            .namespace
-            .fd()
-            .try_clone_to_owned()
-            .map_err(|e| io_error("duplicate the SUT namespace's file descriptor", e))?;
-
-        let out = std::fs::File::create(&layout.stderr)
-            .map_err(|e| io_error(&format!("create {}", layout.stderr.display()), e))?;
-        let out2 = out
-            .try_clone()
-            .map_err(|e| io_error("duplicate a file descriptor", e))?;
         let mut command = std::process::Command::new(POSTFIX);
-        command
-            .arg("-c")
-            .arg(&layout.conf)
-            .arg("start-fg")
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(out2)
-            .envs(faketime::environment(ctx.timing.clock));
-        let tail = LogTail::start(layout.maillog.clone(), ctx.log.clone());
-        let isolation = Isolation::prepare(SUT, &ctx)?;
-        let options = isolation.spawn_options(netns::SpawnOptions {
-            resolv_conf: Some(ctx.resolv_conf.to_path_buf()),
-            own_pid_namespace: true,
-            bind_mounts: faketime::SharedClock::prepare(SUT, ctx.timing.clock, ctx.work_dir)?,
-            ..Default::default()
-        });
-        let process =
-            netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {
-                sut: SUT,
-                action: format!("start `{POSTFIX} -c {} start-fg`", layout.conf.display()),
-                detail: e.to_string(),
-            })?;
-        let mut running = RunningPostfix {
-            layout,
-            ns_fd,
-            log: ctx.log,
-            process,
-            tail,
-            isolation,
+        command.arg("-c").arg(&layout.conf).arg("start-fg");
+        let spec = InstanceSpec {
+            sut: SUT,
+            command,
+            command_line: format!("{POSTFIX} -c {} start-fg", layout.conf.display()),
+            output: layout.stderr.clone(),
+            output_label: "postfix start-fg",
+            logs: vec![layout.maillog.clone()],
+            quoted: Vec::new(),
             listen,
-            startup: Duration::ZERO,
+            bind_mounts: Vec::new(),
+            ready_timeout: READY_TIMEOUT,
+            stop_grace: STOP_GRACE,
+            begun,
         };
-        match running.wait_ready(begun).await {
-            Ok(()) => {
-                running.startup = begun.elapsed();
-                tracing::info!(
-                    seconds = running.startup.as_secs_f64(),
-                    "Postfix is listening on {}",
-                    running.listen
-                );
-                Ok(running)
+        match Instance::launch(&ctx, spec).await {
+            Ok(instance) => Ok(RunningPostfix { layout, instance }),
+            // Postfix prints fatal configuration errors only to a terminal: ask `postfix check`.
+            Err(SutError::Exited {
+                sut,
+                status,
+                mut log_tail,
+            }) => {
+                for line in diagnose(&layout.conf).await {
+                    log_tail.push_str(&format!("\npostfix check: {line}"));
+                }
+                Err(SutError::Exited {
+                    sut,
+                    status,
+                    log_tail,
+                })
             }
-            Err(e) => {
-                let _ = running.stop().await;
-                Err(e)
-            }
+            Err(e) => Err(e),
         }
     }
 }
@@ -154,163 +123,57 @@ impl Postfix {
 /// [`RunningPostfix::stop`], which also records the last log lines).
 pub struct RunningPostfix {
     layout: Layout,
-    ns_fd: OwnedFd,
-    log: EventLog,
-    process: netns::Process,
-    tail: LogTail,
-    isolation: Isolation,
-    /// The injection listener (`[::1]:2525` for an IPv6-only Postfix).
-    listen: std::net::SocketAddr,
-    startup: Duration,
+    instance: Instance,
 }
 
 #[async_trait::async_trait]
 impl RunningSut for RunningPostfix {
-    async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
-        RunningPostfix::inject(self, message).await
-    }
-
-    async fn kick(&self) -> Result<(), SutError> {
-        RunningPostfix::kick(self).await
-    }
-
-    async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
-        RunningPostfix::queue(self).await
-    }
-
-    async fn stop(self: Box<Self>) -> Result<(), SutError> {
-        RunningPostfix::stop(*self).await
-    }
-
-    fn pid_namespace(&self) -> Option<std::path::PathBuf> {
-        crate::sut::clockcheck::pid_namespace_of(self.process.pid())
-    }
-}
-
-impl RunningPostfix {
-    /// Injects `message` over SMTP to its listener inside the SUT namespace and returns
-    /// the reply to the end of DATA. Records [`EventKind::MessageInjected`]. Any refusal
+    /// Injects `message` over SMTP to its listener inside the SUT namespace and returns the reply
+    /// to the end of DATA. Records
+    /// [`EventKind::MessageInjected`](crate::events::EventKind::MessageInjected). Any refusal
     /// (non-2xx reply) is an error naming the step.
-    pub async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
-        let reply = common::send_over_smtp(SUT, self.ns_fd.as_fd(), self.listen, message).await?;
-        common::record_injection(&self.log, message, &reply);
-        Ok(reply)
+    async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
+        self.instance.inject(message).await
     }
 
     /// Asks Postfix to retry deferred mail now (`postqueue -f`).
-    pub async fn kick(&self) -> Result<(), SutError> {
+    async fn kick(&self) -> Result<(), SutError> {
         self.postqueue("-f").await.map(drop)
     }
 
-    /// The messages still queued (`postqueue -j`), each with its recipients and delay
-    /// reason. Records them as an [`EventKind::SutQueue`] event. Works after
-    /// [`stop`](Self::stop) too (postqueue then reads the queue directly).
-    pub async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
+    /// The messages still queued (`postqueue -j`), each with its recipients and delay reason.
+    /// Records them as an [`EventKind::SutQueue`](crate::events::EventKind::SutQueue) event. Works
+    /// after [`stop`](Self::stop) too (postqueue then reads the queue directly).
+    async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
         let output = self.postqueue("-j").await?;
         let entries = queue::parse(&output).map_err(|detail| SutError::Parse {
             sut: SUT,
             command: self.postqueue_command_line("-j"),
             detail,
         })?;
-        self.log.record(EventKind::SutQueue {
-            entries: entries.clone(),
-        });
-        Ok(entries)
+        Ok(self.instance.record_queue(entries))
     }
 
     /// Stops every Postfix process (SIGTERM through the PID namespace's init to every process
     /// in it, then SIGKILL after a grace period) and records the log lines not yet recorded.
-    pub async fn stop(self) -> Result<(), SutError> {
-        let RunningPostfix {
-            layout,
-            mut process,
-            tail,
-            isolation,
-            log,
-            ..
-        } = self;
-        let begun = Instant::now();
-        let stopped = process
-            .stop(STOP_GRACE)
-            .await
-            .map_err(|e| SutError::Namespace {
-                sut: SUT,
-                action: "stop the Postfix PID namespace".into(),
-                detail: e.to_string(),
-            });
-        tracing::info!(seconds = begun.elapsed().as_secs_f64(), "Postfix stopped");
-        tail.finish().await;
-        isolation.finish().await;
-        for line in last_lines(&layout.stderr, usize::MAX) {
-            log.record(EventKind::SutLog {
-                line: format!("postfix start-fg: {line}"),
-            });
-        }
-        stopped
+    async fn stop(self: Box<Self>) -> Result<(), SutError> {
+        self.instance.stop().await
     }
 
+    fn pid_namespace(&self) -> Option<std::path::PathBuf> {
+        self.instance.pid_namespace()
+    }
+}
+
+impl RunningPostfix {
     /// How long [`Postfix::start`] took until the listener answered 220.
     pub fn startup_time(&self) -> Duration {
-        self.startup
-    }
-
-    /// The host PID of the process that holds Postfix's PID namespace (netns's waiter, whose
-    /// only child is the namespace's init).
-    pub fn pid(&self) -> u32 {
-        self.process.pid()
+        self.instance.startup_time()
     }
 
     /// Where this instance keeps its files.
     pub fn layout(&self) -> &Layout {
         &self.layout
-    }
-
-    /// Polls the listener until it greets, the process exits, or the time is up.
-    async fn wait_ready(&mut self, begun: Instant) -> Result<(), SutError> {
-        let ns = self.ns_fd.as_fd();
-        match common::wait_for_greeting(&mut self.process, ns, self.listen, begun, READY_TIMEOUT)
-            .await
-        {
-            Ok(()) => Ok(()),
-            // Postfix prints fatal configuration errors only to a terminal: ask `postfix check`.
-            Err(NotReady::Exited(status)) => {
-                let mut log_tail = self.log_tail();
-                for line in diagnose(&self.layout.conf).await {
-                    log_tail.push_str(&format!("\npostfix check: {line}"));
-                }
-                Err(SutError::Exited {
-                    sut: SUT,
-                    status: status.to_string(),
-                    log_tail,
-                })
-            }
-            Err(other) => Err(other.into_error(SUT, "postfix start-fg", || self.log_tail())),
-        }
-    }
-
-    /// The end of the maillog and of `postfix start-fg`'s output, for error messages.
-    fn log_tail(&self) -> String {
-        let mut lines = last_lines(&self.layout.maillog, TAIL_LINES);
-        lines.extend(
-            last_lines(&self.layout.stderr, TAIL_LINES)
-                .into_iter()
-                .map(|l| format!("postfix start-fg: {l}")),
-        );
-        lines.extend(
-            self.isolation
-                .last_syslog_lines(TAIL_LINES)
-                .into_iter()
-                .map(|l| format!("syslog: {l}")),
-        );
-        if lines.is_empty() {
-            format!(
-                "(nothing in {} or {})",
-                self.layout.maillog.display(),
-                self.layout.stderr.display()
-            )
-        } else {
-            lines.join("\n")
-        }
     }
 
     fn postqueue_command_line(&self, flag: &str) -> String {
@@ -320,39 +183,15 @@ impl RunningPostfix {
     /// Runs `postqueue -c DIR FLAG` (from the harness's namespaces: it only talks to Postfix
     /// over UNIX sockets in the spool) and returns its standard output.
     async fn postqueue(&self, flag: &str) -> Result<String, SutError> {
-        let command_line = self.postqueue_command_line(flag);
-        let output = tokio::process::Command::new(POSTQUEUE)
-            .arg("-c")
-            .arg(&self.layout.conf)
-            .arg(flag)
-            .stdin(Stdio::null())
-            .kill_on_drop(true)
-            .output();
-        let output = tokio::time::timeout(Duration::from_secs(30), output)
-            .await
-            .map_err(|_| SutError::Command {
-                sut: SUT,
-                command: command_line.clone(),
-                status: "no exit within 30 s".into(),
-                output: String::new(),
-            })?
-            .map_err(|e| SutError::Command {
-                sut: SUT,
-                command: command_line.clone(),
-                status: format!("cannot run: {e}"),
-                output: String::new(),
-            })?;
-        let stdout = String::from_utf8_lossy(&output.stdout).into_owned();
-        if !output.status.success() {
-            let stderr = String::from_utf8_lossy(&output.stderr);
-            return Err(SutError::Command {
-                sut: SUT,
-                command: command_line,
-                status: output.status.to_string(),
-                output: format!("{}{}", stderr.trim(), stdout.trim()),
-            });
-        }
-        Ok(stdout)
+        let mut command = tokio::process::Command::new(POSTQUEUE);
+        command.arg("-c").arg(&self.layout.conf).arg(flag);
+        common::run_tool(
+            SUT,
+            command,
+            self.postqueue_command_line(flag),
+            TOOL_TIMEOUT,
+        )
+        .await
     }
 }
 
@@ -384,25 +223,12 @@ async fn diagnose(conf: &Path) -> Vec<String> {
 }
 
 fn io_error(action: &str, source: std::io::Error) -> SutError {
-    SutError::Io {
-        sut: SUT,
-        action: action.to_string(),
-        source,
-    }
+    common::io_error(SUT, action, source)
 }
 
 /// Checks that the Postfix binaries and stock files this driver uses are present.
 pub fn check_installed() -> Result<(), SutError> {
-    for path in [POSTFIX, POSTQUEUE, STOCK_MASTER_CF] {
-        if !Path::new(path).exists() {
-            return Err(SutError::NotInstalled {
-                sut: SUT,
-                missing: PathBuf::from(path),
-                fix: INSTALL_FIX.into(),
-            });
-        }
-    }
-    Ok(())
+    common::require_files(SUT, &[POSTFIX, POSTQUEUE, STOCK_MASTER_CF])
 }
 
 /// Writes the configuration and makes the directories, with the owners Postfix insists on.
@@ -422,39 +248,21 @@ fn prepare(
     if let Some(family) = only_family {
         master_cf.push_str(&config::family_transport(family));
     }
-    let not_installed = |what: &str| SutError::NotInstalled {
-        sut: SUT,
-        missing: PathBuf::from(what),
-        fix: INSTALL_FIX.into(),
-    };
     let mail_owner = nix::unistd::User::from_name("postfix")
         .ok()
         .flatten()
-        .ok_or_else(|| not_installed("user \"postfix\""))?;
+        .ok_or_else(|| common::not_installed(SUT, "user \"postfix\""))?;
     let setgid_group = nix::unistd::Group::from_name("postdrop")
         .ok()
         .flatten()
-        .ok_or_else(|| not_installed("group \"postdrop\""))?;
+        .ok_or_else(|| common::not_installed(SUT, "group \"postdrop\""))?;
 
     // Postfix's unprivileged processes must be able to reach data/ and log/ below it.
-    let meta = std::fs::metadata(work_dir)
-        .map_err(|e| io_error(&format!("read {}", work_dir.display()), e))?;
-    let mode = meta.mode() & 0o7777;
-    if mode & 0o011 != 0o011 {
-        std::fs::set_permissions(work_dir, std::fs::Permissions::from_mode(mode | 0o011))
-            .map_err(|e| io_error(&format!("make {} traversable", work_dir.display()), e))?;
-    }
+    common::make_traversable(SUT, work_dir)?;
     let dir = |path: &Path,
                owner: Option<nix::unistd::Uid>,
                group: Option<nix::unistd::Gid>,
-               mode: u32| {
-        std::fs::create_dir_all(path)
-            .map_err(|e| io_error(&format!("create {}", path.display()), e))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
-            .map_err(|e| io_error(&format!("chmod {mode:o} {}", path.display()), e))?;
-        nix::unistd::chown(path, owner, group)
-            .map_err(|e| io_error(&format!("chown {}", path.display()), e.into()))
-    };
+               mode: u32| common::make_dir(SUT, path, owner, group, mode);
     let root = Some(nix::unistd::Uid::from_raw(0));
     let root_group = Some(nix::unistd::Gid::from_raw(0));
     dir(&layout.conf, root, root_group, 0o755)?;

@@ -1,7 +1,6 @@
 //! Starting and driving an MTA described by a driver file.
 
 use std::net::SocketAddr;
-use std::os::fd::BorrowedFd;
 use std::path::PathBuf;
 use std::process::Stdio;
 use std::sync::Arc;
@@ -11,40 +10,36 @@ use tokio::io::AsyncWriteExt;
 
 use super::template::{self, Vars};
 use super::{queue, DriverFile, Inject, Ready};
-use crate::events::{EventKind, EventLog, QueueEntry};
-use crate::sut::common::{self, connect_in};
-use crate::sut::instance::Isolation;
-use crate::sut::logtail::{last_lines, LogTail};
-use crate::sut::{faketime, smtp, OutgoingMessage, RunningSut, SutContext, SutError, SutRoute};
+use crate::events::{EventKind, QueueEntry};
+use crate::sut::common;
+use crate::sut::lifecycle::{Instance, InstanceSpec};
+use crate::sut::{faketime, OutgoingMessage, RunningSut, SutContext, SutError, SutRoute};
 
 /// The file in the work directory that gets `start`'s standard output and error.
 pub(super) const START_OUTPUT: &str = "mxlab-start.out";
-/// Pause between readiness probes.
+/// Pause between readiness probes, and between checks whether `start` exited after `stop`.
 const PROBE_INTERVAL: Duration = Duration::from_millis(50);
 /// How long one step command may take.
 const TOOL_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long `start` gets to exit after the `stop` step, and after SIGTERM before SIGKILL.
 const STOP_GRACE: Duration = Duration::from_secs(5);
-/// Lines of log quoted in start-up errors.
-const TAIL_LINES: usize = 25;
 
 /// A running MTA described by a driver file. Dropping it kills every process of the instance
 /// (prefer [`RunningDriver::stop`], which also records the last log lines).
 pub struct RunningDriver {
+    steps: Steps,
+    instance: Instance,
+}
+
+/// What the driver file's steps run with.
+struct Steps {
     driver: Arc<DriverFile>,
     vars: Vars,
     /// The rendered `[env]`.
     env: Vec<(String, String)>,
     /// libfaketime's environment on an accelerated clock: the steps share the MTA's clock.
     clock_env: Vec<(&'static str, String)>,
-    /// The injection listener.
-    listen: SocketAddr,
     work_dir: PathBuf,
-    namespaces: netns::ProcessNamespaces,
-    log: EventLog,
-    process: netns::Process,
-    tails: Vec<LogTail>,
-    isolation: Isolation,
 }
 
 impl RunningDriver {
@@ -105,263 +100,127 @@ impl RunningDriver {
             std::fs::write(&target, text)
                 .map_err(|e| common::io_error(sut, &format!("write {}", target.display()), e))?;
         }
-        if ctx.timing.clock.is_accelerated() {
-            faketime::check_installed(sut)?;
-        }
         let argv = render_argv(sut, "start", &driver.start, &vars)?;
-        let output_path = ctx.work_dir.join(START_OUTPUT);
-        let out = std::fs::File::create(&output_path)
-            .map_err(|e| common::io_error(sut, &format!("create {}", output_path.display()), e))?;
-        let out2 = out
-            .try_clone()
-            .map_err(|e| common::io_error(sut, "duplicate a file descriptor", e))?;
+        let output = ctx.work_dir.join(START_OUTPUT);
         let mut command = std::process::Command::new(&argv[0]);
         command
             .args(&argv[1..])
             .current_dir(ctx.work_dir)
-            .stdin(Stdio::null())
-            .stdout(out)
-            .stderr(out2)
-            .envs(faketime::environment(ctx.timing.clock))
             .envs(env.iter().map(|(k, v)| (k, v)));
-        let mut tails = vec![LogTail::start(output_path, ctx.log.clone())];
+        let mut logs = vec![output.clone()];
         if let Some(log) = &driver.log {
-            tails.push(LogTail::start(ctx.work_dir.join(log), ctx.log.clone()));
+            logs.push(ctx.work_dir.join(log));
         }
-        let isolation = Isolation::prepare(sut, &ctx)?;
-        let options = isolation.spawn_options(netns::SpawnOptions {
-            resolv_conf: Some(ctx.resolv_conf.to_path_buf()),
-            own_pid_namespace: true,
-            bind_mounts: faketime::SharedClock::prepare(sut, ctx.timing.clock, ctx.work_dir)?,
-            ..Default::default()
-        });
-        let process =
-            netns::spawn(ctx.namespace, command, options).map_err(|e| SutError::Namespace {
-                sut,
-                action: format!("start `{}`", argv.join(" ")),
-                detail: e.to_string(),
-            })?;
-        let namespaces = common::namespaces_of(sut, ctx.namespace.fd(), &process)?;
-        let mut running = RunningDriver {
-            driver,
-            vars,
-            env,
-            clock_env: faketime::environment(ctx.timing.clock),
+        let spec = InstanceSpec {
+            sut,
+            command,
+            command_line: argv.join(" "),
+            output,
+            output_label: "start",
+            logs,
+            quoted: Vec::new(),
             listen,
-            work_dir: ctx.work_dir.to_path_buf(),
-            namespaces,
-            log: ctx.log,
-            process,
-            tails,
-            isolation,
+            bind_mounts: Vec::new(),
+            ready_timeout: driver.ready_timeout,
+            stop_grace: STOP_GRACE,
+            begun,
         };
-        match running.wait_ready(begun).await {
-            Ok(()) => {
-                tracing::info!(seconds = begun.elapsed().as_secs_f64(), "{sut} is ready");
-                Ok(running)
-            }
-            Err(e) => {
-                let _ = running.stop().await;
-                Err(e)
-            }
-        }
-    }
-
-    /// Hands `message` to the MTA: SMTP to the listen address, or the `inject` command with
-    /// the message on standard input (its trimmed standard output is the reply). Records
-    /// [`EventKind::MessageInjected`].
-    pub async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
-        let sut = self.driver.label;
-        let reply = match &self.driver.inject {
-            Inject::Smtp => {
-                common::send_over_smtp(sut, self.namespaces.net(), self.listen, message).await?
-            }
-            Inject::Command(argv) => {
-                let mut vars = self.vars.clone();
-                vars.message = Some((message.from.clone(), message.to.clone()));
-                let argv = render_argv(sut, "inject", argv, &vars)?;
-                let content = String::from_utf8_lossy(&message.content).replace("\r\n", "\n");
-                self.pipe_into(&argv, content.into_bytes())
-                    .await
-                    .map_err(|detail| common::inject_error(sut, message, detail))?
-            }
+        let instance = Instance::spawn(&ctx, spec)?;
+        let mut running = RunningDriver {
+            steps: Steps {
+                driver,
+                vars,
+                env,
+                clock_env: faketime::environment(ctx.timing.clock),
+                work_dir: ctx.work_dir.to_path_buf(),
+            },
+            instance,
         };
-        common::record_injection(&self.log, message, &reply);
-        Ok(reply)
-    }
-
-    /// Runs the `kick` step; does nothing if the driver has none.
-    pub async fn kick(&self) -> Result<(), SutError> {
-        match &self.driver.kick {
-            Some(argv) => self.run_step("kick", argv).await.map(drop),
-            None => Ok(()),
+        if let Err(e) = running.wait_ready().await {
+            let _ = Box::new(running).stop().await;
+            return Err(e);
         }
-    }
-
-    /// Runs the `queue` step and parses its output (see the [module docs](super)); without a
-    /// `queue` step the queue is reported empty. Records [`EventKind::SutQueue`].
-    pub async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
-        let entries = match &self.driver.queue {
-            Some(argv) => queue::parse(&self.run_step("queue", argv).await?),
-            None => Vec::new(),
-        };
-        self.log.record(EventKind::SutQueue {
-            entries: entries.clone(),
-        });
-        Ok(entries)
-    }
-
-    /// Runs the `stop` step if there is one and gives `start` up to 5 s to exit; then ends the
-    /// instance's PID namespace (SIGTERM, SIGKILL after 5 s) and records the log lines not yet
-    /// recorded. A failing `stop` step is reported after everything was stopped.
-    pub async fn stop(self) -> Result<(), SutError> {
-        let sut = self.driver.label;
-        let step = match &self.driver.stop {
-            Some(argv) => Some(self.run_step("stop", argv).await.map(drop)),
-            None => None,
-        };
-        let RunningDriver {
-            mut process,
-            tails,
-            isolation,
-            ..
-        } = self;
-        if matches!(step, Some(Ok(()))) {
-            let waited = Instant::now();
-            while waited.elapsed() < STOP_GRACE && matches!(process.try_exit_status(), Ok(None)) {
-                tokio::time::sleep(PROBE_INTERVAL).await;
-            }
-        }
-        let stopped = process
-            .stop(STOP_GRACE)
-            .await
-            .map_err(|e| SutError::Namespace {
-                sut,
-                action: "stop the instance's PID namespace".into(),
-                detail: e.to_string(),
-            });
-        for tail in tails {
-            tail.finish().await;
-        }
-        isolation.finish().await;
-        step.unwrap_or(Ok(())).and(stopped)
-    }
-
-    /// The host PID of the process that holds the instance's PID namespace.
-    pub fn pid(&self) -> u32 {
-        self.process.pid()
+        Ok(running)
     }
 
     /// Waits until `ready` succeeds, `start` exits, or `ready_timeout` has passed.
-    async fn wait_ready(&mut self, begun: Instant) -> Result<(), SutError> {
-        let sut = self.driver.label;
-        let (address, what) = match &self.driver.ready {
+    async fn wait_ready(&mut self) -> Result<(), SutError> {
+        let RunningDriver { steps, instance } = self;
+        let sut = steps.driver.label;
+        match &steps.driver.ready {
             Ready::Smtp(template) => {
-                let text = template::render(template, &self.vars)
+                let text = template::render(template, &steps.vars)
                     .map_err(|reason| bad_template(sut, "ready", reason))?;
                 let address: SocketAddr = text.parse().map_err(|_| SutError::BadSetting {
                     sut,
                     key: "ready".into(),
                     reason: format!("{text:?} is not an address like \"127.0.0.1:2525\""),
                 })?;
-                (Some(address), text)
-            }
-            Ready::Command(argv) => (None, render_argv(sut, "ready", argv, &self.vars)?.join(" ")),
-        };
-        loop {
-            match self.process.try_exit_status() {
-                Ok(Some(status)) => {
-                    return Err(SutError::Exited {
-                        sut,
-                        status: status.to_string(),
-                        log_tail: self.log_tail(),
+                instance
+                    .wait_ready(&text, PROBE_INTERVAL, async |instance: &Instance| {
+                        common::probe_greeting(instance.ns().net(), address).await
                     })
-                }
-                Ok(None) => {}
-                Err(e) => {
-                    return Err(SutError::Namespace {
-                        sut,
-                        action: "watch `start`".into(),
-                        detail: e.to_string(),
-                    })
-                }
-            }
-            let detail = match (address, &self.driver.ready) {
-                (Some(address), _) => probe(self.namespaces.net(), address).await,
-                (None, Ready::Command(argv)) => self
-                    .run_step("ready", argv)
                     .await
-                    .map(drop)
-                    .map_err(|e| e.to_string()),
-                (None, Ready::Smtp(_)) => unreachable!("SMTP readiness has an address"),
-            };
-            let detail = match detail {
-                Ok(()) => return Ok(()),
-                Err(detail) => detail,
-            };
-            if begun.elapsed() >= self.driver.ready_timeout {
-                return Err(SutError::NotReady {
-                    sut,
-                    address: what,
-                    waited: begun.elapsed(),
-                    detail,
-                    log_tail: self.log_tail(),
-                });
             }
-            tokio::time::sleep(PROBE_INTERVAL).await;
+            Ready::Command(argv) => {
+                let what = render_argv(sut, "ready", argv, &steps.vars)?.join(" ");
+                instance
+                    .wait_ready(&what, PROBE_INTERVAL, async |instance: &Instance| {
+                        steps
+                            .run_step(instance.ns(), "ready", argv)
+                            .await
+                            .map(drop)
+                            .map_err(|e| e.to_string())
+                    })
+                    .await
+            }
         }
     }
 
-    /// The end of `start`'s output and of the `log` file, for error messages.
-    fn log_tail(&self) -> String {
-        let mut files = vec![self.work_dir.join(START_OUTPUT)];
-        if let Some(log) = &self.driver.log {
-            files.push(self.work_dir.join(log));
-        }
-        let mut text = Vec::new();
-        for file in files {
-            let lines = last_lines(&file, TAIL_LINES);
-            if lines.is_empty() {
-                text.push(format!("(nothing in {})", file.display()));
-            } else {
-                text.extend(lines);
-            }
-        }
-        let syslog = self.isolation.last_syslog_lines(TAIL_LINES);
-        if syslog.is_empty() {
-            text.push("(nothing on /dev/log)".into());
-        }
-        text.extend(syslog.into_iter().map(|line| format!("syslog: {line}")));
-        text.join("\n")
+    /// Renders and runs a step in the instance's namespaces; returns its standard output.
+    async fn run_step(&self, step: &str, argv: &[String]) -> Result<String, SutError> {
+        self.steps.run_step(self.instance.ns(), step, argv).await
     }
+}
 
+impl Steps {
     /// A step's command, ready to run inside the instance's network, mount and UTS
-    /// namespaces, on the MTA's clock, with the driver's `[env]`; what it starts lands in the instance's PID
-    /// namespace, so stopping the instance ends it (a backgrounded queue run included).
-    fn command(&self, argv: &[String]) -> tokio::process::Command {
+    /// namespaces `ns`, on the MTA's clock, with the driver's `[env]`; what it starts lands in
+    /// the instance's PID namespace, so stopping the instance ends it (a backgrounded queue run
+    /// included).
+    fn command(&self, ns: &netns::ProcessNamespaces, argv: &[String]) -> tokio::process::Command {
         let mut command = tokio::process::Command::new(&argv[0]);
         command
             .args(&argv[1..])
             .current_dir(&self.work_dir)
             .envs(self.clock_env.iter().cloned())
             .envs(self.env.iter().map(|(k, v)| (k, v)));
-        self.namespaces
-            .enter_before_exec(command.as_std_mut(), true);
+        ns.enter_before_exec(command.as_std_mut(), true);
         command
     }
 
     /// Renders and runs a step; returns its standard output.
-    async fn run_step(&self, step: &str, argv: &[String]) -> Result<String, SutError> {
+    async fn run_step(
+        &self,
+        ns: &netns::ProcessNamespaces,
+        step: &str,
+        argv: &[String],
+    ) -> Result<String, SutError> {
         let sut = self.driver.label;
         let argv = render_argv(sut, step, argv, &self.vars)?;
-        common::run_tool(sut, self.command(&argv), argv.join(" "), TOOL_TIMEOUT).await
+        common::run_tool(sut, self.command(ns, &argv), argv.join(" "), TOOL_TIMEOUT).await
     }
 
     /// Runs `argv` with `input` on its standard input; its trimmed standard output (or a note
     /// that it printed nothing) on success.
-    async fn pipe_into(&self, argv: &[String], input: Vec<u8>) -> Result<String, String> {
+    async fn pipe_into(
+        &self,
+        ns: &netns::ProcessNamespaces,
+        argv: &[String],
+        input: Vec<u8>,
+    ) -> Result<String, String> {
         let line = argv.join(" ");
-        let mut command = self.command(argv);
+        let mut command = self.command(ns, argv);
         command
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -400,40 +259,66 @@ impl RunningDriver {
 
 #[async_trait::async_trait]
 impl RunningSut for RunningDriver {
+    /// Hands `message` to the MTA: SMTP to the listen address, or the `inject` command with
+    /// the message on standard input (its trimmed standard output is the reply). Records
+    /// [`EventKind::MessageInjected`].
     async fn inject(&self, message: &OutgoingMessage) -> Result<String, SutError> {
-        RunningDriver::inject(self, message).await
+        let steps = &self.steps;
+        let sut = steps.driver.label;
+        match &steps.driver.inject {
+            Inject::Smtp => self.instance.inject(message).await,
+            Inject::Command(argv) => {
+                let mut vars = steps.vars.clone();
+                vars.message = Some((message.from.clone(), message.to.clone()));
+                let argv = render_argv(sut, "inject", argv, &vars)?;
+                let content = String::from_utf8_lossy(&message.content).replace("\r\n", "\n");
+                let reply = steps
+                    .pipe_into(self.instance.ns(), &argv, content.into_bytes())
+                    .await
+                    .map_err(|detail| common::inject_error(sut, message, detail))?;
+                common::record_injection(self.instance.log(), message, &reply);
+                Ok(reply)
+            }
+        }
     }
 
+    /// Runs the `kick` step; does nothing if the driver has none.
     async fn kick(&self) -> Result<(), SutError> {
-        RunningDriver::kick(self).await
+        match &self.steps.driver.kick {
+            Some(argv) => self.run_step("kick", argv).await.map(drop),
+            None => Ok(()),
+        }
     }
 
+    /// Runs the `queue` step and parses its output (see the [module docs](super)); without a
+    /// `queue` step the queue is reported empty. Records [`EventKind::SutQueue`].
     async fn queue(&self) -> Result<Vec<QueueEntry>, SutError> {
-        RunningDriver::queue(self).await
+        let entries = match &self.steps.driver.queue {
+            Some(argv) => queue::parse(&self.run_step("queue", argv).await?),
+            None => Vec::new(),
+        };
+        Ok(self.instance.record_queue(entries))
     }
 
+    /// Runs the `stop` step if there is one and gives `start` up to 5 s to exit; then ends the
+    /// instance's PID namespace (SIGTERM, SIGKILL after 5 s) and records the log lines not yet
+    /// recorded. A failing `stop` step is reported after everything was stopped.
     async fn stop(self: Box<Self>) -> Result<(), SutError> {
-        RunningDriver::stop(*self).await
+        let step = match &self.steps.driver.stop {
+            Some(argv) => Some(self.run_step("stop", argv).await.map(drop)),
+            None => None,
+        };
+        let mut instance = self.instance;
+        if matches!(step, Some(Ok(()))) {
+            instance.wait_for_exit(STOP_GRACE, PROBE_INTERVAL).await;
+        }
+        let stopped = instance.stop().await;
+        step.unwrap_or(Ok(())).and(stopped)
     }
 
     fn pid_namespace(&self) -> Option<std::path::PathBuf> {
-        crate::sut::clockcheck::pid_namespace_of(self.process.pid())
+        self.instance.pid_namespace()
     }
-}
-
-/// One readiness probe: a 220 greeting from `address` inside `ns` within 2 s.
-async fn probe(ns: BorrowedFd<'_>, address: SocketAddr) -> Result<(), String> {
-    let stream = connect_in(ns, address).map_err(|e| format!("connect: {e}"))?;
-    let mut stream = tokio::io::BufReader::new(stream);
-    let greeting = tokio::time::timeout(Duration::from_secs(2), smtp::read_reply(&mut stream))
-        .await
-        .map_err(|_| "no greeting within 2 s".to_string())??;
-    if greeting.code != 220 {
-        return Err(format!("greeting was {:?}", greeting.text));
-    }
-    let _ = stream.get_mut().write_all(b"QUIT\r\n").await;
-    let _ = stream.get_mut().shutdown().await;
-    Ok(())
 }
 
 /// Pipes `input` through the filter command `argv` (in `work_dir`, with `env`) and returns its

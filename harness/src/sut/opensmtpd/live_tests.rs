@@ -2,89 +2,16 @@
 //! runs as root on a machine where `.ci/install-deps.sh` unpacked OpenSMTPD.
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use super::*;
-use crate::events::{Event, EventKind, EventLog};
-use crate::sut::common::{processes_in, processes_in_pid_namespace_of};
-use crate::sut::{OutgoingMessage, SutContext, SutError};
-
-/// Why the live tests cannot run here, if they cannot.
-fn skip_reason() -> Option<String> {
-    if !nix::unistd::Uid::effective().is_root() {
-        return Some("not root (namespaces and OpenSMTPD need root)".into());
-    }
-    check_installed().err().map(|e| e.to_string())
-}
-
-macro_rules! skip_unless_live {
-    () => {
-        if crate::test_support::cannot_run(module_path!(), skip_reason()) {
-            return;
-        }
-    };
-}
-
-/// A namespace with only loopback, a resolv.conf pointing at 127.0.0.1 (nothing listens
-/// there, so every lookup fails at once) and a work directory inside a private (0700) one.
-struct Bench {
-    namespace: netns::Namespace,
-    dir: tempfile::TempDir,
-    resolv_conf: PathBuf,
-    work_dir: PathBuf,
-    log: EventLog,
-}
-
-impl Bench {
-    fn new(label: &str) -> Bench {
-        let namespace = netns::Namespace::create(label).expect("create a network namespace");
-        let dir = tempfile::tempdir().unwrap();
-        let resolv_conf = dir.path().join("resolv.conf");
-        std::fs::write(
-            &resolv_conf,
-            "nameserver 127.0.0.1\noptions attempts:1 timeout:2\n",
-        )
-        .unwrap();
-        let work_dir = dir.path().join("opensmtpd");
-        std::fs::create_dir(&work_dir).unwrap();
-        Bench {
-            namespace,
-            dir,
-            resolv_conf,
-            work_dir,
-            log: EventLog::new(),
-        }
-    }
-
-    async fn start(
-        &self,
-        settings: &BTreeMap<String, String>,
-    ) -> Result<RunningOpensmtpd, SutError> {
-        Opensmtpd::start(SutContext {
-            namespace: &self.namespace,
-            resolv_conf: &self.resolv_conf,
-            hostname: "sut.sender.test",
-            work_dir: &self.work_dir,
-            settings,
-            route: &Default::default(),
-            log: self.log.clone(),
-            ca_file: None,
-            timing: crate::sut::Timing::FAST_REAL,
-        })
-        .await
-    }
-}
-
-fn log_lines(events: &[Event]) -> Vec<&str> {
-    events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::SutLog { line } => Some(line.as_str()),
-            _ => None,
-        })
-        .collect()
-}
+use crate::events::Event;
+use crate::sut::common::processes_in;
+use crate::sut::live_bench::{
+    assert_dropping_kills_every_process, assert_injection_and_queue_recorded,
+    assert_stop_ends_every_process, log_lines, refusal, skip_unless_live, Bench,
+};
+use crate::sut::OutgoingMessage;
 
 fn tempfails(events: &[Event]) -> usize {
     log_lines(events)
@@ -95,10 +22,12 @@ fn tempfails(events: &[Event]) -> usize {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_defers_without_dns_kicks_and_stops_every_process() {
-    skip_unless_live!();
-    let bench = Bench::new("mxlab-test-opensmtpd-live");
+    skip_unless_live!(SUT, check_installed());
+    let bench = Bench::new("mxlab-test-opensmtpd-live", "opensmtpd");
     let settings = BTreeMap::from([("queue".to_string(), "ttl 2h".to_string())]);
-    let smtpd = bench.start(&settings).await.expect("OpenSMTPD starts");
+    let smtpd = Opensmtpd::start(bench.context(&settings))
+        .await
+        .expect("OpenSMTPD starts");
     println!(
         "OpenSMTPD answered 220 after {:.3} s",
         smtpd.startup_time().as_secs_f64()
@@ -109,7 +38,8 @@ async fn starts_defers_without_dns_kicks_and_stops_every_process() {
     // The instance's spool is the private one, not the machine's.
     assert!(smtpd.layout().spool.join("queue").is_dir());
 
-    let (pid_namespace, members) = processes_in_pid_namespace_of(smtpd.pid());
+    let pid_namespace = smtpd.pid_namespace().expect("its PID namespace");
+    let members = processes_in(&pid_namespace);
     println!("processes in OpenSMTPD's PID namespace {pid_namespace:?}: {members:?}");
     assert!(members.len() >= 6, "smtpd and its five helpers expected");
 
@@ -152,48 +82,24 @@ async fn starts_defers_without_dns_kicks_and_stops_every_process() {
         kicked.elapsed().as_secs_f64()
     );
 
-    let begun = Instant::now();
-    smtpd.stop().await.expect("stop");
-    println!(
-        "OpenSMTPD stopped in {:.3} s",
-        begun.elapsed().as_secs_f64()
-    );
-    let left = processes_in(&pid_namespace);
-    assert!(left.is_empty(), "OpenSMTPD processes left behind: {left:?}");
+    assert_stop_ends_every_process("OpenSMTPD", smtpd, &pid_namespace).await;
 
-    let events = bench.log.snapshot();
-    for event in &events {
-        println!("{event}");
-    }
+    let events = assert_injection_and_queue_recorded(&bench.log, &reply);
     let lines = log_lines(&events);
     assert!(lines.iter().any(|l| l.contains("starting")), "{lines:#?}");
-    assert!(events
-        .iter()
-        .any(|e| matches!(&e.kind, EventKind::MessageInjected { reply: r, .. } if *r == reply)));
-    assert!(events
-        .iter()
-        .any(|e| matches!(&e.kind, EventKind::SutQueue { entries } if entries.len() == 1)));
     drop(bench.dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_start_quotes_opensmtpd() {
-    skip_unless_live!();
-    let bench = Bench::new("mxlab-test-opensmtpd-bad");
+    skip_unless_live!(SUT, check_installed());
+    let bench = Bench::new("mxlab-test-opensmtpd-bad", "opensmtpd");
     let settings = BTreeMap::from([("bogus".to_string(), "directive".to_string())]);
-    let begun = Instant::now();
-    let err = match bench.start(&settings).await {
-        Ok(smtpd) => {
-            smtpd.stop().await.unwrap();
-            panic!("OpenSMTPD started with a bogus directive");
-        }
-        Err(err) => err,
-    };
-    println!(
-        "refused after {:.3} s: {err}",
-        begun.elapsed().as_secs_f64()
-    );
-    let text = err.to_string();
+    let text = refusal(
+        Opensmtpd::start(bench.context(&settings)),
+        "OpenSMTPD started with a bogus directive",
+    )
+    .await;
     assert!(
         text.starts_with("OpenSMTPD: bad setting \"bogus\""),
         "the error names the setting that wrote the refused line: {text}"
@@ -202,25 +108,14 @@ async fn a_refused_start_quotes_opensmtpd() {
         text.contains("syntax error"),
         "the error quotes OpenSMTPD's complaint: {text}"
     );
-    assert!(begun.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_handle_kills_every_process() {
-    skip_unless_live!();
-    let bench = Bench::new("mxlab-test-opensmtpd-drop");
-    let smtpd = bench
-        .start(&BTreeMap::new())
+    skip_unless_live!(SUT, check_installed());
+    let bench = Bench::new("mxlab-test-opensmtpd-drop", "opensmtpd");
+    let smtpd = Opensmtpd::start(bench.context(&BTreeMap::new()))
         .await
         .expect("OpenSMTPD starts");
-    let (pid_namespace, members) = processes_in_pid_namespace_of(smtpd.pid());
-    assert!(!members.is_empty());
-    let begun = Instant::now();
-    drop(smtpd);
-    let mut left = processes_in(&pid_namespace);
-    while !left.is_empty() && begun.elapsed() < Duration::from_secs(2) {
-        std::thread::sleep(Duration::from_millis(5));
-        left = processes_in(&pid_namespace);
-    }
-    assert!(left.is_empty(), "OpenSMTPD processes left behind: {left:?}");
+    assert_dropping_kills_every_process("OpenSMTPD", smtpd);
 }

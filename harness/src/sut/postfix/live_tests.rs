@@ -2,115 +2,25 @@
 //! as root on a machine with Postfix installed (`.ci/install-deps.sh`).
 
 use std::collections::BTreeMap;
-use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::path::Path;
+use std::time::Duration;
 
 use super::*;
-use crate::events::{Event, EventKind, EventLog};
-use crate::sut::{OutgoingMessage, SutContext, SutError};
-
-/// Why the live tests cannot run here, if they cannot.
-fn skip_reason() -> Option<String> {
-    if !nix::unistd::Uid::effective().is_root() {
-        return Some("not root (namespaces and Postfix need root)".into());
-    }
-    for path in [POSTFIX, POSTQUEUE, STOCK_MASTER_CF] {
-        if !Path::new(path).exists() {
-            return Some(format!("{path} missing: run .ci/install-deps.sh"));
-        }
-    }
-    None
-}
-
-macro_rules! skip_unless_live {
-    () => {
-        if crate::test_support::cannot_run(module_path!(), skip_reason()) {
-            return;
-        }
-    };
-}
-
-/// A namespace with only loopback, a resolv.conf pointing at 127.0.0.1 (nothing listens
-/// there, so every lookup fails at once) and a work directory.
-struct Bench {
-    namespace: netns::Namespace,
-    dir: tempfile::TempDir,
-    resolv_conf: PathBuf,
-    work_dir: PathBuf,
-    log: EventLog,
-}
-
-impl Bench {
-    fn new(label: &str) -> Bench {
-        let namespace = netns::Namespace::create(label).expect("create a network namespace");
-        let dir = tempfile::tempdir().unwrap();
-        let resolv_conf = dir.path().join("resolv.conf");
-        std::fs::write(
-            &resolv_conf,
-            "nameserver 127.0.0.1\noptions attempts:1 timeout:2\n",
-        )
-        .unwrap();
-        let work_dir = dir.path().join("work");
-        std::fs::create_dir(&work_dir).unwrap();
-        Bench {
-            namespace,
-            dir,
-            resolv_conf,
-            work_dir,
-            log: EventLog::new(),
-        }
-    }
-
-    async fn start(&self, settings: &BTreeMap<String, String>) -> Result<RunningPostfix, SutError> {
-        Postfix::start(SutContext {
-            namespace: &self.namespace,
-            resolv_conf: &self.resolv_conf,
-            hostname: "sut.sender.test",
-            work_dir: &self.work_dir,
-            settings,
-            route: &Default::default(),
-            log: self.log.clone(),
-            ca_file: None,
-            timing: crate::sut::Timing::FAST_REAL,
-        })
-        .await
-    }
-}
-
-/// Host PIDs of the processes in the PID namespace named by `ns` (a `pid:[inode]` link text).
-fn processes_in(ns: &Path) -> Vec<u32> {
-    let mut pids = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        if std::fs::read_link(entry.path().join("ns/pid"))
-            .ok()
-            .as_deref()
-            == Some(ns)
-        {
-            pids.push(pid);
-        }
-    }
-    pids
-}
-
-fn log_lines(events: &[Event]) -> Vec<&str> {
-    events
-        .iter()
-        .filter_map(|e| match &e.kind {
-            EventKind::SutLog { line } => Some(line.as_str()),
-            _ => None,
-        })
-        .collect()
-}
+use crate::sut::common::processes_in;
+use crate::sut::live_bench::{
+    assert_dropping_kills_every_process, assert_injection_and_queue_recorded,
+    assert_stop_ends_every_process, log_lines, refusal, skip_unless_live, Bench,
+};
+use crate::sut::OutgoingMessage;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_fast_defers_without_dns_and_stops_every_process() {
-    skip_unless_live!();
-    let bench = Bench::new("mxlab-test-postfix-live");
+    skip_unless_live!(SUT, check_installed());
+    let bench = Bench::new("mxlab-test-postfix-live", "work");
     let settings = BTreeMap::from([("queue_run_delay".to_string(), "2s".to_string())]);
-    let postfix = bench.start(&settings).await.expect("Postfix starts");
+    let postfix = Postfix::start(bench.context(&settings))
+        .await
+        .expect("Postfix starts");
     println!(
         "Postfix answered 220 after {:.3} s",
         postfix.startup_time().as_secs_f64()
@@ -148,8 +58,7 @@ async fn starts_fast_defers_without_dns_and_stops_every_process() {
         "{services}"
     );
 
-    let pid_namespace =
-        std::fs::read_link(format!("/proc/{}/ns/pid_for_children", postfix.pid())).unwrap();
+    let pid_namespace = postfix.pid_namespace().expect("its PID namespace");
     let members = processes_in(&pid_namespace);
     println!("processes in Postfix's PID namespace {pid_namespace:?}: {members:?}");
     assert!(
@@ -187,11 +96,7 @@ async fn starts_fast_defers_without_dns_and_stops_every_process() {
     println!("queued {}: {reason}", queue[0].id);
     postfix.kick().await.expect("postqueue -f");
 
-    let begun = Instant::now();
-    postfix.stop().await.expect("stop");
-    println!("Postfix stopped in {:.3} s", begun.elapsed().as_secs_f64());
-    let left = processes_in(&pid_namespace);
-    assert!(left.is_empty(), "Postfix processes left behind: {left:?}");
+    assert_stop_ends_every_process("Postfix", postfix, &pid_namespace).await;
     for pid in members {
         assert!(
             !Path::new(&format!("/proc/{pid}")).exists()
@@ -199,69 +104,38 @@ async fn starts_fast_defers_without_dns_and_stops_every_process() {
         );
     }
 
-    let events = bench.log.snapshot();
-    for event in &events {
-        println!("{event}");
-    }
+    let events = assert_injection_and_queue_recorded(&bench.log, &reply);
     let lines = log_lines(&events);
     assert!(
         lines.iter().any(|l| l.contains("daemon started")),
         "{lines:#?}"
     );
-    assert!(events
-        .iter()
-        .any(|e| matches!(&e.kind, EventKind::MessageInjected { reply: r, .. } if *r == reply)));
-    assert!(events
-        .iter()
-        .any(|e| matches!(&e.kind, EventKind::SutQueue { entries } if entries.len() == 1)));
     drop(bench.dir);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_start_quotes_postfix() {
-    skip_unless_live!();
-    let bench = Bench::new("mxlab-test-postfix-bad");
+    skip_unless_live!(SUT, check_installed());
+    let bench = Bench::new("mxlab-test-postfix-bad", "work");
     let settings = BTreeMap::from([("inet_protocols".to_string(), "bogus".to_string())]);
-    let begun = Instant::now();
-    let err = match bench.start(&settings).await {
-        Ok(postfix) => {
-            postfix.stop().await.unwrap();
-            panic!("Postfix started with inet_protocols = bogus");
-        }
-        Err(err) => err,
-    };
-    println!(
-        "refused after {:.3} s: {err}",
-        begun.elapsed().as_secs_f64()
-    );
-    let text = err.to_string();
+    let text = refusal(
+        Postfix::start(bench.context(&settings)),
+        "Postfix started with inet_protocols = bogus",
+    )
+    .await;
     assert!(text.starts_with("Postfix"), "{text}");
     assert!(
         text.contains("bogus"),
         "the error quotes Postfix's complaint: {text}"
     );
-    assert!(begun.elapsed() < Duration::from_secs(5));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_handle_kills_every_process() {
-    skip_unless_live!();
-    let bench = Bench::new("mxlab-test-postfix-drop");
-    let postfix = bench.start(&BTreeMap::new()).await.expect("Postfix starts");
-    let pid_namespace =
-        std::fs::read_link(format!("/proc/{}/ns/pid_for_children", postfix.pid())).unwrap();
-    assert!(!processes_in(&pid_namespace).is_empty());
-    let begun = Instant::now();
-    drop(postfix);
-    // Give the kernel a moment in case it is still tearing the PID namespace down.
-    let mut left = processes_in(&pid_namespace);
-    while !left.is_empty() && begun.elapsed() < Duration::from_secs(2) {
-        std::thread::sleep(Duration::from_millis(5));
-        left = processes_in(&pid_namespace);
-    }
-    println!(
-        "PID namespace empty {:.3} s after drop started",
-        begun.elapsed().as_secs_f64()
-    );
-    assert!(left.is_empty(), "Postfix processes left behind: {left:?}");
+    skip_unless_live!(SUT, check_installed());
+    let bench = Bench::new("mxlab-test-postfix-drop", "work");
+    let postfix = Postfix::start(bench.context(&BTreeMap::new()))
+        .await
+        .expect("Postfix starts");
+    assert_dropping_kills_every_process("Postfix", postfix);
 }
