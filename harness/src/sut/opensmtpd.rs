@@ -61,7 +61,7 @@ impl Opensmtpd {
     /// On an accelerated clock, smtpd's start-up handshake (each child process must answer
     /// within 10 s, `imsg_wait`) is 10 s of *MTA* time: 0.1 s at x100, which a loaded machine
     /// can miss. That failure says nothing about the MTA, so the start is retried (at most
-    /// [`START_ATTEMPTS`] times), each retry recorded in the event log.
+    /// `START_ATTEMPTS` times), each retry recorded in the event log.
     pub async fn start(ctx: SutContext<'_>) -> Result<RunningOpensmtpd, SutError> {
         let mut attempt = 1;
         loop {

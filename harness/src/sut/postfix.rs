@@ -47,10 +47,10 @@ pub struct Postfix;
 
 impl Postfix {
     /// Checks that Postfix is installed; writes `main.cf` and `master.cf` (from Debian's master.cf
-    /// with chroot off and the stock listeners replaced by one on [`LISTEN_ADDRESS`]) and a fresh
-    /// spool into the work directory; starts `postfix -c DIR start-fg` in the SUT namespace with
-    /// the lab's resolv.conf, in a PID namespace of its own; and waits (at most about 10 s) until
-    /// the listener answers 220.
+    /// with chroot off and the stock listeners replaced by one on `127.0.0.1:2525`, or
+    /// `[::1]:2525` for an IPv6-only Postfix) and a fresh spool into the work directory; starts
+    /// `postfix -c DIR start-fg` in the SUT namespace with the lab's resolv.conf, in a PID
+    /// namespace of its own; and waits (at most about 10 s) until the listener answers 220.
     ///
     /// The spool is created as `post-install` would and marked `quick-start`, so `postfix` skips
     /// its integrity checks (start ~60 ms instead of ~0.35 s). Log lines are recorded as

@@ -81,7 +81,7 @@
 //! separated by `,`, the reason optional (`ID<TAB>RECIPIENTS` is fine too); a line without a tab
 //! is one entry with that line as id and no recipients. Blank lines are ignored.
 //!
-//! Placeholders: see [`template`]. Settings come from the scenario's `[sut.NAME]` section.
+//! Placeholders: see the README's "Driver files" (rendered by `template`). Settings come from the scenario's `[sut.NAME]` section.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;

@@ -8,7 +8,7 @@
 //! namespace* (via [`netns::Namespace::run`]; threads inherit the namespace of the thread that
 //! spawns them) and runs a single-threaded tokio runtime on it. Every task of the sender
 //! (delivery, DNS, retries, bounces) runs on that runtime, so every socket it makes lands in
-//! the SUT namespace; [`netio::NetIo`] also asks the kernel for each socket's namespace before
+//! the SUT namespace; `netio::NetIo` also asks the kernel for each socket's namespace before
 //! using it and refuses any other. Stopping the sender shuts that runtime down, which cancels
 //! every task and closes every socket, and joins the thread.
 //!
