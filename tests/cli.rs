@@ -33,18 +33,24 @@ outcome = "delivered"
 "#;
 
 #[test]
-fn an_unknown_key_is_one_line_with_its_place_and_exit_status_2() {
+fn an_unknown_key_names_its_place_shows_its_line_and_exits_with_status_2() {
     let dir = tempfile::tempdir().unwrap();
     let path = write_scenario(dir.path(), "bad.toml", &VALID.replace("outcome", "outcom"));
     let output = mxlab(&["run", &path]);
     assert_eq!(output.status.code(), Some(2));
     let stderr = stderr_of(&output);
-    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    let lines: Vec<&str> = stderr.lines().collect();
     assert!(
-        stderr.starts_with(&format!("error: {path}:9:1: unknown field `outcom`")),
+        lines[0].starts_with(&format!("error: {path}:9:1: unknown field `outcom`")),
         "{stderr}"
     );
-    assert!(stderr.contains("expected one of"), "{stderr}");
+    assert!(lines[0].contains("expected one of"), "{stderr}");
+    // The excerpt: the line itself, with the key underlined, and nothing else.
+    assert_eq!(
+        &lines[1..],
+        ["  |", "9 | outcom = \"delivered\"", "  | ^^^^^^"],
+        "{stderr}"
+    );
 }
 
 #[test]

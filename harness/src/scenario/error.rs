@@ -2,6 +2,8 @@
 
 use std::path::PathBuf;
 
+use crate::excerpt::Place;
+
 /// A scenario file that cannot be used, and why.
 #[derive(Debug, thiserror::Error)]
 pub enum ScenarioError {
@@ -14,7 +16,7 @@ pub enum ScenarioError {
         source: std::io::Error,
     },
     /// The file is not valid TOML or does not match the scenario format.
-    #[error("{}:{line}:{column}: {message}", path.display())]
+    #[error("{}:{line}:{column}: {message}\n{excerpt}", path.display())]
     Invalid {
         /// The file.
         path: PathBuf,
@@ -24,41 +26,25 @@ pub enum ScenarioError {
         column: usize,
         /// What is wrong and what is allowed.
         message: String,
+        /// The lines around the offending text, underlined.
+        excerpt: String,
     },
 }
 
 impl ScenarioError {
     /// An [`ScenarioError::Invalid`] located at byte `offset` of `source`.
     pub(crate) fn at(path: &std::path::Path, source: &str, offset: usize, message: String) -> Self {
-        let (line, column) = line_column(source, offset);
+        let Place {
+            line,
+            column,
+            excerpt,
+        } = Place::at(source, offset);
         ScenarioError::Invalid {
             path: path.to_path_buf(),
             line,
             column,
             message,
+            excerpt,
         }
-    }
-}
-
-/// 1-based line and column (in characters) of a byte offset.
-fn line_column(source: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(source.len());
-    let before = &source[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map_or(0, |i| i + 1);
-    let column = source[line_start..offset].chars().count() + 1;
-    (line, column)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::line_column;
-
-    #[test]
-    fn offsets_map_to_lines_and_columns() {
-        let text = "a = 1\nbb = 2\n";
-        assert_eq!(line_column(text, 0), (1, 1));
-        assert_eq!(line_column(text, 6), (2, 1));
-        assert_eq!(line_column(text, 9), (2, 4));
     }
 }

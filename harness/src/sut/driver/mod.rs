@@ -81,10 +81,13 @@
 //! separated by `,`, the reason optional (`ID<TAB>RECIPIENTS` is fine too); a line without a tab
 //! is one entry with that line as id and no recipients. Blank lines are ignored.
 //!
-//! Placeholders: see the README's "Driver files" (rendered by `template`). Settings come from the scenario's `[sut.NAME]` section.
+//! Placeholders: see the README's "Driver files" (rendered by `template`). Settings come
+//! from the scenario's `[sut.NAME]` section.
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
+
+use crate::excerpt::Place;
 
 mod file;
 mod queue;
@@ -192,7 +195,7 @@ pub enum DriverError {
         source: std::io::Error,
     },
     /// The file is not valid TOML or not a valid driver.
-    #[error("{}:{line}:{column}: {message}", path.display())]
+    #[error("{}:{line}:{column}: {message}\n{excerpt}", path.display())]
     Invalid {
         /// The file.
         path: PathBuf,
@@ -202,6 +205,8 @@ pub enum DriverError {
         column: usize,
         /// What is wrong and what is allowed.
         message: String,
+        /// The lines around the offending text, underlined.
+        excerpt: String,
     },
     /// A required step is not given.
     #[error("{}: the driver has no `{step}` step; add {hint}", path.display())]
@@ -218,15 +223,17 @@ pub enum DriverError {
 impl DriverError {
     /// A [`DriverError::Invalid`] at byte `offset` of `source`.
     fn at(path: &Path, source: &str, offset: usize, message: String) -> Self {
-        let offset = offset.min(source.len());
-        let before = &source[..offset];
-        let line = before.matches('\n').count() + 1;
-        let line_start = before.rfind('\n').map_or(0, |i| i + 1);
+        let Place {
+            line,
+            column,
+            excerpt,
+        } = Place::at(source, offset);
         DriverError::Invalid {
             path: path.to_path_buf(),
             line,
-            column: source[line_start..offset].chars().count() + 1,
+            column,
             message,
+            excerpt,
         }
     }
 }
