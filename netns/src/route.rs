@@ -290,6 +290,26 @@ impl Drop for Routes {
     }
 }
 
+/// The index of the interface called `name`, asked over `handle`, a netlink socket in the
+/// namespace labelled `label`.
+pub(crate) async fn interface_index(
+    handle: &rtnetlink::Handle,
+    label: &str,
+    name: &str,
+) -> Result<u32> {
+    let action = format!("look up interface {name}");
+    let link = handle
+        .link()
+        .get()
+        .match_name(name.to_owned())
+        .execute()
+        .try_next()
+        .await
+        .map_err(|e| Error::netlink(label, action.clone(), e))?;
+    link.map(|link| link.header.index)
+        .ok_or_else(|| Error::netlink(label, action, rtnetlink::Error::RequestFailed))
+}
+
 impl Routes {
     /// Opens a route socket inside `ns`. Must be called inside a tokio runtime.
     pub fn open(ns: &Namespace) -> Result<Routes> {
@@ -320,24 +340,7 @@ impl Routes {
 
     /// The index of the interface called `name`.
     pub async fn interface_index(&self, name: &str) -> Result<u32> {
-        let action = format!("look up interface {name}");
-        let link = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_owned())
-            .execute()
-            .try_next()
-            .await
-            .map_err(self.err(action.clone()))?;
-        match link {
-            Some(link) => Ok(link.header.index),
-            None => Err(Error::netlink(
-                &self.label,
-                action,
-                rtnetlink::Error::RequestFailed,
-            )),
-        }
+        interface_index(&self.handle, &self.label, name).await
     }
 
     /// Sets the interface with this index up.

@@ -216,24 +216,7 @@ impl Netlink {
     }
 
     async fn index(&self, name: &str) -> Result<u32> {
-        let action = format!("look up interface {name}");
-        let link = self
-            .handle
-            .link()
-            .get()
-            .match_name(name.to_owned())
-            .execute()
-            .try_next()
-            .await
-            .map_err(self.err(action.clone()))?;
-        match link {
-            Some(link) => Ok(link.header.index),
-            None => Err(Error::netlink(
-                &self.label,
-                action,
-                rtnetlink::Error::RequestFailed,
-            )),
-        }
+        crate::route::interface_index(&self.handle, &self.label, name).await
     }
 
     async fn up(&self, index: u32, name: &str) -> Result<()> {
