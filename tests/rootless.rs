@@ -18,7 +18,7 @@ use std::collections::BTreeSet;
 use std::os::unix::fs::{MetadataExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Output, Stdio};
-use std::sync::OnceLock;
+use std::sync::{Mutex, OnceLock, PoisonError};
 use std::time::{Duration, Instant};
 
 use libtest_mimic::{Arguments, Failed};
@@ -54,6 +54,14 @@ const FOREIGN_OWNER_WARNINGS: [&str; 3] = [
     "lost privilege",
     "must be setgid",
 ];
+
+/// Held by each test that runs mxlab as the ordinary user, so that what one leaves behind
+/// (processes and work directories of that user) is not confused with another's live run.
+static AS_USER: Mutex<()> = Mutex::new(());
+
+fn one_at_a_time() -> std::sync::MutexGuard<'static, ()> {
+    AS_USER.lock().unwrap_or_else(PoisonError::into_inner)
+}
 
 /// The built `mxlab`, copied once to a directory every user can read (the checkout may be
 /// below a directory other users cannot enter, as root's home is).
@@ -206,6 +214,7 @@ fn statuses(json: &Path) -> (Vec<(String, String, String)>, Vec<String>) {
 }
 
 fn a_rootless_run_judges_as_root_does(user: nix::unistd::User) -> Result<(), Failed> {
+    let _alone = one_at_a_time();
     let out = shared_dir(Some(&user));
     // Copies the user can read.
     let scenarios: Vec<String> = ["smtp/v6-greeting-421.toml", "net/v6-blackhole.toml"]
@@ -263,6 +272,7 @@ fn a_rootless_run_judges_as_root_does(user: nix::unistd::User) -> Result<(), Fai
 /// passes as root's does; where it may not (mode 0600), the run is a harness error that names
 /// the device and the fix, exits 2 with the timeline so far, and leaves nothing behind.
 fn a_shaped_path_without_tun_access_names_the_fix(user: nix::unistd::User) -> Result<(), Failed> {
+    let _alone = one_at_a_time();
     let out = shared_dir(Some(&user));
     let scenario = out.path().join("v6-slow-path.toml");
     std::fs::copy(scenario_dir().join("shaping/v6-slow-path.toml"), &scenario).unwrap();
@@ -301,11 +311,18 @@ fn a_shaped_path_without_tun_access_names_the_fix(user: nix::unistd::User) -> Re
             return Err(format!("{:?}\n{said}", output.status).into());
         }
     }
-    let left = left_by(user.uid.as_raw());
-    if !left.is_empty() {
-        return Err(format!("left behind: {left:?}").into());
+    // The run has exited; what it started may take a moment to be reaped.
+    let deadline = Instant::now() + Duration::from_secs(5);
+    loop {
+        let left = left_by(user.uid.as_raw());
+        if left.is_empty() {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            return Err(format!("left behind: {left:?}").into());
+        }
+        std::thread::sleep(Duration::from_millis(50));
     }
-    Ok(())
 }
 
 /// Processes running as `uid` and `/tmp/mxlab-*` directories it owns.
@@ -370,6 +387,7 @@ fn owners(dir: &Path) -> BTreeSet<u32> {
 }
 
 fn a_killed_rootless_run_leaves_nothing_after_gc(user: nix::unistd::User) -> Result<(), Failed> {
+    let _alone = one_at_a_time();
     let scenarios = shared_dir(None);
     let scenario = scenarios.path().join("stuck.toml");
     std::fs::write(&scenario, STUCK).unwrap();
