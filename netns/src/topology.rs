@@ -539,8 +539,8 @@ fn validate(spec: &TopologySpec) -> Result<()> {
         ));
     }
     let mut names = HashSet::new();
-    let mut v4_nets: Vec<(&str, u32, u8)> = Vec::new();
-    let mut v6_nets: Vec<(&str, u128, u8)> = Vec::new();
+    let mut v4_links = LinkPrefixes::new("IPv4", 31);
+    let mut v6_links = LinkPrefixes::new("IPv6", 127);
     for host in &spec.hosts {
         let name = host.name.as_str();
         if name.is_empty()
@@ -558,56 +558,69 @@ fn validate(spec: &TopologySpec) -> Result<()> {
             return invalid(format!("host name {name:?} appears twice"));
         }
         if let Some(v4) = &host.ipv4 {
-            let (h, r, len) = (u32::from(v4.host), u32::from(v4.router), v4.prefix_len);
-            if !(1..=31).contains(&len) || h == r || mask32(h, len) != mask32(r, len) {
-                return invalid(format!(
-                    "host {name:?}: IPv4 {}/{len} and router {}/{len} must be two different addresses \
-                     in one prefix of length 1-31",
-                    v4.host, v4.router
-                ));
-            }
-            if let Some((other, _, _)) = v4_nets.iter().find(|(_, net, olen)| {
-                let l = len.min(*olen);
-                mask32(*net, l) == mask32(h, l)
-            }) {
-                return invalid(format!(
-                    "hosts {other:?} and {name:?} have overlapping IPv4 link prefixes"
-                ));
-            }
-            v4_nets.push((name, h, len));
+            v4_links.claim(name, v4.host.into(), v4.router.into(), v4.prefix_len)?;
         }
         if let Some(v6) = &host.ipv6 {
-            let (h, r, len) = (u128::from(v6.host), u128::from(v6.router), v6.prefix_len);
-            if !(1..=127).contains(&len) || h == r || mask128(h, len) != mask128(r, len) {
-                return invalid(format!(
-                    "host {name:?}: IPv6 {}/{len} and router {}/{len} must be two different addresses \
-                     in one prefix of length 1-127",
-                    v6.host, v6.router
-                ));
-            }
-            if let Some((other, _, _)) = v6_nets.iter().find(|(_, net, olen)| {
-                let l = len.min(*olen);
-                mask128(*net, l) == mask128(h, l)
-            }) {
-                return invalid(format!(
-                    "hosts {other:?} and {name:?} have overlapping IPv6 link prefixes"
-                ));
-            }
-            v6_nets.push((name, h, len));
+            v6_links.claim(name, v6.host.into(), v6.router.into(), v6.prefix_len)?;
         }
     }
     Ok(())
 }
 
-fn mask32(addr: u32, len: u8) -> u32 {
-    if len == 0 {
-        0
-    } else {
-        addr & (u32::MAX << (32 - u32::from(len)))
+/// The link prefixes of one address family claimed so far, so that no two hosts overlap.
+struct LinkPrefixes<'a> {
+    family: &'static str,
+    /// The longest prefix a link may have: it holds a host's and its router's address.
+    longest: u8,
+    /// Each host's name, address (see [`left_aligned`]) and prefix length.
+    claimed: Vec<(&'a str, u128, u8)>,
+}
+
+impl<'a> LinkPrefixes<'a> {
+    fn new(family: &'static str, longest: u8) -> Self {
+        Self {
+            family,
+            longest,
+            claimed: Vec::new(),
+        }
+    }
+
+    /// Claims host `name`'s link: `host` and `router` must be two addresses of one prefix of
+    /// length `len` that overlaps no link claimed before.
+    fn claim(&mut self, name: &'a str, host: IpAddr, router: IpAddr, len: u8) -> Result<()> {
+        let (h, r) = (left_aligned(host), left_aligned(router));
+        if !(1..=self.longest).contains(&len) || h == r || mask(h, len) != mask(r, len) {
+            return Err(Error::InvalidSpec(format!(
+                "host {name:?}: {} {host}/{len} and router {router}/{len} must be two different \
+                 addresses in one prefix of length 1-{}",
+                self.family, self.longest
+            )));
+        }
+        if let Some((other, _, _)) = self.claimed.iter().find(|(_, net, other_len)| {
+            let shorter = len.min(*other_len);
+            mask(*net, shorter) == mask(h, shorter)
+        }) {
+            return Err(Error::InvalidSpec(format!(
+                "hosts {other:?} and {name:?} have overlapping {} link prefixes",
+                self.family
+            )));
+        }
+        self.claimed.push((name, h, len));
+        Ok(())
     }
 }
 
-fn mask128(addr: u128, len: u8) -> u128 {
+/// An address as a number whose prefix bits come first: an IPv4 address fills the top 32 bits,
+/// so one mask serves both families.
+fn left_aligned(addr: IpAddr) -> u128 {
+    match addr {
+        IpAddr::V4(v4) => u128::from(u32::from(v4)) << 96,
+        IpAddr::V6(v6) => u128::from(v6),
+    }
+}
+
+/// The first `len` bits of a left-aligned address.
+fn mask(addr: u128, len: u8) -> u128 {
     if len == 0 {
         0
     } else {
@@ -674,5 +687,15 @@ mod tests {
         assert!(validate(&spec(vec![h])).is_err());
         let e = validate(&spec(vec![host("sut", 1), host("mx1", 1)])).unwrap_err();
         assert!(e.to_string().contains("overlapping IPv4"), "{e}");
+        let mut h = host("mx1", 2);
+        h.ipv4 = None;
+        h.ipv6 = host("sut", 1).ipv6;
+        let e = validate(&spec(vec![host("sut", 1), h])).unwrap_err();
+        assert!(e.to_string().contains("overlapping IPv6"), "{e}");
+        let mut h = host("sut", 0);
+        h.ipv4.as_mut().unwrap().prefix_len = 32;
+        let e = validate(&spec(vec![h])).unwrap_err();
+        assert!(e.to_string().contains("IPv4 192.0.2."), "{e}");
+        assert!(e.to_string().contains("length 1-31"), "{e}");
     }
 }
