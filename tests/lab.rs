@@ -152,25 +152,8 @@ impl StuckRun {
     fn start() -> StuckRun {
         let temp = tempfile::tempdir().unwrap();
         let scenario = temp.path().join("stuck.toml");
-        std::fs::write(
-            &scenario,
-            r#"
-description = "every MX address answers 421, so the message stays queued"
-[[mx]]
-name = "mx1"
-domain = "example.test"
-[[fault]]
-on = "mx1"
-smtp = { stage = "greeting", reply = "421 4.3.2 go away" }
-[[message]]
-to = ["bob@example.test"]
-[expect]
-outcome = "deferred"
-within = "60s"
-"#,
-        )
-        .unwrap();
-        let child = KillOnDrop(
+        std::fs::write(&scenario, common::STUCK_SCENARIO).unwrap();
+        let mut child = KillOnDrop(
             Command::new(env!("CARGO_BIN_EXE_mxlab"))
                 .args(["run", "--sut", "postfix", scenario.to_str().unwrap()])
                 .stdout(Stdio::null())
@@ -181,7 +164,13 @@ within = "60s"
         let pid = child.0.id();
         let deadline = Instant::now() + Duration::from_secs(20);
         let work_dir = loop {
-            assert!(Instant::now() < deadline, "the run did not come up");
+            if let Some(status) = child.0.try_wait().unwrap() {
+                panic!("the run ended ({status}) before it was caught mid-way");
+            }
+            assert!(
+                Instant::now() < deadline,
+                "the run did not come up within 20 s"
+            );
             if let Some(dir) = common::stuck_run_work_dir(pid) {
                 break dir;
             }

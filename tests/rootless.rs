@@ -31,22 +31,6 @@ const USER_VARIABLE: &str = "MXLAB_ROOTLESS_USER";
 /// `nobody`: an ordinary user without subordinate ids.
 const NOBODY: u32 = 65534;
 
-/// A scenario whose message stays queued, so that a run can be killed in the middle.
-const STUCK: &str = r#"
-description = "every MX address answers 421, so the message stays queued"
-[[mx]]
-name = "mx1"
-domain = "example.test"
-[[fault]]
-on = "mx1"
-smtp = { stage = "greeting", reply = "421 4.3.2 go away" }
-[[message]]
-to = ["bob@example.test"]
-[expect]
-outcome = "deferred"
-within = "60s"
-"#;
-
 /// What an MTA logs when a file it trusts looks owned by someone else (the stand-ins prevent
 /// these in rootless mode).
 const FOREIGN_OWNER_WARNINGS: [&str; 3] = [
@@ -137,7 +121,7 @@ fn stderr_of(output: &Output) -> String {
 fn bad_input(path: &str) -> Result<String, Failed> {
     let scenarios = shared_dir(None);
     let scenario = scenarios.path().join("ok.toml");
-    std::fs::write(&scenario, STUCK).unwrap();
+    std::fs::write(&scenario, common::STUCK_SCENARIO).unwrap();
     let temp = shared_dir(None);
     let output = as_user(NOBODY, NOBODY, false)
         .args(["run", "--sut", "reference"])
@@ -390,7 +374,7 @@ fn a_killed_rootless_run_leaves_nothing_after_gc(user: nix::unistd::User) -> Res
     let _alone = one_at_a_time();
     let scenarios = shared_dir(None);
     let scenario = scenarios.path().join("stuck.toml");
-    std::fs::write(&scenario, STUCK).unwrap();
+    std::fs::write(&scenario, common::STUCK_SCENARIO).unwrap();
     let mut child = as_ordinary(&user, &["run", "--sut", "postfix"])
         .arg(&scenario)
         .stdout(Stdio::null())
@@ -401,6 +385,11 @@ fn a_killed_rootless_run_leaves_nothing_after_gc(user: nix::unistd::User) -> Res
     let pid = child.id();
     let deadline = Instant::now() + Duration::from_secs(20);
     let work_dir = loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return Err(
+                format!("the rootless run ended ({status}) before it was caught mid-way").into(),
+            );
+        }
         if Instant::now() > deadline {
             let _ = child.kill();
             let _ = child.wait();

@@ -66,6 +66,25 @@ pub fn runtime() -> tokio::runtime::Runtime {
         .expect("a tokio runtime")
 }
 
+/// A scenario whose message stays queued, so that a run of it can be signalled or killed in the
+/// middle. Its watch time is long (2 h of world time, 72 s of wall time at the default x100):
+/// with a short one the run could be over, deferral and all, before a test catches it mid-way.
+#[allow(dead_code)] // used by the test files that kill runs, not by every test file
+pub const STUCK_SCENARIO: &str = r#"
+description = "every MX address answers 421, so the message stays queued"
+[[mx]]
+name = "mx1"
+domain = "example.test"
+[[fault]]
+on = "mx1"
+smtp = { stage = "greeting", reply = "421 4.3.2 go away" }
+[[message]]
+to = ["bob@example.test"]
+[expect]
+outcome = "deferred"
+within = "2h"
+"#;
+
 /// One look for the work directory of the `mxlab` run with process id `pid` (its `owner` file
 /// names the pid), once that run's Postfix has logged the MX's 421: the run is then mid-way,
 /// with its labs, namespaces and processes all up.
