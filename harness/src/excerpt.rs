@@ -3,6 +3,7 @@
 //! annotate-snippets (rustc's and cargo's renderer).
 
 use std::ops::Range;
+use std::path::{Path, PathBuf};
 
 use annotate_snippets::{AnnotationKind, Group, Level, Renderer, Snippet};
 
@@ -35,6 +36,30 @@ impl Place {
             line,
             column,
             excerpt,
+        }
+    }
+}
+
+/// A problem at a place in a file the user wrote: `file:line:column: message` and the
+/// excerpt below it. Scenario and driver-file errors both carry one.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("{}:{}:{}: {message}\n{}", path.display(), place.line, place.column, place.excerpt)]
+pub struct Located {
+    /// The file.
+    pub path: PathBuf,
+    /// Where in it.
+    pub place: Place,
+    /// What is wrong and what is allowed.
+    pub message: String,
+}
+
+impl Located {
+    /// The problem `message` at byte `offset` of `source`, the text of `path`.
+    pub fn at(path: &Path, source: &str, offset: usize, message: String) -> Located {
+        Located {
+            path: path.to_path_buf(),
+            place: Place::at(source, offset),
+            message,
         }
     }
 }

@@ -56,7 +56,7 @@ pub mod cli;
 pub mod clock;
 pub mod dns;
 pub mod events;
-mod excerpt;
+pub mod excerpt;
 pub mod family;
 pub mod faults;
 pub(crate) mod gc;

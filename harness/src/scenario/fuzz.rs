@@ -39,7 +39,8 @@ within = "30s"
 fn check(text: &str) {
     match parse(Path::new("fuzz.toml"), text) {
         Ok(_) => {}
-        Err(ScenarioError::Invalid { line, column, .. }) => {
+        Err(ScenarioError::Invalid(located)) => {
+            let (line, column) = (located.place.line, located.place.column);
             let lines = text.split('\n').count();
             assert!(line >= 1 && line <= lines.max(1), "line {line} of {lines}");
             assert!(column >= 1);

@@ -3,6 +3,7 @@
 use std::path::{Component, Path, PathBuf};
 
 use super::{validate, Scenario, ScenarioError};
+use crate::excerpt::Located;
 
 /// Reads and validates one scenario file.
 pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
@@ -17,11 +18,11 @@ pub fn load(path: &Path) -> Result<Scenario, ScenarioError> {
 pub fn parse(path: &Path, text: &str) -> Result<Scenario, ScenarioError> {
     let mut scenario: Scenario = toml::from_str(text).map_err(|err| {
         let offset = err.span().map_or(0, |span| span.start);
-        ScenarioError::at(path, text, offset, err.message().trim().to_string())
+        Located::at(path, text, offset, err.message().trim().to_string())
     })?;
     scenario.name = scenario_name(path);
     validate::validate(&scenario)
-        .map_err(|problem| ScenarioError::at(path, text, problem.offset, problem.message))?;
+        .map_err(|problem| Located::at(path, text, problem.offset, problem.message))?;
     Ok(scenario)
 }
 

@@ -11,6 +11,7 @@ use toml::Spanned;
 
 use super::template::{self, Scope};
 use super::{ConfigFile, DriverClock, DriverError, DriverFile, Inject, Ready};
+use crate::excerpt::Located;
 use crate::family::Family;
 use crate::scenario::Xfail;
 use crate::sut::SutKind;
@@ -165,7 +166,9 @@ fn strings<'de, A: SeqAccess<'de>>(mut seq: A) -> Result<Vec<String>, A::Error> 
 
 /// Parses and checks driver-file text; `path` names it in errors.
 pub(super) fn parse(path: &Path, text: &str) -> Result<DriverFile, DriverError> {
-    let at = |offset: usize, message: String| DriverError::at(path, text, offset, message);
+    let at = |offset: usize, message: String| {
+        DriverError::from(Located::at(path, text, offset, message))
+    };
     let raw: RawDriver = toml::from_str(text).map_err(|err| {
         let offset = err.span().map_or(0, |span| span.start);
         let mut message = err.message().trim().to_string();

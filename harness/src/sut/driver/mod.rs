@@ -87,7 +87,7 @@
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use crate::excerpt::Place;
+use crate::excerpt::Located;
 
 mod file;
 mod queue;
@@ -194,20 +194,9 @@ pub enum DriverError {
         /// The I/O error.
         source: std::io::Error,
     },
-    /// The file is not valid TOML or not a valid driver.
-    #[error("{}:{line}:{column}: {message}\n{excerpt}", path.display())]
-    Invalid {
-        /// The file.
-        path: PathBuf,
-        /// 1-based line.
-        line: usize,
-        /// 1-based column.
-        column: usize,
-        /// What is wrong and what is allowed.
-        message: String,
-        /// The lines around the offending text, underlined.
-        excerpt: String,
-    },
+    /// The file is not valid TOML or not a valid driver: the place and the lines around it.
+    #[error(transparent)]
+    Invalid(#[from] Located),
     /// A required step is not given.
     #[error("{}: the driver has no `{step}` step; add {hint}", path.display())]
     MissingStep {
@@ -218,24 +207,6 @@ pub enum DriverError {
         /// What to write.
         hint: &'static str,
     },
-}
-
-impl DriverError {
-    /// A [`DriverError::Invalid`] at byte `offset` of `source`.
-    fn at(path: &Path, source: &str, offset: usize, message: String) -> Self {
-        let Place {
-            line,
-            column,
-            excerpt,
-        } = Place::at(source, offset);
-        DriverError::Invalid {
-            path: path.to_path_buf(),
-            line,
-            column,
-            message,
-            excerpt,
-        }
-    }
 }
 
 impl DriverFile {
