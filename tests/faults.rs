@@ -228,9 +228,10 @@ impl Lab {
             description: format!("{kind} on {host} {family}"),
             kind,
             host: host.into(),
+            sut_host: self.plan.sut.name.clone(),
             family,
             target: self.address(host, family),
-            sut: self.address("sut", family),
+            sut: self.plan.sut_addresses.address(family),
             activation: Activation {
                 first,
                 ..Activation::ALWAYS

@@ -476,8 +476,10 @@ pub struct NetFaultPlan {
     /// What kind of fault; a shape's delays and rate are in wall time (the description keeps
     /// the scenario's world-time figures).
     pub kind: NetFault,
-    /// The host it is on (`sut` for no-route).
+    /// The host it is on (the SUT's own name for no-route).
     pub host: String,
+    /// The SUT host's name in the topology: the other end of the path.
+    pub sut_host: String,
     /// The family it breaks.
     pub family: Family,
     /// The host's address of that family.
@@ -569,6 +571,7 @@ fn net_faults(scenario: &Scenario, plan: &Plan, clock: ClockRate) -> Vec<NetFaul
                     other => other,
                 },
                 host: host.name.clone(),
+                sut_host: plan.sut.name.clone(),
                 family,
                 target,
                 sut: plan.sut_addresses.address(family),

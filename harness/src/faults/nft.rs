@@ -169,6 +169,7 @@ mod tests {
             description: format!("{kind} on mx1"),
             kind,
             host: "mx1".into(),
+            sut_host: "sut".into(),
             family: Family::of(target),
             target,
             sut,

@@ -12,7 +12,7 @@ pub(super) async fn install(
     fault: &NetFaultPlan,
     installed: &mut InstalledFault,
 ) -> Result<(), FaultError> {
-    let sut = namespace(topology, fault, "sut")?;
+    let sut = namespace(topology, fault, &fault.sut_host)?;
     let routes =
         netns::Routes::open(sut).map_err(system(fault, "open a netlink socket in the SUT"))?;
     let defaults = routes

@@ -30,7 +30,7 @@ pub(super) async fn install(
                 problem: format!("the topology has no host {host:?}"),
             })
     };
-    let (target_if, sut_if) = (interface(&fault.host)?, interface("sut")?);
+    let (target_if, sut_if) = (interface(&fault.host)?, interface(&fault.sut_host)?);
     let routes =
         Routes::open(router).map_err(system(fault, "open a netlink socket in the router"))?;
     let target_index = routes
@@ -70,7 +70,7 @@ pub(super) async fn install(
         installed.added_rules.push(rule);
     }
     // A path MTU learned earlier would hide the black hole.
-    for host in ["sut", fault.host.as_str()] {
+    for host in [fault.sut_host.as_str(), fault.host.as_str()] {
         let ns = namespace(topology, fault, host)?;
         let socket = Routes::open(ns).map_err(system(fault, "open a netlink socket"))?;
         socket.flush_route_cache(ns).await.map_err(system(

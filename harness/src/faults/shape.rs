@@ -22,7 +22,7 @@ pub(crate) fn shape_of(shape: &NetShape) -> Shape {
 /// The shaped path: SUT ("client") to the fault's host, in the fault's family.
 pub(crate) fn path_of(fault: &NetFaultPlan, shape: &NetShape) -> ShapedPath {
     ShapedPath {
-        client: "sut".into(),
+        client: fault.sut_host.clone(),
         client_address: fault.sut,
         server: fault.host.clone(),
         server_address: fault.target,
@@ -73,6 +73,7 @@ mod tests {
             description: format!("{shape} on mx1 ipv6"),
             kind: NetFault::Shape(shape),
             host: "mx1".into(),
+            sut_host: "sut".into(),
             family: Family::Ipv6,
             target: "2001:db8:0:3::2".parse().unwrap(),
             sut: "2001:db8::2".parse().unwrap(),

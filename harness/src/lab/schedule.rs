@@ -121,6 +121,7 @@ mod tests {
             description: format!("reset {from}-{until:?}"),
             kind: NetFault::Reset,
             host: "mx1".into(),
+            sut_host: "sut".into(),
             family: Family::Ipv6,
             target: "2001:db8:0:3::2".parse().unwrap(),
             sut: "2001:db8::2".parse().unwrap(),
