@@ -589,13 +589,7 @@ impl PreExec {
                 check(libc::unshare(libc::CLONE_NEWUTS))?;
                 check(libc::sethostname(name.as_ptr(), name.as_bytes().len()))?;
             }
-            check(libc::prctl(
-                libc::PR_SET_PDEATHSIG,
-                libc::SIGKILL as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-                0 as libc::c_ulong,
-            ))?;
+            die_with_parent()?;
             if self.own_pid_namespace {
                 start_pid_namespace(self.lifeline)?;
             }
@@ -694,13 +688,7 @@ unsafe fn run_init(
     unsafe {
         // Cleared by fork: set it again. It holds for the init, which never execs and never
         // changes credentials.
-        check(libc::prctl(
-            libc::PR_SET_PDEATHSIG,
-            libc::SIGKILL as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-            0 as libc::c_ulong,
-        ))?;
+        die_with_parent()?;
         let signal_fd = libc::signalfd(-1, signals, libc::SFD_CLOEXEC | libc::SFD_NONBLOCK);
         check(signal_fd)?;
         let command = libc::fork();
@@ -910,6 +898,13 @@ fn cstring(s: &OsStr) -> io::Result<CString> {
             format!("{s:?} contains a NUL byte"),
         )
     })
+}
+
+/// Asks the kernel to SIGKILL this process when the thread that forked it exits
+/// (`PR_SET_PDEATHSIG`; fork clears it). One raw prctl, safe in a forked child.
+fn die_with_parent() -> io::Result<()> {
+    rustix::process::set_parent_process_death_signal(Some(rustix::process::Signal::KILL))
+        .map_err(io::Error::from)
 }
 
 fn check(ret: libc::c_int) -> io::Result<()> {

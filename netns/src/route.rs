@@ -8,7 +8,7 @@ use netlink_packet_route::route::{
     RouteType,
 };
 use netlink_packet_route::rule::{RuleAction, RuleAttribute, RuleMessage};
-use netlink_packet_route::AddressFamily;
+use netlink_packet_route::{AddressFamily, RouteNetlinkMessage};
 use rtnetlink::RouteMessageBuilder;
 
 use crate::{Error, Namespace, Result};
@@ -310,16 +310,28 @@ pub(crate) async fn interface_index(
         .ok_or_else(|| Error::netlink(label, action, rtnetlink::Error::RequestFailed))
 }
 
+/// The future that drives a route netlink socket; spawn it, or join it with the requests.
+pub(crate) type Connection = rtnetlink::proto::Connection<RouteNetlinkMessage>;
+
+/// Opens a route netlink socket inside `ns`, registered with `runtime`'s reactor.
+pub(crate) fn connect_in(
+    ns: &Namespace,
+    runtime: &tokio::runtime::Handle,
+) -> Result<(Connection, rtnetlink::Handle)> {
+    let (connection, handle, _messages) = ns
+        .run(|| {
+            let _entered = runtime.enter();
+            rtnetlink::new_connection()
+        })?
+        .map_err(|e| Error::namespace(ns.label(), "opening a netlink socket", e))?;
+    Ok((connection, handle))
+}
+
 impl Routes {
     /// Opens a route socket inside `ns`. Must be called inside a tokio runtime.
     pub fn open(ns: &Namespace) -> Result<Routes> {
         let runtime = tokio::runtime::Handle::current();
-        let (connection, handle, _messages) = ns
-            .run(|| {
-                let _entered = runtime.enter();
-                rtnetlink::new_connection()
-            })?
-            .map_err(|e| Error::namespace(ns.label(), "opening a netlink socket", e))?;
+        let (connection, handle) = connect_in(ns, &runtime)?;
         let task = runtime.spawn(connection);
         Ok(Routes {
             label: ns.label().to_owned(),

@@ -8,9 +8,9 @@ use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeade
 use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, State};
 use netlink_packet_route::neighbour::NeighbourState;
 use netlink_packet_route::route::RouteType;
-use netlink_packet_route::RouteNetlinkMessage;
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
 
+use crate::route::{self, Connection};
 use crate::{Error, Namespace, Result};
 
 /// Name of the host-side interface in every host namespace.
@@ -72,8 +72,6 @@ struct BuiltHost {
     namespace: Namespace,
     router_interface: String,
 }
-
-type Connection = rtnetlink::proto::Connection<RouteNetlinkMessage>;
 
 impl Topology {
     /// Builds it over netlink: router + host namespaces, veth pairs created inside namespaces,
@@ -216,7 +214,7 @@ impl Netlink {
     }
 
     async fn index(&self, name: &str) -> Result<u32> {
-        crate::route::interface_index(&self.handle, &self.label, name).await
+        route::interface_index(&self.handle, &self.label, name).await
     }
 
     async fn up(&self, index: u32, name: &str) -> Result<()> {
@@ -369,12 +367,7 @@ fn connect(
     runtime: &tokio::runtime::Handle,
     connections: &mut Vec<Connection>,
 ) -> Result<Netlink> {
-    let (connection, handle, _messages) = ns
-        .run(|| {
-            let _entered = runtime.enter();
-            rtnetlink::new_connection()
-        })?
-        .map_err(|e| Error::namespace(ns.label(), "opening a netlink socket", e))?;
+    let (connection, handle) = route::connect_in(ns, runtime)?;
     connections.push(connection);
     Ok(Netlink {
         label: ns.label().to_owned(),
@@ -460,31 +453,28 @@ async fn link_host(
         )?;
     }
 
-    if let Some(v4) = &spec.ipv4 {
-        let route = RouteMessageBuilder::<Ipv4Addr>::new()
-            .gateway(v4.router)
-            .output_interface(host_index)
-            .build();
+    let gateways = [
+        spec.ipv4.as_ref().map(|v4| IpAddr::V4(v4.router)),
+        spec.ipv6.as_ref().map(|v6| IpAddr::V6(v6.router)),
+    ];
+    for gateway in gateways.into_iter().flatten() {
+        let route = match gateway {
+            IpAddr::V4(router) => RouteMessageBuilder::<Ipv4Addr>::new()
+                .gateway(router)
+                .output_interface(host_index)
+                .build(),
+            IpAddr::V6(router) => RouteMessageBuilder::<Ipv6Addr>::new()
+                .gateway(router)
+                .output_interface(host_index)
+                .build(),
+        };
         host_nl
             .handle
             .route()
             .add(route)
             .execute()
             .await
-            .map_err(host_nl.err(format!("add default route via {}", v4.router)))?;
-    }
-    if let Some(v6) = &spec.ipv6 {
-        let route = RouteMessageBuilder::<Ipv6Addr>::new()
-            .gateway(v6.router)
-            .output_interface(host_index)
-            .build();
-        host_nl
-            .handle
-            .route()
-            .add(route)
-            .execute()
-            .await
-            .map_err(host_nl.err(format!("add default route via {}", v6.router)))?;
+            .map_err(host_nl.err(format!("add default route via {gateway}")))?;
     }
     // Permanent neighbour entries both ways: a lost first ARP request or neighbour
     // solicitation would hold the first packets for a whole retry (1 s), which on an
