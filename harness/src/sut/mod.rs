@@ -262,3 +262,18 @@ pub enum SutError {
         detail: String,
     },
 }
+
+impl SutError {
+    /// [`SutError::BadSetting`]: `sut` cannot take setting `key` because of `reason`.
+    pub fn bad_setting(
+        sut: &'static str,
+        key: impl Into<String>,
+        reason: impl Into<String>,
+    ) -> Self {
+        SutError::BadSetting {
+            sut,
+            key: key.into(),
+            reason: reason.into(),
+        }
+    }
+}

@@ -321,14 +321,12 @@ fn refuse_unused(
         .filter_map(|rest| rest.split_once('=').map(|(key, _)| key.trim().to_string()))
         .find(|key| settings.contains_key(key));
     match unused {
-        Some(key) => Err(SutError::BadSetting {
-            sut: SUT,
+        Some(key) => Err(SutError::bad_setting(
+            SUT,
             key,
-            reason: "Postfix does not know this parameter (postconf: unused parameter); it \
-                     would ignore it and run with its default: remove it or use a parameter \
-                     this Postfix has"
-                .into(),
-        }),
+            "Postfix does not know this parameter (postconf: unused parameter); it would ignore \
+             it and run with its default: remove it or use a parameter this Postfix has",
+        )),
         None => Ok(()),
     }
 }

@@ -81,8 +81,9 @@ impl RunningDriver {
         let env = render_env(sut, &driver.env, &vars)?;
         for file in &driver.config {
             let target = ctx.work_dir.join(&file.path);
-            let mut text = template::render(&file.template, &vars)
-                .map_err(|reason| bad_template(sut, &format!("config {:?}", file.path), reason))?;
+            let mut text = template::render(&file.template, &vars).map_err(|reason| {
+                SutError::bad_setting(sut, format!("config {:?}", file.path), reason)
+            })?;
             if let Some(parent) = target.parent() {
                 std::fs::create_dir_all(parent).map_err(|e| {
                     common::io_error(sut, &format!("create {}", parent.display()), e)
@@ -150,11 +151,13 @@ impl RunningDriver {
         match &steps.driver.ready {
             Ready::Smtp(template) => {
                 let text = template::render(template, &steps.vars)
-                    .map_err(|reason| bad_template(sut, "ready", reason))?;
-                let address: SocketAddr = text.parse().map_err(|_| SutError::BadSetting {
-                    sut,
-                    key: "ready".into(),
-                    reason: format!("{text:?} is not an address like \"127.0.0.1:2525\""),
+                    .map_err(|reason| SutError::bad_setting(sut, "ready", reason))?;
+                let address: SocketAddr = text.parse().map_err(|_| {
+                    SutError::bad_setting(
+                        sut,
+                        "ready",
+                        format!("{text:?} is not an address like \"127.0.0.1:2525\""),
+                    )
                 })?;
                 instance
                     .wait_ready(&text, PROBE_INTERVAL, async |instance: &Instance| {
@@ -383,7 +386,7 @@ fn render_env(
         .map(|(key, value)| {
             template::render(value, vars)
                 .map(|rendered| (key.clone(), rendered))
-                .map_err(|reason| bad_template(sut, &format!("env {key}"), reason))
+                .map_err(|reason| SutError::bad_setting(sut, format!("env {key}"), reason))
         })
         .collect()
 }
@@ -395,14 +398,5 @@ fn render_argv(
     argv: &[String],
     vars: &Vars,
 ) -> Result<Vec<String>, SutError> {
-    template::render_argv(argv, vars).map_err(|reason| bad_template(sut, step, reason))
-}
-
-/// A template that cannot be rendered with this scenario's settings.
-fn bad_template(sut: &'static str, what: &str, reason: String) -> SutError {
-    SutError::BadSetting {
-        sut,
-        key: what.to_string(),
-        reason,
-    }
+    template::render_argv(argv, vars).map_err(|reason| SutError::bad_setting(sut, step, reason))
 }

@@ -145,7 +145,8 @@ fn check_alarm_timers(
     }
     for (key, value) in timers {
         let world = humantime::parse_duration(value.trim()).map_err(|e| {
-            bad(
+            SutError::bad_setting(
+                SUT,
                 &key,
                 format!("{value:?} is not a time mxlab can read ({e})"),
             )
@@ -183,7 +184,8 @@ fn entries(
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
     {
-        return Err(bad(
+        return Err(SutError::bad_setting(
+            SUT,
             "primary_hostname",
             format!("{hostname:?} is not a host name"),
         ));
@@ -195,9 +197,13 @@ fn entries(
     let binary = layout.exim_inside(timing.clock);
     main(
         "exim_path",
-        binary
-            .to_str()
-            .ok_or_else(|| bad("exim_path", format!("{} is not UTF-8", binary.display())))?,
+        binary.to_str().ok_or_else(|| {
+            SutError::bad_setting(
+                SUT,
+                "exim_path",
+                format!("{} is not UTF-8", binary.display()),
+            )
+        })?,
     );
     main("spool_directory", &path_value(layout, &layout.spool)?);
     main(
@@ -262,7 +268,8 @@ fn entries(
             Some((ROUTER, option)) => (Section::Router, option),
             Some((TRANSPORT, option)) => (Section::Transport, option),
             Some((prefix, _)) => {
-                return Err(bad(
+                return Err(SutError::bad_setting(
+                    SUT,
                     key,
                     format!(
                         "{prefix:?} is neither the router {ROUTER:?} nor the transport \
@@ -367,15 +374,17 @@ fn check_setting(key: &str, option: &str, value: &str) -> Result<(), SutError> {
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '_')
     {
-        return Err(bad(
+        return Err(SutError::bad_setting(
+            SUT,
             key,
-            "an Exim option name has only letters, digits and '_'".into(),
+            "an Exim option name has only letters, digits and '_'",
         ));
     }
     if value.contains(['\n', '\r']) || value.trim_end().ends_with('\\') {
-        return Err(bad(
+        return Err(SutError::bad_setting(
+            SUT,
             key,
-            "the value must be one line (and not end with a backslash)".into(),
+            "the value must be one line (and not end with a backslash)",
         ));
     }
     Ok(())
@@ -384,20 +393,13 @@ fn check_setting(key: &str, option: &str, value: &str) -> Result<(), SutError> {
 fn path_value(layout: &Layout, path: &Path) -> Result<String, SutError> {
     let inside = layout.inside(path);
     let text = inside.to_str().ok_or_else(|| {
-        bad(
+        SutError::bad_setting(
+            SUT,
             "spool_directory",
             format!("{} is not UTF-8", inside.display()),
         )
     })?;
     Ok(text.to_string())
-}
-
-fn bad(key: &str, reason: String) -> SutError {
-    SutError::BadSetting {
-        sut: SUT,
-        key: key.to_string(),
-        reason,
-    }
 }
 
 #[cfg(test)]

@@ -73,7 +73,11 @@ pub fn smtpd_conf(
             .chars()
             .all(|c| c.is_ascii_alphanumeric() || c == '.' || c == '-')
     {
-        return Err(bad("hostname", format!("{hostname:?} is not a host name")));
+        return Err(SutError::bad_setting(
+            SUT,
+            "hostname",
+            format!("{hostname:?} is not a host name"),
+        ));
     }
     let mut lines: Vec<(String, String)> = Vec::new();
     if timeouts == Timeouts::Fast {
@@ -91,13 +95,18 @@ pub fn smtpd_conf(
     let mut rules = rules;
     for (key, value) in settings {
         if key.trim().is_empty() || key.contains(['\n', '\r', '#']) {
-            return Err(bad(
+            return Err(SutError::bad_setting(
+                SUT,
                 key,
-                "the key must be the first word(s) of a smtpd.conf line".into(),
+                "the key must be the first word(s) of a smtpd.conf line",
             ));
         }
         if value.contains(['\n', '\r']) {
-            return Err(bad(key, "the value must be one line".into()));
+            return Err(SutError::bad_setting(
+                SUT,
+                key,
+                "the value must be one line",
+            ));
         }
         if let Some(line) = lines
             .iter_mut()
@@ -162,18 +171,11 @@ pub fn refused_setting(
     let (key, _) = settings
         .iter()
         .find(|(key, value)| refused == format!("{key} {value}"))?;
-    Some(bad(
+    Some(SutError::bad_setting(
+        SUT,
         key,
         format!("OpenSMTPD refuses the line {refused:?} ({message}): it has no such option"),
     ))
-}
-
-fn bad(key: &str, reason: String) -> SutError {
-    SutError::BadSetting {
-        sut: SUT,
-        key: key.to_string(),
-        reason,
-    }
 }
 
 #[cfg(test)]

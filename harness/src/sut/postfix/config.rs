@@ -96,7 +96,8 @@ pub fn main_cf_entries(
     timing: Timing,
 ) -> Result<Vec<(String, String)>, SutError> {
     if hostname.is_empty() || hostname.contains(|c: char| c.is_whitespace() || c == ',') {
-        return Err(bad(
+        return Err(SutError::bad_setting(
+            SUT,
             "myhostname",
             format!("{hostname:?} is not a host name"),
         ));
@@ -237,36 +238,34 @@ fn derived_domain(hostname: &str) -> Option<&str> {
 
 fn check_setting(key: &str, value: &str) -> Result<(), SutError> {
     if key.is_empty() || !key.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-        return Err(bad(
+        return Err(SutError::bad_setting(
+            SUT,
             key,
-            "a main.cf parameter name has only letters, digits and '_'".into(),
+            "a main.cf parameter name has only letters, digits and '_'",
         ));
     }
     if value.contains(['\n', '\r']) {
-        return Err(bad(key, "the value must be one line".into()));
+        return Err(SutError::bad_setting(
+            SUT,
+            key,
+            "the value must be one line",
+        ));
     }
     Ok(())
 }
 
 fn path_value(key: &str, path: &Path) -> Result<String, SutError> {
-    let text = path
-        .to_str()
-        .ok_or_else(|| bad(key, format!("{} is not UTF-8", path.display())))?;
+    let text = path.to_str().ok_or_else(|| {
+        SutError::bad_setting(SUT, key, format!("{} is not UTF-8", path.display()))
+    })?;
     if text.contains(|c: char| c.is_whitespace() || c == ',') {
-        return Err(bad(
+        return Err(SutError::bad_setting(
+            SUT,
             key,
             format!("the work directory path {text:?} must not contain white space or commas"),
         ));
     }
     Ok(text.to_string())
-}
-
-fn bad(key: &str, reason: String) -> SutError {
-    SutError::BadSetting {
-        sut: SUT,
-        key: key.to_string(),
-        reason,
-    }
 }
 
 /// The only family Postfix listens on, from its `inet_protocols` setting (`ipv4` or `ipv6`

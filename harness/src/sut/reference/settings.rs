@@ -84,11 +84,7 @@ impl Settings {
     ) -> Result<Settings, SutError> {
         let mut settings = defaults;
         for (key, value) in raw {
-            let bad = |reason: String| SutError::BadSetting {
-                sut: SUT,
-                key: key.clone(),
-                reason,
-            };
+            let bad = |reason: String| SutError::bad_setting(SUT, key, reason);
             match key.as_str() {
                 "address_preference" => {
                     settings.address_preference = match value.trim() {
