@@ -14,6 +14,8 @@
 //!   userspace shaper on a TUN device in the router namespace.
 //! - [`ProcessNamespaces`] / [`run_in`] / [`enter_current_thread`]: joining namespaces that
 //!   exist (a running process's, or a network namespace on a thread).
+//! - [`RuntimeThread`]: a long-lived thread inside a network namespace running a tokio
+//!   runtime, for in-process servers and clients whose sockets must live there.
 
 mod error;
 mod firewall;
@@ -21,6 +23,7 @@ mod join;
 mod namespace;
 mod process;
 mod route;
+mod runtime_thread;
 mod shaper;
 mod topology;
 
@@ -30,6 +33,7 @@ pub use join::{enter_current_thread, run_in, ProcessNamespaces};
 pub use namespace::Namespace;
 pub use process::{output, spawn, Process, SpawnOptions};
 pub use route::{Route, RouteKind, Routes, Rule};
+pub use runtime_thread::RuntimeThread;
 pub use shaper::{check_tun_access, Direction, Shape, ShapedPath, Shaper, ShaperStats};
 pub use topology::{HostSpec, LinkAddresses, Topology, TopologySpec};
 

@@ -15,7 +15,7 @@
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::BorrowedFd;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -49,6 +49,8 @@ struct Inner {
     jobs: mpsc::UnboundedSender<Job>,
     servers: Vec<SocketAddr>,
     place: String,
+    /// The worker's thread, stopped (its lookups abandoned) when the last handle goes.
+    _runtime: netns::RuntimeThread,
 }
 
 impl fmt::Debug for PolicyDns {
@@ -64,16 +66,15 @@ impl PolicyDns {
     /// A worker inside `namespace` (the MX host's) asking `servers` (the scenario DNS host's
     /// addresses, port 53; UDP, with TCP on the same port after truncation).
     ///
-    /// The namespace is held by a duplicate of its file descriptor until the worker ends.
+    /// The worker's thread lives in the namespace (keeping it alive) until the worker ends.
     /// Fails if the thread cannot be started or cannot enter the namespace.
     pub fn in_namespace(
         namespace: &netns::Namespace,
         servers: Vec<SocketAddr>,
     ) -> io::Result<Self> {
-        let fd = namespace.fd().try_clone_to_owned()?;
         spawn(
             format!("network namespace {}", namespace.label()),
-            Some(fd),
+            Some(namespace.fd()),
             servers,
         )
     }
@@ -110,35 +111,15 @@ impl PolicyDns {
 /// Starts the worker thread and waits until its resolver is ready.
 fn spawn(
     place: String,
-    namespace: Option<OwnedFd>,
+    namespace: Option<BorrowedFd<'_>>,
     servers: Vec<SocketAddr>,
 ) -> io::Result<PolicyDns> {
+    let runtime = netns::RuntimeThread::start("mxlab-policy-dns", namespace)?;
     let (jobs, queue) = mpsc::unbounded_channel();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<io::Result<()>>();
-    let worker_servers = servers.clone();
-    let worker_place = place.clone();
-    std::thread::Builder::new()
-        .name("mxlab-policy-dns".into())
-        .spawn(move || {
-            if let Some(fd) = namespace {
-                if let Err(e) = netns::enter_current_thread(fd.as_fd()) {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            }
-            let runtime = match tokio::runtime::Builder::new_current_thread()
-                .enable_all()
-                .build()
-            {
-                Ok(runtime) => runtime,
-                Err(e) => {
-                    let _ = ready_tx.send(Err(e));
-                    return;
-                }
-            };
-            runtime.block_on(serve(worker_servers, queue, ready_tx));
-            tracing::debug!(place = %worker_place, "policy DNS worker stopped");
-        })?;
+    runtime
+        .handle()
+        .spawn(serve(servers.clone(), queue, ready_tx));
     ready_rx.recv().unwrap_or_else(|_| {
         Err(io::Error::other(
             "the policy DNS worker died while starting",
@@ -149,6 +130,7 @@ fn spawn(
             jobs,
             servers,
             place,
+            _runtime: runtime,
         }),
     })
 }

@@ -5,8 +5,7 @@
 //! [`Bug`]) makes it wrong in one known way, which proves that the scenarios catch that bug.
 //!
 //! How it works: [`Reference::start`] starts one OS thread *inside the SUT's network
-//! namespace* (via [`netns::Namespace::run`]; threads inherit the namespace of the thread that
-//! spawns them) and runs a single-threaded tokio runtime on it. Every task of the sender
+//! namespace* running a single-threaded tokio runtime ([`netns::RuntimeThread`]). Every task of the sender
 //! (delivery, DNS, retries, bounces) runs on that runtime, so every socket it makes lands in
 //! the SUT namespace; `netio::NetIo` also asks the kernel for each socket's namespace before
 //! using it and refuses any other. Stopping the sender shuts that runtime down, which cancels
@@ -40,7 +39,7 @@ use std::hash::{BuildHasher, Hasher};
 use std::sync::{Arc, Mutex};
 use std::time::SystemTime;
 
-use tokio::sync::{oneshot, watch};
+use tokio::sync::watch;
 
 use crate::events::{EventKind, EventLog, QueueEntry};
 use crate::sut::{OutgoingMessage, RunningSut, SutContext, SutError};
@@ -84,31 +83,8 @@ impl Reference {
         let netns = NetnsId::of_namespace_fd(ctx.namespace.fd())
             .map_err(|e| namespace_error("identify the SUT namespace", e.to_string()))?;
         let net = NetIo::new(netns);
-        let (runtime_tx, runtime_rx) = oneshot::channel();
-        let (shutdown_tx, shutdown_rx) = oneshot::channel::<()>();
-        let thread = ctx
-            .namespace
-            .run(move || {
-                std::thread::Builder::new()
-                    .name(format!("mxlab-{SUT}"))
-                    .spawn(move || sender_thread(netns, runtime_tx, shutdown_rx))
-            })
-            .map_err(|e| namespace_error("start the sender thread", e.to_string()))?
-            .map_err(|e| namespace_error("start the sender thread", e.to_string()))?;
-        let runtime = match runtime_rx.await {
-            Ok(Ok(handle)) => handle,
-            Ok(Err(detail)) => {
-                let _ = thread.join();
-                return Err(namespace_error("start the sender's runtime", detail));
-            }
-            Err(_) => {
-                let _ = thread.join();
-                return Err(namespace_error(
-                    "start the sender's runtime",
-                    "the sender thread ended early".into(),
-                ));
-            }
-        };
+        let runtime = netns::RuntimeThread::start(&format!("mxlab-{SUT}"), Some(ctx.namespace.fd()))
+            .map_err(|e| namespace_error("start the sender's thread", e.to_string()))?;
         let log = ctx.log;
         let logger = Logger::new(log.clone(), String::new());
         logger.line(format!(
@@ -156,59 +132,17 @@ impl Reference {
         Ok(RunningReference {
             engine,
             runtime,
-            thread: Some(thread),
-            shutdown: Some(shutdown_tx),
             log,
         })
     }
-}
-
-/// The sender's thread, started inside the SUT namespace: checks that it is there, runs a
-/// single-threaded runtime until told to stop, then drops it (cancelling every task).
-fn sender_thread(
-    netns: NetnsId,
-    runtime_tx: oneshot::Sender<Result<tokio::runtime::Handle, String>>,
-    shutdown: oneshot::Receiver<()>,
-) {
-    match NetnsId::of_current_thread() {
-        Ok(here) if here == netns => {}
-        Ok(here) => {
-            let _ = runtime_tx.send(Err(format!(
-                "the sender thread is in {here:?}, not in the SUT namespace {netns:?}"
-            )));
-            return;
-        }
-        Err(e) => {
-            let _ = runtime_tx.send(Err(format!("cannot read the thread's namespace: {e}")));
-            return;
-        }
-    }
-    let runtime = match tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            let _ = runtime_tx.send(Err(e.to_string()));
-            return;
-        }
-    };
-    if runtime_tx.send(Ok(runtime.handle().clone())).is_err() {
-        return;
-    }
-    runtime.block_on(async {
-        let _ = shutdown.await;
-    });
-    drop(runtime);
 }
 
 /// A running reference sender. Dropping it stops the sender (prefer
 /// [`RunningReference::stop`], which also logs what was left in the queue).
 pub struct RunningReference {
     engine: Arc<Engine>,
-    runtime: tokio::runtime::Handle,
-    thread: Option<std::thread::JoinHandle<()>>,
-    shutdown: Option<oneshot::Sender<()>>,
+    /// The thread in the SUT namespace every task of the sender runs on.
+    runtime: netns::RuntimeThread,
     log: EventLog,
 }
 
@@ -227,7 +161,7 @@ impl RunningReference {
             to: message.to.clone(),
             reply: reply.clone(),
         });
-        self.runtime.spawn(self.engine.clone().run(id));
+        self.runtime.handle().spawn(self.engine.clone().run(id));
         reply
     }
 
@@ -248,33 +182,13 @@ impl RunningReference {
     }
 
     /// Stops every task, closes every socket and ends the sender's thread.
-    pub async fn stop(mut self) {
+    pub async fn stop(self) {
         let left = self.engine.queue_entries().len();
-        self.shut_down_now().await;
+        self.runtime.stop().await;
         Logger::new(self.log.clone(), String::new()).line(format!(
             "stopped with {left} message{} in the queue",
             if left == 1 { "" } else { "s" }
         ));
-    }
-
-    async fn shut_down_now(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = tokio::task::spawn_blocking(move || thread.join()).await;
-        }
-    }
-}
-
-impl Drop for RunningReference {
-    fn drop(&mut self) {
-        if let Some(shutdown) = self.shutdown.take() {
-            let _ = shutdown.send(());
-        }
-        if let Some(thread) = self.thread.take() {
-            let _ = thread.join();
-        }
     }
 }
 
