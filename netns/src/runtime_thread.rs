@@ -132,7 +132,10 @@ mod tests {
             std::future::pending::<()>().await;
         });
         drop(runtime);
-        assert!(dropped.load(Ordering::SeqCst), "the pending task outlived the runtime");
+        assert!(
+            dropped.load(Ordering::SeqCst),
+            "the pending task outlived the runtime"
+        );
     }
 
     #[test]

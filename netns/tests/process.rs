@@ -1,5 +1,5 @@
 //! Process tests: PID namespaces, private resolv.conf, missing programs, cleanup.
-//! They need root; without it each test prints why it is skipped and passes (and fails under
+//! They need root; without it each is listed as ignored with the reason (and fails under
 //! `MXLAB_REQUIRE_ALL=1`, set by `.ci/run`).
 
 mod common;
@@ -8,7 +8,7 @@ use std::io::Read;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use common::{alive, descendants, ns_inode, pid_ns_inode, root_or_skip};
+use common::{alive, descendants, ns_inode, pid_ns_inode};
 use netns::{Namespace, SpawnOptions};
 
 fn namespace(tag: &str) -> Namespace {
@@ -55,11 +55,7 @@ fn wait_for_running(pid: u32, comm: &str, n: usize) -> Vec<u32> {
     }
 }
 
-#[tokio::test]
 async fn own_pid_namespace_stop_kills_grandchildren() {
-    if !root_or_skip("own_pid_namespace_stop_kills_grandchildren") {
-        return;
-    }
     let ns = namespace("pidns");
     let mut command = Command::new("sh");
     command.args(["-c", "sleep 100 & sleep 100"]);
@@ -119,11 +115,7 @@ async fn own_pid_namespace_stop_kills_grandchildren() {
     process.stop(Duration::from_millis(10)).await.unwrap();
 }
 
-#[tokio::test]
 async fn stop_is_graceful_when_the_command_handles_sigterm() {
-    if !root_or_skip("stop_is_graceful_when_the_command_handles_sigterm") {
-        return;
-    }
     let ns = namespace("term");
     for own_pid_namespace in [false, true] {
         let mut command = Command::new("sh");
@@ -152,11 +144,7 @@ async fn stop_is_graceful_when_the_command_handles_sigterm() {
     }
 }
 
-#[test]
 fn bind_mounts_apply_in_order_and_only_to_the_child() {
-    if !root_or_skip("bind_mounts_apply_in_order_and_only_to_the_child") {
-        return;
-    }
     let ns = namespace("bind");
     let first = tempfile::tempdir().unwrap();
     let second = tempfile::tempdir().unwrap();
@@ -204,11 +192,7 @@ fn bind_mounts_apply_in_order_and_only_to_the_child() {
     assert!(err.to_string().contains("/nonexistent/mxlab-src"), "{err}");
 }
 
-#[test]
 fn resolv_conf_is_private_to_the_child() {
-    if !root_or_skip("resolv_conf_is_private_to_the_child") {
-        return;
-    }
     let ns = namespace("resolv");
     let ours = format!(
         "# mxlab test {}\nnameserver 192.0.2.53\noptions attempts:1 timeout:2\n",
@@ -268,11 +252,7 @@ fn resolv_conf_is_private_to_the_child() {
     );
 }
 
-#[test]
 fn missing_program_gives_a_clear_error() {
-    if !root_or_skip("missing_program_gives_a_clear_error") {
-        return;
-    }
     let ns = namespace("missing");
     for own_pid_namespace in [false, true] {
         let err = netns::spawn(
@@ -300,11 +280,7 @@ fn missing_program_gives_a_clear_error() {
     assert!(err.to_string().contains("/nonexistent/mxlab-tool"), "{err}");
 }
 
-#[test]
 fn output_runs_inside_the_namespace_with_loopback_up() {
-    if !root_or_skip("output_runs_inside_the_namespace_with_loopback_up") {
-        return;
-    }
     let ns = namespace("output");
     let mut command = Command::new("ip");
     command.args(["-o", "addr"]);
@@ -321,11 +297,7 @@ fn output_runs_inside_the_namespace_with_loopback_up() {
     .unwrap();
 }
 
-#[test]
 fn dropping_a_process_kills_and_reaps_it() {
-    if !root_or_skip("dropping_a_process_kills_and_reaps_it") {
-        return;
-    }
     let ns = namespace("drop");
     for own_pid_namespace in [false, true] {
         let mut command = Command::new("sleep");
@@ -358,11 +330,7 @@ fn dropping_a_process_kills_and_reaps_it() {
     }
 }
 
-#[test]
 fn exit_status_without_waiting() {
-    if !root_or_skip("exit_status_without_waiting") {
-        return;
-    }
     let ns = namespace("status");
     let mut command = Command::new("sh");
     command.args(["-c", "exit 3"]);
@@ -379,11 +347,7 @@ fn exit_status_without_waiting() {
     assert_eq!(process.try_exit_status().unwrap(), Some(status));
 }
 
-#[test]
 fn sysctls_are_per_namespace() {
-    if !root_or_skip("sysctls_are_per_namespace") {
-        return;
-    }
     let root_value = std::fs::read_to_string("/proc/sys/net/ipv4/ip_forward").unwrap();
     let ns = namespace("sysctl");
     let want = if root_value.trim() == "1" { "0" } else { "1" };
@@ -404,11 +368,7 @@ fn sysctls_are_per_namespace() {
     assert!(err.to_string().contains("relative to /proc/sys"), "{err}");
 }
 
-#[test]
 fn run_propagates_results_and_panics() {
-    if !root_or_skip("run_propagates_results_and_panics") {
-        return;
-    }
     let ns = namespace("run");
     let inode = ns.run(|| {
         use std::os::unix::fs::MetadataExt;
@@ -423,7 +383,6 @@ fn run_propagates_results_and_panics() {
 /// Environment variable that turns `harness_crash_leaves_no_process` into its child role.
 const CRASH_CHILD: &str = "MXLAB_NETNS_CRASH_CHILD";
 
-#[test]
 fn harness_crash_leaves_no_process() {
     use std::io::BufRead;
     if std::env::var_os(CRASH_CHILD).is_some() {
@@ -460,9 +419,6 @@ fn harness_crash_leaves_no_process() {
         }
         println!("READY");
         std::thread::sleep(Duration::from_secs(100));
-        return;
-    }
-    if !root_or_skip("harness_crash_leaves_no_process") {
         return;
     }
     let mut harness = Command::new(std::env::current_exe().unwrap())
@@ -580,7 +536,6 @@ fn describe(pids: &[u32]) -> Vec<String> {
 /// PR_SET_PDEATHSIG is cleared when a process changes credentials (and when it execs a setuid
 /// or file-capability binary), as Postfix does: the PID namespace must end anyway when the
 /// harness is SIGKILLed.
-#[test]
 fn harness_crash_ends_a_pid_namespace_whose_command_changed_credentials() {
     use std::io::BufRead;
     const TEST: &str = "harness_crash_ends_a_pid_namespace_whose_command_changed_credentials";
@@ -620,21 +575,6 @@ fn harness_crash_ends_a_pid_namespace_whose_command_changed_credentials() {
         std::mem::forget(process);
         println!("READY");
         std::thread::sleep(Duration::from_secs(100));
-        return;
-    }
-    if !root_or_skip(TEST) {
-        return;
-    }
-    if Command::new("setpriv")
-        .arg("--version")
-        .output()
-        .map_or(true, |o| !o.status.success())
-    {
-        assert!(
-            std::env::var("MXLAB_REQUIRE_ALL").map_or(true, |value| value != "1"),
-            "{TEST} needs setpriv (util-linux), and MXLAB_REQUIRE_ALL=1"
-        );
-        eprintln!("skipping {TEST}: needs setpriv (util-linux)");
         return;
     }
     let mut harness = Command::new(std::env::current_exe().unwrap())
@@ -700,11 +640,7 @@ fn harness_crash_ends_a_pid_namespace_whose_command_changed_credentials() {
     );
 }
 
-#[test]
 fn hostname_and_private_dev_apply_only_to_the_child() {
-    if !root_or_skip("hostname_and_private_dev_apply_only_to_the_child") {
-        return;
-    }
     let ns = namespace("uts");
     let dev = tempfile::tempdir().unwrap();
     let dev_dir = dev.path().join("dev");
@@ -760,4 +696,72 @@ fn hostname_and_private_dev_apply_only_to_the_child() {
         std::fs::read_to_string(dev_dir.join("mxlab-marker")).unwrap(),
         "x\n"
     );
+}
+
+/// Why the credentials test cannot run here: no `setpriv` (util-linux).
+fn setpriv_missing() -> Option<String> {
+    Command::new("setpriv")
+        .arg("--version")
+        .output()
+        .map_or(true, |o| !o.status.success())
+        .then(|| "needs setpriv (util-linux)".into())
+}
+
+fn main() {
+    let root = common::needs_root();
+    common::run(vec![
+        common::trial(
+            "own_pid_namespace_stop_kills_grandchildren",
+            root.clone(),
+            || common::on_current_thread(own_pid_namespace_stop_kills_grandchildren()),
+        ),
+        common::trial(
+            "stop_is_graceful_when_the_command_handles_sigterm",
+            root.clone(),
+            || common::on_current_thread(stop_is_graceful_when_the_command_handles_sigterm()),
+        ),
+        common::trial(
+            "bind_mounts_apply_in_order_and_only_to_the_child",
+            root.clone(),
+            bind_mounts_apply_in_order_and_only_to_the_child,
+        ),
+        common::trial("resolv_conf_is_private_to_the_child", root.clone(), || {
+            resolv_conf_is_private_to_the_child()
+        }),
+        common::trial("missing_program_gives_a_clear_error", root.clone(), || {
+            missing_program_gives_a_clear_error()
+        }),
+        common::trial(
+            "output_runs_inside_the_namespace_with_loopback_up",
+            root.clone(),
+            output_runs_inside_the_namespace_with_loopback_up,
+        ),
+        common::trial(
+            "dropping_a_process_kills_and_reaps_it",
+            root.clone(),
+            dropping_a_process_kills_and_reaps_it,
+        ),
+        common::trial("exit_status_without_waiting", root.clone(), || {
+            exit_status_without_waiting()
+        }),
+        common::trial("sysctls_are_per_namespace", root.clone(), || {
+            sysctls_are_per_namespace()
+        }),
+        common::trial("run_propagates_results_and_panics", root.clone(), || {
+            run_propagates_results_and_panics()
+        }),
+        common::trial("harness_crash_leaves_no_process", root.clone(), || {
+            harness_crash_leaves_no_process()
+        }),
+        common::trial(
+            "harness_crash_ends_a_pid_namespace_whose_command_changed_credentials",
+            root.clone().or_else(setpriv_missing),
+            harness_crash_ends_a_pid_namespace_whose_command_changed_credentials,
+        ),
+        common::trial(
+            "hostname_and_private_dev_apply_only_to_the_child",
+            root.clone(),
+            hostname_and_private_dev_apply_only_to_the_child,
+        ),
+    ])
 }

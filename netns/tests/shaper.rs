@@ -2,7 +2,7 @@
 //! namespace: delay and jitter in TCP connect round trips, duplicates and reordering in
 //! numbered datagrams, the rate limit in the time 20000 bytes take; the unshaped family and
 //! hosts show none of it, and removing (or dropping) the shaper leaves the router as it was.
-//! They need root; without it each test prints why it is skipped and passes (and fails under
+//! They need root; without it each is listed as ignored with the reason (and fails under
 //! `MXLAB_REQUIRE_ALL=1`).
 
 mod common;
@@ -10,7 +10,7 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{root_or_skip, spec};
+use common::spec;
 use netns::{Direction, Namespace, Shape, ShapedPath, Shaper, Topology};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -120,11 +120,7 @@ fn router_state(topology: &Topology) -> String {
     state
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delay_and_jitter_show_in_connect_round_trips_of_the_shaped_family_only() {
-    if !root_or_skip("delay_and_jitter_show_in_connect_round_trips_of_the_shaped_family_only") {
-        return;
-    }
     let spec = spec("shd", 3);
     let topology = Topology::build(&spec).await.unwrap();
     let before = router_state(&topology);
@@ -280,11 +276,7 @@ fn overtakers(arrived: &[u32]) -> usize {
     count
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn duplicates_and_reordering_show_in_numbered_datagrams() {
-    if !root_or_skip("duplicates_and_reordering_show_in_numbered_datagrams") {
-        return;
-    }
     let spec = spec("shr", 3);
     let topology = Topology::build(&spec).await.unwrap();
     let mx1 = addr(&spec, "mx1", true);
@@ -360,11 +352,7 @@ async fn transfer(topology: &Topology, to: IpAddr, bytes: usize) -> Duration {
     started.elapsed()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rate_limit_shows_in_the_time_20000_bytes_take() {
-    if !root_or_skip("a_rate_limit_shows_in_the_time_20000_bytes_take") {
-        return;
-    }
     let spec = spec("shq", 3);
     let topology = Topology::build(&spec).await.unwrap();
     let mx1 = addr(&spec, "mx1", false);
@@ -402,11 +390,7 @@ async fn a_rate_limit_shows_in_the_time_20000_bytes_take() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn impossible_shapes_and_unknown_hosts_are_refused_and_leave_nothing() {
-    if !root_or_skip("impossible_shapes_and_unknown_hosts_are_refused_and_leave_nothing") {
-        return;
-    }
     let spec = spec("shx", 3);
     let topology = Topology::build(&spec).await.unwrap();
     let before = router_state(&topology);
@@ -442,4 +426,38 @@ async fn impossible_shapes_and_unknown_hosts_are_refused_and_leave_nothing() {
     assert_eq!(router_state(&topology), with_first);
     first.remove().await.unwrap();
     assert_eq!(router_state(&topology), before);
+}
+
+fn main() {
+    let root = common::needs_root();
+    common::run(vec![
+        common::trial(
+            "delay_and_jitter_show_in_connect_round_trips_of_the_shaped_family_only",
+            root.clone(),
+            || {
+                common::on_threads(
+                    delay_and_jitter_show_in_connect_round_trips_of_the_shaped_family_only(),
+                )
+            },
+        ),
+        common::trial(
+            "duplicates_and_reordering_show_in_numbered_datagrams",
+            root.clone(),
+            || common::on_threads(duplicates_and_reordering_show_in_numbered_datagrams()),
+        ),
+        common::trial(
+            "a_rate_limit_shows_in_the_time_20000_bytes_take",
+            root.clone(),
+            || common::on_threads(a_rate_limit_shows_in_the_time_20000_bytes_take()),
+        ),
+        common::trial(
+            "impossible_shapes_and_unknown_hosts_are_refused_and_leave_nothing",
+            root.clone(),
+            || {
+                common::on_threads(
+                    impossible_shapes_and_unknown_hosts_are_refused_and_leave_nothing(),
+                )
+            },
+        ),
+    ])
 }

@@ -1,5 +1,5 @@
 //! Topology tests: real sockets through the router, no DAD delay, root namespace untouched.
-//! They need root; without it each test prints why it is skipped and passes (and fails under
+//! They need root; without it each is listed as ignored with the reason (and fails under
 //! `MXLAB_REQUIRE_ALL=1`, set by `.ci/run`).
 
 mod common;
@@ -8,7 +8,7 @@ use std::io::{Read, Write};
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::{ip, ns_inode, root_or_skip, spec};
+use common::{ip, ns_inode, spec};
 use netns::{Namespace, Topology};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
@@ -72,11 +72,7 @@ async fn round_trip(
     elapsed
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn tcp_through_router_both_families_without_dad_delay() {
-    if !root_or_skip("tcp_through_router_both_families_without_dad_delay") {
-        return;
-    }
     let spec = spec("tcp", 3);
     let t0 = Instant::now();
     let topology = Topology::build(&spec).await.unwrap();
@@ -177,11 +173,7 @@ async fn tcp_through_router_both_families_without_dad_delay() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn interfaces_routes_and_forwarding() {
-    if !root_or_skip("interfaces_routes_and_forwarding") {
-        return;
-    }
     let spec = spec("ifs", 3);
     let topology = Topology::build(&spec).await.unwrap();
     assert_eq!(topology.router_interface("mx1"), Some("mxlab-mx1"));
@@ -272,11 +264,7 @@ fn root_view() -> Vec<String> {
     ]
 }
 
-#[tokio::test(flavor = "current_thread")]
 async fn root_namespace_unchanged_by_build_and_drop() {
-    if !root_or_skip("root_namespace_unchanged_by_build_and_drop") {
-        return;
-    }
     let resolv_before = std::fs::read("/etc/resolv.conf").unwrap();
     let before = root_view();
     let topology = Topology::build(&spec("root", 3)).await.unwrap();
@@ -292,11 +280,7 @@ async fn root_namespace_unchanged_by_build_and_drop() {
     assert_eq!(std::fs::read("/etc/resolv.conf").unwrap(), resolv_before);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn build_and_drop_timing_six_hosts() {
-    if !root_or_skip("build_and_drop_timing_six_hosts") {
-        return;
-    }
     let mut builds = Vec::new();
     let mut drops = Vec::new();
     for round in 0..5 {
@@ -338,7 +322,6 @@ async fn build_and_drop_timing_six_hosts() {
     );
 }
 
-#[tokio::test]
 async fn invalid_spec_is_rejected_before_anything_is_created() {
     let mut spec = spec("bad", 2);
     spec.hosts[1].name = "sut".into();
@@ -352,11 +335,7 @@ async fn invalid_spec_is_rejected_before_anything_is_created() {
 /// in table `local`) from a work queue that waits for the RTNL lock; under this load that can
 /// come after the build, and a SYN sent then to the address is dropped without an answer
 /// (`ip6_forward`, IP_INADDRERRORS) — seen as a lost first SYN. `Topology::build` waits for it.
-#[test]
 fn ipv6_addresses_receive_right_after_concurrent_builds() {
-    if !root_or_skip("ipv6_addresses_receive_right_after_concurrent_builds") {
-        return;
-    }
     const THREADS: usize = 8;
     const ROUNDS: usize = 6;
     // The kernel retransmits a lost SYN only after 1 s: a connect slower than this lost one.
@@ -408,4 +387,36 @@ fn ipv6_addresses_receive_right_after_concurrent_builds() {
         failures.len(),
         THREADS * ROUNDS * 2
     );
+}
+
+fn main() {
+    let root = common::needs_root();
+    common::run(vec![
+        common::trial(
+            "tcp_through_router_both_families_without_dad_delay",
+            root.clone(),
+            || common::on_threads(tcp_through_router_both_families_without_dad_delay()),
+        ),
+        common::trial("interfaces_routes_and_forwarding", root.clone(), || {
+            common::on_threads(interfaces_routes_and_forwarding())
+        }),
+        common::trial(
+            "root_namespace_unchanged_by_build_and_drop",
+            root.clone(),
+            || common::on_current_thread(root_namespace_unchanged_by_build_and_drop()),
+        ),
+        common::trial("build_and_drop_timing_six_hosts", root.clone(), || {
+            common::on_threads(build_and_drop_timing_six_hosts())
+        }),
+        common::trial(
+            "invalid_spec_is_rejected_before_anything_is_created",
+            None,
+            || common::on_current_thread(invalid_spec_is_rejected_before_anything_is_created()),
+        ),
+        common::trial(
+            "ipv6_addresses_receive_right_after_concurrent_builds",
+            root.clone(),
+            ipv6_addresses_receive_right_after_concurrent_builds,
+        ),
+    ])
 }

@@ -1,21 +1,73 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
 
+use std::collections::BTreeSet;
+use std::future::Future;
 use std::net::{Ipv4Addr, Ipv6Addr};
+use std::sync::Mutex;
+
+use libtest_mimic::{Arguments, Trial};
 
 use netns::{HostSpec, LinkAddresses, Namespace, TopologySpec};
 
-/// True if the tests may create namespaces; prints why a test is skipped otherwise, or panics
-/// under `MXLAB_REQUIRE_ALL=1` (set by `.ci/run`), so CI cannot pass a test it never ran.
-pub fn root_or_skip(test: &str) -> bool {
-    if nix::unistd::geteuid().is_root() {
-        true
-    } else if std::env::var("MXLAB_REQUIRE_ALL").is_ok_and(|value| value == "1") {
-        panic!("{test} needs root (network namespaces), and MXLAB_REQUIRE_ALL=1");
-    } else {
-        eprintln!("skipping {test}: needs root (creates network namespaces); run `cargo test -p mxlab-netns` as root");
-        false
+/// Why the tests that create namespaces cannot run here (not root), if they cannot.
+pub fn needs_root() -> Option<String> {
+    (!nix::unistd::geteuid().is_root()).then(|| {
+        "needs root (creates network namespaces); run `cargo test -p mxlab-netns` as root".into()
+    })
+}
+
+/// A test named `name` running `test`; when `cannot_run` gives a reason, the test is listed
+/// as ignored and the reason printed once (under `MXLAB_REQUIRE_ALL=1`, set by `.ci/run`, it
+/// fails with the reason instead, so CI cannot pass a test it never ran).
+pub fn trial(
+    name: &str,
+    cannot_run: Option<String>,
+    test: impl FnOnce() + Send + 'static,
+) -> Trial {
+    let run = move || {
+        test();
+        Ok(())
+    };
+    match cannot_run {
+        None => Trial::test(name, run),
+        Some(reason) if std::env::var("MXLAB_REQUIRE_ALL").is_ok_and(|value| value == "1") => {
+            Trial::test(name, move || {
+                Err(format!("cannot run here, and MXLAB_REQUIRE_ALL=1: {reason}").into())
+            })
+        }
+        Some(reason) => {
+            static SAID: Mutex<BTreeSet<String>> = Mutex::new(BTreeSet::new());
+            if SAID.lock().expect("not poisoned").insert(reason.clone()) {
+                eprintln!("ignoring tests that cannot run here: {reason}");
+            }
+            Trial::test(name, run).with_ignored_flag(true)
+        }
     }
+}
+
+/// Runs the trials with the command line's filters and options, and exits.
+pub fn run(trials: Vec<Trial>) -> ! {
+    libtest_mimic::run(&Arguments::from_args(), trials).exit()
+}
+
+/// Runs `future` to completion on a multi-threaded runtime with two workers.
+pub fn on_threads<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(2)
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(future)
+}
+
+/// Runs `future` to completion on a current-thread runtime.
+pub fn on_current_thread<F: Future>(future: F) -> F::Output {
+    tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+        .expect("a tokio runtime")
+        .block_on(future)
 }
 
 /// A unique "mxlab-…" label prefix for one test.

@@ -83,8 +83,9 @@ impl Reference {
         let netns = NetnsId::of_namespace_fd(ctx.namespace.fd())
             .map_err(|e| namespace_error("identify the SUT namespace", e.to_string()))?;
         let net = NetIo::new(netns);
-        let runtime = netns::RuntimeThread::start(&format!("mxlab-{SUT}"), Some(ctx.namespace.fd()))
-            .map_err(|e| namespace_error("start the sender's thread", e.to_string()))?;
+        let runtime =
+            netns::RuntimeThread::start(&format!("mxlab-{SUT}"), Some(ctx.namespace.fd()))
+                .map_err(|e| namespace_error("start the sender's thread", e.to_string()))?;
         let log = ctx.log;
         let logger = Logger::new(log.clone(), String::new());
         logger.line(format!(
