@@ -1,21 +1,22 @@
-//! What the unit tests share: a test that cannot run on this machine (not root, a tool
-//! missing) says why on stderr and returns early; with `MXLAB_REQUIRE_ALL=1` (set by `.ci/run`)
-//! it fails with that reason instead, so CI cannot pass a test it never ran.
+//! What the unit tests share.
 //!
-//! (libtest has no way to mark a test ignored at run time; the integration tests under
-//! `tests/` report such tests as ignored through libtest-mimic.)
+//! A unit test that needs what a machine may lack (root, an installed MTA, a tool) carries
+//! test-with's attributes (`#[test_with::root()]`, `#[test_with::file(..)]`,
+//! `#[test_with::executable(..)]`): where it is compiled without them it is listed as ignored
+//! with the reason, never as ok. Inside, [`require`] fails it with the reason should the binary
+//! run where it was not built (compiled as root, run as a user). The integration tests under
+//! `tests/` decide at run time and report such tests as ignored through libtest-mimic.
 
-/// True if `test` cannot run because of `reason` (then it prints why); panics instead under
-/// `MXLAB_REQUIRE_ALL=1`.
-pub(crate) fn cannot_run(test: &str, reason: Option<String>) -> bool {
-    let Some(reason) = reason else {
-        return false;
-    };
-    if std::env::var("MXLAB_REQUIRE_ALL").is_ok_and(|value| value == "1") {
-        panic!("{test} cannot run here, and MXLAB_REQUIRE_ALL=1: {reason}");
+/// Fails the calling test with `reason`, when there is one: it cannot run here.
+pub(crate) fn require(reason: Option<String>) {
+    if let Some(reason) = reason {
+        panic!("this test cannot run here: {reason}");
     }
-    eprintln!("skipping {test}: {reason}");
-    true
+}
+
+/// Fails the calling test unless it runs as root; `what` says what it needs root for.
+pub(crate) fn require_root(what: &str) {
+    require(needs_root(what));
 }
 
 /// `Some("needs root (WHAT)")` unless running as root.

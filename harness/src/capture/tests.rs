@@ -72,14 +72,6 @@ fn pruning_forgets_stale_4_tuples_only() {
     assert_eq!(tracker.observe(p, later).retransmission, 1);
 }
 
-/// True if these tests may create namespaces; prints why a test is skipped otherwise.
-fn root_or_skip(test: &str) -> bool {
-    !crate::test_support::cannot_run(
-        test,
-        crate::test_support::needs_root("network namespaces, packet sockets"),
-    )
-}
-
 const SUT4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 2);
 const MX4: Ipv4Addr = Ipv4Addr::new(192, 0, 2, 26);
 const SUT6: Ipv6Addr = Ipv6Addr::new(0x2001, 0xdb8, 0, 0, 0, 0, 0, 2);
@@ -166,11 +158,10 @@ async fn drain(rx: &mut mpsc::UnboundedReceiver<Syn>, settle: Duration) -> Vec<S
     syns
 }
 
+#[test_with::root()]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_syn_per_connection_for_both_families() {
-    if !root_or_skip("one_syn_per_connection_for_both_families") {
-        return;
-    }
+    crate::test_support::require_root("network namespaces, packet sockets");
     let topology = topology("capsyn").await;
     let sut = topology.host("sut").unwrap();
     let mx1 = topology.host("mx1").unwrap();
@@ -266,11 +257,10 @@ async fn one_syn_per_connection_for_both_families() {
     assert_eq!(drain(&mut syns, Duration::from_millis(200)).await, vec![]);
 }
 
+#[test_with::root()]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn retransmitted_syns_are_numbered() {
-    if !root_or_skip("retransmitted_syns_are_numbered") {
-        return;
-    }
+    crate::test_support::require_root("network namespaces, packet sockets");
     let topology = topology("capretx").await;
     let sut = topology.host("sut").unwrap();
     let mx1 = topology.host("mx1").unwrap();
@@ -328,11 +318,10 @@ async fn retransmitted_syns_are_numbered() {
     assert_eq!(counted, seen.len(), "only these two 4-tuples: {seen:?}");
 }
 
+#[test_with::root()]
 #[test]
 fn errors_without_runtime_or_interface() {
-    if !root_or_skip("errors_without_runtime_or_interface") {
-        return;
-    }
+    crate::test_support::require_root("network namespaces, packet sockets");
     let ns = Namespace::create(&format!("mxlab-t{}-caperr", std::process::id())).unwrap();
     let e = watch_syns(&ns, "lo", 25, |_| {}).unwrap_err();
     assert!(matches!(e, CaptureError::NoRuntime), "{e}");

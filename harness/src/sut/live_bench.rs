@@ -1,5 +1,5 @@
-//! What the live tests of the built-in drivers share: a bench to start the real MTA on, the
-//! skip rule, and the checks every driver must pass (a refused start within 5 s, every process
+//! What the live tests of the built-in drivers share: a bench to start the real MTA on, what
+//! they need to run, and the checks every driver must pass (a refused start within 5 s, every process
 //! gone when the handle is dropped).
 
 use std::collections::BTreeMap;
@@ -11,28 +11,13 @@ use crate::events::{Event, EventKind, EventLog};
 use crate::sut::common::processes_in;
 use crate::sut::{RunningSut, SutContext, SutError, SutRoute};
 
-/// Why the live tests of `sut` cannot run here, if they cannot: not root, or `installed` (the
-/// driver's install check) failed.
-pub(crate) fn skip_reason(sut: &str, installed: Result<(), SutError>) -> Option<String> {
-    if !nix::unistd::Uid::effective().is_root() {
-        return Some(format!("not root (namespaces and {sut} need root)"));
-    }
-    installed.err().map(|e| e.to_string())
+/// Fails the live test of `sut` unless it can run here: as root, with `installed` (the
+/// driver's install check) passed. Each live test also carries `#[test_with::root()]` and
+/// `#[test_with::file(BINARY)]`, so it is listed as ignored where it was compiled without them.
+pub(crate) fn require_live(sut: &str, installed: Result<(), SutError>) {
+    crate::test_support::require_root(&format!("namespaces and {sut}"));
+    crate::test_support::require(installed.err().map(|e| e.to_string()));
 }
-
-/// Returns from the test, saying why, unless the live tests of the MTA can run here (see
-/// [`skip_reason`]).
-macro_rules! skip_unless_live {
-    ($sut:expr, $installed:expr) => {
-        if crate::test_support::cannot_run(
-            module_path!(),
-            crate::sut::live_bench::skip_reason($sut, $installed),
-        ) {
-            return;
-        }
-    };
-}
-pub(crate) use skip_unless_live;
 
 /// A namespace with only loopback, a resolv.conf pointing at 127.0.0.1 (nothing listens
 /// there, so every lookup fails at once) and a work directory inside a private (0700) one, as

@@ -11,13 +11,6 @@ use pcap_file::pcap::PcapReader;
 
 use super::*;
 
-fn root_or_skip(test: &str) -> bool {
-    !crate::test_support::cannot_run(
-        test,
-        crate::test_support::needs_root("network namespaces, packet sockets"),
-    )
-}
-
 /// Host `n`: IPv4 10.77.n.2/30 behind 10.77.n.1, IPv6 fd00:77:n::2/64 behind ::1.
 fn host(name: &str, n: u8) -> HostSpec {
     HostSpec {
@@ -186,11 +179,11 @@ fn run_tshark(tshark: &str, file: &Path, extra: &[&str]) -> String {
     String::from_utf8(out.stdout).expect("utf-8")
 }
 
+#[test_with::root()]
+#[test_with::executable(tshark)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn records_udp_and_tcp_in_both_directions() {
-    if !root_or_skip("records_udp_and_tcp_in_both_directions") {
-        return;
-    }
+    crate::test_support::require_root("network namespaces, packet sockets");
     let topology = topology("pcap").await;
     let sut = topology.host("sut").unwrap();
     let dns = topology.host("dns").unwrap();
@@ -260,13 +253,7 @@ async fn records_udp_and_tcp_in_both_directions() {
         "mostly in time order"
     );
 
-    let missing = tshark()
-        .is_none()
-        .then(|| "tshark is not installed (apt-get install tshark)".to_owned());
-    if crate::test_support::cannot_run("the tshark half of this test", missing) {
-        return;
-    }
-    let tshark = tshark().expect("tshark was found");
+    let tshark = tshark().expect("tshark is installed (apt-get install tshark)");
     let all = run_tshark(&tshark, &path, &[]);
     assert_eq!(all.lines().count(), frames.len(), "{all}");
     let udp = run_tshark(
@@ -297,11 +284,10 @@ async fn records_udp_and_tcp_in_both_directions() {
     assert_eq!(syns.lines().count(), 4, "{syns}");
 }
 
+#[test_with::root()]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn unknown_interface_is_an_error_and_drop_stops() {
-    if !root_or_skip("unknown_interface_is_an_error_and_drop_stops") {
-        return;
-    }
+    crate::test_support::require_root("network namespaces, packet sockets");
     let topology = topology("pcaperr").await;
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("x.pcap");

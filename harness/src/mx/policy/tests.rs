@@ -633,13 +633,8 @@ fn v4(host: &str) -> String {
 }
 
 impl NsLab {
-    fn start(tag: &str, policies: Vec<Policy>) -> Option<NsLab> {
-        if crate::test_support::cannot_run(
-            tag,
-            crate::test_support::needs_root("a network namespace"),
-        ) {
-            return None;
-        }
+    fn start(tag: &str, policies: Vec<Policy>) -> NsLab {
+        crate::test_support::require_root("a network namespace");
         let namespace =
             netns::Namespace::create(&format!("mxlab-t{}-{tag}", std::process::id())).unwrap();
         for host in ["53", "25", "5", "6", "7", "8"] {
@@ -734,7 +729,7 @@ impl NsLab {
             .policy(context.clone())
             .try_start()
             .unwrap();
-        Some(NsLab {
+        NsLab {
             namespace,
             mx6,
             mx4,
@@ -742,7 +737,7 @@ impl NsLab {
             dns_log,
             _dns: dns,
             _mx: mx,
-        })
+        }
     }
 
     async fn connect(&self, source: &str) -> Client {
@@ -771,6 +766,7 @@ impl NsLab {
 
 /// Gmail's check: IPv6 clients need forward-confirmed reverse DNS, IPv4 clients are left
 /// alone; then greylisting by /64 lets a neighbour through after the period.
+#[test_with::root()]
 #[tokio::test]
 async fn in_a_namespace_ptr_checks_and_greylisting_by_prefix() {
     let period = Duration::from_millis(500);
@@ -781,9 +777,7 @@ async fn in_a_namespace_ptr_checks_and_greylisting_by_prefix() {
             period,
         },
     ];
-    let Some(lab) = NsLab::start("ptr6", policies) else {
-        return;
-    };
+    let lab = NsLab::start("ptr6", policies);
     assert_eq!(code(&lab.rcpt(&v6("5")).await), "451");
     assert_eq!(code(&lab.rcpt(&v6("6")).await), "451");
     let mismatch = lab.rcpt(&v6("8")).await;
@@ -839,6 +833,7 @@ async fn in_a_namespace_ptr_checks_and_greylisting_by_prefix() {
 }
 
 /// Both families checked, at MAIL, with a reply of our own.
+#[test_with::root()]
 #[tokio::test]
 async fn in_a_namespace_ptr_checks_of_both_families_at_mail() {
     let policy = Policy::RequirePtr {
@@ -846,9 +841,7 @@ async fn in_a_namespace_ptr_checks_of_both_families_at_mail() {
         stage: SmtpStage::Mail,
         reply: "550 5.7.25 no FCrDNS for {ip}".into(),
     };
-    let Some(lab) = NsLab::start("ptr4", vec![policy]) else {
-        return;
-    };
+    let lab = NsLab::start("ptr4", vec![policy]);
     assert_eq!(code(&lab.envelope(&v4("5")).await.0), "250");
     assert_eq!(
         lab.envelope(&v4("8")).await.0,
@@ -863,6 +856,7 @@ async fn in_a_namespace_ptr_checks_of_both_families_at_mail() {
 }
 
 /// At the greeting, the check is made before the greeting is sent.
+#[test_with::root()]
 #[tokio::test]
 async fn in_a_namespace_ptr_checks_at_the_greeting() {
     let policy = Policy::RequirePtr {
@@ -870,9 +864,7 @@ async fn in_a_namespace_ptr_checks_at_the_greeting() {
         stage: SmtpStage::Greeting,
         reply: "554 5.7.25 {ip} has no FCrDNS".into(),
     };
-    let Some(lab) = NsLab::start("ptr0", vec![policy]) else {
-        return;
-    };
+    let lab = NsLab::start("ptr0", vec![policy]);
     let mut client = lab.connect(&v4("7")).await;
     assert_eq!(
         client.reply().await.unwrap(),

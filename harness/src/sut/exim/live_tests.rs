@@ -8,13 +8,15 @@ use super::*;
 use crate::sut::common::processes_in;
 use crate::sut::live_bench::{
     assert_dropping_kills_every_process, assert_injection_and_queue_recorded,
-    assert_stop_ends_every_process, log_lines, refusal, skip_unless_live, Bench,
+    assert_stop_ends_every_process, log_lines, refusal, require_live, Bench,
 };
 use crate::sut::OutgoingMessage;
 
+#[test_with::root()]
+#[test_with::file(/opt/mxlab/exim/usr/sbin/exim4)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_defers_without_dns_kicks_and_stops_every_process() {
-    skip_unless_live!(SUT, check_installed());
+    require_live(SUT, check_installed());
     let bench = Bench::new("mxlab-test-exim-live", "exim");
     let settings = BTreeMap::from([("remote_smtp.connect_timeout".to_string(), "3s".to_string())]);
     let exim = Exim::start(bench.context(&settings))
@@ -100,9 +102,11 @@ async fn starts_defers_without_dns_kicks_and_stops_every_process() {
     drop(bench.dir);
 }
 
+#[test_with::root()]
+#[test_with::file(/opt/mxlab/exim/usr/sbin/exim4)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_start_quotes_exim() {
-    skip_unless_live!(SUT, check_installed());
+    require_live(SUT, check_installed());
     let bench = Bench::new("mxlab-test-exim-bad", "exim");
     let settings = BTreeMap::from([("no_such_option".to_string(), "1".to_string())]);
     let text = refusal(
@@ -117,9 +121,11 @@ async fn a_refused_start_quotes_exim() {
     );
 }
 
+#[test_with::root()]
+#[test_with::file(/opt/mxlab/exim/usr/sbin/exim4)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_handle_kills_every_process() {
-    skip_unless_live!(SUT, check_installed());
+    require_live(SUT, check_installed());
     let bench = Bench::new("mxlab-test-exim-drop", "exim");
     let exim = Exim::start(bench.context(&BTreeMap::new()))
         .await

@@ -9,7 +9,7 @@ use crate::events::Event;
 use crate::sut::common::processes_in;
 use crate::sut::live_bench::{
     assert_dropping_kills_every_process, assert_injection_and_queue_recorded,
-    assert_stop_ends_every_process, log_lines, refusal, skip_unless_live, Bench,
+    assert_stop_ends_every_process, log_lines, refusal, require_live, Bench,
 };
 use crate::sut::OutgoingMessage;
 
@@ -20,9 +20,11 @@ fn tempfails(events: &[Event]) -> usize {
         .count()
 }
 
+#[test_with::root()]
+#[test_with::file(/opt/mxlab/opensmtpd/usr/sbin/smtpd)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_defers_without_dns_kicks_and_stops_every_process() {
-    skip_unless_live!(SUT, check_installed());
+    require_live(SUT, check_installed());
     let bench = Bench::new("mxlab-test-opensmtpd-live", "opensmtpd");
     let settings = BTreeMap::from([("queue".to_string(), "ttl 2h".to_string())]);
     let smtpd = Opensmtpd::start(bench.context(&settings))
@@ -90,9 +92,11 @@ async fn starts_defers_without_dns_kicks_and_stops_every_process() {
     drop(bench.dir);
 }
 
+#[test_with::root()]
+#[test_with::file(/opt/mxlab/opensmtpd/usr/sbin/smtpd)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_start_quotes_opensmtpd() {
-    skip_unless_live!(SUT, check_installed());
+    require_live(SUT, check_installed());
     let bench = Bench::new("mxlab-test-opensmtpd-bad", "opensmtpd");
     let settings = BTreeMap::from([("bogus".to_string(), "directive".to_string())]);
     let text = refusal(
@@ -110,9 +114,11 @@ async fn a_refused_start_quotes_opensmtpd() {
     );
 }
 
+#[test_with::root()]
+#[test_with::file(/opt/mxlab/opensmtpd/usr/sbin/smtpd)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_handle_kills_every_process() {
-    skip_unless_live!(SUT, check_installed());
+    require_live(SUT, check_installed());
     let bench = Bench::new("mxlab-test-opensmtpd-drop", "opensmtpd");
     let smtpd = Opensmtpd::start(bench.context(&BTreeMap::new()))
         .await

@@ -9,13 +9,15 @@ use super::*;
 use crate::sut::common::processes_in;
 use crate::sut::live_bench::{
     assert_dropping_kills_every_process, assert_injection_and_queue_recorded,
-    assert_stop_ends_every_process, log_lines, refusal, skip_unless_live, Bench,
+    assert_stop_ends_every_process, log_lines, refusal, require_live, Bench,
 };
 use crate::sut::OutgoingMessage;
 
+#[test_with::root()]
+#[test_with::file(/usr/sbin/postfix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn starts_fast_defers_without_dns_and_stops_every_process() {
-    skip_unless_live!(SUT, check_installed());
+    require_live(SUT, check_installed());
     let bench = Bench::new("mxlab-test-postfix-live", "work");
     let settings = BTreeMap::from([("queue_run_delay".to_string(), "2s".to_string())]);
     let postfix = Postfix::start(bench.context(&settings))
@@ -113,9 +115,11 @@ async fn starts_fast_defers_without_dns_and_stops_every_process() {
     drop(bench.dir);
 }
 
+#[test_with::root()]
+#[test_with::file(/usr/sbin/postfix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_refused_start_quotes_postfix() {
-    skip_unless_live!(SUT, check_installed());
+    require_live(SUT, check_installed());
     let bench = Bench::new("mxlab-test-postfix-bad", "work");
     let settings = BTreeMap::from([("inet_protocols".to_string(), "bogus".to_string())]);
     let text = refusal(
@@ -130,9 +134,11 @@ async fn a_refused_start_quotes_postfix() {
     );
 }
 
+#[test_with::root()]
+#[test_with::file(/usr/sbin/postfix)]
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn dropping_the_handle_kills_every_process() {
-    skip_unless_live!(SUT, check_installed());
+    require_live(SUT, check_installed());
     let bench = Bench::new("mxlab-test-postfix-drop", "work");
     let postfix = Postfix::start(bench.context(&BTreeMap::new()))
         .await

@@ -161,15 +161,11 @@ pub fn seconds(duration: Duration) -> String {
 mod tests {
     use super::*;
 
+    #[test_with::root()]
     #[test]
     fn a_socket_of_this_namespace_passes_and_one_of_another_is_refused() {
         // SIOCGSKNS needs CAP_NET_ADMIN over the socket's network namespace.
-        if crate::test_support::cannot_run(
-            "a_socket_of_this_namespace_passes_and_one_of_another_is_refused",
-            crate::test_support::needs_root("reads a socket's network namespace"),
-        ) {
-            return;
-        }
+        crate::test_support::require_root("reads a socket's network namespace");
         let here = NetnsId::of_current_thread().unwrap();
         let net = NetIo::new(here);
         let socket = TcpSocket::new_v4().unwrap();
