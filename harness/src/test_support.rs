@@ -7,6 +7,21 @@
 //! run where it was not built (compiled as root, run as a user). The integration tests under
 //! `tests/` decide at run time and report such tests as ignored through libtest-mimic.
 
+/// The smallest valid scenario: one MX, one message, delivery expected.
+pub(crate) const MINIMAL_SCENARIO: &str = r#"
+description = "nothing broken"
+
+[[mx]]
+name = "mx1"
+domain = "example.test"
+
+[[message]]
+to = ["bob@example.test"]
+
+[expect]
+outcome = "delivered"
+"#;
+
 /// Fails the calling test with `reason`, when there is one: it cannot run here.
 pub(crate) fn require(reason: Option<String>) {
     if let Some(reason) = reason {

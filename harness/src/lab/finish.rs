@@ -103,20 +103,7 @@ mod tests {
     use crate::events::QueueEntry;
     use crate::family::Family;
     use crate::scenario::parse;
-
-    const SCENARIO: &str = r#"
-description = "d"
-
-[[mx]]
-name = "mx1"
-domain = "example.test"
-
-[[message]]
-to = ["bob@example.test"]
-
-[expect]
-outcome = "delivered"
-"#;
+    use crate::test_support::MINIMAL_SCENARIO as SCENARIO;
 
     fn plan() -> Plan {
         Plan::new(&parse(Path::new("scenarios/x/y.toml"), SCENARIO).unwrap())

@@ -85,20 +85,7 @@ fn scenario_name(path: &Path) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const MINIMAL: &str = r#"
-description = "nothing broken"
-
-[[mx]]
-name = "mx1"
-domain = "example.test"
-
-[[message]]
-to = ["bob@example.test"]
-
-[expect]
-outcome = "delivered"
-"#;
+    use crate::test_support::MINIMAL_SCENARIO as MINIMAL;
 
     fn error_of(text: &str) -> String {
         parse(Path::new("s.toml"), text).unwrap_err().to_string()
