@@ -24,6 +24,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use clap::Parser;
 use hickory_proto::op::{Message, Query};
 use hickory_proto::rr::{Name, RecordType};
 use mxlab::dns::{reverse_name, DnsServer, Record, RecordData, Zone, NEGATIVE_TTL, RECORD_TTL};
@@ -32,58 +33,39 @@ use mxlab::events::EventLog;
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// Command-line settings.
+#[derive(clap::Parser)]
+#[command(about = "mxlab's DNS server against NSD, measured by dnsperf")]
 struct Options {
+    /// mxlab's UDP port (0: any free one).
+    #[arg(long, default_value_t = 0)]
     port: u16,
+    /// NSD's port (default: any free one).
+    #[arg(long)]
     nsd_port: Option<u16>,
+    /// How long each dnsperf run lasts.
+    #[arg(long, default_value_t = 10)]
     seconds: u32,
+    /// dnsperf clients.
+    #[arg(long, default_value_t = 4)]
     clients: u32,
+    /// Queries outstanding per client.
+    #[arg(long, default_value_t = 100)]
     outstanding: u32,
+    /// Queries per second to send (default: as many as answered).
+    #[arg(long)]
     qps: Option<u32>,
-    threads: usize,
+    /// Worker threads of each server.
+    #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: u16,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+    /// A bench name filter from `cargo bench` (ignored).
+    #[arg(hide = true)]
+    filter: Option<String>,
 }
 
 impl Options {
-    fn parse() -> Result<Self> {
-        let mut options = Self {
-            port: 0,
-            nsd_port: None,
-            seconds: 10,
-            clients: 4,
-            outstanding: 100,
-            qps: None,
-            threads: 1,
-        };
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            let mut value = || {
-                args.next()
-                    .with_context(|| format!("{arg} needs a value"))
-                    .and_then(|value| {
-                        value
-                            .parse::<u32>()
-                            .with_context(|| format!("{arg} {value}: not a number"))
-                    })
-            };
-            match arg.as_str() {
-                // `cargo bench` passes `--bench`; a filter may follow it.
-                "--bench" => {}
-                "--port" => options.port = u16::try_from(value()?)?,
-                "--nsd-port" => options.nsd_port = Some(u16::try_from(value()?)?),
-                "--seconds" => options.seconds = value()?,
-                "--clients" => options.clients = value()?,
-                "--outstanding" => options.outstanding = value()?,
-                "--qps" => options.qps = Some(value()?),
-                "--threads" => options.threads = usize::try_from(value()?)?.max(1),
-                other if !other.starts_with('-') => {} // a bench name filter
-                other => bail!(
-                    "unknown option {other}; known: --port, --nsd-port, --seconds, --clients, \
-                     --outstanding, --qps, --threads"
-                ),
-            }
-        }
-        Ok(options)
-    }
-
     /// The dnsperf arguments shared by both runs.
     fn dnsperf_args(&self) -> Vec<String> {
         let mut args = vec![
@@ -116,7 +98,7 @@ fn main() -> ExitCode {
 }
 
 fn run() -> Result<()> {
-    let options = Options::parse()?;
+    let options = Options::parse();
     let (Some(dnsperf), Some(nsd)) = (find_program("dnsperf"), find_program("nsd")) else {
         println!("dns bench skipped: dnsperf and nsd are needed (apt-get install -y dnsperf nsd)");
         return Ok(());
@@ -137,7 +119,7 @@ fn run() -> Result<()> {
 
     // mxlab, on a runtime of its own in this process.
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(options.threads)
+        .worker_threads(usize::from(options.threads))
         .enable_all()
         .build()?;
     let log = EventLog::new();
@@ -161,7 +143,7 @@ fn run() -> Result<()> {
     };
     let nsd_addr = SocketAddr::new(LOCALHOST, nsd_port);
     let nsd_dir = dir.path().join("nsd");
-    let config = write_nsd_config(&nsd_dir, &zones, nsd_addr, options.threads)?;
+    let config = write_nsd_config(&nsd_dir, &zones, nsd_addr, usize::from(options.threads))?;
     // NSD's main process may exit before its forked server process; as a subreaper this
     // process inherits such orphans and can reap them.
     nix::sys::prctl::set_child_subreaper(true)?;

@@ -38,6 +38,7 @@ use std::process::{Child, Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use anyhow::{bail, Context, Result};
+use clap::Parser;
 use mxlab::events::{EventKind, EventLog};
 use mxlab::family::Family;
 use mxlab::mx::{self, Listener, ListenerBehaviour};
@@ -45,55 +46,36 @@ use mxlab::mx::{self, Listener, ListenerBehaviour};
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
 /// Command-line settings.
+#[derive(clap::Parser)]
+#[command(about = "mxlab's fake MX against Postfix's smtp-sink, measured by smtp-source")]
 struct Options {
+    /// Messages per round.
+    #[arg(long, default_value_t = 20_000, value_parser = clap::value_parser!(u32).range(1..))]
     messages: u32,
+    /// Parallel sessions.
+    #[arg(long, default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..))]
     sessions: u32,
+    /// Message size in bytes.
+    #[arg(long, default_value_t = 1024)]
     size: u32,
+    /// Send several messages per session.
+    #[arg(long)]
     reuse: bool,
-    threads: usize,
+    /// Worker threads of the fake MX.
+    #[arg(long, default_value_t = 2, value_parser = clap::value_parser!(u16).range(1..))]
+    threads: u16,
+    /// Measured rounds (after one warm-up).
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+    /// A bench name filter from `cargo bench` (ignored).
+    #[arg(hide = true)]
+    filter: Option<String>,
 }
 
 impl Options {
-    fn parse() -> Result<Self> {
-        let mut options = Self {
-            messages: 20_000,
-            sessions: 50,
-            size: 1024,
-            reuse: false,
-            threads: 2,
-            rounds: 5,
-        };
-        let mut args = std::env::args().skip(1);
-        while let Some(arg) = args.next() {
-            let mut value = || {
-                args.next()
-                    .with_context(|| format!("{arg} needs a value"))
-                    .and_then(|value| {
-                        value
-                            .parse::<u32>()
-                            .with_context(|| format!("{arg} {value}: not a number"))
-                    })
-            };
-            match arg.as_str() {
-                // `cargo bench` passes `--bench`; a filter may follow it.
-                "--bench" => {}
-                "--messages" => options.messages = value()?.max(1),
-                "--sessions" => options.sessions = value()?.max(1),
-                "--size" => options.size = value()?,
-                "--reuse" => options.reuse = true,
-                "--threads" => options.threads = usize::try_from(value()?)?.max(1),
-                "--rounds" => options.rounds = value()?.max(1),
-                other if !other.starts_with('-') => {} // a bench name filter
-                other => bail!(
-                    "unknown option {other}; known: --messages, --sessions, --size, --reuse, \
-                     --threads, --rounds"
-                ),
-            }
-        }
-        Ok(options)
-    }
-
     /// The `smtp-source` arguments shared by all runs (the address goes last).
     fn source_args(&self) -> Vec<String> {
         let mut args = vec![
@@ -138,7 +120,7 @@ struct Measurement {
 }
 
 fn run() -> Result<()> {
-    let options = Options::parse()?;
+    let options = Options::parse();
     let (Some(source), Some(sink)) = (find_program("smtp-source"), find_program("smtp-sink"))
     else {
         println!(
@@ -177,7 +159,7 @@ fn run() -> Result<()> {
     wait_for_listener(sink_addr)?;
 
     let runtime = tokio::runtime::Builder::new_multi_thread()
-        .worker_threads(options.threads)
+        .worker_threads(usize::from(options.threads))
         .enable_all()
         .build()?;
     let baseline = memory()?;

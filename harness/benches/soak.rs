@@ -22,21 +22,7 @@ use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// A small deterministic PRNG (xorshift64*), so the kill schedule is the same every time.
-struct Rng(u64);
-
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 ^= self.0 >> 12;
-        self.0 ^= self.0 << 25;
-        self.0 ^= self.0 >> 27;
-        self.0.wrapping_mul(0x2545_f491_4f6c_dd1d)
-    }
-
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-}
+use clap::Parser;
 
 /// What the machine holds that a run could leak.
 #[derive(Debug, Default)]
@@ -144,22 +130,35 @@ struct Run {
     exit: String,
 }
 
+/// Command-line settings.
+#[derive(clap::Parser)]
+#[command(about = "Many chaos runs, some killed with SIGKILL; then nothing of them may be left")]
+struct Options {
+    /// How many runs.
+    #[arg(long, default_value_t = 100)]
+    runs: usize,
+    /// How many of them are killed mid-way.
+    #[arg(long, default_value_t = 20)]
+    kills: usize,
+    /// The SUT each run uses.
+    #[arg(long, default_value = "reference")]
+    sut: String,
+    /// The world clock of each run.
+    #[arg(long, default_value = "x1000")]
+    clock: String,
+    /// Passed by `cargo bench`.
+    #[arg(long, hide = true)]
+    bench: bool,
+}
+
 fn main() {
-    let mut runs = 100usize;
-    let mut kills = 20usize;
-    let mut sut = "reference".to_string();
-    let mut clock = "x1000".to_string();
-    let mut args = std::env::args().skip(1);
-    while let Some(arg) = args.next() {
-        match arg.as_str() {
-            "--runs" => runs = args.next().and_then(|v| v.parse().ok()).expect("--runs N"),
-            "--kills" => kills = args.next().and_then(|v| v.parse().ok()).expect("--kills K"),
-            "--sut" => sut = args.next().expect("--sut SUT"),
-            "--clock" => clock = args.next().expect("--clock RATE"),
-            "--bench" => {}
-            other => panic!("unknown option {other}"),
-        }
-    }
+    let Options {
+        runs,
+        kills,
+        sut,
+        clock,
+        ..
+    } = Options::parse();
     if !nix::unistd::geteuid().is_root() {
         println!("soak: skipped, needs root (network namespaces)");
         return;
@@ -170,10 +169,11 @@ fn main() {
         .tempdir()
         .expect("a soak directory");
     let soak = soak_dir.path().to_path_buf();
-    let mut rng = Rng(0x5eed_0000_0000_0016);
+    // Seeded, so the kill schedule is the same every time.
+    let mut rng = fastrand::Rng::with_seed(0x5eed_0000_0000_0016);
     let mut to_kill = BTreeSet::new();
     while to_kill.len() < kills.min(runs) {
-        to_kill.insert(rng.below(runs as u64) as usize);
+        to_kill.insert(rng.usize(..runs));
     }
     let before = snapshot();
     let own_fds_before = open_fds(std::process::id()).unwrap_or(0);
@@ -200,7 +200,7 @@ fn main() {
             kills_pending += 1;
         }
         let to_be_killed = kills_pending > 0;
-        let kill_at = Duration::from_millis(20 + rng.below(480));
+        let kill_at = Duration::from_millis(rng.u64(20..500));
         let mut killed = false;
         let (mut peak_rss_kib, mut peak_fds) = (0, 0);
         let status = loop {

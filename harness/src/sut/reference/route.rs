@@ -29,10 +29,10 @@ pub struct Candidate {
 /// an order given by `seed` (RFC 5321 §5.1: "randomize"); each host once. Then the bugs:
 /// `ignore-preference` reverses the order, `no-mx-fallback` keeps only the first host.
 pub fn order_mx(records: &[MxRecord], bugs: Bugs, seed: u64) -> Vec<MxHost> {
+    let mut draws = fastrand::Rng::with_seed(seed);
     let mut keyed: Vec<(u16, u64, &MxRecord)> = records
         .iter()
-        .enumerate()
-        .map(|(i, record)| (record.preference, mix(seed, i as u64), record))
+        .map(|record| (record.preference, draws.u64(..), record))
         .collect();
     keyed.sort_by_key(|(preference, key, _)| (*preference, *key));
     let mut hosts: Vec<MxHost> = Vec::new();
@@ -109,14 +109,6 @@ pub fn candidates(
         list.truncate(1);
     }
     list
-}
-
-/// A 64-bit mix of `seed` and `i` (splitmix64), for shuffling equal preferences.
-fn mix(seed: u64, i: u64) -> u64 {
-    let mut z = seed.wrapping_add(i.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15));
-    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
-    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
-    z ^ (z >> 31)
 }
 
 #[cfg(test)]
