@@ -17,6 +17,8 @@
 //! * `--qps N`: dnsperf `-Q` (default unlimited)
 //! * `--threads N`: tokio worker threads for mxlab and NSD's `server-count` (default 1)
 
+mod common;
+
 use std::fmt::Write as _;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, UdpSocket};
 use std::path::{Path, PathBuf};
@@ -57,12 +59,8 @@ struct Options {
     /// Worker threads of each server.
     #[arg(long, default_value_t = 1, value_parser = clap::value_parser!(u16).range(1..))]
     threads: u16,
-    /// Passed by `cargo bench`.
-    #[arg(long, hide = true)]
-    bench: bool,
-    /// A bench name filter from `cargo bench` (ignored).
-    #[arg(hide = true)]
-    filter: Option<String>,
+    #[command(flatten)]
+    cargo_bench: common::CargoBenchArgs,
 }
 
 impl Options {

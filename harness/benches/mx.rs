@@ -32,6 +32,8 @@
 //! * `--threads N`: tokio worker threads for mxlab (default 2, what `mxlab` gets on 2 cores)
 //! * `--rounds N`: how many times to measure each server, after the warm-up (default 5)
 
+mod common;
+
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitCode, Stdio};
@@ -67,12 +69,8 @@ struct Options {
     /// Measured rounds (after one warm-up).
     #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u32).range(1..))]
     rounds: u32,
-    /// Passed by `cargo bench`.
-    #[arg(long, hide = true)]
-    bench: bool,
-    /// A bench name filter from `cargo bench` (ignored).
-    #[arg(hide = true)]
-    filter: Option<String>,
+    #[command(flatten)]
+    cargo_bench: common::CargoBenchArgs,
 }
 
 impl Options {

@@ -17,6 +17,8 @@
 //! for the first and last ten runs (flat means no growth), and this process's own open
 //! descriptors before and after. Needs root (namespaces); it says so and exits 0 otherwise.
 
+mod common;
+
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -146,9 +148,8 @@ struct Options {
     /// The world clock of each run.
     #[arg(long, default_value = "x1000")]
     clock: String,
-    /// Passed by `cargo bench`.
-    #[arg(long, hide = true)]
-    bench: bool,
+    #[command(flatten)]
+    cargo_bench: common::CargoBenchArgs,
 }
 
 fn main() {

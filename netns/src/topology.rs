@@ -5,7 +5,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use futures::TryStreamExt;
 use netlink_packet_route::address::{AddressAttribute, AddressFlags, AddressHeaderFlags};
-use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, State};
+use netlink_packet_route::link::{InfoData, InfoVeth, LinkAttribute, LinkMessage, State};
 use netlink_packet_route::neighbour::NeighbourState;
 use netlink_packet_route::route::RouteType;
 use rtnetlink::{LinkMessageBuilder, LinkUnspec, LinkVeth, RouteMessageBuilder};
@@ -234,14 +234,8 @@ impl Netlink {
         let started = std::time::Instant::now();
         loop {
             let link = self
-                .handle
-                .link()
-                .get()
-                .match_index(index)
-                .execute()
-                .try_next()
-                .await
-                .map_err(self.err(format!("look up interface {name}")))?;
+                .link(index, format!("look up interface {name}"))
+                .await?;
             let operational = link.is_some_and(|link| {
                 link.attributes
                     .iter()
@@ -299,18 +293,22 @@ impl Netlink {
         }
     }
 
-    /// The link's hardware (MAC) address.
-    async fn mac(&self, index: u32, name: &str) -> Result<Vec<u8>> {
-        let action = format!("read the hardware address of {name}");
-        let link = self
-            .handle
+    /// The link with `index`, if there is one; `action` names the lookup in an error.
+    async fn link(&self, index: u32, action: String) -> Result<Option<LinkMessage>> {
+        self.handle
             .link()
             .get()
             .match_index(index)
             .execute()
             .try_next()
             .await
-            .map_err(self.err(action.clone()))?;
+            .map_err(self.err(action))
+    }
+
+    /// The link's hardware (MAC) address.
+    async fn mac(&self, index: u32, name: &str) -> Result<Vec<u8>> {
+        let action = format!("read the hardware address of {name}");
+        let link = self.link(index, action.clone()).await?;
         link.and_then(|link| {
             link.attributes.into_iter().find_map(|a| match a {
                 LinkAttribute::Address(mac) => Some(mac),
